@@ -1,0 +1,12 @@
+"""qnewton: Newton's-method training for PyTorch with hybrid quantum-classical scheduling.
+
+Every Hessian block's linear system is routed to a classical solver (measured on this machine) or
+an emulated quantum linear-system algorithm (time *modeled* on a named hardware profile), whichever
+is predicted to be faster. See DESIGN §3 for the pipeline; one module per stage.
+"""
+
+from qnewton.accounting import Ledger, SolveRecord
+from qnewton.optimizer import QNewton
+
+__all__ = ["Ledger", "QNewton", "SolveRecord", "__version__"]
+__version__ = "0.1.0"

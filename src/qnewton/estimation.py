@@ -1,0 +1,559 @@
+"""Estimation: condition number κ, sparsity and normalization of a linear system.
+
+Stage 3 of the pipeline (DESIGN §3, formulas §4.2). Every estimator returns a
+:class:`KappaEstimate` that says what it guarantees: an exact value, an upper bound, a lower bound,
+or a plain estimate. The scheduler needs an upper bound to *choose* quantum and a lower bound
+suffices to *reject* it (the quantum/classical time ratio grows with κ).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
+
+import torch
+
+if TYPE_CHECKING:
+    from qnewton.conditioning import LinearSystem
+
+KAPPA_KINDS = ("exact", "upper", "lower", "estimate")
+
+
+@dataclass(frozen=True)
+class KappaEstimate:
+    """A condition-number figure and what it guarantees.
+
+    Attributes:
+        value: κ (dimensionless, ≥ 1); ``inf`` when the bound overflows float64.
+        log10: log₁₀ κ, finite even where ``value`` overflows (norm–determinant bounds).
+        kind: one of :data:`KAPPA_KINDS`.
+        method: the estimator's name (e.g. ``"eigvalsh"``, ``"lanczos"``, ``"regularization"``).
+        seconds: measured wall-clock seconds the estimate took.
+    """
+
+    value: float
+    log10: float
+    kind: str
+    method: str
+    seconds: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.kind not in KAPPA_KINDS:
+            raise ValueError(f"kind must be one of {KAPPA_KINDS}, got {self.kind!r}")
+
+
+# --------------------------------------------------------------------------------------------
+# Conventions
+#
+# κ of a symmetric positive-definite (SPD) matrix is κ = λ_max / λ_min. The library only ever
+# solves SPD systems (conditioning repairs positive definiteness), so for a symmetric matrix that
+# is *not* positive definite we use the convention κ = +inf ("no finite SPD condition number":
+# never route it to a quantum solver). With this convention every ``kind`` below is honest:
+# a "lower" bound of +inf is only returned when λ_min ≤ 0 is certain.
+# The norm–determinant bounds (GEJ, Merikoski) bound κ₂ = σ_max/σ_min of any square matrix,
+# which equals λ_max/λ_min for SPD matrices.
+# --------------------------------------------------------------------------------------------
+
+ESTIMATION_METHODS = ("exact", "gej", "merikoski", "lanczos", "regularization", "auto")
+_PSD_KINDS = ("fisher", "ggn")
+_LN10 = math.log(10.0)
+
+
+def _estimate(log_kappa: float, kind: str, method: str, seconds: float) -> KappaEstimate:
+    """Build a :class:`KappaEstimate` from a natural-log κ (may be ``inf``)."""
+    log_kappa = max(0.0, log_kappa)  # κ ≥ 1 always
+    log10 = log_kappa / _LN10
+    value = math.exp(log_kappa) if log_kappa < 709.0 else math.inf
+    return KappaEstimate(value=value, log10=log10, kind=kind, method=method, seconds=seconds)
+
+
+def _check_square(a: torch.Tensor, name: str = "a") -> None:
+    if not isinstance(a, torch.Tensor):
+        raise ValueError(f"{name} must be a torch.Tensor, got {type(a).__name__}")
+    if a.ndim != 2 or a.shape[0] != a.shape[1] or a.shape[0] == 0:
+        raise ValueError(f"{name} must be a non-empty square (N, N) matrix, got {tuple(a.shape)}")
+    if not a.is_floating_point():
+        raise ValueError(f"{name} must have a floating dtype, got {a.dtype}")
+    if not bool(torch.isfinite(a).all()):
+        raise ValueError(f"{name} must contain only finite entries")
+
+
+def _check_symmetric(a: torch.Tensor, name: str = "a") -> None:
+    """Require ``a`` symmetric up to rounding (relative tolerance ~1e3·eps·max|a|)."""
+    tol = 1e3 * torch.finfo(a.dtype).eps * float(a.abs().max())
+    if float((a - a.T).abs().max()) > tol:
+        raise ValueError(f"{name} must be symmetric (max |a - a.T| exceeds {tol:.3g})")
+
+
+def _check_positive_int(value: object, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+    return value
+
+
+# ----------------------------------------------------------------------------- dense κ
+
+
+def kappa_exact(a: torch.Tensor) -> KappaEstimate:
+    """Exact κ = λ_max/λ_min of a symmetric matrix via ``eigvalsh`` (kind ``"exact"``).
+
+    Args:
+        a: symmetric ``(N, N)`` matrix.
+
+    Returns:
+        The exact κ for SPD ``a`` (up to eigensolver rounding). If ``λ_min ≤ 0`` (not positive
+        definite) the value is ``inf`` (log10 ``inf``): by the module's convention a non-SPD matrix
+        has no finite condition number for the solvers here.
+
+    Cost: a dense symmetric eigendecomposition, several times a Cholesky solve. Use for ground
+    truth and small blocks, not as the scheduler's default.
+
+    Raises:
+        ValueError: ``a`` is not a finite, square, symmetric floating matrix.
+    """
+    start = time.perf_counter()
+    _check_square(a)
+    _check_symmetric(a)
+    eig = torch.linalg.eigvalsh(a)
+    lo, hi = float(eig[0]), float(eig[-1])
+    log_kappa = math.log(hi) - math.log(lo) if lo > 0.0 else math.inf
+    return _estimate(log_kappa, "exact", "eigvalsh", time.perf_counter() - start)
+
+
+def _fro_and_logdet(a: torch.Tensor) -> tuple[float, float]:
+    """(ln ‖A‖_F, ln |det A|); the latter is ``-inf`` for a singular matrix."""
+    a64 = a.to(torch.float64)
+    fro = float(torch.linalg.matrix_norm(a64, "fro"))
+    log_fro = math.log(fro) if fro > 0.0 else -math.inf
+    sign, logabsdet = torch.linalg.slogdet(a64)
+    log_det = float(logabsdet) if float(sign) != 0.0 else -math.inf
+    return log_fro, log_det
+
+
+def kappa_gej_bound(a: torch.Tensor) -> KappaEstimate:
+    """Guggenheimer–Edelman–Johnson (1995) bound, kind ``"upper"``.
+
+    ``κ₂(A) < (2/|det A|)·(‖A‖_F/√N)^N`` for any nonsingular square ``A`` (κ₂ = σ_max/σ_min,
+    which equals λ_max/λ_min for SPD ``A``). Evaluated in log space with ``slogdet``:
+    ``ln κ ≤ ln 2 − ln|det A| + N·(ln ‖A‖_F − ½ ln N)``, so ``log10`` stays finite where the
+    plain formula overflows (N ≳ 100); ``value`` is then ``inf``. Singular ``A`` → ``inf``.
+
+    Cost: one LU (O(N³), as much as the solve itself). Astronomically loose for N ≳ 50; see
+    :func:`bound_looseness`.
+    """
+    start = time.perf_counter()
+    _check_square(a)
+    n = a.shape[0]
+    log_fro, log_det = _fro_and_logdet(a)
+    if log_det == -math.inf:
+        log_kappa = math.inf
+    else:
+        log_kappa = math.log(2.0) - log_det + n * (log_fro - 0.5 * math.log(n))
+    return _estimate(log_kappa, "upper", "gej", time.perf_counter() - start)
+
+
+def kappa_merikoski_bound(a: torch.Tensor) -> KappaEstimate:
+    """Merikoski–Urpala–Virtanen–Tam–Uhlig (1997) bound, kind ``"upper"``.
+
+    ``κ₂(A) ≤ √((1+x)/(1−x))`` with ``x = √(1 − y)``, ``y = (N/‖A‖_F²)^N·det(A)²`` (``0 < y ≤ 1``
+    by AM–GM on the squared singular values). When ``y`` is tiny, ``1 − x`` cancels
+    catastrophically, so we use ``1 − x = y/(1 + x)``:
+
+        ln κ ≤ ½[ln(1+x) − ln(1−x)] = ln(1 + x) − ½ ln y,   x = √(−expm1(ln y)),
+
+    with ``ln y = N(ln N − 2 ln ‖A‖_F) + 2 ln|det A|`` from ``slogdet``. Valid for any nonsingular
+    square ``A``; singular ``A`` → ``inf``. Algebraically it equals the GEJ bound times
+    ``(1 + x)/2 ≤ 1``, so it is never looser than GEJ — but once ``y`` is tiny (``x → 1``, any
+    ill-scaled spectrum at N ≳ 50) the two coincide and are astronomically loose.
+    """
+    start = time.perf_counter()
+    _check_square(a)
+    n = a.shape[0]
+    log_fro, log_det = _fro_and_logdet(a)
+    if log_det == -math.inf:
+        log_kappa = math.inf
+    else:
+        log_y = min(0.0, n * (math.log(n) - 2.0 * log_fro) + 2.0 * log_det)
+        x = math.sqrt(-math.expm1(log_y))
+        log_kappa = math.log1p(x) - 0.5 * log_y
+    return _estimate(log_kappa, "upper", "merikoski", time.perf_counter() - start)
+
+
+def bound_looseness(bound: KappaEstimate, exact: KappaEstimate) -> float:
+    """``log10(bound / exact)``: how many decades an estimate sits above (>0) or below (<0) κ.
+
+    Uses the ``log10`` fields, so it stays finite when ``bound.value`` overflows. Returns ``inf``
+    if the bound is infinite and the exact value finite, ``nan`` if both are infinite.
+    """
+    if not isinstance(bound, KappaEstimate) or not isinstance(exact, KappaEstimate):
+        raise ValueError("bound and exact must both be KappaEstimate instances")
+    return bound.log10 - exact.log10
+
+
+def gershgorin_upper(a: torch.Tensor) -> float:
+    """Deterministic upper bound on ``‖A‖₂``: ``√(‖A‖₁·‖A‖_∞)``.
+
+    For symmetric ``A`` this is the Gershgorin bound ``max_i Σ_j |A_ij|`` (max absolute row sum),
+    which bounds every ``|λ_i|`` and hence ``‖A‖₂``; for a general square matrix the geometric
+    mean of max column and max row sums is still a valid bound on ``‖A‖₂``. Cost O(N²).
+    """
+    _check_square(a)
+    absa = a.abs()
+    row = float(absa.sum(dim=1).max())
+    col = float(absa.sum(dim=0).max())
+    return math.sqrt(row * col)
+
+
+# ----------------------------------------------------------------------------- Krylov
+
+
+MatVec = Callable[[torch.Tensor], torch.Tensor]
+
+
+def _lanczos_basis(
+    matvec: MatVec,
+    n: int,
+    steps: int,
+    dtype: torch.dtype,
+    seed: int,
+    device: torch.device | str | None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, float, bool, float]:
+    """Lanczos with full reorthogonalization.
+
+    Returns ``(alphas (k,), betas (k-1,), Q (n, k), β_k, invariant, scale)``: ``β_k`` is the norm
+    of the residual after the last step (``A Q_k = Q_k T_k + β_k q_{k+1} e_kᵀ``), ``invariant``
+    says the run stopped early (k < steps) because the Krylov space became invariant (β ≈ 0),
+    and ``scale`` is the largest |α|, β seen (for rounding tolerances).
+    """
+    if not callable(matvec):
+        raise ValueError("matvec must be callable: v (N,) -> A v (N,)")
+    n = _check_positive_int(n, "n")
+    steps = _check_positive_int(steps, "steps")
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise ValueError(f"seed must be an integer, got {seed!r}")
+    if not dtype.is_floating_point:
+        raise ValueError(f"dtype must be a floating dtype, got {dtype}")
+    k_max = min(steps, n)
+    gen = torch.Generator().manual_seed(seed)
+    q = torch.randn(n, generator=gen, dtype=dtype).to(device)
+    q = q / torch.linalg.vector_norm(q)
+    basis = torch.empty((n, k_max), dtype=dtype, device=device)
+    alphas: list[float] = []
+    betas: list[float] = []
+    eps = torch.finfo(dtype).eps
+    scale = 0.0
+    beta = 0.0
+    invariant = False
+    for j in range(k_max):
+        basis[:, j] = q
+        w = matvec(q)
+        if not isinstance(w, torch.Tensor) or tuple(w.shape) != (n,):
+            got = tuple(w.shape) if isinstance(w, torch.Tensor) else type(w).__name__
+            raise ValueError(f"matvec must return a tensor of shape ({n},), got {got}")
+        w = w.to(dtype)
+        alpha = float(q @ w)
+        qj = basis[:, : j + 1]
+        # Full reorthogonalization, twice ("twice is enough", Parlett/Kahan).
+        w = w - qj @ (qj.T @ w)
+        w = w - qj @ (qj.T @ w)
+        alphas.append(alpha)
+        beta = float(torch.linalg.vector_norm(w))
+        scale = max(scale, abs(alpha), beta)
+        if beta <= n * eps * scale:
+            invariant = True
+            break
+        if j == k_max - 1:
+            break
+        betas.append(beta)
+        q = w / beta
+    k = len(alphas)
+    return (
+        torch.tensor(alphas, dtype=torch.float64),
+        torch.tensor(betas, dtype=torch.float64),
+        basis[:, :k],
+        beta,
+        invariant,
+        scale,
+    )
+
+
+def lanczos(
+    matvec: MatVec,
+    n: int,
+    steps: int,
+    *,
+    dtype: torch.dtype = torch.float64,
+    seed: int = 0,
+    device: torch.device | str | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Symmetric Lanczos with full reorthogonalization from a seeded Gaussian start vector.
+
+    Args:
+        matvec: ``v ↦ A v`` for a symmetric ``A``, ``v`` of shape ``(N,)``.
+        n: N. steps: maximum number of Lanczos steps k (capped at N; stops early if the Krylov
+            space becomes invariant). dtype/device: of the vectors fed to ``matvec``.
+        seed: seed of the start vector (reproducible).
+
+    Returns:
+        ``(alphas, betas)``: float64 diagonal ``(k,)`` and off-diagonal ``(k-1,)`` of the
+        tridiagonal ``T_k = Q_kᵀ A Q_k``. Cost: k matvecs plus O(N·k²) for reorthogonalization.
+    """
+    alphas, betas, *_ = _lanczos_basis(matvec, n, steps, dtype, seed, device)
+    return alphas, betas
+
+
+def _tridiagonal(alphas: torch.Tensor, betas: torch.Tensor) -> torch.Tensor:
+    alphas = torch.as_tensor(alphas, dtype=torch.float64).reshape(-1)
+    betas = torch.as_tensor(betas, dtype=torch.float64).reshape(-1)
+    if alphas.numel() == 0:
+        raise ValueError("alphas must be non-empty")
+    if betas.numel() != alphas.numel() - 1:
+        raise ValueError(
+            f"betas must have len(alphas) - 1 = {alphas.numel() - 1} entries, got {betas.numel()}"
+        )
+    if not bool(torch.isfinite(alphas).all()) or not bool(torch.isfinite(betas).all()):
+        raise ValueError("alphas and betas must be finite")
+    return torch.diag(alphas) + torch.diag(betas, 1) + torch.diag(betas, -1)
+
+
+def ritz_values(alphas: torch.Tensor, betas: torch.Tensor) -> torch.Tensor:
+    """Eigenvalues (ascending, float64, shape ``(k,)``) of the symmetric tridiagonal matrix with
+    diagonal ``alphas (k,)`` and off-diagonal ``betas (k-1,)`` — the Ritz values. For Lanczos on
+    symmetric ``A`` they interlace with and lie inside ``[λ_min(A), λ_max(A)]``."""
+    return torch.linalg.eigvalsh(_tridiagonal(alphas, betas))
+
+
+def kappa_lanczos(
+    matvec: MatVec,
+    n: int,
+    steps: int = 20,
+    seed: int = 0,
+    *,
+    dtype: torch.dtype = torch.float64,
+    device: torch.device | str | None = None,
+) -> KappaEstimate:
+    """κ from the extreme Ritz values after ``steps`` Lanczos steps, kind ``"lower"``.
+
+    Guarantee: Ritz values lie in ``[λ_min, λ_max]``, so ``θ_max/θ_min ≤ λ_max/λ_min = κ`` for SPD
+    ``A`` (a *lower* bound: enough to reject a quantum solve, not to choose one). If
+    ``θ_min ≤ 0`` then ``λ_min ≤ 0`` — ``A`` is not positive definite — and the value is ``inf``
+    (the module convention). Cost: ``steps`` matvecs; works on factor-form systems.
+    """
+    start = time.perf_counter()
+    theta = ritz_values(*lanczos(matvec, n, steps, dtype=dtype, seed=seed, device=device))
+    lo, hi = float(theta[0]), float(theta[-1])
+    log_kappa = math.log(hi) - math.log(lo) if lo > 0.0 else math.inf
+    return _estimate(log_kappa, "lower", "lanczos", time.perf_counter() - start)
+
+
+# Kuczyński & Woźniakowski (1992), "Estimating the largest eigenvalue by the power and Lanczos
+# algorithms with a random start": for PSD A and a start vector uniform on the unit sphere, the
+# largest Ritz value θ of k Lanczos steps satisfies P(θ < (1 − ε)·λ_max) ≤ 1.648·√N·e^{−(2k−1)√ε}.
+_KW_CONSTANT = 1.648
+
+
+def kw_relative_error(n: int, steps: int, failure_probability: float) -> float:
+    """Smallest ε with ``1.648·√N·exp(−(2k−1)·√ε) ≤ δ`` (Kuczyński–Woźniakowski, Lanczos).
+
+    With probability ≥ ``1 − δ`` over the random start, ``k`` Lanczos steps on a PSD ``N×N``
+    matrix give ``θ_max ≥ (1 − ε)·λ_max``. Returns a value in ``[0, ∞)``; ``ε ≥ 1`` means the
+    bound carries no information (too few steps for that δ).
+    """
+    n = _check_positive_int(n, "n")
+    steps = _check_positive_int(steps, "steps")
+    delta = failure_probability
+    if isinstance(delta, bool) or not isinstance(delta, int | float) or not 0.0 < delta < 1.0:
+        raise ValueError(f"failure_probability must be a number in (0, 1), got {delta!r}")
+    root = math.log(_KW_CONSTANT * math.sqrt(n) / delta) / (2 * steps - 1)
+    return max(0.0, root) ** 2
+
+
+def spectral_norm_upper(
+    matvec: MatVec,
+    n: int,
+    steps: int = 20,
+    seed: int = 0,
+    *,
+    psd: bool = False,
+    failure_probability: float = 1e-6,
+    dtype: torch.dtype = torch.float64,
+    device: torch.device | str | None = None,
+) -> float:
+    """Probabilistic upper bound on ``‖A‖₂`` of a symmetric ``A`` from ``steps`` matvecs.
+
+    Ritz values alone only give *lower* bounds on ``‖A‖₂``, and the residual bound ``θ + ‖r‖``
+    only brackets *some* eigenvalue (it misses the top one whenever Lanczos has not found it yet),
+    so neither is an upper bound. No method using k < N matvecs can give a deterministic upper
+    bound. What this function returns, with ``k`` the Lanczos steps actually taken:
+
+      * ``psd=True`` (caller asserts ``A`` PSD): ``θ_max / (1 − ε)`` with
+        ``ε = kw_relative_error(N, k, δ)``.
+      * ``psd=False`` (any symmetric ``A``): ``σ / √(1 − ε)``, where
+        ``σ = max_{y ∈ K_k} ‖A y‖/‖y‖ = σ_max([T_k; β_k e_kᵀ]) ≤ ‖A‖₂`` (free from the Lanczos
+        relation) and ε is the KW error for ``A²`` with ``⌊(k+1)/2⌋`` steps (``K_m(A², b) ⊆
+        K_{2m−1}(A, b)``). Needs about twice the steps of the PSD variant for the same ε.
+      * If Lanczos became invariant early or ``k = N``: the extreme Ritz values are eigenvalues
+        (for a random start), and ``max|θ|`` is returned.
+      * ``inf`` if ``ε ≥ 1`` (too few steps for the requested δ).
+
+    Guarantee: ``result ≥ ‖A‖₂`` with probability ``≥ 1 − failure_probability`` over the random
+    start vector (a seeded Gaussian, i.e. uniform on the sphere), for *every* symmetric ``A``
+    (PSD for ``psd=True``); a rounding pad of ``10·N·eps·scale`` is added. Typical inflation over
+    the true norm at k = 20, δ = 1e-6: ≈1.3× (PSD, N = 1e4). For an explicit matrix
+    :func:`gershgorin_upper` is a deterministic alternative (combine with ``min``).
+    """
+    alphas, betas, _, beta_last, invariant, scale = _lanczos_basis(
+        matvec, n, steps, dtype, seed, device
+    )
+    k = alphas.numel()
+    pad = 10.0 * n * torch.finfo(dtype).eps * scale
+    theta = ritz_values(alphas, betas)
+    if invariant or k >= n:
+        return max(abs(float(theta[0])), abs(float(theta[-1]))) + pad
+    if psd:
+        eps_kw = kw_relative_error(n, k, failure_probability)
+        if eps_kw >= 1.0:
+            return math.inf
+        return max(0.0, float(theta[-1])) / (1.0 - eps_kw) + pad
+    stacked = torch.zeros((k + 1, k), dtype=torch.float64)
+    stacked[:k] = _tridiagonal(alphas, betas)
+    stacked[k, k - 1] = beta_last
+    sigma = float(torch.linalg.matrix_norm(stacked, 2))
+    eps_kw = kw_relative_error(n, (k + 1) // 2, failure_probability)
+    if eps_kw >= 1.0:
+        return math.inf
+    return sigma / math.sqrt(1.0 - eps_kw) + pad
+
+
+def kappa_regularization_bound(norm_upper: float, lam: float) -> KappaEstimate:
+    """``κ ≤ 1 + ‖H‖₂/λ`` for ``A = H + λI`` with ``H`` PSD, kind ``"upper"``.
+
+    Since ``λ_min(A) ≥ λ`` and ``λ_max(A) ≤ ‖H‖₂ + λ``. Valid whenever ``norm_upper ≥ ‖H‖₂`` and
+    ``H`` is PSD. Cost O(1) given the norm.
+
+    Raises:
+        ValueError: ``norm_upper`` negative/non-finite or ``lam`` not positive and finite.
+    """
+    start = time.perf_counter()
+    if not math.isfinite(norm_upper) or norm_upper < 0.0:
+        raise ValueError(f"norm_upper must be finite and >= 0, got {norm_upper!r}")
+    if not math.isfinite(lam) or lam <= 0.0:
+        raise ValueError(f"lam must be finite and > 0, got {lam!r}")
+    log_kappa = math.log1p(norm_upper / lam)
+    return _estimate(log_kappa, "upper", "regularization", time.perf_counter() - start)
+
+
+def kappa_from_cg(
+    alphas_cg: Sequence[float] | torch.Tensor, betas_cg: Sequence[float] | torch.Tensor
+) -> KappaEstimate:
+    """κ estimate from the Lanczos tridiagonal hidden in conjugate gradients, kind ``"estimate"``.
+
+    With CG step lengths ``α_j`` (j = 0..k-1, all > 0) and direction-update ratios
+    ``β_j = ‖r_{j+1}‖²/‖r_j‖²`` (≥ 0), the Lanczos matrix of the CG run is
+
+        T_jj = 1/α_j + β_{j-1}/α_{j-1}   (β_{-1}/α_{-1} := 0),    T_{j,j+1} = √β_j / α_j,
+
+    and κ ≈ θ_max/θ_min of its eigenvalues. In exact arithmetic this is a lower bound on κ (Ritz
+    values); in floating point CG loses orthogonality, so it is reported as an estimate. Free once
+    CG has run. ``betas_cg`` may have ``k-1`` or ``k`` entries (a trailing β is ignored).
+
+    Raises:
+        ValueError: empty ``alphas_cg``, non-positive α, negative β, or wrong length.
+    """
+    start = time.perf_counter()
+    a = torch.as_tensor(alphas_cg, dtype=torch.float64).reshape(-1)
+    b = torch.as_tensor(betas_cg, dtype=torch.float64).reshape(-1)
+    k = a.numel()
+    if k == 0:
+        raise ValueError("alphas_cg must be non-empty")
+    if b.numel() not in (k - 1, k):
+        raise ValueError(
+            f"betas_cg must have {k - 1} or {k} entries for {k} alphas, got {b.numel()}"
+        )
+    if not bool(torch.isfinite(a).all()) or bool((a <= 0).any()):
+        raise ValueError("alphas_cg must be finite and > 0 (CG step lengths on an SPD matrix)")
+    b = b[: k - 1]
+    if not bool(torch.isfinite(b).all()) or bool((b < 0).any()):
+        raise ValueError("betas_cg must be finite and >= 0")
+    diag = 1.0 / a
+    diag[1:] += b / a[:-1]
+    off = torch.sqrt(b) / a[:-1]
+    theta = ritz_values(diag, off)
+    lo, hi = float(theta[0]), float(theta[-1])
+    log_kappa = math.log(hi) - math.log(lo) if lo > 0.0 else math.inf
+    return _estimate(log_kappa, "estimate", "cg", time.perf_counter() - start)
+
+
+# ----------------------------------------------------------------------------- dispatcher
+
+
+def _regularization_applicable(system: LinearSystem, is_psd_plus_shift: bool) -> bool:
+    return is_psd_plus_shift and not system.pruned and system.shift > 0.0
+
+
+def estimate_kappa(
+    system: LinearSystem,
+    method: str = "auto",
+    *,
+    steps: int = 20,
+    seed: int = 0,
+    is_psd_plus_shift: bool = True,
+) -> KappaEstimate:
+    """Estimate κ of the system matrix ``A`` with the named method.
+
+    Methods and guarantees:
+      * ``"exact"``: eigvalsh on ``A`` (forms ``system.to_dense()``); exact.
+      * ``"gej"`` / ``"merikoski"``: norm–determinant upper bounds (forms ``A``; O(N³)).
+      * ``"lanczos"``: extreme Ritz ratio after ``steps`` matvecs; lower bound.
+      * ``"regularization"``: ``1 + ‖H‖₂_upper/λ_total`` with ``‖H‖₂`` from
+        :func:`spectral_norm_upper` on the *unshifted* block (matvecs only); an upper bound
+        provided ``H = A − λ_total·I`` is PSD (the caller asserts this with
+        ``is_psd_plus_shift=True``; it is not checked) and the spectral-norm bound holds (see
+        :func:`spectral_norm_upper`). Requires an unpruned system with ``shift > 0``.
+      * ``"auto"`` (scheduler default, cheap): the regularization upper bound when the block is a
+        PSD curvature (``fisher``/``ggn``), unpruned, with positive shift and
+        ``is_psd_plus_shift``; otherwise (exact Hessian blocks, pruned systems, no shift) the
+        Lanczos lower bound. Check ``result.kind`` to know which guarantee you got.
+
+    ``lanczos``, ``regularization`` and ``auto`` only use matvecs, so factor-form systems are never
+    formed as N×N matrices. ``seconds`` includes forming ``A`` where that is needed.
+
+    Raises:
+        ValueError: unknown ``method``, or ``"regularization"`` on a system it does not apply to.
+    """
+    start = time.perf_counter()
+    if method not in ESTIMATION_METHODS:
+        raise ValueError(f"method must be one of {ESTIMATION_METHODS}, got {method!r}")
+    kw = {"dtype": system.block.dtype, "device": _device_of(system)}
+    if method == "auto":
+        use_reg = (
+            _regularization_applicable(system, is_psd_plus_shift)
+            and system.block.kind in _PSD_KINDS
+        )
+        method = "regularization" if use_reg else "lanczos"
+    if method == "exact":
+        est = kappa_exact(system.to_dense())
+    elif method == "gej":
+        est = kappa_gej_bound(system.to_dense())
+    elif method == "merikoski":
+        est = kappa_merikoski_bound(system.to_dense())
+    elif method == "lanczos":
+        est = kappa_lanczos(system.matvec, system.n, steps, seed, **kw)
+    else:  # regularization
+        if not _regularization_applicable(system, is_psd_plus_shift):
+            raise ValueError(
+                "method='regularization' needs an unpruned system with shift > 0 whose block is "
+                "PSD (is_psd_plus_shift=True); use 'lanczos' or 'exact' instead"
+            )
+        norm = spectral_norm_upper(system.block.matvec, system.n, steps, seed, psd=True, **kw)
+        est = kappa_regularization_bound(norm, system.shift)
+    return replace(est, seconds=time.perf_counter() - start)
+
+
+def _device_of(system: LinearSystem) -> torch.device:
+    block = system.block
+    source = block.dense if block.dense is not None else block.factor
+    return source.device

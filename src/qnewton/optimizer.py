@@ -1,0 +1,372 @@
+"""``QNewton``: a ``torch.optim.Optimizer`` taking block-diagonal Newton steps.
+
+Stage 8 of the pipeline (DESIGN §3). Each step:
+
+1. runs the closure, which returns per-sample losses ``(S,)`` (objective: their mean) or
+   ``(losses, outputs)`` for the generalized Gauss-Newton;
+2. builds one curvature block per parameter block (:mod:`qnewton.curvature`);
+3. conditions it into ``A = H' + λI`` (:mod:`qnewton.conditioning`);
+4. lets the :class:`~qnewton.scheduling.Scheduler` estimate κ, predict quantum (modeled) and
+   classical (calibrated) time, choose, and solve ``A x = g``;
+5. checks that ``Δ = −x`` is a descent direction (gᵀΔ < 0); if the solve failed or is not a
+   descent direction, retries with ``damping_growth``× more regularization, up to ``max_retries``
+   times, then falls back to a scaled gradient step ``Δ = −g / max|Aᵢⱼ|``;
+6. applies optional element-wise clipping and (SGD-style, as in the code release) momentum to Δ,
+   and updates θ ← θ + lr·Δ.
+
+Non-finite loss or gradients skip the update (parameters are left untouched) and are reported in
+the ledger's events; non-finite curvature sends that block to the gradient fallback.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch.optim import Optimizer
+
+from qnewton.accounting import Ledger
+from qnewton.conditioning import REG_SCHEMES, ConditioningConfig, LinearSystem, condition
+from qnewton.costs import HardwareProfile, MachineRates, calibrate, get_profile
+from qnewton.curvature import (
+    CURVATURE_KINDS,
+    CurvatureBlock,
+    CurvatureConfig,
+    ParamBlock,
+    blocks_from_params,
+    compute_curvature,
+    unflatten_block,
+)
+from qnewton.scheduling import Scheduler, SchedulerConfig
+from qnewton.solvers import SolveError
+
+GROUPINGS = ("tensor", "module")
+
+
+@dataclass
+class BlockOutcome:
+    """Direction for one block and how it was obtained."""
+
+    direction: torch.Tensor
+    newton: bool
+    fallback: str | None = None
+
+
+def _unpack_closure_output(out: Any) -> tuple[torch.Tensor, torch.Tensor | None]:
+    if isinstance(out, tuple | list):
+        if len(out) != 2:
+            raise ValueError("closure must return losses or (losses, outputs)")
+        losses, outputs = out
+    else:
+        losses, outputs = out, None
+    if not isinstance(losses, torch.Tensor):
+        raise TypeError(f"closure must return a tensor of losses, got {type(losses).__name__}")
+    return losses, outputs
+
+
+def _check_finite(name: str, value: float) -> None:
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be finite, got {value}")
+
+
+class QNewton(Optimizer):
+    """Block-diagonal Newton optimizer with hybrid quantum-classical scheduling (Q-Newton).
+
+    Args:
+        params: parameters or param groups; pass ``model.named_parameters()`` to get readable
+            block names in the solve records (and to group weight+bias per module).
+        lr: step size β in θ ← θ + β·Δ (> 0).
+        curvature: ``"fisher"`` (empirical Fisher, factor form; default, as in the release),
+            ``"ggn"`` (generalized Gauss-Newton; closure must return ``(losses, outputs)``) or
+            ``"hessian"`` (exact block Hessian).
+        grouping: ``"tensor"`` (one block per parameter tensor) or ``"module"`` (parameters
+            whose names share a module prefix, e.g. ``fc1.weight`` and ``fc1.bias``, together).
+        reg_scheme, reg: regularization λ (see :func:`qnewton.conditioning.regularization_lambda`);
+            the paper's scheme is ``"max-entry"``: λ = reg·max|Hᵢⱼ|.
+        prune_ratio, prune_count: optional symmetric magnitude pruning to a row sparsity.
+        momentum: SGD-style momentum on the Newton direction, in [0, 1).
+        clip: optional element-wise clip of Δ to [−clip, clip] (> 0).
+        policy, qlsa, hardware, readout, eps, kappa_threshold, kappa_method, alpha, shots:
+            scheduler settings (:class:`~qnewton.scheduling.SchedulerConfig`); ``hardware`` is a
+            profile name or a :class:`~qnewton.costs.HardwareProfile`.
+        classical_solvers: classical solvers the scheduler may choose from.
+        max_block_bytes: memory budget for any dense block; blocks over it take the gradient
+            fallback (reported), they are never built.
+        chunk_size: rows per batched backward when building curvature.
+        max_retries, damping_growth: retries with more regularization on failure.
+        rates: calibrated :class:`~qnewton.costs.MachineRates`; ``None`` calibrates (cached).
+        ledger: a :class:`~qnewton.accounting.Ledger` to book times and records into.
+        seed: seed for the emulated QLSA's error draws.
+    """
+
+    def __init__(
+        self,
+        params: Iterable[Any],
+        lr: float = 1.0,
+        *,
+        curvature: str = "fisher",
+        grouping: str = "tensor",
+        reg_scheme: str = "max-entry",
+        reg: float = 1e-3,
+        prune_ratio: float | None = None,
+        prune_count: int | None = None,
+        momentum: float = 0.0,
+        clip: float | None = None,
+        policy: str = "cost",
+        qlsa: str = "jennings",
+        hardware: str | HardwareProfile = "paper",
+        readout: str | None = None,
+        eps: float = 1e-2,
+        kappa_threshold: float = 1e4,
+        kappa_method: str = "auto",
+        alpha: float | None = None,
+        shots: int | None = None,
+        classical_solvers: tuple[str, ...] = ("cholesky", "cg", "woodbury"),
+        max_block_bytes: int = 2 * 1024**3,
+        chunk_size: int | None = None,
+        max_retries: int = 3,
+        damping_growth: float = 10.0,
+        rates: MachineRates | None = None,
+        ledger: Ledger | None = None,
+        seed: int = 0,
+    ) -> None:
+        _check_finite("lr", lr)
+        if not lr > 0:
+            raise ValueError(f"lr must be > 0, got {lr}")
+        if curvature not in CURVATURE_KINDS:
+            raise ValueError(f"curvature must be one of {CURVATURE_KINDS}, got {curvature!r}")
+        if grouping not in GROUPINGS:
+            raise ValueError(f"grouping must be one of {GROUPINGS}, got {grouping!r}")
+        if reg_scheme not in REG_SCHEMES:
+            raise ValueError(f"reg_scheme must be one of {REG_SCHEMES}, got {reg_scheme!r}")
+        if not 0 <= momentum < 1:
+            raise ValueError(f"momentum must be in [0, 1), got {momentum}")
+        if clip is not None and not clip > 0:
+            raise ValueError(f"clip must be > 0 or None, got {clip}")
+        if max_retries < 0:
+            raise ValueError(f"max_retries must be >= 0, got {max_retries}")
+        if not damping_growth > 1:
+            raise ValueError(f"damping_growth must be > 1, got {damping_growth}")
+        defaults = {
+            "lr": lr,
+            "reg_scheme": reg_scheme,
+            "reg": reg,
+            "prune_ratio": prune_ratio,
+            "prune_count": prune_count,
+            "momentum": momentum,
+            "clip": clip,
+        }
+        super().__init__(params, defaults)
+        for group in self.param_groups:
+            # Validates each group's conditioning settings now, with ConditioningConfig's messages.
+            self._conditioning_config(group, group["reg"])
+        profile = get_profile(hardware) if isinstance(hardware, str) else hardware
+        self.scheduler = Scheduler(
+            SchedulerConfig(
+                hardware=profile,
+                policy=policy,
+                qlsa=qlsa,
+                readout=readout,
+                eps=eps,
+                kappa_threshold=kappa_threshold,
+                kappa_method=kappa_method,
+                alpha=alpha,
+                classical_solvers=tuple(classical_solvers),
+                shots=shots,
+            ),
+            rates=rates if rates is not None else calibrate(),
+            seed=seed,
+        )
+        self.curvature_config = CurvatureConfig(
+            kind=curvature, max_block_bytes=max_block_bytes, chunk_size=chunk_size
+        )
+        self.grouping = grouping
+        self.max_retries = max_retries
+        self.damping_growth = damping_growth
+        self.ledger = ledger if ledger is not None else Ledger()
+        self._blocks = [self._group_blocks(i, g) for i, g in enumerate(self.param_groups)]
+
+    # -- set-up -------------------------------------------------------------------------------
+    def _group_blocks(self, index: int, group: dict[str, Any]) -> list[ParamBlock]:
+        params = [p for p in group["params"] if p.requires_grad]
+        names = group.get("param_names")
+        if names is None:
+            names = [f"group{index}.param{i}" for i in range(len(group["params"]))]
+        names = [n for n, p in zip(names, group["params"], strict=True) if p.requires_grad]
+        blocks = blocks_from_params(params, names)
+        if self.grouping == "tensor":
+            return blocks
+        merged: dict[str, list[ParamBlock]] = {}
+        for block in blocks:
+            merged.setdefault(block.name.rpartition(".")[0] or block.name, []).append(block)
+        return [
+            ParamBlock(
+                name=prefix,
+                params=tuple(p for b in members for p in b.params),
+                numel=sum(b.numel for b in members),
+            )
+            for prefix, members in merged.items()
+        ]
+
+    @staticmethod
+    def _conditioning_config(group: dict[str, Any], reg: float) -> ConditioningConfig:
+        return ConditioningConfig(
+            reg_scheme=group["reg_scheme"],
+            reg=reg,
+            prune_ratio=group["prune_ratio"],
+            prune_count=group["prune_count"],
+        )
+
+    @property
+    def step_count(self) -> int:
+        """Number of completed :meth:`step` calls (restored by ``load_state_dict``)."""
+        first = self.param_groups[0]["params"][0]
+        return int(self.state[first].get("step", 0)) if first in self.state else 0
+
+    # -- the step -----------------------------------------------------------------------------
+    def step(self, closure: Callable[[], Any] | None = None) -> torch.Tensor:  # type: ignore[override]
+        """Take one Newton step; returns the mean loss (before the update).
+
+        The closure must run the model under autograd and return per-sample losses of shape
+        ``(S,)`` — or ``(losses, outputs)`` for ``curvature="ggn"`` — without calling
+        ``backward`` itself.
+        """
+        if closure is None:
+            raise ValueError(
+                "QNewton.step needs a closure that returns per-sample losses "
+                "(reduction='none'), or (losses, outputs) for curvature='ggn'"
+            )
+        step = self.step_count
+        ledger = self.ledger
+        with ledger.phase("forward_backward"), torch.enable_grad():
+            losses, outputs = _unpack_closure_output(closure())
+        all_blocks = [b for blocks in self._blocks for b in blocks]
+        with ledger.phase("curvature"), torch.enable_grad():
+            result = compute_curvature(
+                losses, all_blocks, self.curvature_config, outputs=outputs, skip_over_budget=True
+            )
+        loss = result.loss.detach()
+        if not bool(torch.isfinite(loss)):
+            ledger.add_event(step, "non-finite-loss", f"loss is {float(loss)}; update skipped")
+            return loss
+        bad = [b.name for b, g in zip(all_blocks, result.grads, strict=True)
+               if not bool(torch.isfinite(g).all())]
+        if bad:
+            ledger.add_event(step, "non-finite-gradient",
+                             f"non-finite gradient in {bad}; update skipped", blocks=bad)
+            return loss
+        for name, reason in result.skipped.items():
+            ledger.add_event(step, "block-over-budget", reason, block=name)
+
+        outcomes = iter(zip(result.blocks, result.grads, strict=True))
+        updates: list[tuple[dict[str, Any], ParamBlock, torch.Tensor]] = []
+        for group, blocks in zip(self.param_groups, self._blocks, strict=True):
+            for block in blocks:
+                curv, grad = next(outcomes)
+                outcome = self._block_direction(step, group, block, curv, grad)
+                updates.append((group, block, outcome.direction))
+
+        with ledger.phase("update"), torch.no_grad():
+            for group, block, direction in updates:
+                self._apply(group, block, direction)
+            for group in self.param_groups:
+                for p in group["params"]:
+                    self.state[p]["step"] = step + 1
+        return loss
+
+    def _block_direction(
+        self,
+        step: int,
+        group: dict[str, Any],
+        block: ParamBlock,
+        curv: CurvatureBlock | None,
+        grad: torch.Tensor,
+    ) -> BlockOutcome:
+        grad = grad.to(torch.float64)
+        if curv is None:
+            return self._gradient_fallback(grad, None, "over-budget")
+        if not bool(torch.isfinite(curv.factor if curv.dense is None else curv.dense).all()):
+            self.ledger.add_event(step, "non-finite-curvature",
+                                  f"curvature of {block.name} is not finite; gradient step",
+                                  block=block.name)
+            return self._gradient_fallback(grad, None, "non-finite-curvature")
+        reg = group["reg"]
+        config = self._conditioning_config(group, reg)
+        last_error = ""
+        system: LinearSystem | None = None
+        for attempt in range(self.max_retries + 1):
+            ledger = self.ledger
+            with ledger.phase("conditioning"):
+                system = condition(curv, config)
+            with ledger.phase("estimation"):
+                analysis = self.scheduler.analyse(system)
+            with ledger.phase("scheduling"):
+                decision = self.scheduler.decide(system, analysis)
+            result = None
+            with ledger.phase("solve"):
+                try:
+                    result = self.scheduler.run(system, grad, decision)
+                except SolveError as exc:
+                    last_error = str(exc)
+            descent = result is not None and float(grad @ result.x) > 0
+            if result is not None and not descent:
+                last_error = "not a descent direction (gᵀΔ ≥ 0)"
+            record = self.scheduler.record(step=step, block=block.name, system=system,
+                                           analysis=analysis, decision=decision, result=result)
+            record.retries = attempt
+            if descent:
+                ledger.add_record(record)
+                return BlockOutcome(-result.x, newton=True)
+            final = attempt == self.max_retries
+            record.fallback = "gradient" if final else "retry"
+            record.message = last_error
+            ledger.add_record(record)
+            ledger.add_event(step, "solve-retry" if not final else "gradient-fallback",
+                             f"{block.name}: {last_error}", block=block.name, attempt=attempt)
+            reg, config = self._more_damping(group, config, reg)
+        return self._gradient_fallback(grad, system, "solve-failed")
+
+    def _more_damping(
+        self, group: dict[str, Any], config: ConditioningConfig, reg: float
+    ) -> tuple[float, ConditioningConfig]:
+        if config.reg_scheme == "none" or reg == 0:
+            # No regularization to grow: start from a small relative one.
+            return 1e-6, ConditioningConfig(
+                reg_scheme="max-entry", reg=1e-6,
+                prune_ratio=config.prune_ratio, prune_count=config.prune_count,
+            )
+        reg = reg * self.damping_growth
+        return reg, self._conditioning_config(group, reg)
+
+    @staticmethod
+    def _gradient_fallback(
+        grad: torch.Tensor, system: LinearSystem | None, reason: str
+    ) -> BlockOutcome:
+        # Scale by 1/max|A_ij| (≈ 1/‖A‖ for PSD A) so the fallback is no longer than a Newton step
+        # along A's largest eigendirection; without a system, a plain gradient step.
+        scale = 1.0
+        if system is not None:
+            top = system.max_abs_entry()
+            if math.isfinite(top) and top > 0:
+                scale = 1.0 / top
+        return BlockOutcome(-scale * grad, newton=False, fallback=reason)
+
+    def _apply(self, group: dict[str, Any], block: ParamBlock, direction: torch.Tensor) -> None:
+        if group["clip"] is not None:
+            direction = direction.clamp(-group["clip"], group["clip"])
+        if group["momentum"] > 0:
+            key = block.params[0]
+            buf = self.state[key].get("momentum_buffer")
+            if buf is None:
+                buf = direction.clone()
+            else:
+                buf.mul_(group["momentum"]).add_(direction)
+            self.state[key]["momentum_buffer"] = buf
+            direction = buf
+        if not bool(torch.isfinite(direction).all()):
+            return  # unreachable by construction: solvers reject non-finite x
+        for p, piece in zip(block.params, unflatten_block(direction, block), strict=True):
+            p.add_(piece.to(p.dtype), alpha=group["lr"])

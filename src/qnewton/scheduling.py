@@ -1,0 +1,231 @@
+"""Scheduling: per block and per step, predict quantum and classical time, choose, solve, record.
+
+Stage 6 of the pipeline (DESIGN §3). The quantum prediction is *modeled* (QLSA query count ×
+hardware profile, :mod:`qnewton.costs`); the classical prediction comes from the cost model with
+this machine's calibrated rates. Whatever runs, the record says which times were measured and
+which were modeled.
+
+Policies:
+    ``cost``       choose the cheaper predicted time (default).
+    ``threshold``  the paper's rule: κ > ``kappa_threshold`` → classical, else quantum.
+    ``classical``  always the best classical solver.
+    ``quantum``    always the (emulated) QLSA.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import torch
+
+from qnewton.accounting import SolveRecord
+from qnewton.conditioning import LinearSystem
+from qnewton.costs import (
+    HardwareProfile,
+    MachineRates,
+    QuantumCost,
+    block_encoding_alpha,
+    classical_costs,
+    quantum_cost,
+)
+from qnewton.estimation import KappaEstimate, estimate_kappa, spectral_norm_upper
+from qnewton.solvers import (
+    CLASSICAL_SOLVERS,
+    SolveResult,
+    applicable_solvers,
+    emulate_qlsa,
+    solve_classical,
+)
+
+POLICIES = ("cost", "threshold", "classical", "quantum")
+
+
+@dataclass(frozen=True)
+class SchedulerConfig:
+    """How linear systems are routed and solved.
+
+    Attributes:
+        policy: one of :data:`POLICIES`.
+        qlsa: QLSA query model name (see :data:`qnewton.costs.QLSA_MODELS`).
+        hardware: the hardware profile that turns queries into modeled seconds.
+        readout: ``"state"`` or ``"vector"``; ``None`` uses the profile's default.
+        eps: QLSA relative ℓ₂ error ε, in (0, 1).
+        kappa_threshold: κ above which the ``threshold`` policy routes classically.
+        kappa_method: κ estimator used for the decision (see :func:`estimate_kappa`).
+        alpha: block-encoding normalization α; ``None`` estimates d·max|Aᵢⱼ|/‖A‖₂ per block.
+        classical_solvers: classical solvers the scheduler may pick (those applicable).
+        shots: readout shot budget for the emulated QLSA (``None``: no sampling noise).
+        lanczos_steps: Lanczos steps for the norm / κ estimates.
+    """
+
+    hardware: HardwareProfile
+    policy: str = "cost"
+    qlsa: str = "jennings"
+    readout: str | None = None
+    eps: float = 1e-2
+    kappa_threshold: float = 1e4
+    kappa_method: str = "auto"
+    alpha: float | None = None
+    classical_solvers: tuple[str, ...] = ("cholesky", "cg", "woodbury")
+    shots: int | None = None
+    lanczos_steps: int = 20
+
+    def __post_init__(self) -> None:
+        if self.policy not in POLICIES:
+            raise ValueError(f"policy must be one of {POLICIES}, got {self.policy!r}")
+        if not 0 < self.eps < 1:
+            raise ValueError(f"eps must be in (0, 1), got {self.eps}")
+        if not self.kappa_threshold >= 1:
+            raise ValueError(f"kappa_threshold must be >= 1, got {self.kappa_threshold}")
+        if self.alpha is not None and not self.alpha > 0:
+            raise ValueError(f"alpha must be > 0 or None, got {self.alpha}")
+        unknown = set(self.classical_solvers) - set(CLASSICAL_SOLVERS)
+        if unknown or not self.classical_solvers:
+            raise ValueError(
+                f"classical_solvers must be a non-empty subset of {CLASSICAL_SOLVERS}, "
+                f"got {self.classical_solvers!r}"
+            )
+        if self.shots is not None and self.shots < 1:
+            raise ValueError(f"shots must be a positive integer or None, got {self.shots}")
+        if self.lanczos_steps < 2:
+            raise ValueError(f"lanczos_steps must be >= 2, got {self.lanczos_steps}")
+
+
+@dataclass
+class Analysis:
+    """What the scheduler knows about a system before solving it."""
+
+    kappa: KappaEstimate
+    alpha: float
+    norm: float
+    seconds: float = 0.0
+
+
+@dataclass
+class Decision:
+    """Predicted times and the choice for one system."""
+
+    choice: str
+    classical_solver: str
+    predicted_classical: dict[str, float]
+    quantum: QuantumCost
+    seconds: float = 0.0
+
+    @property
+    def predicted_classical_seconds(self) -> float:
+        return self.predicted_classical[self.classical_solver]
+
+
+@dataclass
+class Scheduler:
+    """Routes each :class:`LinearSystem` to a classical solver or the emulated QLSA."""
+
+    config: SchedulerConfig
+    rates: MachineRates
+    seed: int = 0
+    _rng_offset: int = field(default=0, repr=False)
+
+    def analyse(self, system: LinearSystem) -> Analysis:
+        """κ estimate (with its guarantee), ‖A‖₂ upper bound and block-encoding α."""
+        start = time.perf_counter()
+        steps = min(self.config.lanczos_steps, system.n)
+        kappa = estimate_kappa(system, self.config.kappa_method, steps=steps, seed=self.seed)
+        norm = spectral_norm_upper(system.matvec, system.n, steps=steps, seed=self.seed)
+        if self.config.alpha is not None:
+            alpha = self.config.alpha
+        else:
+            alpha = block_encoding_alpha(system.d, system.max_abs_entry(), norm)
+        return Analysis(kappa, alpha, norm, time.perf_counter() - start)
+
+    def decide(self, system: LinearSystem, analysis: Analysis) -> Decision:
+        """Predict both times and choose according to the policy."""
+        start = time.perf_counter()
+        cfg = self.config
+        kappa = max(1.0, min(analysis.kappa.value, 1e300))
+        allowed = [s for s in applicable_solvers(system) if s in cfg.classical_solvers]
+        if not allowed:
+            allowed = ["cholesky"]
+        predicted = classical_costs(
+            system.n,
+            nnz=system.nnz,
+            kappa=kappa,
+            eps=cfg.eps,
+            rank=system.block.rank_bound if "woodbury" in applicable_solvers(system) else None,
+            rates=self.rates,
+        )
+        best = min(allowed, key=lambda s: predicted[s])
+        quantum = quantum_cost(
+            system.n,
+            max(1, system.d),
+            kappa,
+            cfg.eps,
+            alpha=analysis.alpha,
+            qlsa=cfg.qlsa,
+            profile=cfg.hardware,
+            readout=cfg.readout,
+        )
+        if cfg.policy == "cost":
+            choice = "quantum" if quantum.total_seconds < predicted[best] else "classical"
+        elif cfg.policy == "threshold":
+            choice = "classical" if analysis.kappa.value > cfg.kappa_threshold else "quantum"
+        else:
+            choice = cfg.policy
+        return Decision(choice, best, predicted, quantum, time.perf_counter() - start)
+
+    def run(self, system: LinearSystem, b: torch.Tensor, decision: Decision) -> SolveResult:
+        """Execute the decision: classical solve (measured) or emulated QLSA (emulation time)."""
+        if decision.choice == "classical":
+            return solve_classical(decision.classical_solver, system, b)
+        self._rng_offset += 1
+        return emulate_qlsa(
+            system,
+            b,
+            eps=self.config.eps,
+            shots=self.config.shots,
+            seed=self.seed * 1_000_003 + self._rng_offset,
+        )
+
+    def record(
+        self,
+        *,
+        step: int,
+        block: str,
+        system: LinearSystem,
+        analysis: Analysis,
+        decision: Decision,
+        result: SolveResult | None,
+    ) -> SolveRecord:
+        """The decision record; measured and modeled seconds go in separate fields."""
+        quantum = decision.choice == "quantum" and result is not None
+        classical = decision.choice == "classical" and result is not None
+        return SolveRecord(
+            step=step,
+            block=block,
+            n=system.n,
+            d=system.d,
+            nnz=system.nnz,
+            kappa=analysis.kappa.value,
+            kappa_log10=analysis.kappa.log10,
+            kappa_kind=analysis.kappa.kind,
+            kappa_method=analysis.kappa.method,
+            alpha=analysis.alpha,
+            reg=system.reg,
+            shift=system.shift,
+            predicted_quantum_seconds=decision.quantum.total_seconds,
+            predicted_classical_seconds=decision.predicted_classical_seconds,
+            predicted_classical=dict(decision.predicted_classical),
+            classical_solver=decision.classical_solver,
+            policy=self.config.policy,
+            choice=decision.choice,
+            solver=result.solver if result is not None else "none",
+            hardware=self.config.hardware.name,
+            qlsa=self.config.qlsa,
+            readout=decision.quantum.readout,
+            queries=decision.quantum.queries,
+            measured_classical_seconds=result.seconds if classical else None,
+            modeled_quantum_seconds=decision.quantum.total_seconds if quantum else None,
+            emulation_seconds=result.seconds if quantum else 0.0,
+            residual=result.residual if result is not None else None,
+            kappa_ritz=result.kappa.value if result is not None and result.kappa else None,
+        )

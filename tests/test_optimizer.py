@@ -1,0 +1,153 @@
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+from qnewton import QNewton
+from qnewton.costs import MachineRates
+
+RATES = MachineRates.user(dense_flops_per_s=5e10, gemm_flops_per_s=1e11,
+                          bandwidth_bytes_per_s=1e10)
+
+
+def make_problem(seed=0, n=96):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, 4, generator=g)
+    y = (x[:, 0] + 0.5 * x[:, 1] > 0).long() + (x[:, 2] > 1).long()
+    torch.manual_seed(seed)
+    model = nn.Sequential(nn.Linear(4, 6), nn.Tanh(), nn.Linear(6, 3))
+    return model, x, y
+
+
+def closure_for(model, x, y, with_outputs=False):
+    def closure():
+        out = model(x)
+        losses = nn.functional.cross_entropy(out, y, reduction="none")
+        return (losses, out) if with_outputs else losses
+
+    return closure
+
+
+def mean_loss(model, x, y):
+    with torch.no_grad():
+        return float(nn.functional.cross_entropy(model(x), y))
+
+
+@pytest.mark.parametrize(
+    "curvature,kwargs",
+    [("fisher", {"lr": 0.5}), ("ggn", {"lr": 1.0}), ("hessian", {"lr": 1.0})],
+)
+def test_newton_steps_decrease_the_loss(curvature, kwargs):
+    model, x, y = make_problem()
+    opt = QNewton(model.named_parameters(), curvature=curvature, reg=1e-2, rates=RATES, **kwargs)
+    closure = closure_for(model, x, y, with_outputs=curvature == "ggn")
+    start = mean_loss(model, x, y)
+    for _ in range(8):
+        opt.step(closure)
+    assert mean_loss(model, x, y) < 0.8 * start
+    records = opt.ledger.records
+    assert len(records) == 8 * 4  # 4 parameter tensors, one block each
+    assert {r.block for r in records} == {"0.weight", "0.bias", "2.weight", "2.bias"}
+    summary = opt.ledger.summary()
+    assert summary["quantum_solves"] + summary["classical_solves"] == len(records)
+
+
+def test_module_grouping_makes_one_block_per_layer():
+    model, x, y = make_problem()
+    opt = QNewton(model.named_parameters(), grouping="module", rates=RATES)
+    opt.step(closure_for(model, x, y))
+    assert sorted(r.block for r in opt.ledger.records) == ["0", "2"]
+    assert {r.n for r in opt.ledger.records} == {4 * 6 + 6, 6 * 3 + 3}
+
+
+def test_quantum_policy_routes_everything_to_the_emulated_qlsa():
+    model, x, y = make_problem()
+    opt = QNewton(model.parameters(), policy="quantum", lr=0.5, rates=RATES)
+    start = mean_loss(model, x, y)
+    for _ in range(5):
+        opt.step(closure_for(model, x, y))
+    assert all(r.choice == "quantum" for r in opt.ledger.records)
+    assert opt.ledger.modeled_quantum_seconds > 0
+    assert opt.ledger.emulation_seconds > 0
+    assert mean_loss(model, x, y) < start
+
+
+def test_state_dict_round_trip_resumes_identically():
+    model, x, y = make_problem()
+    opt = QNewton(model.parameters(), momentum=0.5, clip=0.5, lr=0.5, rates=RATES)
+    for _ in range(2):
+        opt.step(closure_for(model, x, y))
+    twin = copy.deepcopy(model)
+    resumed = QNewton(twin.parameters(), momentum=0.5, clip=0.5, lr=0.5, rates=RATES)
+    resumed.load_state_dict(opt.state_dict())
+    assert resumed.step_count == opt.step_count == 2
+    opt.step(closure_for(model, x, y))
+    resumed.step(closure_for(twin, x, y))
+    for a, b in zip(model.parameters(), twin.parameters(), strict=True):
+        assert torch.allclose(a, b, rtol=0, atol=1e-6)
+
+
+def test_non_finite_loss_leaves_parameters_untouched_and_is_reported():
+    model, x, y = make_problem()
+    before = [p.detach().clone() for p in model.parameters()]
+    opt = QNewton(model.parameters(), rates=RATES)
+
+    def closure():
+        return nn.functional.cross_entropy(model(x), y, reduction="none") * float("nan")
+
+    loss = opt.step(closure)
+    assert torch.isnan(loss)
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
+    assert opt.ledger.events[0]["kind"] == "non-finite-loss"
+    assert opt.step_count == 0
+
+
+def test_failed_descent_check_retries_then_falls_back_to_a_gradient_step(monkeypatch):
+    model, x, y = make_problem()
+    opt = QNewton(model.parameters(), max_retries=2, rates=RATES)
+    real_run = opt.scheduler.run
+
+    def ascent(system, b, decision):
+        result = real_run(system, b, decision)
+        result.x = -result.x  # turns the Newton step into an ascent direction
+        return result
+
+    monkeypatch.setattr(opt.scheduler, "run", ascent)
+    start = mean_loss(model, x, y)
+    opt.step(closure_for(model, x, y))
+    records = opt.ledger.records
+    assert len(records) == 4 * 3  # each block: first try + 2 retries
+    assert [r.fallback for r in records[:3]] == ["retry", "retry", "gradient"]
+    assert records[1].reg == pytest.approx(10 * records[0].reg)
+    assert any(e["kind"] == "gradient-fallback" for e in opt.ledger.events)
+    assert mean_loss(model, x, y) < start  # the fallback is a descent step
+
+
+def test_blocks_over_the_memory_budget_take_a_reported_gradient_step():
+    model, x, y = make_problem()
+    opt = QNewton(model.named_parameters(), curvature="hessian", max_block_bytes=200, rates=RATES)
+    opt.step(closure_for(model, x, y))
+    skipped = {e["block"] for e in opt.ledger.events if e["kind"] == "block-over-budget"}
+    assert skipped == {"0.weight", "2.weight"}  # 24² and 18² float64 exceed 200 bytes
+    assert {r.block for r in opt.ledger.records} == {"0.bias", "2.bias"}
+
+
+def test_invalid_hyper_parameters_name_the_argument():
+    model, _, _ = make_problem()
+    cases = [
+        ({"lr": -1.0}, "lr must be > 0"),
+        ({"curvature": "bfgs"}, "curvature must be one of"),
+        ({"momentum": 1.0}, "momentum must be in"),
+        ({"clip": 0.0}, "clip must be > 0"),
+        ({"policy": "fastest"}, "policy must be one of"),
+        ({"hardware": "abacus"}, "abacus"),
+        ({"reg": -1.0}, "reg"),
+        ({"grouping": "layer"}, "grouping must be one of"),
+    ]
+    for kwargs, message in cases:
+        with pytest.raises(ValueError, match=message):
+            QNewton(model.parameters(), rates=RATES, **kwargs)
+    opt = QNewton(model.parameters(), rates=RATES)
+    with pytest.raises(ValueError, match="needs a closure"):
+        opt.step()

@@ -1,0 +1,101 @@
+import pytest
+import torch
+
+from qnewton.conditioning import ConditioningConfig, condition
+from qnewton.costs import MachineRates, get_profile
+from qnewton.curvature import CurvatureBlock
+from qnewton.scheduling import Scheduler, SchedulerConfig
+from qnewton.solvers import relative_error
+
+RATES = MachineRates.user(dense_flops_per_s=5e10, gemm_flops_per_s=1e11,
+                          bandwidth_bytes_per_s=1e10)
+
+
+def fisher_system(n=40, m=10, reg=1e-1, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    f = torch.randn(m, n, generator=g, dtype=torch.float64)
+    block = CurvatureBlock("fc.weight", "fisher", factor=f, scale=1.0 / m)
+    return condition(block, ConditioningConfig(reg_scheme="max-entry", reg=reg))
+
+
+def scheduler(policy="cost", hardware="paper", **kw):
+    return Scheduler(SchedulerConfig(hardware=get_profile(hardware, **kw.pop("profile", {})),
+                                     policy=policy, **kw), rates=RATES)
+
+
+def solve(sched, system, step=0):
+    b = torch.randn(system.n, dtype=torch.float64, generator=torch.Generator().manual_seed(5))
+    analysis = sched.analyse(system)
+    decision = sched.decide(system, analysis)
+    result = sched.run(system, b, decision)
+    record = sched.record(step=step, block="fc.weight", system=system, analysis=analysis,
+                          decision=decision, result=result)
+    return b, decision, result, record
+
+
+def test_analysis_gives_a_guaranteed_upper_bound_for_regularized_fisher():
+    system = fisher_system()
+    analysis = scheduler().analyse(system)
+    exact = float(torch.linalg.cond(system.to_dense()))
+    assert analysis.kappa.kind == "upper"
+    assert analysis.kappa.value >= exact * (1 - 1e-9)
+    assert analysis.norm >= float(torch.linalg.matrix_norm(system.to_dense(), 2)) * (1 - 1e-9)
+    assert analysis.alpha >= 1
+
+
+def test_cost_policy_picks_the_cheaper_prediction():
+    system = fisher_system()
+    fast = scheduler(profile={"gate_time_s": 1e-18})  # attosecond gates: quantum is cheap
+    _, decision, result, record = solve(fast, system)
+    assert decision.quantum.total_seconds < decision.predicted_classical_seconds
+    assert decision.choice == "quantum" and result.solver == "qlsa-emulated"
+    assert record.modeled_quantum_seconds == decision.quantum.total_seconds
+    assert record.measured_classical_seconds is None
+    assert record.emulation_seconds == result.seconds
+
+    realistic = scheduler(hardware="surface-code")
+    _, decision, result, record = solve(realistic, system)
+    assert decision.quantum.total_seconds > decision.predicted_classical_seconds
+    assert decision.choice == "classical" and result.solver == decision.classical_solver
+    assert record.modeled_quantum_seconds is None
+    assert record.measured_classical_seconds == result.seconds
+    assert record.emulation_seconds == 0.0
+
+
+def test_threshold_policy_follows_the_kappa_rule():
+    system = fisher_system(reg=1e-1)
+    kappa = scheduler().analyse(system).kappa.value
+    below = scheduler(policy="threshold", kappa_threshold=kappa * 10)
+    above = scheduler(policy="threshold", kappa_threshold=max(1.0, kappa / 10))
+    assert solve(below, system)[1].choice == "quantum"
+    assert solve(above, system)[1].choice == "classical"
+
+
+@pytest.mark.parametrize("policy", ["classical", "quantum"])
+def test_forced_policies_and_solution_accuracy(policy):
+    system = fisher_system()
+    b, decision, result, record = solve(scheduler(policy=policy), system)
+    assert decision.choice == policy
+    reference = torch.linalg.solve(system.to_dense(), b)
+    tolerance = 1e-8 if policy == "classical" else 1e-2 * (1 + 1e-9)
+    assert relative_error(result.x, reference) <= tolerance
+    assert record.choice == policy and record.policy == policy
+    assert record.n == system.n and record.d == system.d
+
+
+def test_woodbury_is_predicted_and_chosen_for_low_rank_fisher():
+    system = fisher_system(n=400, m=8)
+    _, decision, result, _ = solve(scheduler(policy="classical"), system)
+    assert "woodbury" in decision.predicted_classical
+    assert decision.classical_solver == "woodbury"
+    assert decision.predicted_classical["woodbury"] < decision.predicted_classical["cholesky"]
+
+
+def test_invalid_configuration_is_rejected():
+    profile = get_profile("paper")
+    with pytest.raises(ValueError, match="policy must be one of"):
+        SchedulerConfig(hardware=profile, policy="fastest")
+    with pytest.raises(ValueError, match="eps must be in"):
+        SchedulerConfig(hardware=profile, eps=0)
+    with pytest.raises(ValueError, match="classical_solvers"):
+        SchedulerConfig(hardware=profile, classical_solvers=("magic",))
