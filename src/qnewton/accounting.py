@@ -65,6 +65,7 @@ class SolveRecord:
     emulation_seconds: float = 0.0
     residual: float | None = None
     kappa_ritz: float | None = None
+    kappa_exact: float | None = None
     retries: int = 0
     fallback: str | None = None
     message: str = ""
@@ -75,11 +76,20 @@ class SolveRecord:
 
 @dataclass
 class Ledger:
-    """Accumulates measured phase seconds, modeled quantum seconds and per-solve records."""
+    """Accumulates measured phase seconds, modeled quantum seconds and per-solve records.
+
+    Counters are kept incrementally, so a long run can :meth:`drain` records and events to disk
+    without changing the totals. Diagnostics (e.g. exact κ for reports, evaluation) are timed in
+    ``diagnostic_seconds`` and are *not* part of the method's measured time.
+    """
 
     measured: dict[str, float] = field(default_factory=lambda: defaultdict(float))
     modeled: dict[str, float] = field(default_factory=lambda: defaultdict(float))
     emulation_seconds: float = 0.0
+    diagnostic_seconds: float = 0.0
+    quantum_solves: int = 0
+    classical_solves: int = 0
+    fallbacks: int = 0
     records: list[SolveRecord] = field(default_factory=list)
     events: list[dict[str, Any]] = field(default_factory=list)
 
@@ -94,12 +104,34 @@ class Ledger:
         finally:
             self.measured[name] += time.perf_counter() - start
 
+    @contextmanager
+    def diagnostics(self) -> Iterator[None]:
+        """Time work done only for reporting; kept out of the measured training time."""
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.diagnostic_seconds += time.perf_counter() - start
+
     def add_record(self, record: SolveRecord) -> None:
         """Store a solve record and book its modeled quantum / emulation seconds."""
         self.records.append(record)
         if record.modeled_quantum_seconds is not None:
             self.modeled[record.hardware] += record.modeled_quantum_seconds
         self.emulation_seconds += record.emulation_seconds
+        if record.solver != "none":
+            if record.choice == "quantum":
+                self.quantum_solves += 1
+            else:
+                self.classical_solves += 1
+        if record.fallback == "gradient":
+            self.fallbacks += 1
+
+    def drain(self) -> tuple[list[SolveRecord], list[dict[str, Any]]]:
+        """Hand over (and forget) the records and events stored so far; totals are kept."""
+        records, events = self.records, self.events
+        self.records, self.events = [], []
+        return records, events
 
     def add_event(self, step: int, kind: str, message: str, **details: Any) -> None:
         """Report something that was handled (non-finite values, fallbacks, retries)."""
@@ -117,7 +149,6 @@ class Ledger:
 
     def summary(self) -> dict[str, Any]:
         """Totals with explicit labels; ``total_seconds`` says how it was combined."""
-        quantum = sum(r.choice == "quantum" for r in self.records)
         return {
             "measured_seconds": self.measured_seconds,
             "measured_by_phase": dict(self.measured),
@@ -128,9 +159,10 @@ class Ledger:
             - self.emulation_seconds
             + self.modeled_quantum_seconds,
             "total_seconds_formula": "measured - emulation + modeled_quantum",
-            "quantum_solves": quantum,
-            "classical_solves": len(self.records) - quantum,
-            "fallbacks": sum(r.fallback is not None for r in self.records),
+            "diagnostic_seconds": self.diagnostic_seconds,
+            "quantum_solves": self.quantum_solves,
+            "classical_solves": self.classical_solves,
+            "gradient_fallbacks": self.fallbacks,
         }
 
     def write_jsonl(self, path: str | Path) -> None:
@@ -144,6 +176,8 @@ class Ledger:
             "measured": dict(self.measured),
             "modeled": dict(self.modeled),
             "emulation_seconds": self.emulation_seconds,
+            "diagnostic_seconds": self.diagnostic_seconds,
+            "counters": [self.quantum_solves, self.classical_solves, self.fallbacks],
             "records": [r.to_dict() for r in self.records],
             "events": list(self.events),
         }
@@ -152,5 +186,7 @@ class Ledger:
         self.measured = defaultdict(float, state["measured"])
         self.modeled = defaultdict(float, state["modeled"])
         self.emulation_seconds = float(state["emulation_seconds"])
+        self.diagnostic_seconds = float(state["diagnostic_seconds"])
+        self.quantum_solves, self.classical_solves, self.fallbacks = state["counters"]
         self.records = [SolveRecord(**r) for r in state["records"]]
         self.events = list(state["events"])

@@ -114,6 +114,138 @@ def _cmd_estimate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _train_config(args: argparse.Namespace, optimizer: str | None = None) -> Any:
+    from qnewton.training import TrainConfig
+
+    fields = dict(
+        task=args.task,
+        optimizer=optimizer or getattr(args, "optimizer", "qnewton"),
+        hardware=getattr(args, "hardware_one", None) or "paper",
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        seed=args.seed,
+        hidden=args.hidden,
+        tiny=args.tiny,
+        max_steps=args.max_steps,
+        curvature=args.curvature,
+        reg=args.reg,
+        reg_scheme=args.reg_scheme,
+        prune_ratio=args.prune_ratio,
+        qlsa=args.qlsa,
+        readout=args.readout,
+        gate_time=args.gate_time,
+        eps=args.eps,
+        momentum=args.momentum,
+    )
+    try:
+        return TrainConfig(**fields)
+    except ValueError as exc:
+        # TrainConfig names its fields; the flags use dashes.
+        raise CLIError(str(exc).replace("batch_size", "--batch-size")) from None
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from qnewton.training import train
+
+    args.hardware_one = args.hardware
+    config = _train_config(args)
+    summary = train(config, args.out, resume=args.resume, progress=not args.no_progress)
+    keys = ("task", "optimizer", "hardware", "steps", f"test_{summary['metric']}", "test_loss",
+            "measured_seconds", "modeled_quantum_seconds", "total_seconds", "quantum_solves",
+            "classical_solves", "gradient_fallbacks")
+    print(json.dumps({k: summary.get(k) for k in keys}, indent=2))
+    print(f"run written to {args.out}")
+    return 0
+
+
+def _split_list(name: str, text: str) -> list[str]:
+    items = [t.strip() for t in text.split(",") if t.strip()]
+    if not items:
+        raise CLIError(f"--{name} needs a comma-separated list, got {text!r}")
+    return items
+
+
+def _cmd_compare(args: argparse.Namespace) -> int:
+    from qnewton.experiments import compare, format_table
+
+    optimizers = _split_list("optimizers", args.optimizers)
+    groups = args.hardware or ["paper"]
+    hardware = [h for group in groups for h in _split_list("hardware", group)]
+    args.hardware_one = hardware[0]
+    config = _train_config(args, optimizer=optimizers[0])
+    result = compare(config, optimizers, hardware, args.out, target=args.target_accuracy,
+                     progress=not args.no_progress)
+    print(format_table(result["rows"], result["metric"]))
+    print(f"comparison written to {args.out}/comparison.json")
+    return 0
+
+
+def _cmd_sweep(args: argparse.Namespace) -> int:
+    from qnewton.experiments import crossover, format_table, sweep
+
+    try:
+        values = [float(v) for v in _split_list("values", args.values)]
+    except ValueError:
+        raise CLIError(f"--values must be comma-separated numbers, got {args.values!r}") from None
+    args.hardware_one = args.hardware
+    config = _train_config(args)
+    result = sweep(config, args.param, values, args.out, progress=not args.no_progress)
+    print(format_table(result["rows"], result["metric"], key="label"))
+    base = result["baseline"]
+    if base is not None:
+        print(f"baseline {base['label']}: total {base['total_seconds']:.4g} s (measured)")
+        if args.param == "gate-time":
+            cross = crossover(result["rows"], base["total_seconds"])
+            print("gate-time crossover: " + ("none in the swept range" if cross is None
+                                             else f"quantum pays off at gate time <= {cross:g} s"))
+    print(f"sweep written to {args.out}/sweep.json")
+    return 0
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from qnewton.reports import write_report
+
+    path = write_report(args.directory)
+    print(f"report written to {path}")
+    return 0
+
+
+def _cmd_reproduce(args: argparse.Namespace) -> int:
+    from qnewton.experiments import claims_markdown, reproduce
+
+    result = reproduce(args.out, quick=args.quick, progress=not args.no_progress)
+    print(claims_markdown(result["claims"]))
+    print(f"claims written to {args.out}/claims.json and claims.md")
+    return 0
+
+
+def _add_training_arguments(p: argparse.ArgumentParser) -> None:
+    from qnewton.tasks import TASKS
+
+    p.add_argument("--task", default="digits", help=f"one of {', '.join(TASKS)}")
+    p.add_argument("--epochs", type=int, default=10, help="passes over the training set (>= 1)")
+    p.add_argument("--batch-size", type=int, default=128, help="mini-batch size (>= 1)")
+    p.add_argument("--lr", type=float, default=None,
+                   help="learning rate (> 0; default: per optimizer)")
+    p.add_argument("--seed", type=int, default=0, help="seed for data split, init and QLSA error")
+    p.add_argument("--hidden", type=int, default=None, help="hidden size (default: per task)")
+    p.add_argument("--tiny", action="store_true", help="tiny data and model (smoke tests)")
+    p.add_argument("--max-steps", type=int, default=None, help="stop after this many steps")
+    p.add_argument("--curvature", default="fisher", help="fisher, ggn or hessian")
+    p.add_argument("--reg", type=float, default=1e-3, help="regularization strength")
+    p.add_argument("--reg-scheme", default="max-entry",
+                   help="max-entry (paper), absolute, spectral or none")
+    p.add_argument("--prune-ratio", type=float, default=None,
+                   help="symmetric pruning: keep this fraction of each row (0, 1]")
+    p.add_argument("--qlsa", default="jennings", help=f"one of {', '.join(sorted(QLSA_MODELS))}")
+    p.add_argument("--readout", default=None, help="state or vector (default: the profile's)")
+    p.add_argument("--gate-time", type=float, default=None, help="override gate time (s)")
+    p.add_argument("--eps", type=float, default=1e-2, help="QLSA relative error in (0, 1)")
+    p.add_argument("--momentum", type=float, default=0.0, help="momentum on Newton steps")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="qnewton",
@@ -143,17 +275,67 @@ def build_parser() -> argparse.ArgumentParser:
                      "default: the profile's")
     est.add_argument("--json", action="store_true", help="print one JSON object")
     est.set_defaults(func=_cmd_estimate)
+
+    from qnewton.training import OPTIMIZERS
+
+    tr = sub.add_parser("train", help="train one task with one optimizer into --out DIR")
+    _add_training_arguments(tr)
+    tr.add_argument("--optimizer", default="qnewton", help=f"one of {', '.join(OPTIMIZERS)}")
+    tr.add_argument("--hardware", default="paper",
+                    help=f"one of {', '.join(sorted(HARDWARE_PROFILES))}")
+    tr.add_argument("--out", required=True, help="run directory (must not hold another run)")
+    tr.add_argument("--resume", action="store_true", help="continue the run in --out")
+    tr.set_defaults(func=_cmd_train)
+
+    cp = sub.add_parser("compare", help="run several optimizers and tabulate")
+    _add_training_arguments(cp)
+    cp.add_argument("--optimizers", required=True,
+                    help=f"comma-separated, among {', '.join(OPTIMIZERS)}")
+    cp.add_argument("--hardware", action="append", default=None,
+                    help="profile(s) for the Newton family (repeat or comma-separate)")
+    cp.add_argument("--target-accuracy", type=float, default=None,
+                    help="report the time to reach this test metric")
+    cp.add_argument("--out", required=True, help="comparison directory")
+    cp.set_defaults(func=_cmd_compare, hardware=None)
+
+    sw = sub.add_parser("sweep", help="the paper's ablations over one setting")
+    _add_training_arguments(sw)
+    sw.add_argument("--optimizer", default="qnewton", help=f"one of {', '.join(OPTIMIZERS)}")
+    sw.add_argument("--hardware", default="paper", help="hardware profile")
+    sw.add_argument("--param", required=True, choices=["reg", "prune", "gate-time", "hidden"])
+    sw.add_argument("--values", required=True, help="comma-separated values")
+    sw.add_argument("--out", required=True, help="sweep directory")
+    sw.set_defaults(func=_cmd_sweep)
+
+    rp = sub.add_parser("report", help="plots and report.html for a run/compare/sweep dir")
+    rp.add_argument("directory")
+    rp.set_defaults(func=_cmd_report)
+
+    rr = sub.add_parser("reproduce", help="run the experiments behind the paper's claims")
+    rr.add_argument("--quick", action="store_true", help="short runs (minutes)")
+    rr.add_argument("--out", default="runs/reproduce", help="output directory")
+    rr.add_argument("--no-progress", action="store_true", help="no progress bar")
+    rr.set_defaults(func=_cmd_reproduce)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    from qnewton.training import TrainingError
+
     try:
         return int(args.func(args))
     except (CLIError, ValueError) as exc:
         print(f"qnewton {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except TrainingError as exc:
+        print(f"qnewton {args.command}: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"qnewton {args.command}: interrupted; completed steps are saved "
+              "(continue with --resume)", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -171,19 +171,24 @@ JENNINGS_MIN_KAPPA = math.sqrt(12.0)
 JENNINGS_MAX_EPS = 0.24
 
 
-def _jennings_expected(kappa: float, eps: float, alpha: float) -> float:
-    denominator = 0.39 - 0.201 * eps
-    if denominator <= 0:  # unreachable for 0 < eps < 1; kept as an explicit guard
-        raise ValueError(f"eps must be < 0.39/0.201 for the Jennings bound, got {eps!r}")
+def _jennings_qstar(kappa: float, eps: float, alpha: float) -> float:
+    """Q* of Jennings et al. (arXiv 2305.11352 v1), before the success-probability factor."""
     log_term = math.log(2.0 * kappa + 3.0)
-    q_star = (
+    return (
         (1741.0 * alpha * math.e / 500.0)
         * math.sqrt(kappa * kappa + 1.0)
         * ((133.0 / 125.0 + 4.0 / (25.0 * kappa ** (1.0 / 3.0))) * math.pi * log_term + 1.0)
         + (351.0 / 50.0) * log_term**2 * (math.log(451.0 * log_term**2 / eps) + 1.0)
         + alpha * kappa * math.log(32.0 / eps)
     )
-    return q_star / denominator
+
+
+def _jennings_expected(kappa: float, eps: float, alpha: float) -> float:
+    """The raw published expectation ``Q*/(0.39 − 0.201·ε)`` (no domain handling)."""
+    denominator = 0.39 - 0.201 * eps
+    if denominator <= 0:  # unreachable for 0 < eps < 1; kept as an explicit guard
+        raise ValueError(f"eps must be < 0.39/0.201 for the Jennings bound, got {eps!r}")
+    return _jennings_qstar(kappa, eps, alpha) / denominator
 
 
 def _jennings_optimal_eps(kappa: float, eps_cap: float, alpha: float) -> float:
@@ -198,9 +203,7 @@ def _jennings_optimal_eps(kappa: float, eps_cap: float, alpha: float) -> float:
     slope = (351.0 / 50.0) * log_term**2 + alpha * kappa
 
     def h(e: float) -> float:
-        return 0.201 * _jennings_expected(kappa, e, alpha) * (0.39 - 0.201 * e) * e - slope * (
-            0.39 - 0.201 * e
-        )
+        return 0.201 * e * _jennings_qstar(kappa, e, alpha) - slope * (0.39 - 0.201 * e)
 
     if h(eps_cap) <= 0.0:
         return eps_cap
@@ -566,7 +569,14 @@ def profile_from_dict(d: Mapping[str, Any]) -> HardwareProfile:
     values = dict(d)
     base = values.pop("base", None)
     if base is not None:
-        return get_profile(base, **values)
+        preset = get_profile(base)
+        unknown = sorted(set(values) - set(_PROFILE_FIELDS))
+        if unknown:
+            raise ValueError(
+                f"unknown HardwareProfile field(s) {', '.join(unknown)}; "
+                f"allowed fields: base, {', '.join(_PROFILE_FIELDS)}"
+            )
+        return dataclasses.replace(preset, **values)
     unknown = sorted(set(values) - set(_PROFILE_FIELDS))
     if unknown:
         raise ValueError(
@@ -1083,28 +1093,39 @@ def _median_time(fn: Callable[[], object], repeats: int) -> float:
     return max(statistics.median(times), 1e-9)
 
 
-def _probe(host: str, version: str, threads: int) -> MachineRates:
-    """Measure the dense, GEMM and bandwidth rates (≈0.3–1 s on a small machine)."""
+def _probe_dense(n: int, gen: Any) -> tuple[float, float]:
+    """Median seconds of an n×n fp64 GEMM and of an n×n Cholesky factor + solve."""
     import torch
 
-    gen = torch.Generator().manual_seed(0)
-    n = 1200
     m = torch.randn(n, n, dtype=torch.float64, generator=gen)
     gemm_s = _median_time(lambda: m @ m, 5)
     spd = (m @ m.T) / n + torch.eye(n, dtype=torch.float64)
     rhs = torch.randn(n, 1, dtype=torch.float64, generator=gen)
 
     def chol_solve() -> torch.Tensor:
-        factor = torch.linalg.cholesky(spd)
-        return torch.cholesky_solve(rhs, factor)
+        return torch.cholesky_solve(rhs, torch.linalg.cholesky(spd))
 
-    chol_s = _median_time(chol_solve, 5)
-    del m, spd
-    # Bandwidth: a dense fp64 matvec over a 64 MiB matrix (the access pattern of CG).
-    nb = 2896
+    return gemm_s, _median_time(chol_solve, 5)
+
+
+def _probe_matvec(nb: int, gen: Any) -> float:
+    """Median seconds of a fp64 matvec over an nb×nb matrix (the memory traffic of CG)."""
+    import torch
+
     big = torch.randn(nb, nb, dtype=torch.float64, generator=gen)
     v = torch.randn(nb, dtype=torch.float64, generator=gen)
-    mv_s = _median_time(lambda: big @ v, 7)
+    return _median_time(lambda: big @ v, 7)
+
+
+def _probe(host: str, version: str, threads: int) -> MachineRates:
+    """Measure the dense, GEMM and bandwidth rates (≈0.3–1 s on a small machine)."""
+    import torch
+
+    gen = torch.Generator().manual_seed(0)
+    n = 1200
+    gemm_s, chol_s = _probe_dense(n, gen)
+    nb = 2896
+    mv_s = _probe_matvec(nb, gen)
     return MachineRates(
         dense_flops_per_s=cholesky_flops(n) / chol_s,
         gemm_flops_per_s=2.0 * n**3 / gemm_s,

@@ -434,13 +434,25 @@ def kappa_regularization_bound(norm_upper: float, lam: float) -> KappaEstimate:
     Since ``λ_min(A) ≥ λ`` and ``λ_max(A) ≤ ‖H‖₂ + λ``. Valid whenever ``norm_upper ≥ ‖H‖₂`` and
     ``H`` is PSD. Cost O(1) given the norm.
 
+    An infinite ``norm_upper`` (no information) gives an infinite bound.
+
     Raises:
-        ValueError: ``norm_upper`` negative/non-finite or ``lam`` not positive and finite.
+        ValueError: ``norm_upper`` negative or NaN, or ``lam`` not positive and finite.
     """
     start = time.perf_counter()
-    if not math.isfinite(norm_upper) or norm_upper < 0.0:
-        raise ValueError(f"norm_upper must be finite and >= 0, got {norm_upper!r}")
-    if not math.isfinite(lam) or lam <= 0.0:
+    if (
+        isinstance(norm_upper, bool)
+        or not isinstance(norm_upper, int | float)
+        or math.isnan(norm_upper)
+        or norm_upper < 0.0
+    ):
+        raise ValueError(f"norm_upper must be >= 0 (inf allowed), got {norm_upper!r}")
+    if (
+        isinstance(lam, bool)
+        or not isinstance(lam, int | float)
+        or not math.isfinite(lam)
+        or lam <= 0
+    ):
         raise ValueError(f"lam must be finite and > 0, got {lam!r}")
     log_kappa = math.log1p(norm_upper / lam)
     return _estimate(log_kappa, "upper", "regularization", time.perf_counter() - start)
@@ -509,10 +521,11 @@ def estimate_kappa(
       * ``"gej"`` / ``"merikoski"``: norm–determinant upper bounds (forms ``A``; O(N³)).
       * ``"lanczos"``: extreme Ritz ratio after ``steps`` matvecs; lower bound.
       * ``"regularization"``: ``1 + ‖H‖₂_upper/λ_total`` with ``‖H‖₂`` from
-        :func:`spectral_norm_upper` on the *unshifted* block (matvecs only); an upper bound
-        provided ``H = A − λ_total·I`` is PSD (the caller asserts this with
-        ``is_psd_plus_shift=True``; it is not checked) and the spectral-norm bound holds (see
-        :func:`spectral_norm_upper`). Requires an unpruned system with ``shift > 0``.
+        :func:`spectral_norm_upper` (``psd=True``, δ = 1e-6) on the *unshifted* block (matvecs
+        only); an upper bound provided ``H = A − λ_total·I`` is PSD (the caller asserts this
+        with ``is_psd_plus_shift=True``; it is not checked), with probability ≥ 1 − 1e-6 over
+        the seeded random start (``inf`` if ``steps`` is too small for that). Requires an
+        unpruned system with ``shift > 0``.
       * ``"auto"`` (scheduler default, cheap): the regularization upper bound when the block is a
         PSD curvature (``fisher``/``ggn``), unpruned, with positive shift and
         ``is_psd_plus_shift``; otherwise (exact Hessian blocks, pruned systems, no shift) the

@@ -40,6 +40,7 @@ from qnewton.curvature import (
     compute_curvature,
     unflatten_block,
 )
+from qnewton.estimation import kappa_exact
 from qnewton.scheduling import Scheduler, SchedulerConfig
 from qnewton.solvers import SolveError
 
@@ -100,6 +101,8 @@ class QNewton(Optimizer):
         rates: calibrated :class:`~qnewton.costs.MachineRates`; ``None`` calibrates (cached).
         ledger: a :class:`~qnewton.accounting.Ledger` to book times and records into.
         seed: seed for the emulated QLSA's error draws.
+        exact_kappa_max_n: also compute the exact κ (eigvalsh) of systems with N ≤ this, for
+            reports; timed as diagnostics, not as training time (0: never).
     """
 
     def __init__(
@@ -132,6 +135,7 @@ class QNewton(Optimizer):
         rates: MachineRates | None = None,
         ledger: Ledger | None = None,
         seed: int = 0,
+        exact_kappa_max_n: int = 0,
     ) -> None:
         _check_finite("lr", lr)
         if not lr > 0:
@@ -146,6 +150,8 @@ class QNewton(Optimizer):
             raise ValueError(f"momentum must be in [0, 1), got {momentum}")
         if clip is not None and not clip > 0:
             raise ValueError(f"clip must be > 0 or None, got {clip}")
+        if exact_kappa_max_n < 0:
+            raise ValueError(f"exact_kappa_max_n must be >= 0, got {exact_kappa_max_n}")
         if max_retries < 0:
             raise ValueError(f"max_retries must be >= 0, got {max_retries}")
         if not damping_growth > 1:
@@ -185,6 +191,7 @@ class QNewton(Optimizer):
         )
         self.grouping = grouping
         self.max_retries = max_retries
+        self.exact_kappa_max_n = exact_kappa_max_n
         self.damping_growth = damping_growth
         self.ledger = ledger if ledger is not None else Ledger()
         self._blocks = [self._group_blocks(i, g) for i, g in enumerate(self.param_groups)]
@@ -261,16 +268,20 @@ class QNewton(Optimizer):
         for name, reason in result.skipped.items():
             ledger.add_event(step, "block-over-budget", reason, block=name)
 
-        outcomes = iter(zip(result.blocks, result.grads, strict=True))
+        outcomes = iter(enumerate(zip(result.blocks, result.grads, strict=True)))
         updates: list[tuple[dict[str, Any], ParamBlock, torch.Tensor]] = []
         for group, blocks in zip(self.param_groups, self._blocks, strict=True):
             for block in blocks:
-                curv, grad = next(outcomes)
-                outcome = self._block_direction(step, group, block, curv, grad)
+                index, (curv, grad) = next(outcomes)
+                outcome = self._block_direction((step, index), group, block, curv, grad)
                 updates.append((group, block, outcome.direction))
 
         with ledger.phase("update"), torch.no_grad():
             for group, block, direction in updates:
+                if not bool(torch.isfinite(direction).all()):
+                    ledger.add_event(step, "non-finite-direction",
+                                     f"{block.name}: non-finite step not applied", block=block.name)
+                    continue
                 self._apply(group, block, direction)
             for group in self.param_groups:
                 for p in group["params"]:
@@ -279,13 +290,16 @@ class QNewton(Optimizer):
 
     def _block_direction(
         self,
-        step: int,
+        key: tuple[int, int],
         group: dict[str, Any],
         block: ParamBlock,
         curv: CurvatureBlock | None,
         grad: torch.Tensor,
     ) -> BlockOutcome:
+        step = key[0]
         grad = grad.to(torch.float64)
+        if not bool(grad.any()):
+            return BlockOutcome(torch.zeros_like(grad), newton=False, fallback="zero-gradient")
         if curv is None:
             return self._gradient_fallback(grad, None, "over-budget")
         if not bool(torch.isfinite(curv.factor if curv.dense is None else curv.dense).all()):
@@ -308,7 +322,7 @@ class QNewton(Optimizer):
             result = None
             with ledger.phase("solve"):
                 try:
-                    result = self.scheduler.run(system, grad, decision)
+                    result = self.scheduler.run(system, grad, decision, key=(*key, attempt))
                 except SolveError as exc:
                     last_error = str(exc)
             descent = result is not None and float(grad @ result.x) > 0
@@ -317,6 +331,9 @@ class QNewton(Optimizer):
             record = self.scheduler.record(step=step, block=block.name, system=system,
                                            analysis=analysis, decision=decision, result=result)
             record.retries = attempt
+            if system.n <= self.exact_kappa_max_n:
+                with ledger.diagnostics():
+                    record.kappa_exact = kappa_exact(system.to_dense()).value
             if descent:
                 ledger.add_record(record)
                 return BlockOutcome(-result.x, newton=True)
@@ -366,7 +383,5 @@ class QNewton(Optimizer):
                 buf.mul_(group["momentum"]).add_(direction)
             self.state[key]["momentum_buffer"] = buf
             direction = buf
-        if not bool(torch.isfinite(direction).all()):
-            return  # unreachable by construction: solvers reject non-finite x
         for p, piece in zip(block.params, unflatten_block(direction, block), strict=True):
             p.add_(piece.to(p.dtype), alpha=group["lr"])

@@ -15,7 +15,7 @@ Policies:
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 
@@ -41,6 +41,13 @@ from qnewton.solvers import (
 POLICIES = ("cost", "threshold", "classical", "quantum")
 
 
+def _draw_seed(seed: int, key: tuple[int, ...]) -> int:
+    value = seed
+    for part in key:
+        value = (value * 1_000_003 + part + 1) % (2**63 - 1)
+    return value
+
+
 @dataclass(frozen=True)
 class SchedulerConfig:
     """How linear systems are routed and solved.
@@ -57,6 +64,7 @@ class SchedulerConfig:
         classical_solvers: classical solvers the scheduler may pick (those applicable).
         shots: readout shot budget for the emulated QLSA (``None``: no sampling noise).
         lanczos_steps: Lanczos steps for the norm / κ estimates.
+        cg_rtol: relative residual at which classical CG stops (and which its cost model uses).
     """
 
     hardware: HardwareProfile
@@ -70,6 +78,7 @@ class SchedulerConfig:
     classical_solvers: tuple[str, ...] = ("cholesky", "cg", "woodbury")
     shots: int | None = None
     lanczos_steps: int = 20
+    cg_rtol: float = 1e-6
 
     def __post_init__(self) -> None:
         if self.policy not in POLICIES:
@@ -88,6 +97,8 @@ class SchedulerConfig:
             )
         if self.shots is not None and self.shots < 1:
             raise ValueError(f"shots must be a positive integer or None, got {self.shots}")
+        if not 0 < self.cg_rtol < 1:
+            raise ValueError(f"cg_rtol must be in (0, 1), got {self.cg_rtol}")
         if self.lanczos_steps < 2:
             raise ValueError(f"lanczos_steps must be >= 2, got {self.lanczos_steps}")
 
@@ -124,7 +135,6 @@ class Scheduler:
     config: SchedulerConfig
     rates: MachineRates
     seed: int = 0
-    _rng_offset: int = field(default=0, repr=False)
 
     def analyse(self, system: LinearSystem) -> Analysis:
         """κ estimate (with its guarantee), ‖A‖₂ upper bound and block-encoding α."""
@@ -150,7 +160,7 @@ class Scheduler:
             system.n,
             nnz=system.nnz,
             kappa=kappa,
-            eps=cfg.eps,
+            eps=cfg.cg_rtol,
             rank=system.block.rank_bound if "woodbury" in applicable_solvers(system) else None,
             rates=self.rates,
         )
@@ -160,6 +170,7 @@ class Scheduler:
             max(1, system.d),
             kappa,
             cfg.eps,
+            nnz=min(system.nnz, system.n * max(1, system.d)) or None,
             alpha=analysis.alpha,
             qlsa=cfg.qlsa,
             profile=cfg.hardware,
@@ -173,17 +184,18 @@ class Scheduler:
             choice = cfg.policy
         return Decision(choice, best, predicted, quantum, time.perf_counter() - start)
 
-    def run(self, system: LinearSystem, b: torch.Tensor, decision: Decision) -> SolveResult:
-        """Execute the decision: classical solve (measured) or emulated QLSA (emulation time)."""
+    def run(
+        self, system: LinearSystem, b: torch.Tensor, decision: Decision, key: tuple[int, ...] = ()
+    ) -> SolveResult:
+        """Execute the decision: classical solve (measured) or emulated QLSA (emulation time).
+
+        ``key`` (e.g. step, block index, attempt) seeds the QLSA's error draw together with
+        ``seed``, so a resumed run draws exactly what an uninterrupted one would.
+        """
         if decision.choice == "classical":
-            return solve_classical(decision.classical_solver, system, b)
-        self._rng_offset += 1
+            return solve_classical(decision.classical_solver, system, b, rtol=self.config.cg_rtol)
         return emulate_qlsa(
-            system,
-            b,
-            eps=self.config.eps,
-            shots=self.config.shots,
-            seed=self.seed * 1_000_003 + self._rng_offset,
+            system, b, eps=self.config.eps, shots=self.config.shots, seed=_draw_seed(self.seed, key)
         )
 
     def record(

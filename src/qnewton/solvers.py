@@ -150,7 +150,8 @@ def solve_cg(
 ) -> SolveResult:
     """Conjugate gradients on SPD A using matvecs only (works on factor-form systems).
 
-    Stops when ‖r‖ ≤ rtol·‖b‖ or after ``max_iter`` (default 2N) iterations. CG's step
+    Stops when ‖r‖ ≤ rtol·‖b‖ or after ``max_iter`` (default 10N, room for the loss of
+    orthogonality in floating point) iterations. CG's step
     coefficients give the Lanczos tridiagonal, whose extreme eigenvalues (Ritz values) are
     returned as a κ estimate at no extra cost. Raises :class:`SolveError` on a non-positive
     curvature pᵀAp (A not PD) or on non-convergence.
@@ -158,7 +159,7 @@ def solve_cg(
     _check_rhs(system, b)
     if not 0 < rtol < 1:
         raise ValueError(f"rtol must be in (0, 1), got {rtol}")
-    limit = 2 * system.n if max_iter is None else max_iter
+    limit = 10 * system.n if max_iter is None else max_iter
     if limit < 1:
         raise ValueError(f"max_iter must be >= 1, got {max_iter}")
     alphas: list[float] = []
@@ -201,12 +202,17 @@ CLASSICAL_SOLVE_FUNCTIONS: dict[str, Callable[[LinearSystem, torch.Tensor], Solv
 }
 
 
-def solve_classical(name: str, system: LinearSystem, b: torch.Tensor) -> SolveResult:
-    """Run the classical solver called ``name`` (one of :data:`CLASSICAL_SOLVERS`)."""
+def solve_classical(
+    name: str, system: LinearSystem, b: torch.Tensor, *, rtol: float = 1e-10
+) -> SolveResult:
+    """Run the classical solver called ``name`` (one of :data:`CLASSICAL_SOLVERS`); ``rtol`` is
+    the relative residual CG stops at (direct solvers are exact up to round-off)."""
     try:
         fn = CLASSICAL_SOLVE_FUNCTIONS[name]
     except KeyError:
         raise ValueError(f"solver must be one of {CLASSICAL_SOLVERS}, got {name!r}") from None
+    if name == "cg":
+        return solve_cg(system, b, rtol=rtol)
     return fn(system, b)
 
 

@@ -1,0 +1,351 @@
+"""Experiments built from training runs: comparisons, ablation sweeps and the paper's claims.
+
+Each writes its runs under ``DIR/runs/<label>/`` (ordinary run directories, see
+:mod:`qnewton.training`) and one JSON file that :mod:`qnewton.reports` turns into plots:
+``comparison.json``, ``sweep.json`` or ``claims.json``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from qnewton.costs import HARDWARE_PROFILES
+from qnewton.training import (
+    FIRST_ORDER,
+    OPTIMIZERS,
+    TrainConfig,
+    TrainingError,
+    read_jsonl,
+    train,
+    write_json_atomic,
+)
+
+SWEEP_PARAMS = {
+    "reg": "reg",
+    "prune": "prune_ratio",
+    "gate-time": "gate_time",
+    "hidden": "hidden",
+}
+
+
+def _higher_is_better(metric: str) -> bool:
+    return metric != "perplexity"
+
+
+def time_to_target(steps: list[dict[str, Any]], metric: str, target: float | None,
+                   clock: str) -> float | None:
+    """Cumulative ``clock`` seconds at the first evaluation whose metric reaches ``target``."""
+    if target is None:
+        return None
+    key = f"test_{metric}"
+    for row in steps:
+        value = row.get(key)
+        if value is None:
+            continue
+        reached = value >= target if _higher_is_better(metric) else value <= target
+        if reached:
+            return float(row[clock])
+    return None
+
+
+def run_row(label: str, run_dir: Path, base: Path, summary: dict[str, Any],
+            target: float | None) -> dict[str, Any]:
+    """One comparison/sweep row from a finished run's summary and steps."""
+    metric = summary["metric"]
+    steps = read_jsonl(run_dir / "steps.jsonl")
+    return {
+        "label": label,
+        "optimizer": summary["optimizer"],
+        "hardware": summary["hardware"],
+        "final_metric": summary.get(f"test_{metric}"),
+        "test_loss": summary.get("test_loss"),
+        "measured_seconds": summary["measured_seconds"],
+        "modeled_quantum_seconds": summary["modeled_quantum_seconds"],
+        "emulation_seconds": summary["emulation_seconds"],
+        "total_seconds": summary["total_seconds"],
+        "time_to_target_total": time_to_target(steps, metric, target, "total_seconds"),
+        "time_to_target_measured": time_to_target(steps, metric, target, "measured_seconds"),
+        "quantum_solves": summary["quantum_solves"],
+        "classical_solves": summary["classical_solves"],
+        "gradient_fallbacks": summary["gradient_fallbacks"],
+        "run_dir": str(run_dir.relative_to(base)),
+    }
+
+
+def _run_or_reuse(config: TrainConfig, run_dir: Path, progress: bool) -> dict[str, Any]:
+    """Train into ``run_dir``, or reuse/resume what is already there for the same config."""
+    summary_path = run_dir / "summary.json"
+    if summary_path.exists():
+        import json
+
+        summary = json.loads(summary_path.read_text(encoding="utf-8"))
+        saved = json.loads((run_dir / "config.json").read_text(encoding="utf-8"))["config"]
+        if summary.get("status") == "completed" and saved == config.to_dict():
+            return summary
+    resume = (run_dir / "checkpoint.pt").exists()
+    return train(config, run_dir, resume=resume, progress=progress)
+
+
+def compare(
+    base_config: TrainConfig,
+    optimizers: Sequence[str],
+    hardware: Sequence[str],
+    out: str | Path,
+    *,
+    target: float | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Run each optimizer (Newton family once per hardware profile) and tabulate.
+
+    First-order optimizers do not depend on the hardware profile and run once. Finished runs in
+    ``out`` with identical settings are reused, interrupted ones resumed.
+    """
+    for name in optimizers:
+        if name not in OPTIMIZERS:
+            raise ValueError(f"optimizers must be among {', '.join(OPTIMIZERS)}; got {name!r}")
+    for name in hardware:
+        if name not in HARDWARE_PROFILES:
+            raise ValueError(
+                f"hardware must be among {', '.join(HARDWARE_PROFILES)}; got {name!r}"
+            )
+    if not optimizers or not hardware:
+        raise ValueError("compare needs at least one optimizer and one hardware profile")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    rows = []
+    metric = None
+    for name in optimizers:
+        profiles = [hardware[0]] if name in FIRST_ORDER else list(hardware)
+        for profile in profiles:
+            label = name if name in FIRST_ORDER else f"{name}@{profile}"
+            config = dataclasses.replace(base_config, optimizer=name, hardware=profile, lr=None
+                                         if base_config.optimizer != name else base_config.lr)
+            run_dir = out / "runs" / label
+            summary = _run_or_reuse(config, run_dir, progress)
+            metric = summary["metric"]
+            rows.append(run_row(label, run_dir, out, summary, target))
+    result = {"task": base_config.task, "metric": metric, "target": target,
+              "hardware": list(hardware), "rows": rows}
+    write_json_atomic(out / "comparison.json", result)
+    return result
+
+
+def format_table(rows: list[dict[str, Any]], metric: str, key: str = "label") -> str:
+    """A plain-text table of comparison or sweep rows, times labelled measured/modeled/total."""
+    header = (f"{key:<22} {metric:>10} {'measured s':>11} {'modeled q s':>12} {'total s':>10} "
+              f"{'to target s':>12} {'q/c solves':>11}")
+    lines = [header, "-" * len(header)]
+    for r in rows:
+        tt = r.get("time_to_target_total")
+        lines.append(
+            f"{str(r[key]):<22} {_fmt(r['final_metric']):>10} {_fmt(r['measured_seconds']):>11} "
+            f"{_fmt(r['modeled_quantum_seconds']):>12} {_fmt(r['total_seconds']):>10} "
+            f"{_fmt(tt) if tt is not None else '-':>12} "
+            f"{r['quantum_solves']:>5}/{r['classical_solves']:<5}"
+        )
+    lines.append("measured = wall clock here; modeled q = QLSA cost model on the named profile; "
+                 "total = measured - emulation + modeled")
+    return "\n".join(lines)
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "-"
+    value = float(value)
+    if value == 0 or 1e-3 <= abs(value) < 1e5:
+        return f"{value:.4g}"
+    return f"{value:.3e}"
+
+
+def sweep(
+    base_config: TrainConfig,
+    param: str,
+    values: Sequence[float],
+    out: str | Path,
+    *,
+    baseline: str | None = "newton",
+    progress: bool = True,
+) -> dict[str, Any]:
+    """The paper's ablations: vary one setting of ``base_config`` over ``values``.
+
+    ``param`` is one of ``reg``, ``prune`` (pruning ratio), ``gate-time`` (seconds; modeled
+    time only changes, and with it the cost policy's routing) or ``hidden`` (network size).
+    A ``baseline`` run (classical Newton by default) is added for reference.
+    """
+    if param not in SWEEP_PARAMS:
+        raise ValueError(f"param must be one of {', '.join(SWEEP_PARAMS)}; got {param!r}")
+    if not values:
+        raise ValueError("values must list at least one value")
+    field = SWEEP_PARAMS[param]
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    rows = []
+    metric = None
+    for value in values:
+        cast = int(value) if field == "hidden" else float(value)
+        config = dataclasses.replace(base_config, **{field: cast})
+        run_dir = out / "runs" / f"{param}={value:g}"
+        summary = _run_or_reuse(config, run_dir, progress)
+        metric = summary["metric"]
+        row = run_row(f"{value:g}", run_dir, out, summary, None)
+        row["value"] = cast
+        rows.append(row)
+    base_row = None
+    if baseline is not None and param not in ("hidden",):
+        config = dataclasses.replace(base_config, optimizer=baseline, lr=None)
+        run_dir = out / "runs" / f"baseline-{baseline}"
+        summary = _run_or_reuse(config, run_dir, progress)
+        base_row = run_row(baseline, run_dir, out, summary, None)
+    result = {"task": base_config.task, "param": param, "optimizer": base_config.optimizer,
+              "metric": metric, "values": [r["value"] for r in rows], "rows": rows,
+              "baseline": base_row}
+    write_json_atomic(out / "sweep.json", result)
+    return result
+
+
+def crossover(rows: list[dict[str, Any]], baseline_seconds: float) -> float | None:
+    """Largest swept value (e.g. gate time) at which the run's total time beats the baseline."""
+    winners = [r["value"] for r in rows if r["total_seconds"] < baseline_seconds]
+    return max(winners) if winners else None
+
+
+def reproduce(out: str | Path, *, quick: bool = False, progress: bool = True) -> dict[str, Any]:
+    """Run the experiments behind the paper's claims and write ``claims.json`` / ``claims.md``.
+
+    Claims (v3 abstract): (1) up to 90% less training time than classical Newton at equal
+    accuracy; (2) systems with κ > 1e4 are routed classically; (3) κ falls ~1000× during
+    training; (4) faster than SGD to equal accuracy. Each is evaluated under the ``paper`` profile
+    and under the realistic ``surface-code`` profile, against the best classical Newton (Cholesky,
+    CG, Woodbury) and against the release's explicit-inverse Newton.
+    """
+    out = Path(out)
+    base = TrainConfig(task="digits", epochs=2 if quick else 10, tiny=False,
+                       max_steps=12 if quick else None, exact_kappa_max_n=300)
+    optimizers = ["sgd", "adam", "newton", "newton-inverse", "qnewton"]
+    claims: list[dict[str, Any]] = []
+    comparisons = {}
+    for profile in ("paper", "surface-code"):
+        comparisons[profile] = compare(base, optimizers, [profile], out / f"compare-{profile}",
+                                       progress=progress)
+    # A shared accuracy target: what the worst Newton-family run reached (so all can be timed).
+    newton_rows = [r for r in comparisons["paper"]["rows"] if r["optimizer"] != "sgd"]
+    target = min(r["final_metric"] for r in newton_rows if r["final_metric"] is not None)
+    for profile, comp in comparisons.items():
+        rows = {r["optimizer"]: _with_target(out / f"compare-{profile}", r, comp["metric"], target)
+                for r in comp["rows"]}
+        claims += _time_claims(profile, rows, target)
+        claims.append(_kappa_routing_claim(profile, out / f"compare-{profile}", rows["qnewton"]))
+    claims.append(_kappa_decay_claim(out / "compare-paper", comparisons["paper"]))
+    result = {"claims": claims, "target_accuracy": target, "quick": quick,
+              "comparisons": [f"compare-{p}" for p in comparisons], "sweeps": []}
+    write_json_atomic(out / "claims.json", result)
+    (out / "claims.md").write_text(claims_markdown(claims), encoding="utf-8")
+    return result
+
+
+def _with_target(base: Path, row: dict[str, Any], metric: str, target: float) -> dict[str, Any]:
+    steps = read_jsonl(base / row["run_dir"] / "steps.jsonl")
+    return dict(row, time_to_target_total=time_to_target(steps, metric, target, "total_seconds"),
+                time_to_target_measured=time_to_target(steps, metric, target,
+                                                       "measured_seconds"))
+
+
+def _reduction(ours: float | None, reference: float | None) -> float | None:
+    if ours is None or reference is None or reference <= 0:
+        return None
+    return 1.0 - ours / reference
+
+
+def _time_claims(profile: str, rows: dict[str, dict[str, Any]], target: float) -> list[dict]:
+    q = rows["qnewton"]["time_to_target_total"]
+    claims = []
+    for ref_name, label in (("newton", "best classical Newton"),
+                            ("newton-inverse", "explicit-inverse Newton (release)")):
+        red = _reduction(q, rows[ref_name]["time_to_target_total"])
+        claims.append({
+            "claim": f"Up to 90% less training time than classical Newton ({label})",
+            "paper": "≤ 90% reduction",
+            "profile": profile,
+            "ours": "n/a (target not reached)" if red is None else f"{100 * red:.1f}% reduction",
+            "verdict": "n/a" if red is None else (
+                "supported" if red >= 0.5 else "partly" if red > 0 else "not supported"),
+            "details": f"total seconds to accuracy {target:.4f}: qnewton {_fmt(q)}, "
+                       f"{ref_name} {_fmt(rows[ref_name]['time_to_target_total'])}",
+        })
+    sgd = rows.get("sgd", {}).get("time_to_target_total")
+    red = _reduction(q, sgd)
+    claims.append({
+        "claim": "Faster than SGD to equal accuracy",
+        "paper": "faster",
+        "profile": profile,
+        "ours": "SGD did not reach the target" if sgd is None else (
+            "n/a" if red is None else f"{100 * red:.1f}% less total time than SGD"),
+        "verdict": ("supported" if q is not None else "n/a") if sgd is None else (
+            "n/a" if red is None else "supported" if red > 0 else "not supported"),
+        "details": f"total seconds to accuracy {target:.4f}: qnewton {_fmt(q)}, sgd {_fmt(sgd)}",
+    })
+    return claims
+
+
+def _kappa_routing_claim(profile: str, base: Path, row: dict[str, Any]) -> dict[str, Any]:
+    solves = read_jsonl(base / row["run_dir"] / "solves.jsonl")
+    high = [s for s in solves if float(s["kappa"]) > 1e4]
+    high_classical = sum(s["choice"] == "classical" for s in high)
+    low = [s for s in solves if float(s["kappa"]) <= 1e4]
+    low_quantum = sum(s["choice"] == "quantum" for s in low)
+    if not high:
+        verdict, ours = "n/a", "no system had estimated κ > 1e4"
+    else:
+        share = high_classical / len(high)
+        verdict = "supported" if share == 1 else "partly" if share > 0 else "not supported"
+        ours = f"{high_classical}/{len(high)} systems with κ > 1e4 routed classically"
+    return {
+        "claim": "Systems with κ > 1e4 are routed classically (cost policy)",
+        "paper": "κ > 1e4 → classical",
+        "profile": profile,
+        "ours": ours,
+        "verdict": verdict,
+        "details": f"{low_quantum}/{len(low)} systems with κ ≤ 1e4 went quantum",
+    }
+
+
+def _kappa_decay_claim(base: Path, comp: dict[str, Any]) -> dict[str, Any]:
+    row = next(r for r in comp["rows"] if r["optimizer"] == "qnewton")
+    solves = read_jsonl(base / row["run_dir"] / "solves.jsonl")
+    ratios = []
+    by_block: dict[str, list[dict[str, Any]]] = {}
+    for s in solves:
+        if s.get("kappa_exact") is not None:
+            by_block.setdefault(s["block"], []).append(s)
+    for items in by_block.values():
+        first, last = float(items[0]["kappa_exact"]), float(items[-1]["kappa_exact"])
+        if last > 0 and math.isfinite(first) and math.isfinite(last):
+            ratios.append(first / last)
+    if not ratios:
+        return {"claim": "κ falls ~1000× during training", "paper": "~1000×", "profile": "any",
+                "ours": "no exact κ recorded", "verdict": "n/a", "details": ""}
+    best = max(ratios)
+    return {
+        "claim": "κ falls ~1000× during training",
+        "paper": "~1000×",
+        "profile": "any (κ does not depend on the profile)",
+        "ours": f"largest first/last exact-κ ratio over blocks: {best:.3g}×",
+        "verdict": "supported" if best >= 300 else "partly" if best >= 10 else "not supported",
+        "details": "per block first/last exact κ of the regularized system: "
+                   + ", ".join(f"{r:.3g}" for r in ratios),
+    }
+
+
+def claims_markdown(claims: list[dict[str, Any]]) -> str:
+    lines = ["| claim | paper | profile | ours | verdict |", "|---|---|---|---|---|"]
+    lines += [f"| {c['claim']} | {c['paper']} | {c['profile']} | {c['ours']} | {c['verdict']} |"
+              for c in claims]
+    return "\n".join(lines) + "\n"
+
+
+__all__ = ["compare", "sweep", "reproduce", "crossover", "format_table", "claims_markdown",
+           "time_to_target", "TrainingError"]
