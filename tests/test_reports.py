@@ -312,7 +312,7 @@ def make_gate_sweep(d: Path, baseline: float | None = BASELINE_TOTAL) -> Path:
     for i, g in enumerate(GATE_TIMES):
         total = 1e9 * g
         rows.append({"value": g, "final_metric": 0.93, "measured_seconds": 5.0,
-                     "modeled_quantum_seconds": total - 4.0, "total_seconds": total,
+                     "modeled_quantum_seconds": 0.9 * total, "total_seconds": total,
                      "quantum_solves": 10 - 2 * i, "classical_solves": 2 * i,
                      "run_dir": f"runs/gate-{g:g}"})
     _write_json(d / "sweep.json", {
@@ -371,7 +371,8 @@ def test_find_crossovers_interpolates_in_log_space():
     assert find_crossovers(GATE_TIMES, [1e9 * g for g in GATE_TIMES], 300.0) == pytest.approx(
         [3e-7], rel=1e-9)
     assert find_crossovers([1.0, 2.0, 3.0], [5.0, 1.0, 5.0], 3.0) == pytest.approx(
-        [math.exp(math.log(2) * math.log(5 / 3) / math.log(5)), 2.5], rel=1e-9)
+        [math.exp(math.log(2) * math.log(5 / 3) / math.log(5)),
+         math.exp(math.log(2) + math.log(3) / math.log(5) * math.log(3 / 2))], rel=1e-9)
     assert find_crossovers([1.0, 2.0], [5.0, 6.0], 3.0) == []
     assert find_crossovers([1.0, 2.0, 3.0], [5.0, 3.0, 1.0], 3.0) == [2.0]
 
@@ -407,3 +408,31 @@ def test_reproduce_report(tmp_path):
     # sub-directories are read, not written to
     assert not (d / "compare-paper" / "report.html").exists()
     assert not (d / "sweep-gate" / "report.html").exists()
+
+
+def test_run_with_empty_steps_and_garbage_rows(tmp_path):
+    d = tmp_path / "fresh"
+    _write_json(d / "config.json", _config("qnewton", "paper"))
+    (d / "steps.jsonl").write_text('\n{"epoch": 0}\n[1, 2]\n', encoding="utf-8")
+    _write_jsonl(d / "solves.jsonl", [{"block": "0.weight", "choice": "quantum"}])
+    text = _read_html(write_report(d))
+    assert "steps.jsonl has no rows yet" in text
+    assert "1 unreadable line(s) skipped" in text
+    assert "Loss/metric plot skipped" in text
+    assert "Time breakdown skipped" in text
+    assert "κ plot skipped" in text and "Routing plot skipped" in text
+
+
+def test_comparison_and_sweep_without_rows(tmp_path):
+    c = tmp_path / "c"
+    _write_json(c / "comparison.json", {"task": "digits", "metric": "accuracy", "target": None,
+                                        "rows": []})
+    text = _read_html(write_report(c))
+    assert "Metric curves skipped" in text
+    s = tmp_path / "s"
+    _write_json(s / "sweep.json", {"task": "digits", "param": "gate-time", "optimizer": "qnewton",
+                                   "metric": "accuracy", "values": [], "rows": [],
+                                   "baseline": None})
+    text = _read_html(write_report(s))
+    assert "nothing to plot" in text
+    assert not list(s.glob("*.png"))

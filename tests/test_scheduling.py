@@ -34,13 +34,23 @@ def solve(sched, system, step=0):
 
 
 def test_analysis_gives_a_guaranteed_upper_bound_for_regularized_fisher():
-    system = fisher_system()
+    system = fisher_system(n=200)
     analysis = scheduler().analyse(system)
     exact = float(torch.linalg.cond(system.to_dense()))
     assert analysis.kappa.kind == "upper"
     assert analysis.kappa.value >= exact * (1 - 1e-9)
     assert analysis.norm >= float(torch.linalg.matrix_norm(system.to_dense(), 2)) * (1 - 1e-9)
     assert analysis.alpha >= 1
+
+
+def test_small_systems_get_the_exact_kappa():
+    system = fisher_system(n=40)
+    analysis = scheduler().analyse(system)
+    assert analysis.kappa.kind == "exact"
+    assert analysis.kappa.value == pytest.approx(float(torch.linalg.cond(system.to_dense())),
+                                                 rel=1e-9)
+    lanczos_only = scheduler(exact_below=0).analyse(system)
+    assert lanczos_only.kappa.kind == "upper"
 
 
 def test_cost_policy_picks_the_cheaper_prediction():

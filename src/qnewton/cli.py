@@ -137,6 +137,7 @@ def _train_config(args: argparse.Namespace, optimizer: str | None = None) -> Any
         gate_time=args.gate_time,
         eps=args.eps,
         momentum=args.momentum,
+        clip=args.clip if args.clip else None,
     )
     try:
         return TrainConfig(**fields)
@@ -233,7 +234,8 @@ def _add_training_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tiny", action="store_true", help="tiny data and model (smoke tests)")
     p.add_argument("--max-steps", type=int, default=None, help="stop after this many steps")
     p.add_argument("--curvature", default="fisher", help="fisher, ggn or hessian")
-    p.add_argument("--reg", type=float, default=1e-3, help="regularization strength")
+    p.add_argument("--reg", type=float, default=5e-3,
+                   help="regularization strength (max-entry: λ = reg·max|Hij|)")
     p.add_argument("--reg-scheme", default="max-entry",
                    help="max-entry (paper), absolute, spectral or none")
     p.add_argument("--prune-ratio", type=float, default=None,
@@ -243,6 +245,8 @@ def _add_training_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--gate-time", type=float, default=None, help="override gate time (s)")
     p.add_argument("--eps", type=float, default=1e-2, help="QLSA relative error in (0, 1)")
     p.add_argument("--momentum", type=float, default=0.0, help="momentum on Newton steps")
+    p.add_argument("--clip", type=float, default=0.1,
+                   help="element-wise clip of Newton steps (> 0; 0 disables)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 

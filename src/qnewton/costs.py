@@ -885,6 +885,9 @@ class MachineRates:
         torch_version: torch version they were measured with.
         threads: ``torch.get_num_threads()`` at measurement time.
         measured_at: ISO-8601 time of the measurement (or of creation for user rates).
+        call_overhead_s: fixed seconds of one solver call on a tiny system (framework and Python
+            latency; dominates for N ≲ 100). Added once to every classical prediction.
+        iteration_overhead_s: fixed seconds per CG iteration beyond its memory traffic.
     """
 
     dense_flops_per_s: float
@@ -895,6 +898,8 @@ class MachineRates:
     torch_version: str = ""
     threads: int = 0
     measured_at: str = ""
+    call_overhead_s: float = 0.0
+    iteration_overhead_s: float = 0.0
 
     def __post_init__(self) -> None:
         _check_positive("dense_flops_per_s", self.dense_flops_per_s)
@@ -905,6 +910,10 @@ class MachineRates:
                 f"source must be one of {', '.join(_RATE_SOURCES)}; got {self.source!r}"
             )
         _check_int("threads", self.threads, 0)
+        for name in ("call_overhead_s", "iteration_overhead_s"):
+            value = getattr(self, name)
+            if not (isinstance(value, int | float) and math.isfinite(value) and value >= 0):
+                raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
 
     @classmethod
     def user(
@@ -961,23 +970,26 @@ def cholesky_flops(n: int) -> float:
 
 
 def cholesky_seconds(n: int, rates: MachineRates) -> float:
-    """Predicted seconds of a dense fp64 Cholesky solve: ``(N³/3 + 2N²) / R_dense``."""
-    return cholesky_flops(n) / _check_rates(rates).dense_flops_per_s
+    """Predicted seconds of a dense fp64 Cholesky solve: ``(N³/3 + 2N²) / R_dense + t_call``."""
+    r = _check_rates(rates)
+    return cholesky_flops(n) / r.dense_flops_per_s + r.call_overhead_s
 
 
 def lu_seconds(n: int, rates: MachineRates) -> float:
-    """Predicted seconds of a dense fp64 LU solve: ``(2N³/3 + 2N²) / R_dense``."""
+    """Predicted seconds of a dense fp64 LU solve: ``(2N³/3 + 2N²) / R_dense + t_call``."""
     n = _check_int("n", n, 1)
-    return (2.0 * n**3 / 3.0 + 2.0 * n**2) / _check_rates(rates).dense_flops_per_s
+    r = _check_rates(rates)
+    return (2.0 * n**3 / 3.0 + 2.0 * n**2) / r.dense_flops_per_s + r.call_overhead_s
 
 
 def inverse_seconds(n: int, rates: MachineRates) -> float:
     """Predicted seconds of an explicit inverse then matvec (the release's approach).
 
-    ``(2N³ + 2N²) / R_dense`` — about 6× a Cholesky solve.
+    ``(2N³ + 2N²) / R_dense + t_call`` — about 6× a Cholesky solve.
     """
     n = _check_int("n", n, 1)
-    return (2.0 * n**3 + 2.0 * n**2) / _check_rates(rates).dense_flops_per_s
+    r = _check_rates(rates)
+    return (2.0 * n**3 + 2.0 * n**2) / r.dense_flops_per_s + r.call_overhead_s
 
 
 def cg_iterations(kappa: float, eps: float) -> int:
@@ -994,7 +1006,7 @@ def cg_seconds(n: int, nnz: int, kappa: float, eps: float, rates: MachineRates) 
     * bytes = ``8·nnz`` (fp64 values) ``+ 4·nnz + 4·(N+1)`` (CSR indices, only if nnz < N²)
       ``+ 8·8·N`` (≈8 fp64 vector reads/writes: x, r, p, Ap);
     * flops = ``2·nnz + 10·N``;
-    * seconds = ``iterations · max(bytes / bandwidth, flops / R_gemm)``.
+    * seconds = ``iterations · (max(bytes / bandwidth, flops / R_gemm) + t_iter) + t_call``.
 
     Inputs: N ≥ 1, 1 ≤ nnz ≤ N², κ ≥ 1, 0 < ε < 1.
     """
@@ -1008,14 +1020,15 @@ def cg_seconds(n: int, nnz: int, kappa: float, eps: float, rates: MachineRates) 
     if nnz < n * n:
         nbytes += 4.0 * nnz + 4.0 * (n + 1)
     flops = 2.0 * nnz + 10.0 * n
-    return iters * max(nbytes / r.bandwidth_bytes_per_s, flops / r.gemm_flops_per_s)
+    per_iteration = max(nbytes / r.bandwidth_bytes_per_s, flops / r.gemm_flops_per_s)
+    return iters * (per_iteration + r.iteration_overhead_s) + r.call_overhead_s
 
 
 def woodbury_seconds(n: int, rank: int, rates: MachineRates) -> float:
     """Predicted seconds of a Woodbury solve of ``A = s·JᵀJ + λI``, ``J ∈ R^{B×N}``.
 
     ``2·N·B² / R_gemm`` (forming J Jᵀ) ``+ (B³/3 + 2B²) / R_dense`` (Cholesky solve of the B×B
-    capacitance matrix) ``+ 2·8·N·B / bandwidth`` (the passes ``J b`` and ``Jᵀ y``).
+    capacitance matrix) ``+ 2·8·N·B / bandwidth`` (the passes ``J b`` and ``Jᵀ y``) ``+ t_call``.
     Inputs: N ≥ 1, rank B ≥ 1.
     """
     n = _check_int("n", n, 1)
@@ -1025,6 +1038,7 @@ def woodbury_seconds(n: int, rank: int, rates: MachineRates) -> float:
         2.0 * n * b * b / r.gemm_flops_per_s
         + (b**3 / 3.0 + 2.0 * b * b) / r.dense_flops_per_s
         + 16.0 * n * b / r.bandwidth_bytes_per_s
+        + r.call_overhead_s
     )
 
 
@@ -1079,18 +1093,24 @@ def _cache_key() -> tuple[str, str, int]:
 
 
 def _cache_path(cache_dir: Path, host: str, version: str, threads: int) -> Path:
-    raw = f"rates-{host}-torch{version}-t{threads}"
+    # v2: the rates carry call/iteration overheads; older cache files are not re-used.
+    raw = f"rates-v2-{host}-torch{version}-t{threads}"
     return cache_dir / (re.sub(r"[^A-Za-z0-9._-]", "_", raw) + ".json")
 
 
-def _median_time(fn: Callable[[], object], repeats: int) -> float:
-    fn()  # warm-up
+def _repeat_times(fn: Callable[[], object], repeats: int) -> list[float]:
+    """Wall-clock seconds of ``repeats`` calls of ``fn`` after one warm-up call."""
+    fn()
     times = []
     for _ in range(repeats):
         t0 = time.perf_counter()
         fn()
         times.append(time.perf_counter() - t0)
-    return max(statistics.median(times), 1e-9)
+    return times
+
+
+def _median_time(fn: Callable[[], object], repeats: int) -> float:
+    return max(statistics.median(_repeat_times(fn, repeats)), 1e-9)
 
 
 def _probe_dense(n: int, gen: Any) -> tuple[float, float]:
@@ -1117,8 +1137,33 @@ def _probe_matvec(nb: int, gen: Any) -> float:
     return _median_time(lambda: big @ v, 7)
 
 
+def _probe_overheads() -> tuple[float, float]:
+    """Seconds of one qnewton solver call on an 8×8 system, and per extra CG iteration."""
+    import torch
+
+    from qnewton.conditioning import LinearSystem
+    from qnewton.curvature import CurvatureBlock
+    from qnewton.solvers import solve_cg, solve_cholesky
+
+    n = 8
+    a = torch.diag(torch.linspace(1.0, 100.0, n, dtype=torch.float64))
+    system = LinearSystem(CurvatureBlock("probe", "hessian", dense=a), shift=0.0, reg=0.0,
+                          dense=a, d=n, nnz=n * n)
+    b = torch.ones(n, dtype=torch.float64)
+    # The minimum, not the median: on a busy machine a tiny multi-threaded LAPACK call can wait a
+    # whole scheduler slice for its second thread, and such outliers must not be cached.
+    call = _min_time(lambda: solve_cholesky(system, b), 21)
+    iterations = solve_cg(system, b).iterations or 1
+    cg = _min_time(lambda: solve_cg(system, b), 11)
+    return call, max(0.0, (cg - call) / iterations)
+
+
+def _min_time(fn: Callable[[], object], repeats: int) -> float:
+    return max(min(_repeat_times(fn, repeats)), 1e-9)
+
+
 def _probe(host: str, version: str, threads: int) -> MachineRates:
-    """Measure the dense, GEMM and bandwidth rates (≈0.3–1 s on a small machine)."""
+    """Measure the dense, GEMM and bandwidth rates and the call overheads (≈0.3–1 s)."""
     import torch
 
     gen = torch.Generator().manual_seed(0)
@@ -1126,7 +1171,10 @@ def _probe(host: str, version: str, threads: int) -> MachineRates:
     gemm_s, chol_s = _probe_dense(n, gen)
     nb = 2896
     mv_s = _probe_matvec(nb, gen)
+    call_s, iteration_s = _probe_overheads()
     return MachineRates(
+        call_overhead_s=call_s,
+        iteration_overhead_s=iteration_s,
         dense_flops_per_s=cholesky_flops(n) / chol_s,
         gemm_flops_per_s=2.0 * n**3 / gemm_s,
         bandwidth_bytes_per_s=(8.0 * nb * nb + 16.0 * nb) / mv_s,
@@ -1144,7 +1192,8 @@ def calibrate(cache_dir: str | Path | None = None, force: bool = False) -> Machi
     Probe (median of a few repeats after one warm-up, ≈1 s or less): a float64 Cholesky
     factorization + ``cholesky_solve`` at N = 1200 gives ``dense_flops_per_s`` = (N³/3 + 2N²)/t;
     a 1200×1200 GEMM gives ``gemm_flops_per_s`` = 2N³/t; a fp64 matvec over a 2896×2896 matrix
-    (64 MiB) gives ``bandwidth_bytes_per_s`` = bytes touched / t.
+    (64 MiB) gives ``bandwidth_bytes_per_s`` = bytes touched / t; qnewton's own Cholesky and CG
+    solvers on an 8×8 system give ``call_overhead_s`` and ``iteration_overhead_s``.
 
     Cache: one file per (host name, torch version, ``torch.get_num_threads()``) in ``cache_dir``
     (default :func:`default_cache_dir`). A valid matching file is returned with

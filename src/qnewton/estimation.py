@@ -502,8 +502,15 @@ def kappa_from_cg(
 # ----------------------------------------------------------------------------- dispatcher
 
 
-def _regularization_applicable(system: LinearSystem, is_psd_plus_shift: bool) -> bool:
-    return is_psd_plus_shift and not system.pruned and system.shift > 0.0
+def regularization_bound_applies(system: LinearSystem, is_psd_plus_shift: bool = True) -> bool:
+    """Whether ``κ ≤ 1 + ‖H‖₂/λ`` is a valid bound for ``system`` (``"auto"`` then uses it):
+    a PSD curvature kind (fisher/ggn), unpruned, with a positive shift."""
+    return (
+        is_psd_plus_shift
+        and not system.pruned
+        and system.shift > 0.0
+        and system.block.kind in _PSD_KINDS
+    )
 
 
 def estimate_kappa(
@@ -542,10 +549,7 @@ def estimate_kappa(
         raise ValueError(f"method must be one of {ESTIMATION_METHODS}, got {method!r}")
     kw = {"dtype": system.block.dtype, "device": _device_of(system)}
     if method == "auto":
-        use_reg = (
-            _regularization_applicable(system, is_psd_plus_shift)
-            and system.block.kind in _PSD_KINDS
-        )
+        use_reg = regularization_bound_applies(system, is_psd_plus_shift)
         method = "regularization" if use_reg else "lanczos"
     if method == "exact":
         est = kappa_exact(system.to_dense())
@@ -556,7 +560,7 @@ def estimate_kappa(
     elif method == "lanczos":
         est = kappa_lanczos(system.matvec, system.n, steps, seed, **kw)
     else:  # regularization
-        if not _regularization_applicable(system, is_psd_plus_shift):
+        if not (is_psd_plus_shift and not system.pruned and system.shift > 0.0):
             raise ValueError(
                 "method='regularization' needs an unpruned system with shift > 0 whose block is "
                 "PSD (is_psd_plus_shift=True); use 'lanczos' or 'exact' instead"

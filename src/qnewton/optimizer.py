@@ -331,7 +331,9 @@ class QNewton(Optimizer):
             record = self.scheduler.record(step=step, block=block.name, system=system,
                                            analysis=analysis, decision=decision, result=result)
             record.retries = attempt
-            if system.n <= self.exact_kappa_max_n:
+            if analysis.kappa.kind == "exact":
+                record.kappa_exact = analysis.kappa.value
+            elif system.n <= self.exact_kappa_max_n:
                 with ledger.diagnostics():
                     record.kappa_exact = kappa_exact(system.to_dense()).value
             if descent:
@@ -372,6 +374,9 @@ class QNewton(Optimizer):
         return BlockOutcome(-scale * grad, newton=False, fallback=reason)
 
     def _apply(self, group: dict[str, Any], block: ParamBlock, direction: torch.Tensor) -> None:
+        # The momentum buffer lives in the parameters' dtype: load_state_dict casts state to it,
+        # and a resumed run must continue bit for bit.
+        direction = direction.to(block.params[0].dtype)
         if group["clip"] is not None:
             direction = direction.clamp(-group["clip"], group["clip"])
         if group["momentum"] > 0:
@@ -384,4 +389,4 @@ class QNewton(Optimizer):
             self.state[key]["momentum_buffer"] = buf
             direction = buf
         for p, piece in zip(block.params, unflatten_block(direction, block), strict=True):
-            p.add_(piece.to(p.dtype), alpha=group["lr"])
+            p.add_(piece, alpha=group["lr"])

@@ -14,9 +14,9 @@ Every time the report shows is labelled with its kind (DESIGN §1):
 * **total** — measured − emulation + modeled, i.e. what training would take had the quantum
   solves run on the named profile instead of being emulated.
 
-Plots are drawn on :class:`matplotlib.figure.Figure` objects with the Agg canvas, so no global
-``pyplot`` state is touched and no display is needed. The HTML embeds the PNGs as base64 data URIs
-and carries its CSS inline: it opens anywhere, with no external resources.
+Plots are drawn on :class:`matplotlib.figure.Figure` objects attached to an Agg canvas: no
+``pyplot``, no global backend switch, no display needed. The HTML embeds the PNGs as base64
+data URIs and carries its CSS inline: it opens anywhere, with no external resources.
 """
 
 from __future__ import annotations
@@ -32,14 +32,12 @@ from pathlib import Path
 from typing import Any
 
 import matplotlib
-
-matplotlib.use("Agg", force=False)
-
-from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: E402
-from matplotlib.colors import ListedColormap  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
-from matplotlib.lines import Line2D  # noqa: E402
-from matplotlib.patches import Patch  # noqa: E402
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.colors import ListedColormap
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.patches import Patch
 
 __all__ = ["write_report", "detect_kind", "find_crossovers", "REPORT_NAME", "EXPECTED_FILES"]
 
@@ -177,7 +175,10 @@ class RunData:
 
     @property
     def hardware(self) -> str:
-        return str(self.get("hardware") or "unknown profile")
+        hw = self.get("hardware")
+        if hw:
+            return str(hw)
+        return "none" if self.summary or self.cfg else "unknown"
 
     @property
     def optimizer(self) -> str:
@@ -212,7 +213,13 @@ def _load_run(path: Path) -> RunData:
     if summary is not None and not isinstance(summary, dict):
         summary = None
     steps = _read_jsonl(path / "steps.jsonl", notes)
-    steps.sort(key=lambda r: _num(r.get("step")) or 0)
+    no_step = [r for r in steps if _finite(r.get("step")) is None]
+    if no_step:
+        notes.append(f"steps.jsonl: {len(no_step)} row(s) without a step number ignored.")
+    steps = sorted((r for r in steps if _finite(r.get("step")) is not None),
+                   key=lambda r: _finite(r["step"]))
+    if not steps:
+        notes.append("steps.jsonl has no rows yet: nothing to plot over training.")
     solves = _read_jsonl(path / "solves.jsonl", notes)
     events = _read_jsonl(path / "events.jsonl", notes)
     return RunData(path, config, steps, solves, events, summary, notes)
@@ -357,7 +364,7 @@ def _spans_decades(values: Iterable[float | None], decades: float = 2.0) -> bool
 
 def _colors(n: int) -> list[Any]:
     cmap = matplotlib.colormaps["tab10" if n <= 10 else "tab20"]
-    return [cmap(i % cmap.N) for i in range(max(n, 1))]
+    return [cmap(i % cmap.N) for i in range(n)]
 
 
 # -- run report -------------------------------------------------------------------------------
@@ -646,8 +653,6 @@ def _plot_routing(run: RunData, plots: Plots) -> str:
     if not steps:
         return _note("Routing plot skipped: solves carry no step.")
     s0, s1 = min(steps), max(steps)
-    import numpy as np
-
     grid = np.zeros((len(blocks), s1 - s0 + 1), dtype=float)
     row_of = {b: i for i, b in enumerate(blocks)}
     retry: list[tuple[int, int]] = []
@@ -739,20 +744,24 @@ def _plot_time_breakdown(run: RunData, plots: Plots) -> str:
         other = measured - sum(vals_ph.values()) - emul
         if other > 1e-9 * max(measured, 1.0):
             vals_ph["other (not in a phase)"] = other
-        segs = [(p, v) for p, v in vals_ph.items() if v > 0]
+        segs = [(f"{p} (excl. emulation)" if p == "solve" and emul > 0 else p, v)
+                for p, v in vals_ph.items() if v > 0]
     else:
         segs = [("measured (no per-phase split)", max(measured - emul, 0.0))]
         note = _note(f"No per-phase times ({source} has no measured_by_phase): the measured bar "
                      "is one segment.")
     fig, ax = _fig(width=9, height=4.8)
-    colors = _colors(len(segs))
+    # measured phases in light colours, modeled seconds in dark hatched ones: never confusable
+    pastel = matplotlib.colormaps["Pastel1" if len(segs) <= 9 else "Set3"]
+    colors = [pastel(i % pastel.N) for i in range(len(segs))]
     labels = [f"{MEASURED.split(' (')[0]}\n(wall clock)", f"modeled\n(profile {hw})",
               "total\n(measured − emulation\n+ modeled)"]
     by_profile = vals.get("modeled_by_profile")
     if isinstance(by_profile, dict) and by_profile:
-        model_segs = [(f"modeled: {k}", _finite(v) or 0.0) for k, v in by_profile.items()]
+        model_segs = [(f"modeled quantum: {k}", _finite(v) or 0.0)
+                      for k, v in by_profile.items()]
     else:
-        model_segs = [(f"modeled: {hw}", modeled)]
+        model_segs = [(f"modeled quantum: {hw}", modeled)]
     bottom_m = bottom_t = 0.0
     for (name, v), c in zip(segs, colors, strict=True):
         ax.bar(0, v, bottom=bottom_m, color=c, label=f"measured: {name}")
@@ -763,15 +772,18 @@ def _plot_time_breakdown(run: RunData, plots: Plots) -> str:
         ax.bar(0, emul, bottom=bottom_m, color="white", edgecolor="gray", hatch="//",
                label="measured: emulation of quantum solves (removed from total)")
         bottom_m += emul
-    mcolors = ["#9467bd", "#e377c2", "#bcbd22", "#17becf"]
+    mcolors = ["#4b2a7b", "#7b2a4b", "#2a4b7b", "#2a7b4b"]
     bottom_q = 0.0
     for i, (name, v) in enumerate(model_segs):
         c = mcolors[i % len(mcolors)]
-        ax.bar(1, v, bottom=bottom_q, color=c, label=name)
-        ax.bar(2, v, bottom=bottom_t, color=c)
+        ax.bar(1, v, bottom=bottom_q, color=c, hatch="..", edgecolor="white", label=name)
+        ax.bar(2, v, bottom=bottom_t, color=c, hatch="..", edgecolor="white")
         bottom_q += v
         bottom_t += v
     ax.set_xticks([0, 1, 2], labels=labels, fontsize=8)
+    top = max(bottom_m, bottom_q, bottom_t)
+    if top > 0:
+        ax.set_ylim(0, top * 1.1)
     ax.set_ylabel("seconds")
     ax.set_title("where the time goes: measured vs modeled vs total")
     for x, top in ((0, bottom_m), (1, bottom_q), (2, bottom_t)):
@@ -895,8 +907,6 @@ def _comparison_plots(d: Path, data: dict[str, Any], runs: list[tuple[dict, RunD
               ("modeled quantum (run's profile)", "modeled_quantum_seconds", "#9467bd"),
               ("total (measured − emulation + modeled)", "total_seconds", QUANTUM_COLOR)]
     if rows:
-        import numpy as np
-
         fig, ax = _fig(width=max(7.0, 1.4 * len(rows) + 3), height=4.6)
         x = np.arange(len(rows))
         w = 0.27
@@ -1046,32 +1056,40 @@ def _sweep_parts(d: Path, data: dict[str, Any], plots: Plots) -> tuple[str, str]
         parts.append(_note("Metric plot skipped: no row has a final_metric."))
     # times vs value
     fig, ax = _fig()
-    allv: list[float] = []
-    for lab, key, c, m in (("measured (wall clock)", "measured_seconds", CLASSICAL_COLOR, "s--"),
-                           ("modeled quantum", "modeled_quantum_seconds", "#9467bd", "^:"),
-                           ("total (measured − emulation + modeled)", "total_seconds",
-                            QUANTUM_COLOR, "o-")):
+    series = (("measured (wall clock)", "measured_seconds", CLASSICAL_COLOR, "s--"),
+              ("modeled quantum (sweep's profile)", "modeled_quantum_seconds", "#9467bd", "^:"),
+              ("total (measured − emulation + modeled)", "total_seconds", QUANTUM_COLOR, "o-"))
+    allv = [t for r in rows for _, key, _, _ in series
+            if (t := _finite(r.get(key))) is not None]
+    if base_total is not None:
+        allv.append(base_total)
+    logy = _spans_decades(allv, 2)
+    hidden = 0
+    for lab, key, c, m in series:
         pts = [(_finite(r["value"]), _finite(r.get(key))) for r in rows]
         pts = [p for p in pts if p[1] is not None]
-        allv += [t for _, t in pts]
+        if logy:
+            hidden += sum(1 for p in pts if p[1] <= 0)
+            pts = [p for p in pts if p[1] > 0]
         if pts:
             ax.plot(*zip(*pts, strict=True), m, label=lab, color=c)
     if base_total is not None:
         ax.axhline(base_total, color="black", ls="--", lw=1,
                    label=f"{base_label}: total seconds (classical baseline)")
-        allv.append(base_total)
     if logx:
         ax.set_xscale("log")
-    if _spans_decades(allv, 2) and all(v > 0 for v in allv):
+    if logy:
         ax.set_yscale("log")
     ax.set_xlabel(xlabel)
     ax.set_ylabel("seconds")
     ax.set_title(f"time vs {param}")
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=7)
-    parts.append(plots.save(fig, "sweep_times.png",
-                            f"measured, modeled and total seconds of each run vs {param} (the "
-                            "modeled times use the profile the sweep ran on)."))
+    cap = (f"measured, modeled and total seconds of each run vs {param} (the modeled times use "
+           "the profile the sweep ran on).")
+    if hidden:
+        cap += f" Log y axis: {hidden} zero value(s) not shown."
+    parts.append(plots.save(fig, "sweep_times.png", cap))
     # gate-time: crossover plot
     if gate:
         tv = [(_finite(r["value"]), _finite(r.get("total_seconds"))) for r in rows]

@@ -14,8 +14,9 @@ Policies:
 
 from __future__ import annotations
 
+import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -29,7 +30,14 @@ from qnewton.costs import (
     classical_costs,
     quantum_cost,
 )
-from qnewton.estimation import KappaEstimate, estimate_kappa, spectral_norm_upper
+from qnewton.estimation import (
+    KappaEstimate,
+    estimate_kappa,
+    gershgorin_upper,
+    kappa_regularization_bound,
+    regularization_bound_applies,
+    spectral_norm_upper,
+)
 from qnewton.solvers import (
     CLASSICAL_SOLVERS,
     SolveResult,
@@ -39,6 +47,13 @@ from qnewton.solvers import (
 )
 
 POLICIES = ("cost", "threshold", "classical", "quantum")
+
+
+def _exact_from_eigenvalues(eigenvalues: torch.Tensor) -> KappaEstimate:
+    lo, hi = float(eigenvalues[0]), float(eigenvalues[-1])
+    log10 = math.log10(hi) - math.log10(lo) if lo > 0 else math.inf
+    return KappaEstimate(value=hi / lo if lo > 0 else math.inf, log10=log10, kind="exact",
+                         method="eigvalsh")
 
 
 def _draw_seed(seed: int, key: tuple[int, ...]) -> int:
@@ -65,6 +80,8 @@ class SchedulerConfig:
         shots: readout shot budget for the emulated QLSA (``None``: no sampling noise).
         lanczos_steps: Lanczos steps for the norm / κ estimates.
         cg_rtol: relative residual at which classical CG stops (and which its cost model uses).
+        exact_below: with ``kappa_method="auto"``, systems with N ≤ this get the exact κ
+            (eigvalsh), which is cheaper than Lanczos's Python-level iterations at that size.
     """
 
     hardware: HardwareProfile
@@ -79,6 +96,7 @@ class SchedulerConfig:
     shots: int | None = None
     lanczos_steps: int = 20
     cg_rtol: float = 1e-6
+    exact_below: int = 128
 
     def __post_init__(self) -> None:
         if self.policy not in POLICIES:
@@ -99,6 +117,8 @@ class SchedulerConfig:
             raise ValueError(f"shots must be a positive integer or None, got {self.shots}")
         if not 0 < self.cg_rtol < 1:
             raise ValueError(f"cg_rtol must be in (0, 1), got {self.cg_rtol}")
+        if self.exact_below < 0:
+            raise ValueError(f"exact_below must be >= 0, got {self.exact_below}")
         if self.lanczos_steps < 2:
             raise ValueError(f"lanczos_steps must be >= 2, got {self.lanczos_steps}")
 
@@ -137,16 +157,39 @@ class Scheduler:
     seed: int = 0
 
     def analyse(self, system: LinearSystem) -> Analysis:
-        """κ estimate (with its guarantee), ‖A‖₂ upper bound and block-encoding α."""
+        """κ estimate (with its guarantee), an ‖A‖₂ figure and the block-encoding α.
+
+        For the default ``kappa_method="auto"`` on a regularized PSD curvature (Fisher, GGN) one
+        Lanczos run on H gives both ‖H‖₂ (a probabilistic upper bound) and the guaranteed
+        ``κ ≤ 1 + ‖H‖₂/λ``; otherwise κ comes from :func:`estimate_kappa` and the norm from
+        Gershgorin (dense) or Lanczos (factor form). α = max(1, d·max|Aᵢⱼ|/‖A‖₂) (DESIGN §4.1).
+        """
         start = time.perf_counter()
-        steps = min(self.config.lanczos_steps, system.n)
-        kappa = estimate_kappa(system, self.config.kappa_method, steps=steps, seed=self.seed)
-        norm = spectral_norm_upper(system.matvec, system.n, steps=steps, seed=self.seed)
-        if self.config.alpha is not None:
-            alpha = self.config.alpha
+        cfg = self.config
+        steps = min(cfg.lanczos_steps, system.n)
+        lanczos_kw = {"steps": steps, "seed": self.seed, "psd": True, "dtype": system.block.dtype}
+        if cfg.kappa_method == "auto" and system.n <= cfg.exact_below:
+            eigenvalues = torch.linalg.eigvalsh(system.to_dense())
+            kappa = _exact_from_eigenvalues(eigenvalues)
+            norm = float(eigenvalues.abs().max())
+        elif cfg.kappa_method == "auto" and regularization_bound_applies(system):
+            norm_h = spectral_norm_upper(system.block.matvec, system.n, **lanczos_kw)
+            kappa = kappa_regularization_bound(norm_h, system.shift)
+            norm = norm_h + system.shift
         else:
-            alpha = block_encoding_alpha(system.d, system.max_abs_entry(), norm)
-        return Analysis(kappa, alpha, norm, time.perf_counter() - start)
+            kappa = estimate_kappa(system, cfg.kappa_method, steps=steps, seed=self.seed)
+            if system.dense is not None or system.block.dense is not None:
+                norm = gershgorin_upper(system.to_dense())
+            else:
+                norm = spectral_norm_upper(system.matvec, system.n, **lanczos_kw)
+        if cfg.alpha is not None:
+            alpha = cfg.alpha
+        elif math.isfinite(norm) and norm > 0:
+            alpha = block_encoding_alpha(max(1, system.d), system.max_abs_entry(), norm)
+        else:
+            alpha = float(max(1, system.d))  # no usable norm: the worst case α ≤ d
+        seconds = time.perf_counter() - start
+        return Analysis(replace(kappa, seconds=seconds), alpha, norm, seconds)
 
     def decide(self, system: LinearSystem, analysis: Analysis) -> Decision:
         """Predict both times and choose according to the policy."""

@@ -1,0 +1,178 @@
+import json
+import math
+
+import pytest
+import torch
+
+from qnewton import training
+from qnewton.training import TrainConfig, TrainingError, read_jsonl, train
+
+SUMMARY_KEYS = {
+    "task", "optimizer", "hardware", "measured_seconds", "modeled_quantum_seconds",
+    "total_seconds", "quantum_solves", "classical_solves", "emulation_seconds", "status",
+    "newton_solved_blocks", "measured_by_phase",
+}
+
+
+def tiny(**kw):
+    base = dict(task="digits", optimizer="qnewton", epochs=2, batch_size=64, tiny=True)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def test_run_writes_every_file_with_consistent_schemas(tmp_path):
+    summary = train(tiny(), tmp_path / "run", progress=False)
+    run = tmp_path / "run"
+    for name in training.RUN_FILES:
+        assert (run / name).exists(), name
+    assert SUMMARY_KEYS <= set(summary)
+    assert "test_accuracy" in summary and 0 <= summary["test_accuracy"] <= 1
+    assert summary["status"] == "completed"
+    assert summary["total_seconds"] == pytest.approx(
+        summary["measured_seconds"] - summary["emulation_seconds"]
+        + summary["modeled_quantum_seconds"])
+    steps = read_jsonl(run / "steps.jsonl")
+    assert steps[0]["initial"] and steps[0]["step"] == 0
+    assert [r["step"] for r in steps] == list(range(summary["steps"] + 1))
+    assert all(r["measured_seconds"] <= s["measured_seconds"] for r, s in zip(steps, steps[1:]))
+    solves = read_jsonl(run / "solves.jsonl")
+    blocks = len(summary["newton_solved_blocks"])
+    assert len(solves) >= summary["steps"] * blocks
+    assert {r["choice"] for r in solves} <= {"quantum", "classical"}
+    assert summary["quantum_solves"] + summary["classical_solves"] == len(solves)
+    config = json.loads((run / "config.json").read_text())
+    assert config["config"]["task"] == "digits" and "rates" in config
+    assert json.loads((run / "summary.json").read_text())["steps"] == summary["steps"]
+
+
+def test_quantum_optimizer_books_modeled_time_and_subtracts_emulation(tmp_path):
+    summary = train(tiny(optimizer="quantum", max_steps=3), tmp_path / "q", progress=False)
+    assert summary["classical_solves"] == 0 and summary["quantum_solves"] > 0
+    assert summary["modeled_quantum_seconds"] > 0 and summary["emulation_seconds"] > 0
+    assert summary["modeled_by_profile"].keys() == {"paper"}
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "momentum", "adam", "newton", "newton-inverse"])
+def test_every_optimizer_trains(tmp_path, optimizer):
+    summary = train(tiny(optimizer=optimizer, max_steps=4), tmp_path / optimizer, progress=False)
+    assert summary["steps"] == 4 and summary["status"] == "completed"
+    if optimizer.startswith("newton"):
+        solvers = {r["solver"] for r in read_jsonl(tmp_path / optimizer / "solves.jsonl")}
+        assert solvers == ({"inverse"} if optimizer == "newton-inverse" else solvers - {"inverse"})
+    else:
+        assert summary["classical_solves"] == 0
+
+
+@pytest.mark.parametrize("task", ["mnist", "text", "lm"])
+def test_each_task_trains_with_qnewton_on_a_tiny_configuration(tmp_path, task):
+    summary = train(tiny(task=task, max_steps=2, batch_size=16), tmp_path / task, progress=False)
+    assert summary["steps"] == 2
+    if task == "lm":
+        assert math.isfinite(summary["perplexity"]) and summary["perplexity"] > 1
+        assert summary["perplexity"] == pytest.approx(math.exp(summary["test_loss"]))
+    else:
+        assert 0 <= summary["test_accuracy"] <= 1
+    assert summary["newton_solved_blocks"]
+
+
+def test_resume_continues_to_the_same_result(tmp_path):
+    config = tiny(epochs=2, optimizer="qnewton", momentum=0.5)
+    reference = train(config, tmp_path / "straight", progress=False)
+
+    def interrupt(row):
+        if row["step"] == 5:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(config, tmp_path / "cut", progress=False, on_step=interrupt)
+    cut = json.loads((tmp_path / "cut" / "summary.json").read_text())
+    assert cut["status"].startswith("interrupted at step 5")
+    resumed = train(config, tmp_path / "cut", resume=True, progress=False)
+
+    assert resumed["steps"] == reference["steps"]
+    assert resumed["test_accuracy"] == reference["test_accuracy"]
+    assert resumed["test_loss"] == reference["test_loss"]
+    assert resumed["classical_solves"] == reference["classical_solves"]
+    a = torch.load(tmp_path / "straight" / "checkpoint.pt", weights_only=False)["model"]
+    b = torch.load(tmp_path / "cut" / "checkpoint.pt", weights_only=False)["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    straight = read_jsonl(tmp_path / "straight" / "steps.jsonl")
+    again = read_jsonl(tmp_path / "cut" / "steps.jsonl")
+    assert [r.get("loss") for r in straight] == [r.get("loss") for r in again]
+    assert len(read_jsonl(tmp_path / "cut" / "solves.jsonl")) == len(
+        read_jsonl(tmp_path / "straight" / "solves.jsonl"))
+
+
+def test_resume_after_a_torn_line_from_a_killed_process(tmp_path):
+    config = tiny(max_steps=4)
+
+    def stop(row):
+        if row["step"] == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(config, tmp_path / "run", progress=False, on_step=stop)
+    with (tmp_path / "run" / "steps.jsonl").open("a") as fh:
+        fh.write('{"step": 3, "loss": 0.')  # a kill in the middle of a write
+    summary = train(config, tmp_path / "run", resume=True, progress=False)
+    steps = read_jsonl(tmp_path / "run" / "steps.jsonl")
+    assert [r["step"] for r in steps] == [0, 1, 2, 3, 4] and summary["steps"] == 4
+
+
+def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
+    real_load = training.load_task
+
+    def poisoned(config):
+        task = real_load(config)
+        real_losses = task.losses
+        calls = {"n": 0}
+
+        def losses(model, x, y):
+            calls["n"] += torch.is_grad_enabled()  # count training steps, not evaluations
+            out, outputs = real_losses(model, x, y)
+            return (out * float("nan") if calls["n"] > 2 else out), outputs
+
+        task.losses = losses
+        return task
+
+    monkeypatch.setattr(training, "load_task", poisoned)
+    with pytest.raises(TrainingError, match="non-finite loss"):
+        train(tiny(max_steps=6), tmp_path / "run", progress=False)
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["status"].startswith("stopped: non-finite loss")
+    checkpoint = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=False)
+    assert checkpoint["state"]["step"] == 2
+    assert all(torch.isfinite(v).all() for v in checkpoint["model"].values())
+
+
+def test_directory_errors_are_clear_and_write_nothing(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(TrainingError, match="not a directory|not writable"):
+        train(tiny(max_steps=1), blocker, progress=False)
+    with pytest.raises(TrainingError, match="not writable|not a directory"):
+        train(tiny(max_steps=1), blocker / "sub", progress=False)
+    with pytest.raises(TrainingError, match="no checkpoint"):
+        train(tiny(max_steps=1), tmp_path / "fresh", resume=True, progress=False)
+    assert not (tmp_path / "fresh").exists() or not any((tmp_path / "fresh").iterdir())
+    train(tiny(max_steps=1), tmp_path / "done", progress=False)
+    with pytest.raises(TrainingError, match="already holds a run"):
+        train(tiny(max_steps=1), tmp_path / "done", progress=False)
+    with pytest.raises(TrainingError, match="different settings"):
+        train(tiny(max_steps=1, lr=0.01), tmp_path / "done", resume=True, progress=False)
+
+
+@pytest.mark.parametrize(
+    "kwargs,message",
+    [
+        ({"task": "cifar"}, "task must be one of"),
+        ({"optimizer": "lbfgs"}, "optimizer must be one of"),
+        ({"hardware": "abacus"}, "hardware must be one of"),
+        ({"epochs": 0}, "epochs must be >= 1"),
+        ({"lr": -1.0}, "lr must be"),
+        ({"batch_size": 0}, "batch_size must be >= 1"),
+    ],
+)
+def test_invalid_configuration_names_the_setting(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        TrainConfig(**kwargs)
