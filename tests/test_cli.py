@@ -73,3 +73,50 @@ def test_python_dash_m_entry_point_runs():
     )
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["n"] == 100
+
+
+def train_args(out, *extra):
+    return ["train", "--task", "digits", "--tiny", "--max-steps", "2", "--batch-size", "64",
+            "--no-progress", "--out", str(out), *extra]
+
+
+def test_train_then_report_from_the_command_line(tmp_path, capsys):
+    assert main(train_args(tmp_path / "run")) == 0
+    out = capsys.readouterr().out
+    summary = json.loads(out[: out.rindex("}") + 1])
+    assert summary["steps"] == 2 and summary["optimizer"] == "qnewton"
+    assert main(["report", str(tmp_path / "run")]) == 0
+    assert (tmp_path / "run" / "report.html").exists()
+    # the same directory again, without --resume: refused, nothing overwritten
+    before = (tmp_path / "run" / "summary.json").read_text()
+    assert main(train_args(tmp_path / "run")) == 1
+    assert "already holds a run" in capsys.readouterr().err
+    assert (tmp_path / "run" / "summary.json").read_text() == before
+
+
+@pytest.mark.parametrize(
+    "extra,message",
+    [
+        (["--optimizer", "lbfgs"], "optimizer must be one of"),
+        (["--hardware", "abacus"], "hardware must be one of"),
+        (["--epochs", "0"], "epochs must be >= 1"),
+        (["--lr", "-3"], "lr must be"),
+        (["--batch-size", "0"], "--batch-size must be >= 1"),
+    ],
+)
+def test_train_rejects_bad_flags(tmp_path, capsys, extra, message):
+    assert main(train_args(tmp_path / "run", *extra)) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
+
+
+def test_train_reports_an_unwritable_directory(tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    assert main(train_args(blocker / "run")) == 1
+    assert "not writable" in capsys.readouterr().err
+
+
+def test_report_on_a_directory_without_results(tmp_path, capsys):
+    assert main(["report", str(tmp_path)]) == 2
+    assert "config.json" in capsys.readouterr().err

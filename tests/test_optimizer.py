@@ -82,7 +82,7 @@ def test_state_dict_round_trip_resumes_identically():
         opt.step(closure_for(model, x, y))
     twin = copy.deepcopy(model)
     resumed = QNewton(twin.parameters(), momentum=0.5, clip=0.5, lr=0.5, rates=RATES)
-    resumed.load_state_dict(opt.state_dict())
+    resumed.load_state_dict(copy.deepcopy(opt.state_dict()))  # as if saved and re-loaded
     assert resumed.step_count == opt.step_count == 2
     opt.step(closure_for(model, x, y))
     resumed.step(closure_for(twin, x, y))
@@ -153,3 +153,24 @@ def test_invalid_hyper_parameters_name_the_argument():
     opt = QNewton(model.parameters(), rates=RATES)
     with pytest.raises(ValueError, match="needs a closure"):
         opt.step()
+
+
+def test_factor_blocks_too_big_for_dense_solvers_use_woodbury_or_fall_back():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(20, 10), nn.Tanh(), nn.Linear(10, 3))
+    x, y = torch.randn(32, 20), torch.randint(0, 3, (32,))
+    budget = 100_000  # 200×200 float64 = 320 kB dense; the 32×200 factor is 51 kB
+    dense_only = QNewton(model.named_parameters(), policy="classical", rates=RATES,
+                         classical_solvers=("cholesky",), max_block_bytes=budget)
+    dense_only.step(closure_for(model, x, y))
+    no_solver = [e for e in dense_only.ledger.events if e["kind"] == "no-solver"]
+    assert [e["block"] for e in no_solver] == ["0.weight"]
+    assert "max_dense_bytes" in no_solver[0]["message"]
+    assert "0.weight" not in {r.block for r in dense_only.ledger.records}
+
+    with_woodbury = QNewton(model.named_parameters(), policy="classical", rates=RATES,
+                            classical_solvers=("cholesky", "woodbury"), max_block_bytes=budget)
+    with_woodbury.step(closure_for(model, x, y))
+    solvers = {r.block: r.solver for r in with_woodbury.ledger.records}
+    assert solvers["0.weight"] == "woodbury"
+    assert not [e for e in with_woodbury.ledger.events if e["kind"] == "no-solver"]

@@ -25,7 +25,7 @@ def test_run_writes_every_file_with_consistent_schemas(tmp_path):
     run = tmp_path / "run"
     for name in training.RUN_FILES:
         assert (run / name).exists(), name
-    assert SUMMARY_KEYS <= set(summary)
+    assert set(summary) >= SUMMARY_KEYS
     assert "test_accuracy" in summary and 0 <= summary["test_accuracy"] <= 1
     assert summary["status"] == "completed"
     assert summary["total_seconds"] == pytest.approx(
@@ -34,7 +34,8 @@ def test_run_writes_every_file_with_consistent_schemas(tmp_path):
     steps = read_jsonl(run / "steps.jsonl")
     assert steps[0]["initial"] and steps[0]["step"] == 0
     assert [r["step"] for r in steps] == list(range(summary["steps"] + 1))
-    assert all(r["measured_seconds"] <= s["measured_seconds"] for r, s in zip(steps, steps[1:]))
+    measured = [r["measured_seconds"] for r in steps]
+    assert measured == sorted(measured)  # cumulative
     solves = read_jsonl(run / "solves.jsonl")
     blocks = len(summary["newton_solved_blocks"])
     assert len(solves) >= summary["steps"] * blocks

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 
 from qnewton.curvature import CurvatureBlock
-from qnewton.estimation import gershgorin_upper, spectral_norm_upper
+from qnewton.estimation import check_square_matrix, gershgorin_upper, spectral_norm_upper
 
 
 @dataclass
@@ -149,18 +149,6 @@ def regularization_lambda(
 # ----------------------------------------------------------------------------- pruning
 
 
-def _check_matrix(a: object, name: str = "a") -> torch.Tensor:
-    if not isinstance(a, torch.Tensor):
-        raise ValueError(f"{name} must be a torch.Tensor, got {type(a).__name__}")
-    if a.ndim != 2 or a.shape[0] != a.shape[1] or a.shape[0] == 0:
-        raise ValueError(f"{name} must be a non-empty square (N, N) matrix, got {tuple(a.shape)}")
-    if not a.is_floating_point():
-        raise ValueError(f"{name} must have a floating dtype, got {a.dtype}")
-    if not bool(torch.isfinite(a).all()):
-        raise ValueError(f"{name} must contain only finite entries")
-    return a
-
-
 def _symmetrized(a: torch.Tensor, name: str = "a") -> torch.Tensor:
     """``(a + aᵀ)/2`` — exactly symmetric — after checking ``a`` is symmetric up to rounding."""
     tol = 1e3 * torch.finfo(a.dtype).eps * float(a.abs().max())
@@ -216,7 +204,7 @@ def prune_symmetric(
     Returns:
         A new ``(N, N)`` tensor, same dtype/device, with pruned entries set to 0.
     """
-    a = _symmetrized(_check_matrix(a))
+    a = _symmetrized(check_square_matrix(a))
     n = a.shape[0]
     k = prune_target(n, ratio=ratio, count=count)
     nominated = torch.zeros((n, n), dtype=torch.bool, device=a.device)
@@ -269,7 +257,7 @@ def repair_positive_definite(a: torch.Tensor, min_eig: float) -> tuple[torch.Ten
     Raises:
         ValueError: ``a`` not a finite symmetric square matrix; ``min_eig`` not finite ``> 0``.
     """
-    a = _symmetrized(_check_matrix(a))
+    a = _symmetrized(check_square_matrix(a))
     if isinstance(min_eig, bool) or not isinstance(min_eig, int | float):
         raise ValueError(f"min_eig must be a finite number > 0, got {min_eig!r}")
     min_eig = float(min_eig)

@@ -803,7 +803,7 @@ def _linear_inputs(node: object, s: int) -> torch.Tensor | None:
         return None
     if not isinstance(x, torch.Tensor) or x.ndim != 2 or x.shape[0] != s:
         return None
-    return x
+    return x.detach()
 
 
 def _linear_per_sample_rows(
@@ -866,28 +866,42 @@ def _linear_per_sample_rows(
         if d is None or d.ndim != 2 or d.shape[0] != s:
             return set()
 
-    def rows(p: torch.Tensor, r0: int, r1: int) -> torch.Tensor:
-        out = None
+    def fill(p: torch.Tensor, dest: torch.Tensor, r0: int, r1: int) -> None:
+        """Write the per-sample gradients of ``p`` for samples r0..r1 into ``dest`` (k, numel)."""
+        first = True
         for node, role in uses[id(p)]:
             d = deltas[id(node)][r0:r1].to(config.dtype)
             if role == "bias":
+                if d.shape[1] != p.numel():
+                    raise ValueError("shape mismatch")
                 piece = d
             else:
                 x = inputs[id(node)][r0:r1].to(config.dtype)
                 a, c = (d, x) if role == "wt" else (x, d)
+                if a.shape[1] * c.shape[1] != p.numel():
+                    raise ValueError("shape mismatch")
+                if first and dest.is_contiguous():
+                    torch.mul(a.unsqueeze(2), c.unsqueeze(1), out=dest.view(r1 - r0, *p.shape))
+                    first = False
+                    continue
                 piece = (a.unsqueeze(2) * c.unsqueeze(1)).reshape(r1 - r0, -1)
-            if piece.shape[1] != p.numel():
-                raise ValueError("shape mismatch")
-            out = piece if out is None else out + piece
-        return out
+            if first:
+                dest.copy_(piece)
+            else:
+                dest.add_(piece)
+            first = False
 
-    row_bytes = sum(b.numel for b in eligible) * _element_size(config.dtype)
+    row_bytes = max(b.numel for b in eligible) * _element_size(config.dtype)
     k = max(1, min(s, DEFAULT_CHUNK_BYTES // max(1, row_bytes)))
     try:
-        for r0 in range(0, s, k):
-            r1 = min(s, r0 + k)
-            for b in eligible:
-                factors[id(b)][r0:r1] = torch.cat([rows(p, r0, r1) for p in b.params], dim=1)
+        for b in eligible:
+            factor = factors[id(b)]
+            for r0 in range(0, s, k):
+                r1 = min(s, r0 + k)
+                col = 0
+                for p in b.params:
+                    fill(p, factor[r0:r1, col : col + p.numel()], r0, r1)
+                    col += p.numel()
     except ValueError:
         return set()
     # Check a few rows against the generic computation (detects coupling across samples).

@@ -70,7 +70,8 @@ def _estimate(log_kappa: float, kind: str, method: str, seconds: float) -> Kappa
     return KappaEstimate(value=value, log10=log10, kind=kind, method=method, seconds=seconds)
 
 
-def _check_square(a: torch.Tensor, name: str = "a") -> None:
+def check_square_matrix(a: object, name: str = "a") -> torch.Tensor:
+    """Validate a non-empty, square, floating, finite ``(N, N)`` tensor; return it."""
     if not isinstance(a, torch.Tensor):
         raise ValueError(f"{name} must be a torch.Tensor, got {type(a).__name__}")
     if a.ndim != 2 or a.shape[0] != a.shape[1] or a.shape[0] == 0:
@@ -79,6 +80,7 @@ def _check_square(a: torch.Tensor, name: str = "a") -> None:
         raise ValueError(f"{name} must have a floating dtype, got {a.dtype}")
     if not bool(torch.isfinite(a).all()):
         raise ValueError(f"{name} must contain only finite entries")
+    return a
 
 
 def _check_symmetric(a: torch.Tensor, name: str = "a") -> None:
@@ -115,7 +117,7 @@ def kappa_exact(a: torch.Tensor) -> KappaEstimate:
         ValueError: ``a`` is not a finite, square, symmetric floating matrix.
     """
     start = time.perf_counter()
-    _check_square(a)
+    check_square_matrix(a)
     _check_symmetric(a)
     eig = torch.linalg.eigvalsh(a)
     lo, hi = float(eig[0]), float(eig[-1])
@@ -145,7 +147,7 @@ def kappa_gej_bound(a: torch.Tensor) -> KappaEstimate:
     :func:`bound_looseness`.
     """
     start = time.perf_counter()
-    _check_square(a)
+    check_square_matrix(a)
     n = a.shape[0]
     log_fro, log_det = _fro_and_logdet(a)
     if log_det == -math.inf:
@@ -170,7 +172,7 @@ def kappa_merikoski_bound(a: torch.Tensor) -> KappaEstimate:
     ill-scaled spectrum at N ≳ 50) the two coincide and are astronomically loose.
     """
     start = time.perf_counter()
-    _check_square(a)
+    check_square_matrix(a)
     n = a.shape[0]
     log_fro, log_det = _fro_and_logdet(a)
     if log_det == -math.inf:
@@ -200,7 +202,7 @@ def gershgorin_upper(a: torch.Tensor) -> float:
     which bounds every ``|λ_i|`` and hence ``‖A‖₂``; for a general square matrix the geometric
     mean of max column and max row sums is still a valid bound on ``‖A‖₂``. Cost O(N²).
     """
-    _check_square(a)
+    check_square_matrix(a)
     absa = a.abs()
     row = float(absa.sum(dim=1).max())
     col = float(absa.sum(dim=0).max())

@@ -41,7 +41,7 @@ from qnewton.curvature import (
     unflatten_block,
 )
 from qnewton.estimation import kappa_exact
-from qnewton.scheduling import Scheduler, SchedulerConfig
+from qnewton.scheduling import NoSolverError, Scheduler, SchedulerConfig
 from qnewton.solvers import SolveError
 
 GROUPINGS = ("tensor", "module")
@@ -94,8 +94,9 @@ class QNewton(Optimizer):
             scheduler settings (:class:`~qnewton.scheduling.SchedulerConfig`); ``hardware`` is a
             profile name or a :class:`~qnewton.costs.HardwareProfile`.
         classical_solvers: classical solvers the scheduler may choose from.
-        max_block_bytes: memory budget for any dense block; blocks over it take the gradient
-            fallback (reported), they are never built.
+        max_block_bytes: memory budget for any dense block (curvature and dense solvers);
+            curvature over it is never built and takes the reported gradient fallback, and a
+            factor-form system over it is only solved by CG or Woodbury.
         chunk_size: rows per batched backward when building curvature.
         max_retries, damping_growth: retries with more regularization on failure.
         rates: calibrated :class:`~qnewton.costs.MachineRates`; ``None`` calibrates (cached).
@@ -182,6 +183,7 @@ class QNewton(Optimizer):
                 alpha=alpha,
                 classical_solvers=tuple(classical_solvers),
                 shots=shots,
+                max_dense_bytes=max_block_bytes,
             ),
             rates=rates if rates is not None else calibrate(),
             seed=seed,
@@ -318,7 +320,12 @@ class QNewton(Optimizer):
             with ledger.phase("estimation"):
                 analysis = self.scheduler.analyse(system)
             with ledger.phase("scheduling"):
-                decision = self.scheduler.decide(system, analysis)
+                try:
+                    decision = self.scheduler.decide(system, analysis)
+                except NoSolverError as exc:
+                    ledger.add_event(step, "no-solver", f"{block.name}: {exc}; gradient step",
+                                     block=block.name)
+                    return self._gradient_fallback(grad, system, "no-solver")
             result = None
             with ledger.phase("solve"):
                 try:

@@ -30,6 +30,7 @@ from qnewton.costs import (
     classical_costs,
     quantum_cost,
 )
+from qnewton.curvature import dense_block_bytes
 from qnewton.estimation import (
     KappaEstimate,
     estimate_kappa,
@@ -40,6 +41,7 @@ from qnewton.estimation import (
 )
 from qnewton.solvers import (
     CLASSICAL_SOLVERS,
+    SolveError,
     SolveResult,
     applicable_solvers,
     emulate_qlsa,
@@ -47,6 +49,11 @@ from qnewton.solvers import (
 )
 
 POLICIES = ("cost", "threshold", "classical", "quantum")
+DENSE_SOLVERS = ("cholesky", "lu", "inverse")
+
+
+class NoSolverError(SolveError):
+    """No allowed classical solver fits this system (memory budget or applicability)."""
 
 
 def _exact_from_eigenvalues(eigenvalues: torch.Tensor) -> KappaEstimate:
@@ -80,6 +87,8 @@ class SchedulerConfig:
         shots: readout shot budget for the emulated QLSA (``None``: no sampling noise).
         lanczos_steps: Lanczos steps for the norm / κ estimates.
         cg_rtol: relative residual at which classical CG stops (and which its cost model uses).
+        max_dense_bytes: a factor-form system whose N×N matrix would exceed this is never
+            handed to a dense solver (Cholesky, LU, inverse); CG or Woodbury only.
         exact_below: with ``kappa_method="auto"``, systems with N ≤ this get the exact κ
             (eigvalsh), which is cheaper than Lanczos's Python-level iterations at that size.
     """
@@ -97,6 +106,7 @@ class SchedulerConfig:
     lanczos_steps: int = 20
     cg_rtol: float = 1e-6
     exact_below: int = 128
+    max_dense_bytes: int = 2 * 1024**3
 
     def __post_init__(self) -> None:
         if self.policy not in POLICIES:
@@ -145,7 +155,7 @@ class Decision:
 
     @property
     def predicted_classical_seconds(self) -> float:
-        return self.predicted_classical[self.classical_solver]
+        return self.predicted_classical.get(self.classical_solver, math.inf)
 
 
 @dataclass
@@ -191,14 +201,27 @@ class Scheduler:
         seconds = time.perf_counter() - start
         return Analysis(replace(kappa, seconds=seconds), alpha, norm, seconds)
 
+    def classical_candidates(self, system: LinearSystem) -> list[str]:
+        """Allowed classical solvers that apply to ``system`` and fit the dense-memory budget."""
+        names = [s for s in applicable_solvers(system) if s in self.config.classical_solvers]
+        too_big = dense_block_bytes(system.n) > self.config.max_dense_bytes
+        if system.dense is None and too_big:
+            names = [s for s in names if s not in DENSE_SOLVERS]
+        return names
+
     def decide(self, system: LinearSystem, analysis: Analysis) -> Decision:
         """Predict both times and choose according to the policy."""
         start = time.perf_counter()
         cfg = self.config
         kappa = max(1.0, min(analysis.kappa.value, 1e300))
-        allowed = [s for s in applicable_solvers(system) if s in cfg.classical_solvers]
-        if not allowed:
-            allowed = ["cholesky"]
+        allowed = self.classical_candidates(system)
+        if not allowed and cfg.policy != "quantum":
+            raise NoSolverError(
+                f"no classical solver among {cfg.classical_solvers} can solve this N={system.n} "
+                f"system within max_dense_bytes={cfg.max_dense_bytes} (dense solvers need "
+                f"{dense_block_bytes(system.n)} bytes); allow 'cg' or 'woodbury' or raise the "
+                "budget"
+            )
         predicted = classical_costs(
             system.n,
             nnz=system.nnz,
@@ -207,7 +230,7 @@ class Scheduler:
             rank=system.block.rank_bound if "woodbury" in applicable_solvers(system) else None,
             rates=self.rates,
         )
-        best = min(allowed, key=lambda s: predicted[s])
+        best = min(allowed, key=lambda s: predicted[s]) if allowed else "none"
         quantum = quantum_cost(
             system.n,
             max(1, system.d),
