@@ -347,8 +347,9 @@ def test_condition_repairs_indefinite_hessian_without_pruning() -> None:
     assert system.shift == pytest.approx(lam + system.repair_shift)
     a = system.dense
     assert a is not None and is_cholesky_pd(a)
-    target = 1e-4 * float((h + lam * torch.eye(25, dtype=F64)).abs().max())
-    assert lambda_min(a) >= target
+    # the target is λ itself (as for a PSD block plus λI), unless the relative floor is larger
+    target = max(lam, 1e-4 * float((h + lam * torch.eye(25, dtype=F64)).abs().max()))
+    assert lambda_min(a) >= target * (1 - 1e-12)
     # the repair is minimal up to rounding
     assert system.repair_shift == pytest.approx(target - lambda_min(h) - lam, rel=1e-9)
     torch.testing.assert_close(a, h + system.shift * torch.eye(25, dtype=F64))

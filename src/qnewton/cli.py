@@ -221,6 +221,12 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from qnewton.bench import main as bench_main
+
+    return int(bench_main(args.bench_args))
+
+
 def _add_training_arguments(p: argparse.ArgumentParser) -> None:
     from qnewton.tasks import TASKS
 
@@ -320,6 +326,11 @@ def build_parser() -> argparse.ArgumentParser:
     rr.add_argument("--out", default="runs/reproduce", help="output directory")
     rr.add_argument("--no-progress", action="store_true", help="no progress bar")
     rr.set_defaults(func=_cmd_reproduce)
+
+    bn = sub.add_parser("bench", add_help=False,
+                        help="benchmark suite (see `qnewton bench --help`)")
+    bn.add_argument("bench_args", nargs=argparse.REMAINDER)
+    bn.set_defaults(func=_cmd_bench)
     return parser
 
 

@@ -355,7 +355,9 @@ def condition(block: CurvatureBlock, config: ConditioningConfig) -> LinearSystem
          :func:`repair_positive_definite`; ``pruned=True`` and the achieved ``d``/``nnz``.
 
     The PD target is ``t = min_eig_fraction · max|A_ij|`` of the pre-repair matrix (see
-    :class:`ConditioningConfig`). ``shift`` is ``λ + repair_shift``.
+    :class:`ConditioningConfig`); repairs of pruned and of exact-Hessian matrices aim for
+    ``max(λ, t)``, so that ``λ_min(A) ≥ λ`` as for a PSD block plus ``λI``. ``shift`` is
+    ``λ + repair_shift`` for unpruned systems.
 
     Raises:
         ValueError: ``prune_count > N`` (or other invalid pruning parameters).
@@ -377,7 +379,8 @@ def condition(block: CurvatureBlock, config: ConditioningConfig) -> LinearSystem
         a = block.to_dense().clone()
         a.diagonal().add_(lam)
         pruned = prune_symmetric(a, count=k)
-        target = _repair_target(float(pruned.abs().max()), fraction)
+        # Restore what H + λI had before pruning for PSD H: λ_min ≥ λ.
+        target = max(lam, _repair_target(float(pruned.abs().max()), fraction))
         repaired, s = repair_positive_definite(pruned, target)
         d, nnz = row_sparsity(repaired)
         return LinearSystem(
@@ -407,6 +410,8 @@ def condition(block: CurvatureBlock, config: ConditioningConfig) -> LinearSystem
         if s > 0.0:
             a.diagonal().add_(s)
     else:
-        a, s = repair_positive_definite(a, target)
+        # An indefinite Hessian is shifted until λ_min ≥ λ, as for a PSD block plus λI, so that
+        # regularization bounds its step the same way whatever the curvature's sign.
+        a, s = repair_positive_definite(a, max(lam, target))
     d, nnz = row_sparsity(a)
     return LinearSystem(block=block, shift=lam + s, reg=lam, repair_shift=s, dense=a, d=d, nnz=nnz)

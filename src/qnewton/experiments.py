@@ -136,13 +136,13 @@ def compare(
 
 def format_table(rows: list[dict[str, Any]], metric: str, key: str = "label") -> str:
     """A plain-text table of comparison or sweep rows, times labelled measured/modeled/total."""
-    header = (f"{key:<22} {metric:>10} {'measured s':>11} {'modeled q s':>12} {'total s':>10} "
+    header = (f"{key:<28} {metric:>10} {'measured s':>11} {'modeled q s':>12} {'total s':>10} "
               f"{'to target s':>12} {'q/c solves':>11}")
     lines = [header, "-" * len(header)]
     for r in rows:
         tt = r.get("time_to_target_total")
         lines.append(
-            f"{str(r[key]):<22} {_fmt(r['final_metric']):>10} {_fmt(r['measured_seconds']):>11} "
+            f"{str(r[key]):<28} {_fmt(r['final_metric']):>10} {_fmt(r['measured_seconds']):>11} "
             f"{_fmt(r['modeled_quantum_seconds']):>12} {_fmt(r['total_seconds']):>10} "
             f"{_fmt(tt) if tt is not None else '-':>12} "
             f"{r['quantum_solves']:>5}/{r['classical_solves']:<5}"

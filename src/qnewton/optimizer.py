@@ -252,15 +252,16 @@ class QNewton(Optimizer):
         ledger = self.ledger
         with ledger.phase("forward_backward"), torch.enable_grad():
             losses, outputs = _unpack_closure_output(closure())
+        loss = losses.detach().mean()
+        if not bool(torch.isfinite(loss)):
+            ledger.add_event(step, "non-finite-loss", f"loss is {float(loss)}; update skipped")
+            return loss
         all_blocks = [b for blocks in self._blocks for b in blocks]
+        # The backward passes (gradient, per-sample gradients, HVPs) are booked as curvature.
         with ledger.phase("curvature"), torch.enable_grad():
             result = compute_curvature(
                 losses, all_blocks, self.curvature_config, outputs=outputs, skip_over_budget=True
             )
-        loss = result.loss.detach()
-        if not bool(torch.isfinite(loss)):
-            ledger.add_event(step, "non-finite-loss", f"loss is {float(loss)}; update skipped")
-            return loss
         bad = [b.name for b, g in zip(all_blocks, result.grads, strict=True)
                if not bool(torch.isfinite(g).all())]
         if bad:

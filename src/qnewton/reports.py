@@ -890,6 +890,7 @@ def _comparison_plots(d: Path, data: dict[str, Any], runs: list[tuple[dict, RunD
             if logx:
                 # symlog keeps the evaluation at 0 s (before training) visible
                 ax.set_xscale("symlog", linthresh=min(t for t in all_t if t > 0))
+                ax.set_xlim(left=0)  # times are never negative
             ax.set_xlabel(f"cumulative {kind}")
             ax.set_ylabel(f"test {metric}")
             ax.grid(alpha=0.3)
