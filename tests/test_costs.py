@@ -567,3 +567,15 @@ def test_calibrate_unwritable_cache_does_not_crash(tmp_path):
     blocker.write_text("x")
     rates = calibrate(blocker / "sub")  # cannot create a directory under a file
     assert rates.source == "calibrated"
+
+
+def test_factor_form_charges_dense_solvers_for_forming_the_matrix():
+    rates = MachineRates.user(dense_flops_per_s=1e9, gemm_flops_per_s=2e9,
+                              bandwidth_bytes_per_s=1e10)
+    dense = classical_costs(1000, kappa=10.0, eps=1e-6, rates=rates)
+    factor = classical_costs(1000, kappa=10.0, eps=1e-6, rank=50, rates=rates)
+    form = 2.0 * 1000**2 * 50 / 2e9
+    for name in ("cholesky", "lu", "inverse"):
+        assert factor[name] == pytest.approx(dense[name] + form)
+    assert factor["cg"] == dense["cg"]
+    assert "woodbury" in factor and "woodbury" not in dense

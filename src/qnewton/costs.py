@@ -1052,12 +1052,19 @@ def classical_costs(
     rates: MachineRates,
 ) -> dict[str, float]:
     """Predicted seconds of every classical solver: keys ``cholesky, lu, inverse, cg`` and
-    ``woodbury`` (only when ``rank`` is given). ``nnz`` defaults to N² (dense)."""
+    ``woodbury`` (only when ``rank`` is given). ``nnz`` defaults to N² (dense).
+
+    ``rank`` means the system is held in factor form ``s·FᵀF + λI``, ``F ∈ R^{rank×N}``: the dense
+    solvers then first form A, ``2·N²·rank / R_gemm`` more seconds, and Woodbury applies.
+    """
     n = _check_int("n", n, 1)
+    form = 0.0
+    if rank is not None:
+        form = 2.0 * n * n * _check_int("rank", rank, 1) / _check_rates(rates).gemm_flops_per_s
     out = {
-        "cholesky": cholesky_seconds(n, rates),
-        "lu": lu_seconds(n, rates),
-        "inverse": inverse_seconds(n, rates),
+        "cholesky": cholesky_seconds(n, rates) + form,
+        "lu": lu_seconds(n, rates) + form,
+        "inverse": inverse_seconds(n, rates) + form,
         "cg": cg_seconds(n, n * n if nnz is None else nnz, kappa, eps, rates),
     }
     if rank is not None:
