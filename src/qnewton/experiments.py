@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -90,6 +91,13 @@ def _run_or_reuse(config: TrainConfig, run_dir: Path, progress: bool) -> dict[st
     return train(config, run_dir, resume=resume, progress=progress)
 
 
+def _warm_up(config: TrainConfig) -> None:
+    """Two untimed Newton steps on the same task, so that the first timed run does not pay for
+    one-off costs (lazy library initialization, allocator growth) that later runs skip."""
+    with tempfile.TemporaryDirectory() as tmp:
+        train(dataclasses.replace(config, optimizer="newton", max_steps=2), tmp, progress=False)
+
+
 def compare(
     base_config: TrainConfig,
     optimizers: Sequence[str],
@@ -116,6 +124,7 @@ def compare(
         raise ValueError("compare needs at least one optimizer and one hardware profile")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    _warm_up(base_config)
     rows = []
     metric = None
     for name in optimizers:
@@ -243,14 +252,14 @@ def reproduce(out: str | Path, *, quick: bool = False, tiny: bool = False,
         config = dataclasses.replace(base, gate_time=gate_time)
         comparisons[label] = compare(config, optimizers, [profile], out / f"compare-{label}",
                                      progress=progress)
-    # A shared accuracy target every Newton-family run reached, so that all can be timed.
+    # Newton-vs-Newton claims are timed to an accuracy every Newton-family run reached.
     first = comparisons[REPRODUCE_PROFILES[0][0]]
-    target = min(r["final_metric"] for r in first["rows"] if r["optimizer"] != "sgd")
+    target = min(r["final_metric"] for c in comparisons.values() for r in c["rows"]
+                 if r["optimizer"] in ("newton", "newton-inverse", "qnewton"))
     claims: list[dict[str, Any]] = []
     for label, comp in comparisons.items():
-        rows = {r["optimizer"]: _with_target(out / f"compare-{label}", r, comp["metric"], target)
-                for r in comp["rows"]}
-        claims += _time_claims(label, rows, target)
+        rows = {r["optimizer"]: r for r in comp["rows"]}
+        claims += _time_claims(label, out / f"compare-{label}", rows, comp["metric"], target)
         claims.append(_kappa_routing_claim(label, out / f"compare-{label}", rows["qnewton"]))
     claims.append(_kappa_decay_claim(out / f"compare-{REPRODUCE_PROFILES[0][0]}", first))
     result = {"claims": claims, "target_accuracy": target, "quick": quick,
@@ -267,39 +276,77 @@ def _with_target(base: Path, row: dict[str, Any], metric: str, target: float) ->
                                                        "measured_seconds"))
 
 
+def _change(red: float) -> str:
+    return (f"{100 * red:.1f}% less total time" if red >= 0
+            else f"{-100 * red:.1f}% more total time")
+
+
 def _reduction(ours: float | None, reference: float | None) -> float | None:
     if ours is None or reference is None or reference <= 0:
         return None
     return 1.0 - ours / reference
 
 
-def _time_claims(profile: str, rows: dict[str, dict[str, Any]], target: float) -> list[dict]:
-    q = rows["qnewton"]["time_to_target_total"]
+# Differences in measured time below this share are within the run-to-run noise seen here.
+TIMING_NOISE = 0.1
+
+
+def _time_claims(profile: str, base: Path, rows: dict[str, dict[str, Any]], metric: str,
+                 newton_target: float) -> list[dict]:
+    """The time claims, with the reason for any difference spelled out.
+
+    A reduction only counts for the quantum claim if qnewton actually routed systems to the
+    QLSA: with zero quantum solves qnewton *is* classical Newton and any difference is timing
+    noise; against the release's explicit inverse a reduction without quantum solves comes from
+    the classical solver choice (Woodbury/Cholesky instead of ``torch.inverse``).
+    """
+    q_row = rows["qnewton"]
+    q_solves = q_row["quantum_solves"]
+    q_time = _with_target(base, q_row, metric, newton_target)["time_to_target_total"]
     claims = []
     for ref_name, label in (("newton", "best classical Newton"),
                             ("newton-inverse", "explicit-inverse Newton (release)")):
-        red = _reduction(q, rows[ref_name]["time_to_target_total"])
+        ref_time = _with_target(base, rows[ref_name], metric,
+                                newton_target)["time_to_target_total"]
+        red = _reduction(q_time, ref_time)
+        if red is None:
+            verdict, ours = "n/a", "n/a (accuracy target not reached)"
+        elif q_solves == 0:
+            ours = f"{_change(red)}, with 0 quantum solves"
+            verdict = "not supported" if ref_name == "newton" or red < TIMING_NOISE else "partly"
+        else:
+            ours = f"{_change(red)} ({q_solves} quantum solves)"
+            verdict = ("supported" if red >= 0.5 else "partly" if red > TIMING_NOISE
+                       else "not supported")
+        why = ""
+        if red is not None and q_solves == 0:
+            why = ("; qnewton routed nothing to quantum, so it ran the same classical solves: "
+                   + ("the difference is timing noise" if ref_name == "newton" else
+                      "the whole gain is Woodbury/Cholesky replacing the explicit inverse"))
         claims.append({
             "claim": f"Up to 90% less training time than classical Newton ({label})",
             "paper": "≤ 90% reduction",
             "profile": profile,
-            "ours": "n/a (target not reached)" if red is None else f"{100 * red:.1f}% reduction",
-            "verdict": "n/a" if red is None else (
-                "supported" if red >= 0.5 else "partly" if red > 0 else "not supported"),
-            "details": f"total seconds to accuracy {target:.4f}: qnewton {_fmt(q)}, "
-                       f"{ref_name} {_fmt(rows[ref_name]['time_to_target_total'])}",
+            "ours": ours,
+            "verdict": verdict,
+            "details": f"total seconds to test {metric} {newton_target:.4f}: qnewton "
+                       f"{_fmt(q_time)}, {ref_name} {_fmt(ref_time)}{why}",
         })
-    sgd = rows.get("sgd", {}).get("time_to_target_total")
-    red = _reduction(q, sgd)
+    sgd_row = rows["sgd"]
+    # Equal accuracy: the level SGD itself reached (qnewton is timed to the same level).
+    level = sgd_row["final_metric"]
+    sgd_time = _with_target(base, sgd_row, metric, level)["time_to_target_total"]
+    q_at_level = _with_target(base, q_row, metric, level)["time_to_target_total"]
+    red = _reduction(q_at_level, sgd_time)
     claims.append({
         "claim": "Faster than SGD to equal accuracy",
         "paper": "faster",
         "profile": profile,
-        "ours": "SGD did not reach the target" if sgd is None else (
-            "n/a" if red is None else f"{100 * red:.1f}% less total time than SGD"),
-        "verdict": ("supported" if q is not None else "n/a") if sgd is None else (
-            "n/a" if red is None else "supported" if red > 0 else "not supported"),
-        "details": f"total seconds to accuracy {target:.4f}: qnewton {_fmt(q)}, sgd {_fmt(sgd)}",
+        "ours": "n/a" if red is None else f"{_change(red)} than SGD",
+        "verdict": "n/a" if red is None else "supported" if red > TIMING_NOISE
+        else "not supported",
+        "details": f"total seconds to SGD's final test {metric} {level:.4f}: qnewton "
+                   f"{_fmt(q_at_level)}, sgd {_fmt(sgd_time)} ({q_solves} quantum solves)",
     })
     return claims
 
