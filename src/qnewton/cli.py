@@ -226,7 +226,8 @@ def _add_training_arguments(p: argparse.ArgumentParser) -> None:
 
     p.add_argument("--task", default="digits", help=f"one of {', '.join(TASKS)}")
     p.add_argument("--epochs", type=int, default=10, help="passes over the training set (>= 1)")
-    p.add_argument("--batch-size", type=int, default=128, help="mini-batch size (>= 1)")
+    p.add_argument("--batch-size", type=int, default=None,
+                   help="mini-batch size (>= 1; default: digits/mnist 128, text 32, lm 16)")
     p.add_argument("--lr", type=float, default=None,
                    help="learning rate (> 0; default: per optimizer)")
     p.add_argument("--seed", type=int, default=0, help="seed for data split, init and QLSA error")

@@ -54,6 +54,10 @@ DEFAULT_LR = {
     "qnewton": 0.3,
     "quantum": 0.3,
 }
+# Per-task default batch sizes. Per-sample gradients of layers other than plain linear ones
+# (embeddings, LayerNorm) take one batched backward per sample, so their cost grows like B²:
+# the Transformer tasks use smaller batches.
+DEFAULT_BATCH = {"digits": 128, "mnist": 128, "text": 32, "lm": 16}
 RUN_FILES = ("config.json", "steps.jsonl", "solves.jsonl", "events.jsonl", "summary.json",
              "checkpoint.pt")
 
@@ -66,7 +70,8 @@ class TrainingError(RuntimeError):
 class TrainConfig:
     """Everything that determines a training run (saved as ``config.json``).
 
-    ``lr=None`` takes the optimizer's default from :data:`DEFAULT_LR`. ``max_steps`` stops early
+    ``lr=None`` takes the optimizer's default from :data:`DEFAULT_LR`, ``batch_size=None`` the
+    task's from :data:`DEFAULT_BATCH`. ``max_steps`` stops early
     (quick runs); ``eval_every=0`` evaluates on the test set at the end of every epoch.
     Newton-family settings (curvature ... exact_kappa_max_n) are ignored by first-order optimizers.
     """
@@ -75,7 +80,7 @@ class TrainConfig:
     optimizer: str = "qnewton"
     hardware: str = "paper"
     epochs: int = 10
-    batch_size: int = 128
+    batch_size: int | None = None
     lr: float | None = None
     seed: int = 0
     hidden: int | None = None
@@ -102,7 +107,9 @@ class TrainConfig:
         _allowed("optimizer", self.optimizer, OPTIMIZERS)
         _allowed("hardware", self.hardware, tuple(HARDWARE_PROFILES))
         _allowed("qlsa", self.qlsa, tuple(QLSA_MODELS))
-        for name in ("epochs", "batch_size", "checkpoint_every"):
+        if self.batch_size is not None and self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        for name in ("epochs", "checkpoint_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.max_steps is not None and self.max_steps < 1:
@@ -119,6 +126,11 @@ class TrainConfig:
     @property
     def learning_rate(self) -> float:
         return self.lr if self.lr is not None else DEFAULT_LR[self.optimizer]
+
+    @property
+    def batch(self) -> int:
+        """Mini-batch size: ``batch_size``, or the task's default from :data:`DEFAULT_BATCH`."""
+        return self.batch_size if self.batch_size is not None else DEFAULT_BATCH[self.task]
 
     @property
     def is_newton(self) -> bool:
@@ -386,7 +398,8 @@ def train(
                                              **state.last_eval, **_totals(ledger)}])
 
     n_train = task.x_train.shape[0]
-    batches_per_epoch = math.ceil(n_train / config.batch_size)
+    batch = config.batch
+    batches_per_epoch = math.ceil(n_train / batch)
     total_steps = config.epochs * batches_per_epoch
     if config.max_steps is not None:
         total_steps = min(total_steps, config.max_steps)
@@ -395,13 +408,19 @@ def train(
     try:
         while state.step < total_steps:
             order = _epoch_order(config, state.epoch, n_train)
-            idx = order[state.batch * config.batch_size:(state.batch + 1) * config.batch_size]
+            idx = order[state.batch * batch:(state.batch + 1) * batch]
             xb, yb = task.x_train[idx], task.y_train[idx]
             with_outputs = config.is_newton and config.curvature == "ggn"
 
             def closure(xb=xb, yb=yb, with_outputs=with_outputs):
                 losses, outputs = task.losses(model, xb, yb)
-                return (losses, outputs) if with_outputs else losses
+                if with_outputs:
+                    return losses, outputs
+                if task.kind == "lm":
+                    # One Fisher sample per sequence (its mean token loss): tokens of a sequence
+                    # are coupled by attention, sequences are not. Same objective (equal lengths).
+                    return losses.reshape(xb.shape[0], -1).mean(dim=1)
+                return losses
 
             if config.is_newton:
                 loss = optimizer.step(closure)
