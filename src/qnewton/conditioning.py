@@ -81,6 +81,11 @@ class LinearSystem:
             self._gram = f @ f.T
         return self._gram
 
+    @property
+    def has_gram(self) -> bool:
+        """Whether :meth:`gram` has been computed (and a Woodbury solve will reuse it)."""
+        return self._gram is not None
+
     def max_abs_entry(self) -> float:
         """``max |A_ij|`` without forming A where possible."""
         if self.dense is not None:

@@ -255,6 +255,10 @@ class Scheduler:
             rank=system.block.rank_bound if "woodbury" in applicable_solvers(system) else None,
             rates=self.rates,
         )
+        if "woodbury" in predicted and system.has_gram:
+            # The analysis already formed F Fᵀ, which the Woodbury solve reuses.
+            m = system.block.rank_bound or 0
+            predicted["woodbury"] -= 2.0 * system.n * m * m / self.rates.gemm_flops_per_s
         best = min(allowed, key=lambda s: predicted[s]) if allowed else "none"
         quantum = quantum_cost(
             system.n,
