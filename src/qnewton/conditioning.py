@@ -63,11 +63,14 @@ class LinearSystem:
         """The explicit ``(N, N)`` matrix A."""
         if self.dense is not None:
             return self.dense
-        a = self.block.to_dense().clone()
+        # A factor block's to_dense() is a fresh tensor; a dense block's must not be modified.
+        a = self.block.to_dense()
+        if self.block.dense is not None:
+            a = a.clone()
         a.diagonal().add_(self.shift)
         return a
 
-    def gram(self) -> torch.Tensor:
+    def gram(self, cache: bool = True) -> torch.Tensor:
         """``F Fᵀ``, shape ``(M, M)``, of a factor-form system, computed once and cached.
 
         Its eigenvalues times ``scale`` are the nonzero eigenvalues of the block (an exact κ when
@@ -76,10 +79,13 @@ class LinearSystem:
         """
         if not self.factor_form:
             raise ValueError("gram() needs a factor-form system (dense is None, block.factor set)")
-        if self._gram is None:
-            f = self.block.factor
-            self._gram = f @ f.T
-        return self._gram
+        if self._gram is not None:
+            return self._gram
+        f = self.block.factor
+        gram = f @ f.T
+        if cache:
+            self._gram = gram
+        return gram
 
     @property
     def has_gram(self) -> bool:

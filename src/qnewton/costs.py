@@ -1055,12 +1055,15 @@ def classical_costs(
     ``woodbury`` (only when ``rank`` is given). ``nnz`` defaults to N² (dense).
 
     ``rank`` means the system is held in factor form ``s·FᵀF + λI``, ``F ∈ R^{rank×N}``: the dense
-    solvers then first form A, ``2·N²·rank / R_gemm`` more seconds, and Woodbury applies.
+    solvers then first form A, ``2·N²·rank / R_gemm + 16·N² / bandwidth`` more seconds (the
+    product, then one scaling pass that reads and writes N² fp64 values), and Woodbury applies.
     """
     n = _check_int("n", n, 1)
     form = 0.0
     if rank is not None:
-        form = 2.0 * n * n * _check_int("rank", rank, 1) / _check_rates(rates).gemm_flops_per_s
+        r = _check_rates(rates)
+        form = (2.0 * n * n * _check_int("rank", rank, 1) / r.gemm_flops_per_s
+                + 16.0 * n * n / r.bandwidth_bytes_per_s)
     out = {
         "cholesky": cholesky_seconds(n, rates) + form,
         "lu": lu_seconds(n, rates) + form,

@@ -93,7 +93,8 @@ def _woodbury_x(system: LinearSystem, b: torch.Tensor) -> torch.Tensor:
     lam, scale, f = system.shift, system.block.scale, system.block.factor
     if not lam > 0:
         raise SolveError(f"woodbury needs a positive diagonal shift, got {lam}")
-    small = system.gram().clone()  # shared with the scheduler's analysis when it formed it
+    # Reuses the Gram matrix if the scheduler's analysis formed it; never caches one itself.
+    small = system.gram(cache=False).clone()
     small.diagonal().add_(lam / scale)
     inner = _cholesky_x(small, f @ b)
     return (b - f.T @ inner) / lam
