@@ -432,6 +432,22 @@ def _chunk_rows(config: CurvatureConfig, rows: int, row_bytes: int) -> int:
     return max(1, min(rows, DEFAULT_CHUNK_ROWS, DEFAULT_CHUNK_BYTES // max(1, row_bytes)))
 
 
+def _store_rows(
+    rows: Sequence[torch.Tensor],
+    todo: Sequence[ParamBlock],
+    factors: dict[int, torch.Tensor],
+    r0: int,
+    r1: int,
+    dtype: torch.dtype,
+) -> None:
+    """Write batched gradients (one tensor per parameter, in block order) into factor rows."""
+    pos = 0
+    for b in todo:
+        piece = rows[pos : pos + len(b.params)]
+        pos += len(b.params)
+        factors[id(b)][r0:r1] = _flat_rows(piece, r1 - r0).detach().to(dtype)
+
+
 def _flat_rows(pieces: Sequence[torch.Tensor], k: int) -> torch.Tensor:
     """Concatenate ``(k, *shape)`` tensors into ``(k, N)`` rows (block flattening order)."""
     return torch.cat([t.reshape(k, -1) for t in pieces], dim=1)
@@ -704,12 +720,7 @@ def _fisher_blocks(
         seeds = torch.zeros((s1 - s0, s), dtype=losses.dtype, device=losses.device)
         idx = torch.arange(s0, s1, device=seeds.device)
         seeds[idx - s0, idx] = 1
-        rows = vjp(losses, params, seeds)
-        pos = 0
-        for b in todo:
-            piece = rows[pos : pos + len(b.params)]
-            pos += len(b.params)
-            factors[id(b)][s0:s1] = _flat_rows(piece, s1 - s0).detach().to(config.dtype)
+        _store_rows(vjp(losses, params, seeds), todo, factors, s0, s1, config.dtype)
     return [
         CurvatureBlock(b.name, "fisher", factor=factors[id(b)], scale=1.0 / s) if ok else None
         for b, ok in zip(blocks, built, strict=True)
@@ -985,11 +996,7 @@ def _ggn_blocks(
         # row s·C + j of the factor is J_sᵀ R_s[:, j]: seed R_s[:, j] at output row s
         seeds[r - r0, r // c, :] = sqrt_h[r // c, :, r % c].to(outputs.dtype)
         rows = vjp(outputs, params, seeds.reshape(r1 - r0, *outputs.shape))
-        pos = 0
-        for b in todo:
-            piece = rows[pos : pos + len(b.params)]
-            pos += len(b.params)
-            factors[id(b)][r0:r1] = _flat_rows(piece, r1 - r0).detach().to(config.dtype)
+        _store_rows(rows, todo, factors, r0, r1, config.dtype)
     return [
         CurvatureBlock(b.name, "ggn", factor=factors[id(b)], scale=1.0 / s) if ok else None
         for b, ok in zip(blocks, built, strict=True)
