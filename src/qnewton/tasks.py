@@ -285,7 +285,34 @@ class TransformerBlock(nn.Module):
         return x + self.ff2(F.gelu(self.ff1(self.ln2(x))))
 
 
-class TransformerClassifier(nn.Module):
+class _TransformerTrunk(nn.Module):
+    """Token + learned positional embedding, pre-LN blocks and a final LayerNorm; subclasses
+    add the head and say how positions may attend to each other."""
+
+    def __init__(
+        self, vocab_size: int, out_dim: int, max_len: int, dim: int, layers: int, heads: int,
+        ffn: int,
+    ) -> None:
+        super().__init__()
+        self.max_len = max_len
+        self.tok = nn.Embedding(vocab_size, dim)
+        self.pos = nn.Embedding(max_len, dim)
+        self.blocks = nn.ModuleList(TransformerBlock(dim, heads, ffn) for _ in range(layers))
+        self.ln = nn.LayerNorm(dim)
+        self.head = nn.Linear(dim, out_dim)
+
+    def encode(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Hidden states ``(B, L, dim)`` after the final LayerNorm, attention limited by mask."""
+        n = ids.shape[1]
+        if n > self.max_len:
+            raise ValueError(f"sequence length {n} exceeds the model's max_len {self.max_len}")
+        h = self.tok(ids) + self.pos.weight[:n]
+        for block in self.blocks:
+            h = block(h, mask)
+        return self.ln(h)
+
+
+class TransformerClassifier(_TransformerTrunk):
     """BERT-tiny: token + learned positional embedding, bidirectional pre-LN blocks with a
     key-padding mask, final LayerNorm, mean-pool over non-pad tokens, linear classifier."""
 
@@ -300,52 +327,30 @@ class TransformerClassifier(nn.Module):
         ffn: int,
         pad_id: int = PAD_ID,
     ) -> None:
-        super().__init__()
+        super().__init__(vocab_size, num_classes, max_len, dim, layers, heads, ffn)
         self.pad_id = pad_id
-        self.max_len = max_len
-        self.tok = nn.Embedding(vocab_size, dim)
-        self.pos = nn.Embedding(max_len, dim)
-        self.blocks = nn.ModuleList(TransformerBlock(dim, heads, ffn) for _ in range(layers))
-        self.ln = nn.LayerNorm(dim)
-        self.head = nn.Linear(dim, num_classes)
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
-        n = ids.shape[1]
         keep = ids != self.pad_id  # (B, L)
-        h = self.tok(ids) + self.pos.weight[:n]
-        mask = keep[:, None, None, :]  # keys: (B, 1, 1, L)
-        for block in self.blocks:
-            h = block(h, mask)
-        h = self.ln(h)
+        h = self.encode(ids, keep[:, None, None, :])  # keys: (B, 1, 1, L)
         w = keep.to(h.dtype).unsqueeze(-1)
         pooled = (h * w).sum(dim=1) / w.sum(dim=1).clamp_min(1.0)
         return self.head(pooled)
 
 
-class CharGPT(nn.Module):
+class CharGPT(_TransformerTrunk):
     """GPT-tiny: token + learned positional embedding, causal pre-LN blocks, final LayerNorm,
     untied linear output head; returns logits ``(B, T, V)``."""
 
     def __init__(
         self, vocab_size: int, max_len: int, dim: int, layers: int, heads: int, ffn: int
     ) -> None:
-        super().__init__()
-        self.max_len = max_len
-        self.tok = nn.Embedding(vocab_size, dim)
-        self.pos = nn.Embedding(max_len, dim)
-        self.blocks = nn.ModuleList(TransformerBlock(dim, heads, ffn) for _ in range(layers))
-        self.ln = nn.LayerNorm(dim)
-        self.head = nn.Linear(dim, vocab_size)
+        super().__init__(vocab_size, vocab_size, max_len, dim, layers, heads, ffn)
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         n = ids.shape[1]
-        if n > self.max_len:
-            raise ValueError(f"sequence length {n} exceeds the model's max_len {self.max_len}")
-        h = self.tok(ids) + self.pos.weight[:n]
         causal = torch.ones(n, n, dtype=torch.bool, device=ids.device).tril()
-        for block in self.blocks:
-            h = block(h, causal)
-        return self.head(self.ln(h))
+        return self.head(self.encode(ids, causal))
 
 
 def _init_model(seed: int, factory: Any) -> nn.Module:
