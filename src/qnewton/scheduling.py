@@ -185,10 +185,12 @@ class Scheduler:
     def analyse(self, system: LinearSystem) -> Analysis:
         """κ estimate (with its guarantee), an ‖A‖₂ figure and the block-encoding α.
 
-        For the default ``kappa_method="auto"`` on a regularized PSD curvature (Fisher, GGN) one
-        Lanczos run on H gives both ‖H‖₂ (a probabilistic upper bound) and the guaranteed
-        ``κ ≤ 1 + ‖H‖₂/λ``; otherwise κ comes from :func:`estimate_kappa` and the norm from
-        Gershgorin (dense) or Lanczos (factor form). α = max(1, d·max|Aᵢⱼ|/‖A‖₂) (DESIGN §4.1).
+        With the default ``kappa_method="auto"``, cheapest first: N ≤ ``exact_below`` → exact κ
+        by eigvalsh; a regularized factor block with few rows (``gram_below``) → exact κ from its
+        M×M Gram matrix (reused by Woodbury); another regularized PSD curvature → one Lanczos run
+        on H gives ‖H‖₂ (a probabilistic upper bound) and the guaranteed ``κ ≤ 1 + ‖H‖₂/λ``.
+        Otherwise κ comes from :func:`estimate_kappa` and the norm from Gershgorin (dense) or
+        Lanczos (factor form). α = max(1, d·max|Aᵢⱼ|/‖A‖₂) (DESIGN §4.1).
         """
         start = time.perf_counter()
         cfg = self.config
