@@ -34,7 +34,7 @@ def test_compare_runs_each_optimizer_and_profile_once(tmp_path):
                      progress=False)
     assert [r["final_metric"] for r in again["rows"]] == [r["final_metric"]
                                                           for r in result["rows"]]
-    assert (tmp_path / "report.html").exists() is False
+    assert not (tmp_path / "report.html").exists()  # compare itself writes no report
     html = write_report(tmp_path).read_text()
     assert "qnewton@paper" in html
 

@@ -114,13 +114,13 @@ def _cmd_estimate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _train_config(args: argparse.Namespace, optimizer: str | None = None) -> Any:
+def _train_config(args: argparse.Namespace, optimizer: str, hardware: str) -> Any:
     from qnewton.training import TrainConfig
 
     fields = dict(
         task=args.task,
-        optimizer=optimizer or getattr(args, "optimizer", "qnewton"),
-        hardware=getattr(args, "hardware_one", None) or "paper",
+        optimizer=optimizer,
+        hardware=hardware,
         epochs=args.epochs,
         batch_size=args.batch_size,
         lr=args.lr,
@@ -149,8 +149,7 @@ def _train_config(args: argparse.Namespace, optimizer: str | None = None) -> Any
 def _cmd_train(args: argparse.Namespace) -> int:
     from qnewton.training import train
 
-    args.hardware_one = args.hardware
-    config = _train_config(args)
+    config = _train_config(args, args.optimizer, args.hardware)
     summary = train(config, args.out, resume=args.resume, progress=not args.no_progress)
     keys = ("task", "optimizer", "hardware", "steps", f"test_{summary['metric']}", "test_loss",
             "measured_seconds", "modeled_quantum_seconds", "total_seconds", "quantum_solves",
@@ -173,8 +172,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     optimizers = _split_list("optimizers", args.optimizers)
     groups = args.hardware or ["paper"]
     hardware = [h for group in groups for h in _split_list("hardware", group)]
-    args.hardware_one = hardware[0]
-    config = _train_config(args, optimizer=optimizers[0])
+    config = _train_config(args, optimizers[0], hardware[0])
     result = compare(config, optimizers, hardware, args.out, target=args.target_accuracy,
                      progress=not args.no_progress)
     print(format_table(result["rows"], result["metric"]))
@@ -189,8 +187,7 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
         values = [float(v) for v in _split_list("values", args.values)]
     except ValueError:
         raise CLIError(f"--values must be comma-separated numbers, got {args.values!r}") from None
-    args.hardware_one = args.hardware
-    config = _train_config(args)
+    config = _train_config(args, args.optimizer, args.hardware)
     result = sweep(config, args.param, values, args.out, progress=not args.no_progress)
     print(format_table(result["rows"], result["metric"], key="label"))
     base = result["baseline"]

@@ -8,6 +8,7 @@ Each writes its runs under ``DIR/runs/<label>/`` (ordinary run directories, see
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import tempfile
 from collections.abc import Sequence
@@ -19,7 +20,6 @@ from qnewton.training import (
     FIRST_ORDER,
     OPTIMIZERS,
     TrainConfig,
-    TrainingError,
     read_jsonl,
     train,
     write_json_atomic,
@@ -81,8 +81,6 @@ def _run_or_reuse(config: TrainConfig, run_dir: Path, progress: bool) -> dict[st
     """Train into ``run_dir``, or reuse/resume what is already there for the same config."""
     summary_path = run_dir / "summary.json"
     if summary_path.exists():
-        import json
-
         summary = json.loads(summary_path.read_text(encoding="utf-8"))
         saved = json.loads((run_dir / "config.json").read_text(encoding="utf-8"))["config"]
         if summary.get("status") == "completed" and saved == config.to_dict():
@@ -408,4 +406,4 @@ def claims_markdown(claims: list[dict[str, Any]]) -> str:
 
 
 __all__ = ["compare", "sweep", "reproduce", "crossover", "format_table", "claims_markdown",
-           "time_to_target", "TrainingError"]
+           "time_to_target"]

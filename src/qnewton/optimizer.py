@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -45,15 +44,6 @@ from qnewton.scheduling import NoSolverError, Scheduler, SchedulerConfig
 from qnewton.solvers import SolveError
 
 GROUPINGS = ("tensor", "module")
-
-
-@dataclass
-class BlockOutcome:
-    """Direction for one block and how it was obtained."""
-
-    direction: torch.Tensor
-    newton: bool
-    fallback: str | None = None
 
 
 def _unpack_closure_output(out: Any) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -276,8 +266,8 @@ class QNewton(Optimizer):
         for group, blocks in zip(self.param_groups, self._blocks, strict=True):
             for block in blocks:
                 index, (curv, grad) = next(outcomes)
-                outcome = self._block_direction((step, index), group, block, curv, grad)
-                updates.append((group, block, outcome.direction))
+                direction = self._block_direction((step, index), group, block, curv, grad)
+                updates.append((group, block, direction))
 
         with ledger.phase("update"), torch.no_grad():
             for group, block, direction in updates:
@@ -298,18 +288,19 @@ class QNewton(Optimizer):
         block: ParamBlock,
         curv: CurvatureBlock | None,
         grad: torch.Tensor,
-    ) -> BlockOutcome:
+    ) -> torch.Tensor:
+        """The update direction Δ for one block (Newton, or a reported gradient fallback)."""
         step = key[0]
         grad = grad.to(torch.float64)
         if not bool(grad.any()):
-            return BlockOutcome(torch.zeros_like(grad), newton=False, fallback="zero-gradient")
+            return torch.zeros_like(grad)  # nothing to solve: the block is at a stationary point
         if curv is None:
-            return self._gradient_fallback(grad, None, "over-budget")
+            return self._gradient_fallback(grad, None)
         if not bool(torch.isfinite(curv.factor if curv.dense is None else curv.dense).all()):
             self.ledger.add_event(step, "non-finite-curvature",
                                   f"curvature of {block.name} is not finite; gradient step",
                                   block=block.name)
-            return self._gradient_fallback(grad, None, "non-finite-curvature")
+            return self._gradient_fallback(grad, None)
         reg = group["reg"]
         config = self._conditioning_config(group, reg)
         last_error = ""
@@ -326,7 +317,7 @@ class QNewton(Optimizer):
                 except NoSolverError as exc:
                     ledger.add_event(step, "no-solver", f"{block.name}: {exc}; gradient step",
                                      block=block.name)
-                    return self._gradient_fallback(grad, system, "no-solver")
+                    return self._gradient_fallback(grad, system)
             result = None
             with ledger.phase("solve"):
                 try:
@@ -346,7 +337,7 @@ class QNewton(Optimizer):
                     record.kappa_exact = kappa_exact(system.to_dense()).value
             if descent:
                 ledger.add_record(record)
-                return BlockOutcome(-result.x, newton=True)
+                return -result.x
             final = attempt == self.max_retries
             record.fallback = "gradient" if final else "retry"
             record.message = last_error
@@ -354,7 +345,7 @@ class QNewton(Optimizer):
             ledger.add_event(step, "solve-retry" if not final else "gradient-fallback",
                              f"{block.name}: {last_error}", block=block.name, attempt=attempt)
             reg, config = self._more_damping(group, config, reg)
-        return self._gradient_fallback(grad, system, "solve-failed")
+        return self._gradient_fallback(grad, system)
 
     def _more_damping(
         self, group: dict[str, Any], config: ConditioningConfig, reg: float
@@ -369,9 +360,8 @@ class QNewton(Optimizer):
         return reg, self._conditioning_config(group, reg)
 
     @staticmethod
-    def _gradient_fallback(
-        grad: torch.Tensor, system: LinearSystem | None, reason: str
-    ) -> BlockOutcome:
+    def _gradient_fallback(grad: torch.Tensor, system: LinearSystem | None) -> torch.Tensor:
+        """Δ = −g/max|Aᵢⱼ| (the caller has reported why the Newton step was not taken)."""
         # Scale by 1/max|A_ij| (≈ 1/‖A‖ for PSD A) so the fallback is no longer than a Newton step
         # along A's largest eigendirection; without a system, a plain gradient step.
         scale = 1.0
@@ -379,7 +369,7 @@ class QNewton(Optimizer):
             top = system.max_abs_entry()
             if math.isfinite(top) and top > 0:
                 scale = 1.0 / top
-        return BlockOutcome(-scale * grad, newton=False, fallback=reason)
+        return -scale * grad
 
     def _apply(self, group: dict[str, Any], block: ParamBlock, direction: torch.Tensor) -> None:
         # The momentum buffer lives in the parameters' dtype: load_state_dict casts state to it,

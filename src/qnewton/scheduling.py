@@ -156,7 +156,6 @@ class Analysis:
     kappa: KappaEstimate
     alpha: float
     norm: float
-    seconds: float = 0.0
 
 
 @dataclass
@@ -167,7 +166,6 @@ class Decision:
     classical_solver: str
     predicted_classical: dict[str, float]
     quantum: QuantumCost
-    seconds: float = 0.0
 
     @property
     def predicted_classical_seconds(self) -> float:
@@ -218,8 +216,7 @@ class Scheduler:
             alpha = block_encoding_alpha(max(1, system.d), system.max_abs_entry(), norm)
         else:
             alpha = float(max(1, system.d))  # no usable norm: the worst case α ≤ d
-        seconds = time.perf_counter() - start
-        return Analysis(replace(kappa, seconds=seconds), alpha, norm, seconds)
+        return Analysis(replace(kappa, seconds=time.perf_counter() - start), alpha, norm)
 
     def classical_candidates(self, system: LinearSystem) -> list[str]:
         """Allowed classical solvers that apply to ``system`` and fit the dense-memory budget."""
@@ -238,7 +235,6 @@ class Scheduler:
 
     def decide(self, system: LinearSystem, analysis: Analysis) -> Decision:
         """Predict both times and choose according to the policy."""
-        start = time.perf_counter()
         cfg = self.config
         kappa = max(1.0, min(analysis.kappa.value, 1e300))
         allowed = self.classical_candidates(system)
@@ -254,9 +250,12 @@ class Scheduler:
             nnz=system.nnz,
             kappa=kappa,
             eps=cfg.cg_rtol,
-            rank=system.block.rank_bound if "woodbury" in applicable_solvers(system) else None,
+            # A factor-form system: dense solvers pay for forming A, Woodbury is predicted.
+            rank=system.block.rank_bound if system.factor_form else None,
             rates=self.rates,
         )
+        if "woodbury" not in applicable_solvers(system):
+            predicted.pop("woodbury", None)  # e.g. no positive shift
         if "woodbury" in predicted and system.has_gram:
             # The analysis already formed F Fᵀ, which the Woodbury solve reuses.
             m = system.block.rank_bound or 0
@@ -279,7 +278,7 @@ class Scheduler:
             choice = "classical" if analysis.kappa.value > cfg.kappa_threshold else "quantum"
         else:
             choice = cfg.policy
-        return Decision(choice, best, predicted, quantum, time.perf_counter() - start)
+        return Decision(choice, best, predicted, quantum)
 
     def run(
         self, system: LinearSystem, b: torch.Tensor, decision: Decision, key: tuple[int, ...] = ()

@@ -75,14 +75,19 @@ def _cholesky_x(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 def _lu_x(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     lu, pivots, info = torch.linalg.lu_factor_ex(a)
     if int(info) != 0:
-        raise SolveError(f"LU factorization failed: U[{int(info) - 1}] is exactly zero (singular)")
+        raise SolveError(
+            f"LU factorization failed: U[{int(info) - 1}] is exactly zero (singular matrix; "
+            "increase the regularization)"
+        )
     return torch.linalg.lu_solve(lu, pivots, b.unsqueeze(1)).squeeze(1)
 
 
 def _inverse_x(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     inverse, info = torch.linalg.inv_ex(a)
     if int(info) != 0:
-        raise SolveError("explicit inverse failed: the matrix is singular")
+        raise SolveError(
+            "explicit inverse failed: the matrix is singular (increase the regularization)"
+        )
     return inverse @ b
 
 
@@ -184,7 +189,10 @@ def solve_cg(
         ap = system.matvec(p)
         curvature = float(p @ ap)
         if not curvature > 0:
-            raise SolveError(f"cg met non-positive curvature pᵀAp = {curvature}: A is not PD")
+            raise SolveError(
+                f"cg met non-positive curvature pᵀAp = {curvature}: A is not PD (increase the "
+                "regularization)"
+            )
         alpha = rr / curvature
         x.add_(p, alpha=alpha)
         r.add_(ap, alpha=-alpha)
@@ -197,7 +205,10 @@ def solve_cg(
         rr = rr_new
     seconds = time.perf_counter() - start
     if not converged:
-        raise SolveError(f"cg did not reach rtol={rtol} in {limit} iterations")
+        raise SolveError(
+            f"cg did not reach rtol={rtol} in {limit} iterations (ill-conditioned: increase the "
+            "regularization, loosen rtol or raise max_iter)"
+        )
     kappa = kappa_from_cg(alphas, betas[:-1]) if len(alphas) >= 2 else None
     return _finish(system, b, x, "cg", seconds, iterations=len(alphas), kappa=kappa)
 

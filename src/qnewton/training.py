@@ -484,7 +484,7 @@ def _postfix(row: dict[str, Any], state: RunState, task: Task) -> dict[str, str]
     metric = (state.last_eval or {}).get(f"test_{task.metric_name}")
     post = {"loss": f"{row['loss']:.4f}"}
     if metric is not None:
-        post[task.metric_name[:4]] = f"{metric:.4g}"
-    post["meas"] = f"{row['measured_seconds']:.1f}s"
-    post["model"] = f"{row['modeled_quantum_seconds']:.2e}s"
+        post[task.metric_name] = f"{metric:.4g}"
+    post["measured"] = f"{row['measured_seconds']:.1f}s"
+    post["modeled_q"] = f"{row['modeled_quantum_seconds']:.2e}s"
     return post
