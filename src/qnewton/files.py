@@ -1,0 +1,115 @@
+"""Run files: atomic JSON, JSON-lines with one rule for a torn line, and a named error.
+
+Every file qnewton writes is either written atomically (a temporary file, then a rename) or is
+append-only JSON lines. A run killed mid-write can therefore leave at most one damaged line, the
+last one of a JSON-lines file. :func:`read_jsonl` applies that rule everywhere: a torn *last* line
+is dropped (and counted), any other unreadable line is corruption and raises
+:class:`RunFileError` naming the file, the line and what to do.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+class RunFileError(ValueError):
+    """A run file is unreadable or inconsistent; the message names the file and what to do."""
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    raise TypeError(f"not JSON serializable: {type(value).__name__}")
+
+
+def dumps(data: Any, **kwargs: Any) -> str:
+    """``json.dumps`` that writes non-finite floats as strings (``"inf"``) instead of failing."""
+    return json.dumps(data, default=_json_default, **kwargs)
+
+
+def write_json_atomic(path: str | Path, data: Any) -> None:
+    """Write JSON to ``path`` via a temporary file and rename, so readers never see half a file."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(dumps(data, indent=2) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def read_json(path: str | Path, what: str = "file") -> Any:
+    """Parse a JSON file; a missing or corrupt file raises :class:`RunFileError` naming it."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise RunFileError(f"{path}: {what} is missing") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise RunFileError(
+            f"{path}: {what} is not valid JSON ({exc}); restore it from a copy or start a new run"
+        ) from None
+
+
+@dataclass
+class JsonLines:
+    """Rows of a JSON-lines file and whether a torn last line was dropped."""
+
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    torn_last_line: bool = False
+
+
+def read_jsonl_file(path: str | Path) -> JsonLines:
+    """Read a JSON-lines file with the torn-line rule (see the module docstring).
+
+    A missing file reads as no rows. Blank lines are skipped. Raises :class:`RunFileError` for an
+    unreadable line that is not the last one, or a line that is not a JSON object.
+    """
+    path = Path(path)
+    if not path.exists():
+        return JsonLines()
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise RunFileError(f"{path}: cannot be read ({exc})") from None
+    numbered = [(i + 1, line) for i, line in enumerate(lines) if line.strip()]
+    out = JsonLines()
+    for pos, (number, line) in enumerate(numbered):
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            if pos == len(numbered) - 1:
+                out.torn_last_line = True  # a run killed mid-write: drop the torn line
+                break
+            raise RunFileError(
+                f"{path}: line {number} is not valid JSON and is not the last line (the file is "
+                "corrupt, not just cut short); restore it or start a new run"
+            ) from None
+        if not isinstance(row, dict):
+            raise RunFileError(f"{path}: line {number} is not a JSON object")
+        out.rows.append(row)
+    return out
+
+
+def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
+    """The rows of :func:`read_jsonl_file` (a torn last line dropped silently)."""
+    return read_jsonl_file(path).rows
+
+
+def append_jsonl(path: str | Path, rows: list[dict[str, Any]]) -> None:
+    """Append rows, one JSON object per line, flushed."""
+    if rows:
+        with Path(path).open("a", encoding="utf-8") as fh:
+            fh.write("".join(dumps(r) + "\n" for r in rows))
+            fh.flush()
+
+
+def truncate_jsonl(path: str | Path, last_step: int) -> None:
+    """Keep only rows with ``step <= last_step`` (what a checkpoint covers), atomically."""
+    path = Path(path)
+    rows = [r for r in read_jsonl(path) if r.get("step", -1) <= last_step]
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text("".join(dumps(r) + "\n" for r in rows), encoding="utf-8")
+    os.replace(tmp, path)
