@@ -19,7 +19,7 @@ from qnewton.conditioning import (
     repair_positive_definite,
     row_sparsity,
 )
-from qnewton.curvature import CurvatureBlock
+from qnewton.curvature import CurvatureBlock, DenseBlock, FactorBlock
 
 F64 = torch.float64
 SETTINGS = settings(max_examples=80, deadline=None)
@@ -37,11 +37,11 @@ def random_factor(m: int, n: int, seed: int) -> torch.Tensor:
 
 
 def fisher_block(m: int = 6, n: int = 20, seed: int = 0) -> CurvatureBlock:
-    return CurvatureBlock(name="w", kind="fisher", factor=random_factor(m, n, seed), scale=1.0 / m)
+    return FactorBlock("w", "fisher", random_factor(m, n, seed), scale=1.0 / m)
 
 
 def hessian_block(n: int = 20, seed: int = 0) -> CurvatureBlock:
-    return CurvatureBlock(name="w", kind="hessian", dense=random_symmetric(n, seed))
+    return DenseBlock("w", "hessian", random_symmetric(n, seed))
 
 
 def lambda_min(a: torch.Tensor) -> float:
@@ -55,8 +55,10 @@ def is_cholesky_pd(a: torch.Tensor) -> bool:
 # ----------------------------------------------------------------------------- regularization
 
 
-def test_reg_schemes_constant() -> None:
-    assert REG_SCHEMES == ("max-entry", "absolute", "spectral", "none")
+def test_unknown_reg_scheme_lists_the_registered_ones() -> None:
+    with pytest.raises(ValueError, match="max-entry, absolute, spectral, none; got 'relative'"):
+        regularization_lambda(hessian_block(), "relative", 1e-3)
+    assert "spectral" in REG_SCHEMES and "relative" not in REG_SCHEMES
 
 
 @pytest.mark.parametrize("block", [fisher_block(), hessian_block()], ids=["factor", "dense"])
@@ -84,7 +86,7 @@ def test_regularization_max_entry_of_factor_form_is_the_largest_diagonal() -> No
 @pytest.mark.parametrize(
     ("kwargs", "name"),
     [
-        ({"scheme": "relative"}, "scheme"),
+        ({"scheme": "relative"}, "reg_scheme"),
         ({"strength": -1.0}, "strength"),
         ({"strength": math.nan}, "strength"),
         ({"strength": math.inf}, "strength"),
@@ -320,9 +322,9 @@ def test_condition_low_rank_factor_without_regularization_gets_minimal_repair() 
 def test_condition_dense_fisher_block() -> None:
     f = random_factor(50, 12, 2)
     h = f.T @ f / 50
-    block = CurvatureBlock(name="w", kind="ggn", dense=0.5 * (h + h.T))
+    block = DenseBlock("w", "ggn", 0.5 * (h + h.T), psd=True)
     system = condition(block, ConditioningConfig(reg_scheme="absolute", reg=0.1))
-    torch.testing.assert_close(system.dense, block.dense + 0.1 * torch.eye(12, dtype=F64))
+    torch.testing.assert_close(system.dense, block.matrix + 0.1 * torch.eye(12, dtype=F64))
     assert system.shift == 0.1 and system.repair_shift == 0.0
     assert (system.d, system.nnz) == row_sparsity(system.dense) == (12, 144)
 
@@ -330,7 +332,7 @@ def test_condition_dense_fisher_block() -> None:
 def test_condition_sparse_dense_block_reports_true_counts() -> None:
     h = torch.diag(torch.arange(1.0, 7.0, dtype=F64))
     h[0, 1] = h[1, 0] = 0.5
-    block = CurvatureBlock(name="w", kind="hessian", dense=h)
+    block = DenseBlock("w", "hessian", h)
     system = condition(block, ConditioningConfig(reg_scheme="absolute", reg=0.01))
     assert (system.d, system.nnz) == (2, 8)
     assert system.repair_shift == 0.0
@@ -358,7 +360,7 @@ def test_condition_repairs_indefinite_hessian_without_pruning() -> None:
 def test_condition_leaves_positive_definite_hessian_alone() -> None:
     f = random_factor(40, 10, 3)
     h = f.T @ f / 40 + torch.eye(10, dtype=F64)
-    block = CurvatureBlock(name="w", kind="hessian", dense=0.5 * (h + h.T))
+    block = DenseBlock("w", "hessian", 0.5 * (h + h.T))
     system = condition(block, ConditioningConfig())
     assert system.repair_shift == 0.0
 

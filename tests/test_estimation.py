@@ -10,11 +10,11 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from qnewton.conditioning import LinearSystem
-from qnewton.curvature import CurvatureBlock
+from qnewton.curvature import DenseBlock, FactorBlock
 from qnewton.estimation import (
-    ESTIMATION_METHODS,
     KappaEstimate,
+    KappaPolicy,
+    analyse_kappa,
     bound_looseness,
     estimate_kappa,
     gershgorin_upper,
@@ -29,6 +29,7 @@ from qnewton.estimation import (
     ritz_values,
     spectral_norm_upper,
 )
+from qnewton.system import LinearSystem
 
 F64 = torch.float64
 SETTINGS = settings(max_examples=60, deadline=None)
@@ -473,7 +474,7 @@ def test_kappa_from_cg_accepts_trailing_beta_and_rejects_bad_input() -> None:
 def factor_system(n: int = 30, m: int = 8, lam: float = 1e-2, seed: int = 0) -> LinearSystem:
     gen = torch.Generator().manual_seed(seed)
     f = torch.randn(m, n, generator=gen, dtype=F64)
-    block = CurvatureBlock(name="w", kind="fisher", factor=f, scale=1.0 / m)
+    block = FactorBlock("w", "fisher", f, scale=1.0 / m)
     return LinearSystem(block=block, shift=lam, reg=lam, d=n, nnz=n * n)
 
 
@@ -489,7 +490,7 @@ def forbid_dense(system: LinearSystem, monkeypatch: pytest.MonkeyPatch) -> None:
 def test_estimate_kappa_matvec_methods_never_form_factor_systems(
     method: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    system = factor_system()
+    system = factor_system(n=200, m=60)  # above auto's exact/Gram thresholds
     exact = true_kappa(system.to_dense())
     forbid_dense(system, monkeypatch)
     est = estimate_kappa(system, method)
@@ -500,22 +501,32 @@ def test_estimate_kappa_matvec_methods_never_form_factor_systems(
     assert est.seconds > 0.0
 
 
-def test_estimate_kappa_auto_choices() -> None:
-    system = factor_system()
-    est = estimate_kappa(system)
-    assert (est.kind, est.method) == ("upper", "regularization")
-    # Hessian blocks can be indefinite: auto falls back to the Lanczos lower bound
+def test_auto_policy_takes_the_cheapest_applicable_path() -> None:
+    small = factor_system(n=30, m=8)
+    kappa, norm = analyse_kappa(small, KappaPolicy())  # N ≤ exact_below: eigvalsh
+    a = small.to_dense()
+    assert (kappa.kind, kappa.method) == ("exact", "eigvalsh")
+    assert kappa.value == pytest.approx(true_kappa(a), rel=1e-8)
+    assert norm == pytest.approx(float(torch.linalg.matrix_norm(a, 2)), rel=1e-10)
+    wide = factor_system(n=64, m=8)  # M ≤ gram_below and 4M ≤ N: the M×M Gram matrix
+    kappa, norm = analyse_kappa(wide, KappaPolicy(exact_below=0))
+    assert (kappa.kind, kappa.method) == ("exact", "gram-eigvalsh")
+    assert kappa.value == pytest.approx(true_kappa(wide.to_dense()), rel=1e-8)
+    kappa, _ = analyse_kappa(wide, KappaPolicy(exact_below=0, gram_below=0))
+    assert (kappa.kind, kappa.method) == ("upper", "regularization")
+    assert kappa.value >= true_kappa(wide.to_dense()) * (1 - 1e-9)
+    # Hessian blocks can be indefinite: no regularization bound, the Lanczos lower bound
     h = random_spd(20, 0)
-    hess = LinearSystem(
-        block=CurvatureBlock(name="h", kind="hessian", dense=h), shift=0.1, reg=0.1, dense=h
-    )
-    assert estimate_kappa(hess).kind == "lower"
-    # the caller can switch the PSD assumption off
-    assert estimate_kappa(system, is_psd_plus_shift=False).kind == "lower"
+    hess = LinearSystem(block=DenseBlock("h", "hessian", h), shift=0.1, reg=0.1, dense=h)
+    kappa, norm = analyse_kappa(hess, KappaPolicy(exact_below=0))
+    assert (kappa.kind, kappa.method) == ("lower", "lanczos")
+    assert kappa.value <= true_kappa(h) * (1 + 1e-9)
+    assert norm == pytest.approx(gershgorin_upper(h))
     pruned = LinearSystem(
-        block=system.block, shift=0.1, reg=0.1, dense=system.to_dense(), pruned=True
+        block=small.block, shift=0.1, reg=0.1, dense=small.to_dense(), pruned=True
     )
-    assert estimate_kappa(pruned).kind == "lower"
+    assert analyse_kappa(pruned, KappaPolicy(exact_below=0))[0].kind == "lower"
+    assert estimate_kappa(small).method == "eigvalsh"  # estimate_kappa's auto is the same policy
 
 
 def test_estimate_kappa_dense_methods_agree_with_ground_truth() -> None:
@@ -526,14 +537,6 @@ def test_estimate_kappa_dense_methods_agree_with_ground_truth() -> None:
     for method in ("gej", "merikoski", "regularization"):
         assert estimate_kappa(system, method).log10 >= exact.log10 - 1e-9
     assert estimate_kappa(system, "lanczos").value <= exact.value * (1 + 1e-9)
-    assert set(ESTIMATION_METHODS) == {
-        "exact",
-        "gej",
-        "merikoski",
-        "lanczos",
-        "regularization",
-        "auto",
-    }
 
 
 def test_estimate_kappa_rejects_bad_method_and_inapplicable_regularization() -> None:
@@ -543,5 +546,7 @@ def test_estimate_kappa_rejects_bad_method_and_inapplicable_regularization() -> 
     no_shift = LinearSystem(block=system.block, shift=0.0, reg=0.0)
     with pytest.raises(ValueError, match="regularization"):
         estimate_kappa(no_shift, "regularization")
+    h = random_spd(20, 0)
+    hess = LinearSystem(block=DenseBlock("h", "hessian", h), shift=0.1, reg=0.1, dense=h)
     with pytest.raises(ValueError, match="regularization"):
-        estimate_kappa(system, "regularization", is_psd_plus_shift=False)
+        estimate_kappa(hess, "regularization")

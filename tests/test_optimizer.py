@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 from qnewton import QNewton
-from qnewton.costs import MachineRates
+from qnewton.solvers import MachineRates
 
 RATES = MachineRates.user(dense_flops_per_s=5e10, gemm_flops_per_s=1e11,
                           bandwidth_bytes_per_s=1e10)
@@ -138,10 +138,10 @@ def test_blocks_over_the_memory_budget_take_a_reported_gradient_step():
 def test_invalid_hyper_parameters_name_the_argument():
     model, _, _ = make_problem()
     cases = [
-        ({"lr": -1.0}, "lr must be > 0"),
+        ({"lr": -1.0}, "lr must be a finite number > 0"),
         ({"curvature": "bfgs"}, "curvature must be one of"),
-        ({"momentum": 1.0}, "momentum must be in"),
-        ({"clip": 0.0}, "clip must be > 0"),
+        ({"momentum": 1.0}, "momentum must be a finite number >= 0 and < 1"),
+        ({"clip": 0.0}, "clip must be a finite number > 0"),
         ({"policy": "fastest"}, "policy must be one of"),
         ({"hardware": "abacus"}, "abacus"),
         ({"reg": -1.0}, "reg"),
@@ -174,3 +174,89 @@ def test_factor_blocks_too_big_for_dense_solvers_use_woodbury_or_fall_back():
     solvers = {r.block: r.solver for r in with_woodbury.ledger.records}
     assert solvers["0.weight"] == "woodbury"
     assert not [e for e in with_woodbury.ledger.events if e["kind"] == "no-solver"]
+
+
+def brute_force_block(kind, model, x, y, params):
+    """The curvature of the mean loss w.r.t. the flattened ``params``, the slow obvious way."""
+    flat = torch.cat([p.detach().reshape(-1) for p in params])
+    sizes = [p.numel() for p in params]
+    names = {id(p): n for n, p in model.named_parameters()}
+
+    def outputs_at(theta, xs):
+        pieces = dict(zip([names[id(p)] for p in params],
+                          [t.view(p.shape) for t, p in zip(theta.split(sizes), params,
+                                                           strict=True)], strict=True))
+        return torch.func.functional_call(model, pieces, (xs,))
+
+    def mean_loss_at(theta):
+        return nn.functional.cross_entropy(outputs_at(theta, x), y)
+
+    if kind == "hessian":
+        return torch.autograd.functional.hessian(mean_loss_at, flat)
+    total = torch.zeros(flat.numel(), flat.numel(), dtype=torch.float64)
+    for i in range(x.shape[0]):
+        xi, yi = x[i : i + 1], y[i : i + 1]
+        if kind == "fisher":
+            g = torch.autograd.functional.jacobian(
+                lambda t, xi=xi, yi=yi: nn.functional.cross_entropy(outputs_at(t, xi), yi), flat)
+            total += torch.outer(g, g)
+        else:  # ggn: J_sᵀ H_s J_s
+            jac = torch.autograd.functional.jacobian(lambda t, xi=xi: outputs_at(t, xi)[0], flat)
+            out = outputs_at(flat, xi)[0].detach()
+            h_out = torch.autograd.functional.hessian(
+                lambda o, yi=yi: nn.functional.cross_entropy(o[None], yi), out)
+            total += jac.T @ h_out @ jac
+    return total / x.shape[0]
+
+
+@pytest.mark.parametrize("kind", ["hessian", "ggn", "fisher"])
+def test_step_equals_the_dense_newton_step_block_by_block(kind):
+    torch.manual_seed(1)
+    model = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 2)).double()
+    x = torch.randn(10, 3, dtype=torch.float64)
+    y = torch.randint(0, 2, (10,))
+    lr, reg = 0.7, 0.3
+    opt = QNewton(model.named_parameters(), lr=lr, curvature=kind, reg=reg, policy="classical",
+                  classical_solvers=("cholesky",), grouping="module", rates=RATES)
+    blocks = {"0": [model[0].weight, model[0].bias], "2": [model[2].weight, model[2].bias]}
+    expected = {}
+    for name, params in blocks.items():
+        h = brute_force_block(kind, model, x, y, params)
+        model.zero_grad()
+        nn.functional.cross_entropy(model(x), y).backward()
+        g = torch.cat([p.grad.reshape(-1) for p in params])
+        expected[name] = (h, g, torch.cat([p.detach().reshape(-1) for p in params]))
+    opt.step(closure_for(model, x, y, with_outputs=kind == "ggn"))
+    records = {r.block: r for r in opt.ledger.records}
+    for name, params in blocks.items():
+        h, g, theta = expected[name]
+        record = records[name]
+        if kind != "hessian":  # the paper's λ = reg·max|H_ij|, no repair needed for PSD blocks
+            assert record.reg == pytest.approx(reg * float(h.abs().max()), rel=1e-10)
+            assert record.shift == record.reg
+        a = h + record.shift * torch.eye(h.shape[0], dtype=torch.float64)
+        reference = theta - lr * torch.linalg.solve(a, g)
+        got = torch.cat([p.detach().reshape(-1) for p in params])
+        torch.testing.assert_close(got, reference, rtol=1e-10, atol=1e-12)
+
+
+def test_constructor_stores_only_and_calibrates_lazily(monkeypatch):
+    calls = []
+    monkeypatch.setattr("qnewton.calibration.calibrate", lambda: calls.append(1) or RATES)
+    model, x, y = make_problem()
+    opt = QNewton(model.parameters())
+    assert calls == []  # no probe in the constructor
+    opt.step(closure_for(model, x, y))
+    opt.step(closure_for(model, x, y))
+    assert calls == [1]
+
+
+def test_module_grouping_keeps_top_level_weight_and_bias_together():
+    torch.manual_seed(0)
+    model = nn.Linear(4, 3)  # logistic regression: its own weight and bias, no submodule
+    x, y = torch.randn(32, 4), torch.randint(0, 3, (32,))
+    opt = QNewton(model.named_parameters(), grouping="module", rates=RATES)
+    opt.step(closure_for(model, x, y))
+    assert [(r.block, r.n) for r in opt.ledger.records] == [("<root>", 15)]
+    with pytest.raises(ValueError, match="named_parameters"):
+        QNewton(model.parameters(), grouping="module", rates=RATES)

@@ -2,10 +2,10 @@ import pytest
 import torch
 
 from qnewton.conditioning import ConditioningConfig, condition
-from qnewton.costs import MachineRates, get_profile
-from qnewton.curvature import CurvatureBlock
+from qnewton.quantum import get_profile
+from qnewton.curvature import FactorBlock
 from qnewton.scheduling import Scheduler, SchedulerConfig
-from qnewton.solvers import relative_error
+from qnewton.solvers import MachineRates, relative_error
 
 RATES = MachineRates.user(dense_flops_per_s=5e10, gemm_flops_per_s=1e11,
                           bandwidth_bytes_per_s=1e10)
@@ -14,7 +14,7 @@ RATES = MachineRates.user(dense_flops_per_s=5e10, gemm_flops_per_s=1e11,
 def fisher_system(n=40, m=10, reg=1e-1, seed=0):
     g = torch.Generator().manual_seed(seed)
     f = torch.randn(m, n, generator=g, dtype=torch.float64)
-    block = CurvatureBlock("fc.weight", "fisher", factor=f, scale=1.0 / m)
+    block = FactorBlock("fc.weight", "fisher", f, scale=1.0 / m)
     return condition(block, ConditioningConfig(reg_scheme="max-entry", reg=reg))
 
 
@@ -121,7 +121,26 @@ def test_invalid_configuration_is_rejected():
     profile = get_profile("paper")
     with pytest.raises(ValueError, match="policy must be one of"):
         SchedulerConfig(hardware=profile, policy="fastest")
-    with pytest.raises(ValueError, match="eps must be in"):
+    with pytest.raises(ValueError, match="eps must be a finite number > 0 and < 1"):
         SchedulerConfig(hardware=profile, eps=0)
-    with pytest.raises(ValueError, match="classical_solvers"):
+    with pytest.raises(ValueError, match="solver must be one of .*; got 'magic'"):
         SchedulerConfig(hardware=profile, classical_solvers=("magic",))
+    with pytest.raises(ValueError, match="classical_solvers must name at least one"):
+        SchedulerConfig(hardware=profile, classical_solvers=())
+
+
+def test_rates_are_calibrated_lazily_at_the_first_decision(monkeypatch):
+    calls = []
+
+    def fake_calibrate():
+        calls.append(1)
+        return RATES
+
+    monkeypatch.setattr("qnewton.calibration.calibrate", fake_calibrate)
+    sched = Scheduler(SchedulerConfig(hardware=get_profile("paper")))
+    system = fisher_system()
+    analysis = sched.analyse(system)
+    assert calls == []  # neither construction nor analysis needs the machine's rates
+    sched.decide(system, analysis)
+    sched.decide(system, analysis)
+    assert calls == [1] and sched.rates is RATES

@@ -2,7 +2,7 @@
 
 Every Hessian block's linear system is routed to a classical solver (measured on this machine) or
 an emulated quantum linear-system algorithm (time *modeled* on a named hardware profile), whichever
-is predicted to be faster. See DESIGN §3 for the pipeline; one module per stage.
+is predicted to be faster. The method, its formulas and their sources: docs/method.md.
 """
 
 from qnewton.accounting import Ledger, SolveRecord

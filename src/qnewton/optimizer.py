@@ -1,6 +1,6 @@
 """``QNewton``: a ``torch.optim.Optimizer`` taking block-diagonal Newton steps.
 
-Stage 8 of the pipeline (DESIGN §3). Each step:
+Stage 8 of the pipeline (docs/method.md §3). Each step:
 
 1. runs the closure, which returns per-sample losses ``(S,)`` (objective: their mean) or
    ``(losses, outputs)`` for the generalized Gauss-Newton;
@@ -28,22 +28,24 @@ import torch
 from torch.optim import Optimizer
 
 from qnewton.accounting import Ledger
-from qnewton.conditioning import REG_SCHEMES, ConditioningConfig, LinearSystem, condition
-from qnewton.costs import HardwareProfile, MachineRates, calibrate, get_profile
+from qnewton.conditioning import ConditioningConfig, condition
 from qnewton.curvature import (
-    CURVATURE_KINDS,
+    CURVATURES,
+    GROUPINGS,
     CurvatureBlock,
     CurvatureConfig,
     ParamBlock,
-    blocks_from_params,
     compute_curvature,
+    group_parameters,
     unflatten_block,
 )
 from qnewton.estimation import kappa_exact
-from qnewton.scheduling import NoSolverError, Scheduler, SchedulerConfig
-from qnewton.solvers import SolveError
-
-GROUPINGS = ("tensor", "module")
+from qnewton.quantum import HardwareProfile, get_profile
+from qnewton.scheduling import DEFAULT_SOLVERS, NoSolverError, Scheduler, SchedulerConfig
+from qnewton.solvers import MachineRates
+from qnewton.solvers.base import SolveError
+from qnewton.system import LinearSystem
+from qnewton.validation import check_int, check_positive, check_real
 
 
 def _unpack_closure_output(out: Any) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -56,11 +58,6 @@ def _unpack_closure_output(out: Any) -> tuple[torch.Tensor, torch.Tensor | None]
     if not isinstance(losses, torch.Tensor):
         raise TypeError(f"closure must return a tensor of losses, got {type(losses).__name__}")
     return losses, outputs
-
-
-def _check_finite(name: str, value: float) -> None:
-    if not math.isfinite(value):
-        raise ValueError(f"{name} must be finite, got {value}")
 
 
 class QNewton(Optimizer):
@@ -80,18 +77,19 @@ class QNewton(Optimizer):
         prune_ratio, prune_count: optional symmetric magnitude pruning to a row sparsity.
         momentum: SGD-style momentum on the Newton direction, in [0, 1).
         clip: optional element-wise clip of Δ to [−clip, clip] (> 0).
-        policy, qlsa, hardware, readout, eps, kappa_threshold, kappa_method, alpha, shots:
-            scheduler settings (:class:`~qnewton.scheduling.SchedulerConfig`); ``hardware`` is a
-            profile name or a :class:`~qnewton.costs.HardwareProfile`.
+        policy, qlsa, qlsa_backend, hardware, readout, eps, kappa_threshold, kappa_method,
+            alpha, shots: scheduler settings (:class:`~qnewton.scheduling.SchedulerConfig`);
+            ``hardware`` is a profile name or a :class:`~qnewton.quantum.HardwareProfile`.
         classical_solvers: classical solvers the scheduler may choose from.
         max_block_bytes: memory budget for any dense block (curvature and dense solvers);
             curvature over it is never built and takes the reported gradient fallback, and a
             factor-form system over it is only solved by CG or Woodbury.
         chunk_size: rows per batched backward when building curvature.
         max_retries, damping_growth: retries with more regularization on failure.
-        rates: calibrated :class:`~qnewton.costs.MachineRates`; ``None`` calibrates (cached).
+        rates: :class:`~qnewton.solvers.MachineRates` for the classical time models; ``None``
+            calibrates this machine (cached) at the first step that needs them.
         ledger: a :class:`~qnewton.accounting.Ledger` to book times and records into.
-        seed: seed for the emulated QLSA's error draws.
+        seed: seed for the QLSA backend's random draws.
         exact_kappa_max_n: also compute the exact κ (eigvalsh) of systems with N ≤ this, for
             reports; timed as diagnostics, not as training time (0: never).
     """
@@ -111,6 +109,7 @@ class QNewton(Optimizer):
         clip: float | None = None,
         policy: str = "cost",
         qlsa: str = "jennings",
+        qlsa_backend: str = "emulated",
         hardware: str | HardwareProfile = "paper",
         readout: str | None = None,
         eps: float = 1e-2,
@@ -118,7 +117,7 @@ class QNewton(Optimizer):
         kappa_method: str = "auto",
         alpha: float | None = None,
         shots: int | None = None,
-        classical_solvers: tuple[str, ...] = ("cholesky", "cg", "woodbury"),
+        classical_solvers: tuple[str, ...] = DEFAULT_SOLVERS,
         max_block_bytes: int = 2 * 1024**3,
         chunk_size: int | None = None,
         max_retries: int = 3,
@@ -128,25 +127,17 @@ class QNewton(Optimizer):
         seed: int = 0,
         exact_kappa_max_n: int = 0,
     ) -> None:
-        _check_finite("lr", lr)
-        if not lr > 0:
-            raise ValueError(f"lr must be > 0, got {lr}")
-        if curvature not in CURVATURE_KINDS:
-            raise ValueError(f"curvature must be one of {CURVATURE_KINDS}, got {curvature!r}")
-        if grouping not in GROUPINGS:
-            raise ValueError(f"grouping must be one of {GROUPINGS}, got {grouping!r}")
-        if reg_scheme not in REG_SCHEMES:
-            raise ValueError(f"reg_scheme must be one of {REG_SCHEMES}, got {reg_scheme!r}")
-        if not 0 <= momentum < 1:
-            raise ValueError(f"momentum must be in [0, 1), got {momentum}")
-        if clip is not None and not clip > 0:
-            raise ValueError(f"clip must be > 0 or None, got {clip}")
-        if exact_kappa_max_n < 0:
-            raise ValueError(f"exact_kappa_max_n must be >= 0, got {exact_kappa_max_n}")
-        if max_retries < 0:
-            raise ValueError(f"max_retries must be >= 0, got {max_retries}")
-        if not damping_growth > 1:
-            raise ValueError(f"damping_growth must be > 1, got {damping_growth}")
+        check_positive("lr", lr)
+        CURVATURES.check(curvature)
+        GROUPINGS.check(grouping)
+        check_real("momentum", momentum, low=0.0, high=1.0, high_open=True)
+        if clip is not None:
+            check_positive("clip", clip)
+        check_int("exact_kappa_max_n", exact_kappa_max_n, 0)
+        check_int("max_retries", max_retries, 0)
+        check_real("damping_growth", damping_growth, low=1.0, low_open=True)
+        if isinstance(hardware, str):
+            hardware = get_profile(hardware)
         defaults = {
             "lr": lr,
             "reg_scheme": reg_scheme,
@@ -160,12 +151,12 @@ class QNewton(Optimizer):
         for group in self.param_groups:
             # Validates each group's conditioning settings now, with ConditioningConfig's messages.
             self._conditioning_config(group, group["reg"])
-        profile = get_profile(hardware) if isinstance(hardware, str) else hardware
         self.scheduler = Scheduler(
             SchedulerConfig(
-                hardware=profile,
+                hardware=hardware,
                 policy=policy,
                 qlsa=qlsa,
+                qlsa_backend=qlsa_backend,
                 readout=readout,
                 eps=eps,
                 kappa_threshold=kappa_threshold,
@@ -175,7 +166,7 @@ class QNewton(Optimizer):
                 shots=shots,
                 max_dense_bytes=max_block_bytes,
             ),
-            rates=rates if rates is not None else calibrate(),
+            rates=rates,
             seed=seed,
         )
         self.curvature_config = CurvatureConfig(
@@ -190,25 +181,14 @@ class QNewton(Optimizer):
 
     # -- set-up -------------------------------------------------------------------------------
     def _group_blocks(self, index: int, group: dict[str, Any]) -> list[ParamBlock]:
-        params = [p for p in group["params"] if p.requires_grad]
         names = group.get("param_names")
         if names is None:
+            if self.grouping == "module":
+                raise ValueError(
+                    "grouping='module' needs parameter names: pass model.named_parameters()"
+                )
             names = [f"group{index}.param{i}" for i in range(len(group["params"]))]
-        names = [n for n, p in zip(names, group["params"], strict=True) if p.requires_grad]
-        blocks = blocks_from_params(params, names)
-        if self.grouping == "tensor":
-            return blocks
-        merged: dict[str, list[ParamBlock]] = {}
-        for block in blocks:
-            merged.setdefault(block.name.rpartition(".")[0] or block.name, []).append(block)
-        return [
-            ParamBlock(
-                name=prefix,
-                params=tuple(p for b in members for p in b.params),
-                numel=sum(b.numel for b in members),
-            )
-            for prefix, members in merged.items()
-        ]
+        return group_parameters(zip(names, group["params"], strict=True), self.grouping)
 
     @staticmethod
     def _conditioning_config(group: dict[str, Any], reg: float) -> ConditioningConfig:
@@ -296,7 +276,7 @@ class QNewton(Optimizer):
             return torch.zeros_like(grad)  # nothing to solve: the block is at a stationary point
         if curv is None:
             return self._gradient_fallback(grad, None)
-        if not bool(torch.isfinite(curv.factor if curv.dense is None else curv.dense).all()):
+        if not curv.all_finite():
             self.ledger.add_event(step, "non-finite-curvature",
                                   f"curvature of {block.name} is not finite; gradient step",
                                   block=block.name)

@@ -30,7 +30,9 @@ from typing import Any
 import torch
 
 from qnewton.accounting import Ledger
-from qnewton.costs import HARDWARE_PROFILES, QLSA_MODELS, MachineRates, calibrate, get_profile
+from qnewton.calibration import calibrate
+from qnewton.quantum import HARDWARE_PROFILES, QLSA_MODELS, get_profile
+from qnewton.solvers import MachineRates
 from qnewton.optimizer import QNewton
 from qnewton.tasks import TASKS, Task, TaskConfig, load_task
 

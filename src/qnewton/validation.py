@@ -41,7 +41,7 @@ def check_int(name: str, value: Any, minimum: int | None = None,
 
 
 def _as_real(name: str, value: Any, allowed: str) -> float:
-    if isinstance(value, bool):
+    if isinstance(value, bool | str | bytes):
         raise ValueError(f"{name} must be {allowed}, got {value!r}")
     try:
         return float(value)

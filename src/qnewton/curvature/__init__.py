@@ -1,0 +1,48 @@
+"""Curvature (pipeline stage 1): one symmetric N×N block per parameter block.
+
+* :mod:`~qnewton.curvature.params` — parameter blocks, grouping, flattening order;
+* :mod:`~qnewton.curvature.representation` — how a block is held (dense, factor form);
+* :mod:`~qnewton.curvature.kinds` — the registry of curvature kinds, one class per kind
+  (:mod:`~qnewton.curvature.hessian`, :mod:`~qnewton.curvature.fisher`,
+  :mod:`~qnewton.curvature.ggn`);
+* :mod:`~qnewton.curvature.compute` — :func:`compute_curvature` from an evaluated closure.
+"""
+
+from qnewton.curvature.compute import (
+    CurvatureResult,
+    compute_curvature,
+    estimate_block_bytes,
+    evaluate_closure,
+)
+from qnewton.curvature.config import (
+    DEFAULT_CHUNK_BYTES,
+    DEFAULT_CHUNK_ROWS,
+    CurvatureBudgetError,
+    CurvatureConfig,
+    format_bytes,
+)
+from qnewton.curvature.kind import CurvatureKind
+from qnewton.curvature.kinds import CURVATURES
+from qnewton.curvature.params import (
+    GROUPINGS,
+    ParamBlock,
+    blocks_from_module,
+    blocks_from_params,
+    flatten_block,
+    group_parameters,
+    unflatten_block,
+)
+from qnewton.curvature.representation import (
+    CurvatureBlock,
+    DenseBlock,
+    FactorBlock,
+    dense_block_bytes,
+)
+
+__all__ = [
+    "CURVATURES", "DEFAULT_CHUNK_BYTES", "DEFAULT_CHUNK_ROWS", "GROUPINGS", "CurvatureBlock",
+    "CurvatureBudgetError", "CurvatureConfig", "CurvatureKind", "CurvatureResult", "DenseBlock",
+    "FactorBlock", "ParamBlock", "blocks_from_module", "blocks_from_params", "compute_curvature",
+    "dense_block_bytes", "estimate_block_bytes", "evaluate_closure", "flatten_block",
+    "format_bytes", "group_parameters", "unflatten_block",
+]

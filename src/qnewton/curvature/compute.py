@@ -1,0 +1,197 @@
+"""Curvature blocks and mean-loss gradients from one evaluated closure.
+
+All curvature is built from a *closure* in the style of ``torch.optim``: the closure runs the model
+and returns the per-sample losses (shape ``(S,)``, the objective being their mean) and, for kinds
+that need them (the GGN), also the model outputs whose row ``s`` the loss of sample ``s`` depends
+on. Everything is computed with :func:`torch.autograd.grad` on the graph the closure built; no
+model object is needed. Parameter ``.grad`` fields are never touched and the graph is retained.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import torch
+
+from qnewton.curvature.config import CurvatureBudgetError, CurvatureConfig, format_bytes
+from qnewton.curvature.kind import BuildInputs, CurvatureKind
+from qnewton.curvature.kinds import CURVATURES
+from qnewton.curvature.params import ParamBlock, flatten_block
+from qnewton.curvature.representation import CurvatureBlock
+
+
+@dataclass
+class CurvatureResult:
+    """What :func:`compute_curvature` returns.
+
+    Attributes:
+        blocks: one :class:`CurvatureBlock` per parameter block (same order), or ``None`` for a
+            block skipped as over budget (``skip_over_budget=True``).
+        grads: per block, the gradient of the mean loss, flat ``(N,)`` in the block flattening
+            order (the order of ``p.grad.reshape(-1)``), in ``config.dtype``. Always present.
+        loss: the mean loss (detached scalar, in the losses' dtype).
+        skipped: ``{block name: reason}`` for blocks returned as ``None``.
+        kind: the curvature kind. num_samples: S. num_outputs: C for the GGN, else ``None``.
+    """
+
+    blocks: list[CurvatureBlock | None]
+    grads: list[torch.Tensor]
+    loss: torch.Tensor
+    skipped: dict[str, str] = field(default_factory=dict)
+    kind: str = "fisher"
+    num_samples: int = 0
+    num_outputs: int | None = None
+
+
+def evaluate_closure(closure: Callable[[], object]) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Run a closure (with grad enabled) and return ``(losses, outputs or None)``.
+
+    The closure returns either ``losses`` (per-sample losses, shape ``(S,)``; the objective is
+    their mean) or a pair ``(losses, outputs)`` where ``outputs`` reshapes to ``(S, C)`` and the
+    loss of sample ``s`` depends only on row ``s`` (needed for the GGN).
+    """
+    with torch.enable_grad():
+        ret = closure()
+    if isinstance(ret, torch.Tensor):
+        return ret, None
+    if isinstance(ret, tuple | list) and len(ret) == 2:
+        losses, outputs = ret
+        if isinstance(losses, torch.Tensor) and isinstance(outputs, torch.Tensor):
+            return losses, outputs
+    raise TypeError(
+        "the closure must return per-sample losses (a tensor of shape (S,)) or a pair "
+        f"(losses, outputs) of tensors; got {type(ret).__name__}"
+    )
+
+
+def estimate_block_bytes(kind: str, n: int, num_samples: int, num_outputs: int = 1,
+                         dtype: torch.dtype = torch.float64) -> int:
+    """Memory in bytes of one block of kind ``kind`` as it will be stored, before building it
+    (hessian ``N²``, fisher ``S·N``, ggn ``S·C·N`` elements)."""
+    curvature = CURVATURES[kind]
+    for label, value in (("n", n), ("num_samples", num_samples), ("num_outputs", num_outputs)):
+        if value < 0:
+            raise ValueError(f"{label} must be >= 0, got {value}")
+    return curvature.block_bytes(n, num_samples, num_outputs, dtype)
+
+
+def _budget_message(block: ParamBlock, kind: CurvatureKind, needed: int, s: int, c: int,
+                    config: CurvatureConfig) -> str:
+    dtype_name = str(config.dtype).removeprefix("torch.")
+    return (f"block {block.name!r} needs {format_bytes(needed)} "
+            f"{kind.storage(block.numel, s, c, dtype_name)}, over the "
+            f"{format_bytes(config.max_block_bytes)} budget (max_block_bytes); "
+            f"{kind.budget_advice(s, c)}")
+
+
+def _validate_inputs(losses: torch.Tensor, blocks: Sequence[ParamBlock], kind: CurvatureKind,
+                     outputs: torch.Tensor | None) -> tuple[int, int | None]:
+    if not isinstance(losses, torch.Tensor):
+        raise TypeError(f"losses must be a tensor, got {type(losses).__name__}")
+    if not losses.requires_grad:
+        raise ValueError(
+            "losses do not require grad (was the closure run under torch.no_grad(), or do the "
+            "losses not depend on any trainable parameter?)"
+        )
+    if not losses.is_floating_point():
+        raise ValueError(f"losses must be floating point, got {losses.dtype}")
+    if losses.numel() == 0:
+        raise ValueError("losses is empty")
+    if not blocks:
+        raise ValueError("no parameter blocks given")
+    for b in blocks:
+        if not isinstance(b, ParamBlock):
+            raise TypeError(f"blocks must be ParamBlock instances, got {type(b).__name__}")
+    ids = [id(p) for b in blocks for p in b.params]
+    if len(set(ids)) != len(ids):
+        raise ValueError("a parameter appears in more than one block")
+    if kind.per_sample and losses.ndim != 1:
+        raise ValueError(
+            f"curvature={kind.name!r} needs per-sample losses of shape (S,), got shape "
+            f"{tuple(losses.shape)} (flatten per-token losses to (B·T,); do not reduce them)"
+        )
+    s = losses.numel()
+    if not kind.needs_outputs:
+        return s, None
+    if outputs is None:
+        raise ValueError(
+            f"curvature={kind.name!r} needs the model outputs: the closure must return "
+            "(losses, outputs)"
+        )
+    if not isinstance(outputs, torch.Tensor):
+        raise TypeError(f"outputs must be a tensor, got {type(outputs).__name__}")
+    if not outputs.requires_grad:
+        raise ValueError("outputs do not require grad; return the model outputs, not a detached "
+                         "copy")
+    if outputs.numel() == 0 or outputs.numel() % s != 0:
+        raise ValueError(
+            f"outputs of shape {tuple(outputs.shape)} do not reshape to (S, C) with S={s} "
+            "per-sample losses"
+        )
+    return s, outputs.numel() // s
+
+
+def compute_curvature(
+    losses: torch.Tensor,
+    blocks: Sequence[ParamBlock],
+    config: CurvatureConfig | None = None,
+    outputs: torch.Tensor | None = None,
+    *,
+    skip_over_budget: bool = False,
+) -> CurvatureResult:
+    """Curvature blocks and mean-loss gradients for ``blocks`` from a built autograd graph.
+
+    Args:
+        losses: per-sample losses ``(S,)`` computed from the parameters (objective: the mean).
+            For the exact Hessian any shape (including a scalar) is accepted.
+        blocks: the parameter blocks; a parameter may belong to at most one block. Parameters
+            the losses don't depend on get zero gradient and zero curvature.
+        config: :class:`CurvatureConfig` (default: empirical Fisher).
+        outputs: for kinds that need them (``"ggn"``), the model outputs, reshaping to ``(S, C)``
+            with the loss of sample ``s`` depending only on row ``s``.
+        skip_over_budget: if ``False`` (default) a block over ``config.max_block_bytes`` raises
+            :class:`CurvatureBudgetError`; if ``True`` it comes back as ``None`` and the reason
+            is recorded in ``result.skipped`` (its gradient is still returned).
+
+    What each kind builds is documented on its class (:data:`qnewton.curvature.CURVATURES`).
+    """
+    config = config or CurvatureConfig()
+    kind = CURVATURES[config.kind]
+    blocks = list(blocks)
+    s, c = _validate_inputs(losses, blocks, kind, outputs)
+
+    built: list[bool] = []
+    skipped: dict[str, str] = {}
+    for b in blocks:
+        needed = kind.block_bytes(b.numel, s, c or 1, config.dtype)
+        if needed > config.max_block_bytes:
+            msg = _budget_message(b, kind, needed, s, c or 1, config)
+            if not skip_over_budget:
+                raise CurvatureBudgetError(msg)
+            skipped[b.name] = msg
+            built.append(False)
+        else:
+            built.append(True)
+
+    all_params = [p for b in blocks for p in b.params]
+    with torch.enable_grad():
+        loss = losses.mean()
+        create_graph = kind.needs_gradient_graph and any(built)
+        g_all = torch.autograd.grad(
+            loss, all_params, retain_graph=True, create_graph=create_graph, allow_unused=True
+        )
+        g_all = [
+            torch.zeros_like(p) if g is None else g for g, p in zip(g_all, all_params, strict=True)
+        ]
+        grads, g_blocks, pos = [], [], 0
+        for b in blocks:
+            g_b = g_all[pos : pos + len(b.params)]
+            pos += len(b.params)
+            g_blocks.append(g_b)
+            grads.append(flatten_block([g.detach() for g in g_b]).to(config.dtype))
+        curv = kind.build(BuildInputs(losses=losses, outputs=outputs, blocks=blocks,
+                                      grads=g_blocks, built=built, num_samples=s,
+                                      num_outputs=c or 1, config=config))
+    return CurvatureResult(blocks=curv, grads=grads, loss=loss.detach(), skipped=skipped,
+                           kind=config.kind, num_samples=s, num_outputs=c)

@@ -1,0 +1,88 @@
+"""Generalized Gauss-Newton blocks ``(1/S)·Σ_s J_sᵀ H_s J_s`` in factor form."""
+
+from __future__ import annotations
+
+import torch
+
+from qnewton.curvature.autograd import BatchedVJP, chunk_rows, store_rows
+from qnewton.curvature.config import CurvatureConfig
+from qnewton.curvature.kind import BuildInputs, CurvatureKind
+from qnewton.curvature.representation import CurvatureBlock, FactorBlock
+
+
+def loss_hessian_sqrt(
+    losses: torch.Tensor, outputs: torch.Tensor, s: int, c: int, config: CurvatureConfig
+) -> torch.Tensor:
+    """Symmetric PSD square roots ``R_s`` (shape ``(S, C, C)``) of the per-sample loss Hessians
+    with respect to the outputs; negative eigenvalues are clamped to 0."""
+    (d,) = torch.autograd.grad(
+        losses.sum(), outputs, create_graph=True, retain_graph=True, allow_unused=True
+    )
+    if d is None:
+        raise ValueError("the losses do not depend on the outputs returned for the GGN")
+    if not d.requires_grad:  # loss linear in the outputs
+        return torch.zeros((s, c, c), dtype=config.dtype, device=outputs.device)
+    seeds = torch.zeros((c, s, c), dtype=d.dtype, device=d.device)
+    idx = torch.arange(c, device=d.device)
+    seeds[idx, :, idx] = 1
+    (hrows,) = BatchedVJP()(d, [outputs], seeds.reshape(c, *outputs.shape))
+    # hrows[j, s, :] = ∂(Σ_s' d[s', j])/∂o_s = H_s[j, :]
+    h = hrows.detach().reshape(c, s, c).permute(1, 0, 2).to(config.dtype)
+    h = (h + h.transpose(1, 2)) / 2
+    evals, evecs = torch.linalg.eigh(h)
+    root = evals.clamp(min=0).sqrt()
+    return (evecs * root.unsqueeze(1)) @ evecs.transpose(1, 2)
+
+
+class GGNCurvature(CurvatureKind):
+    """``S·C`` factor rows ``J_sᵀ R_s[:, c]`` (row ``s·C + c``), ``J_s = ∂outputs_s/∂θ``, ``R_s``
+    the symmetric PSD square root of ``H_s = ∂²losses[s]/∂outputs_s²``; ``scale = 1/S``.
+
+    Negative eigenvalues of ``H_s`` (a loss non-convex in the outputs) are clamped to 0 so the
+    result stays PSD. The loss Hessians come from ``C`` batched double-backward passes through the
+    loss part of the graph only (docs/method.md §4.7).
+    """
+
+    name = "ggn"
+    psd = True
+    needs_outputs = True
+
+    def stored_elements(self, n: int, num_samples: int, num_outputs: int) -> int:
+        return num_samples * num_outputs * n
+
+    def storage(self, n: int, num_samples: int, num_outputs: int, dtype_name: str) -> str:
+        return (f"as a {num_samples * num_outputs}×{n} {dtype_name} factor "
+                f"(GGN, {num_samples} samples × {num_outputs} outputs)")
+
+    def budget_advice(self, num_samples: int, num_outputs: int) -> str:
+        return (f"use curvature='fisher' ({num_samples} rows), fewer samples per step or a "
+                "larger budget")
+
+    def build(self, inputs: BuildInputs) -> list[CurvatureBlock | None]:
+        todo = [b for b, ok in zip(inputs.blocks, inputs.built, strict=True) if ok]
+        if not todo:
+            return [None] * len(inputs.blocks)
+        losses, outputs, config = inputs.losses, inputs.outputs, inputs.config
+        s, c = inputs.num_samples, inputs.num_outputs
+        sqrt_h = loss_hessian_sqrt(losses, outputs, s, c, config)
+        params = [p for b in todo for p in b.params]
+        n_total = sum(b.numel for b in todo)
+        m = s * c
+        factors = {
+            id(b): torch.empty((m, b.numel), dtype=config.dtype, device=b.params[0].device)
+            for b in todo
+        }
+        vjp = BatchedVJP()
+        k = chunk_rows(config, m, max(n_total, m) * outputs.element_size())
+        for r0 in range(0, m, k):
+            r1 = min(m, r0 + k)
+            r = torch.arange(r0, r1, device=outputs.device)
+            seeds = torch.zeros((r1 - r0, s, c), dtype=outputs.dtype, device=outputs.device)
+            # row s·C + j of the factor is J_sᵀ R_s[:, j]: seed R_s[:, j] at output row s
+            seeds[r - r0, r // c, :] = sqrt_h[r // c, :, r % c].to(outputs.dtype)
+            rows = vjp(outputs, params, seeds.reshape(r1 - r0, *outputs.shape))
+            store_rows(rows, todo, factors, r0, r1, config.dtype)
+        return [
+            FactorBlock(b.name, "ggn", factors[id(b)], scale=1.0 / s) if ok else None
+            for b, ok in zip(inputs.blocks, inputs.built, strict=True)
+        ]

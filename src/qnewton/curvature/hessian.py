@@ -1,0 +1,69 @@
+"""Exact Hessian blocks ``∂²L/∂θ_b²`` of the mean loss (no cross-block terms), dense."""
+
+from __future__ import annotations
+
+import torch
+
+from qnewton.curvature.autograd import BatchedVJP, chunk_rows, flat_rows
+from qnewton.curvature.kind import BuildInputs, CurvatureKind
+from qnewton.curvature.params import ParamBlock, flatten_block
+from qnewton.curvature.representation import CurvatureBlock, DenseBlock
+
+
+def symmetrize_(h: torch.Tensor, tile: int = 1024) -> torch.Tensor:
+    """In-place ``h ← (h + hᵀ)/2`` tile by tile (no second N×N buffer)."""
+    n = h.shape[0]
+    for i0 in range(0, n, tile):
+        i1 = min(n, i0 + tile)
+        for j0 in range(i0, n, tile):
+            j1 = min(n, j0 + tile)
+            avg = (h[i0:i1, j0:j1] + h[j0:j1, i0:i1].T) / 2
+            h[i0:i1, j0:j1] = avg
+            h[j0:j1, i0:i1] = avg.T
+    return h
+
+
+class HessianCurvature(CurvatureKind):
+    """Built row-chunk by row-chunk from batched Hessian-vector products (double backward over
+    the block's gradient), then symmetrized ``(H + Hᵀ)/2``. May be indefinite; peak memory stays
+    near one N×N block (docs/method.md §4.7)."""
+
+    name = "hessian"
+    psd = False
+    per_sample = False
+    needs_gradient_graph = True
+
+    def stored_elements(self, n: int, num_samples: int, num_outputs: int) -> int:
+        return n * n
+
+    def storage(self, n: int, num_samples: int, num_outputs: int, dtype_name: str) -> str:
+        return f"as a dense {n}×{n} {dtype_name} matrix"
+
+    def budget_advice(self, num_samples: int, num_outputs: int) -> str:
+        return "use curvature='fisher' or 'ggn' (factor form), smaller blocks, or a larger budget"
+
+    def build(self, inputs: BuildInputs) -> list[CurvatureBlock | None]:
+        return [
+            self._block(b, g_b, inputs) if ok else None
+            for b, g_b, ok in zip(inputs.blocks, inputs.grads, inputs.built, strict=True)
+        ]
+
+    @staticmethod
+    def _block(block: ParamBlock, g_b, inputs: BuildInputs) -> CurvatureBlock:
+        config = inputs.config
+        n = block.numel
+        ref = block.params[0]
+        h = torch.zeros((n, n), dtype=config.dtype, device=ref.device)
+        g_flat = flatten_block(g_b)
+        if g_flat.requires_grad:  # otherwise the loss is at most linear in the block: H = 0
+            vjp = BatchedVJP()
+            k = chunk_rows(config, n, n * g_flat.element_size())
+            for r0 in range(0, n, k):
+                r1 = min(n, r0 + k)
+                eye = torch.zeros((r1 - r0, n), dtype=g_flat.dtype, device=g_flat.device)
+                idx = torch.arange(r0, r1, device=eye.device)
+                eye[idx - r0, idx] = 1
+                rows = vjp(g_flat, block.params, eye)
+                h[r0:r1] = flat_rows(rows, r1 - r0).detach().to(config.dtype)
+            symmetrize_(h)
+        return DenseBlock(block.name, "hessian", h, psd=False)

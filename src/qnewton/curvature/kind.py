@@ -1,0 +1,77 @@
+"""The protocol every curvature kind implements (one class per kind, one file each)."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+from qnewton.curvature.config import CurvatureConfig, element_size
+from qnewton.curvature.params import ParamBlock
+from qnewton.curvature.representation import CurvatureBlock
+
+
+@dataclass
+class BuildInputs:
+    """What a kind needs to build its blocks from one evaluated closure.
+
+    Attributes:
+        losses: per-sample losses ``(S,)`` (any shape for kinds without per-sample structure).
+        outputs: model outputs reshaping to ``(S, C)`` (kinds with :attr:`CurvatureKind.
+            needs_outputs`), else ``None``.
+        blocks: the parameter blocks, in order.
+        grads: per block, the gradient tensors of the mean loss (with a graph when the kind
+            asked for :attr:`CurvatureKind.needs_gradient_graph`).
+        built: per block, whether to build it (``False``: over the memory budget).
+        num_samples: S. num_outputs: C (1 when there are no outputs).
+        config: the :class:`CurvatureConfig`.
+    """
+
+    losses: torch.Tensor
+    outputs: torch.Tensor | None
+    blocks: Sequence[ParamBlock]
+    grads: Sequence[Sequence[torch.Tensor]]
+    built: Sequence[bool]
+    num_samples: int
+    num_outputs: int
+    config: CurvatureConfig
+
+
+class CurvatureKind(ABC):
+    """One kind of curvature: how to size, describe and build its blocks.
+
+    Attributes:
+        name: registry name. psd: whether its blocks are positive semidefinite.
+        needs_outputs: the closure must return ``(losses, outputs)``.
+        per_sample: the losses must be per-sample, shape ``(S,)``.
+        needs_gradient_graph: the mean-loss gradient must keep its graph (second derivatives).
+    """
+
+    name: str
+    psd: bool
+    needs_outputs: bool = False
+    per_sample: bool = True
+    needs_gradient_graph: bool = False
+
+    @abstractmethod
+    def stored_elements(self, n: int, num_samples: int, num_outputs: int) -> int:
+        """Elements of one block of N parameters as it will be stored."""
+
+    def block_bytes(self, n: int, num_samples: int, num_outputs: int = 1,
+                    dtype: torch.dtype = torch.float64) -> int:
+        """Memory in bytes of one block as it will be stored, known before building it."""
+        return self.stored_elements(n, num_samples, num_outputs) * element_size(dtype)
+
+    @abstractmethod
+    def storage(self, n: int, num_samples: int, num_outputs: int, dtype_name: str) -> str:
+        """How a block is stored, for budget messages (``"as a dense 10×10 float64 matrix"``)."""
+
+    @abstractmethod
+    def budget_advice(self, num_samples: int, num_outputs: int) -> str:
+        """What a user can do when a block is over the memory budget."""
+
+    @abstractmethod
+    def build(self, inputs: BuildInputs) -> list[CurvatureBlock | None]:
+        """One block per parameter block (``None`` where ``inputs.built`` is ``False``)."""

@@ -1,0 +1,161 @@
+"""κ of a :class:`~qnewton.system.LinearSystem` by a named method, and the one ``"auto"`` policy.
+
+The scheduler needs an upper bound to *choose* a quantum solve, and a lower bound suffices to
+*reject* one (the quantum/classical time ratio grows with κ; docs/method.md §4.2). Every method
+returns a :class:`~qnewton.estimation.kappa.KappaEstimate` that says which guarantee it gives.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+
+import torch
+
+from qnewton.estimation.dense import (
+    gershgorin_upper,
+    kappa_exact,
+    kappa_gej_bound,
+    kappa_merikoski_bound,
+)
+from qnewton.estimation.kappa import KappaEstimate
+from qnewton.estimation.krylov import (
+    kappa_lanczos,
+    kappa_regularization_bound,
+    spectral_norm_upper,
+)
+from qnewton.registry import Registry
+from qnewton.system import LinearSystem
+from qnewton.validation import check_int
+
+
+@dataclass(frozen=True)
+class KappaPolicy:
+    """How κ is estimated for a decision.
+
+    Attributes:
+        method: a name in :data:`KAPPA_METHODS` (default ``"auto"``, see :func:`analyse_kappa`).
+        steps: Lanczos steps for norm and κ figures (capped at N).
+        seed: seed of the Lanczos start vector.
+        exact_below: ``"auto"`` gives systems with N ≤ this the exact κ (eigvalsh), cheaper than
+            Lanczos's Python-level iterations at that size.
+        gram_below: ``"auto"`` gives a regularized factor-form system with M ≤ gram_below rows
+            and M ≤ N/4 the exact κ from its M×M Gram matrix (which a Woodbury solve reuses).
+    """
+
+    method: str = "auto"
+    steps: int = 20
+    seed: int = 0
+    exact_below: int = 128
+    gram_below: int = 128
+
+    def __post_init__(self) -> None:
+        KAPPA_METHODS.check(self.method)
+        check_int("lanczos_steps", self.steps, 2)
+        check_int("exact_below", self.exact_below, 0)
+        check_int("gram_below", self.gram_below, 0)
+        check_int("seed", self.seed)
+
+
+def _regularization(system: LinearSystem, steps: int, seed: int) -> KappaEstimate:
+    """``1 + ‖H‖₂_upper/λ_total`` on the *unshifted* block (matvecs only); an upper bound with
+    probability ≥ 1 − 1e-6 over the seeded start, valid when ``system.psd_plus_shift``."""
+    if not system.psd_plus_shift:
+        raise ValueError(
+            "method='regularization' needs an unpruned system with shift > 0 whose block is "
+            "PSD (Fisher/GGN); use 'lanczos' or 'exact' instead"
+        )
+    norm = spectral_norm_upper(system.block.matvec, system.n, steps, seed, psd=True,
+                               dtype=system.dtype, device=system.device)
+    return kappa_regularization_bound(norm, system.shift)
+
+
+KappaMethod = Callable[[LinearSystem, int, int], KappaEstimate]
+
+#: κ estimators by name: ``exact`` (eigvalsh), ``gej``/``merikoski`` (the paper's norm–determinant
+#: upper bounds, O(N³)), ``lanczos`` (lower bound), ``regularization`` (upper bound), ``auto``.
+KAPPA_METHODS: Registry[KappaMethod] = Registry("kappa_method")
+KAPPA_METHODS.register("exact", lambda system, steps, seed: kappa_exact(system.to_dense()))
+KAPPA_METHODS.register("gej", lambda system, steps, seed: kappa_gej_bound(system.to_dense()))
+KAPPA_METHODS.register(
+    "merikoski", lambda system, steps, seed: kappa_merikoski_bound(system.to_dense()))
+KAPPA_METHODS.register(
+    "lanczos", lambda system, steps, seed: kappa_lanczos(
+        system.matvec, system.n, steps, seed, dtype=system.dtype, device=system.device))
+KAPPA_METHODS.register("regularization", _regularization)
+KAPPA_METHODS.register(
+    "auto", lambda system, steps, seed: analyse_kappa(
+        system, KappaPolicy(steps=max(2, steps), seed=seed))[0])
+
+
+def _exact_from_eigenvalues(eigenvalues: torch.Tensor) -> KappaEstimate:
+    lo, hi = float(eigenvalues[0]), float(eigenvalues[-1])
+    log10 = math.log10(hi) - math.log10(lo) if lo > 0 else math.inf
+    return KappaEstimate(value=hi / lo if lo > 0 else math.inf, log10=log10, kind="exact",
+                         method="eigvalsh")
+
+
+def _exact_from_gram(system: LinearSystem) -> tuple[KappaEstimate, float]:
+    """Exact κ of ``s·FᵀF + λI`` with ``F`` of M < N rows from the M×M Gram ``F Fᵀ``: the block's
+    eigenvalues are ``s·eig(F Fᵀ)`` and N − M zeros, so κ = (s·μ_max + λ)/λ."""
+    top = system.block.scale * max(0.0, float(torch.linalg.eigvalsh(system.gram())[-1]))
+    value = (top + system.shift) / system.shift
+    estimate = KappaEstimate(value=value, log10=math.log10(value), kind="exact",
+                             method="gram-eigvalsh")
+    return estimate, top + system.shift
+
+
+def _use_gram(system: LinearSystem, gram_below: int) -> bool:
+    # M ≤ gram_below keeps eigvalsh(M×M) cheap; M ≤ N/4 makes the Gram product much cheaper
+    # than Lanczos on N-vectors, and Woodbury needs that product anyway.
+    m = system.factor_rows
+    return system.psd_plus_shift and m is not None and m <= gram_below and 4 * m <= system.n
+
+
+def analyse_kappa(system: LinearSystem, policy: KappaPolicy) -> tuple[KappaEstimate, float]:
+    """κ (with its guarantee) and an ‖A‖₂ figure for the block-encoding α.
+
+    ``"auto"``, cheapest first: N ≤ ``exact_below`` → exact κ by eigvalsh; a regularized factor
+    block with few rows (``gram_below``) → exact κ from its M×M Gram matrix (reused by Woodbury);
+    another regularized PSD curvature → one Lanczos run on H gives ‖H‖₂ (a probabilistic upper
+    bound) and the guaranteed ``κ ≤ 1 + ‖H‖₂/λ``; otherwise (exact Hessians, pruned systems) the
+    Lanczos lower bound. Any other method is run as named, with the norm from Gershgorin (an
+    explicit matrix) or Lanczos (factor form). ``seconds`` is the time of the whole analysis.
+    """
+    start = time.perf_counter()
+    steps = min(policy.steps, system.n)
+    norm_kw = {"steps": steps, "seed": policy.seed, "psd": True, "dtype": system.dtype}
+    auto = policy.method == "auto"
+    if auto and system.n <= policy.exact_below:
+        eigenvalues = torch.linalg.eigvalsh(system.to_dense())
+        kappa = _exact_from_eigenvalues(eigenvalues)
+        norm = float(eigenvalues.abs().max())
+    elif auto and _use_gram(system, policy.gram_below):
+        kappa, norm = _exact_from_gram(system)
+    elif auto and system.psd_plus_shift:
+        norm_h = spectral_norm_upper(system.block.matvec, system.n, **norm_kw)
+        kappa = kappa_regularization_bound(norm_h, system.shift)
+        norm = norm_h + system.shift
+    else:
+        kappa = KAPPA_METHODS["lanczos" if auto else policy.method](system, steps, policy.seed)
+        if not system.factor_form:
+            norm = gershgorin_upper(system.to_dense())
+        else:
+            norm = spectral_norm_upper(system.matvec, system.n, **norm_kw)
+    return replace(kappa, seconds=time.perf_counter() - start), norm
+
+
+def estimate_kappa(system: LinearSystem, method: str = "auto", *, steps: int = 20,
+                   seed: int = 0) -> KappaEstimate:
+    """κ of the system matrix ``A`` by the named method (see :data:`KAPPA_METHODS`); check
+    ``result.kind`` for the guarantee. ``seconds`` includes forming ``A`` where needed.
+
+    Raises:
+        ValueError: unknown ``method``, or ``"regularization"`` on a system it does not apply to.
+    """
+    estimator = KAPPA_METHODS[method]
+    start = time.perf_counter()
+    estimate = estimator(system, steps, seed)
+    return replace(estimate, seconds=time.perf_counter() - start)

@@ -1,0 +1,86 @@
+"""How linear systems are routed and solved: the scheduler's settings, validated once."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from qnewton.estimation.methods import KAPPA_METHODS, KappaPolicy
+from qnewton.quantum import QLSA_MODELS, READOUT_MODES, HardwareProfile
+from qnewton.quantum.backends import QLSA_BACKENDS
+from qnewton.scheduling.policies import POLICIES
+from qnewton.solvers import SOLVERS
+from qnewton.validation import check_choice, check_int, check_open_unit, check_real
+
+#: Classical solvers the scheduler may pick by default (LU and the explicit inverse never win
+#: against Cholesky under the cost models; the inverse stays available as the release baseline).
+DEFAULT_SOLVERS = ("cholesky", "cg", "woodbury")
+
+
+@dataclass(frozen=True)
+class SchedulerConfig:
+    """How linear systems are routed and solved.
+
+    Attributes:
+        hardware: the hardware profile that turns QLSA queries into modeled seconds.
+        policy: a name in :data:`~qnewton.scheduling.policies.POLICIES`.
+        qlsa: a QLSA query model in :data:`qnewton.quantum.QLSA_MODELS`.
+        qlsa_backend: how a quantum solve's answer is produced (``QLSA_BACKENDS``).
+        readout: ``"state"`` or ``"vector"``; ``None`` uses the profile's default.
+        eps: QLSA relative ℓ₂ error ε, in (0, 1).
+        kappa_threshold: κ above which the ``threshold`` policy routes classically.
+        kappa_method: κ estimator used for the decision (``KAPPA_METHODS``; ``"auto"`` is
+            :func:`qnewton.estimation.analyse_kappa`).
+        alpha: block-encoding normalization α; ``None`` estimates d·max|Aᵢⱼ|/‖A‖₂ per block.
+        classical_solvers: classical solvers the scheduler may pick (those applicable).
+        shots: readout shot budget for the QLSA backend (``None``: no sampling noise).
+        lanczos_steps: Lanczos steps for the norm / κ estimates.
+        cg_rtol: relative residual at which classical CG stops (and which its cost model uses).
+        max_dense_bytes: a factor-form system whose N×N matrix would exceed this is never
+            handed to a solver that forms the matrix (Cholesky, LU, inverse).
+        exact_below, gram_below: thresholds of the ``"auto"`` κ method (:class:`KappaPolicy`).
+    """
+
+    hardware: HardwareProfile
+    policy: str = "cost"
+    qlsa: str = "jennings"
+    qlsa_backend: str = "emulated"
+    readout: str | None = None
+    eps: float = 1e-2
+    kappa_threshold: float = 1e4
+    kappa_method: str = "auto"
+    alpha: float | None = None
+    classical_solvers: tuple[str, ...] = DEFAULT_SOLVERS
+    shots: int | None = None
+    lanczos_steps: int = 20
+    cg_rtol: float = 1e-6
+    exact_below: int = 128
+    gram_below: int = 128
+    max_dense_bytes: int = 2 * 1024**3
+    kappa_policy: KappaPolicy = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.hardware, HardwareProfile):
+            raise ValueError(f"hardware must be a HardwareProfile, got {self.hardware!r}")
+        POLICIES.check(self.policy)
+        check_choice("qlsa", self.qlsa, QLSA_MODELS)
+        QLSA_BACKENDS.check(self.qlsa_backend)
+        if self.readout is not None:
+            check_choice("readout", self.readout, READOUT_MODES)
+        check_open_unit("eps", self.eps)
+        check_real("kappa_threshold", self.kappa_threshold, low=1.0)
+        KAPPA_METHODS.check(self.kappa_method)
+        if self.alpha is not None:
+            check_real("alpha", self.alpha, low=0.0, low_open=True)
+        solvers = tuple(self.classical_solvers)
+        if not solvers:
+            raise ValueError(f"classical_solvers must name at least one of {', '.join(SOLVERS)}")
+        for name in solvers:
+            SOLVERS.check(name)
+        object.__setattr__(self, "classical_solvers", solvers)
+        if self.shots is not None:
+            check_int("shots", self.shots, 1)
+        check_open_unit("cg_rtol", self.cg_rtol)
+        check_int("max_dense_bytes", self.max_dense_bytes, 1)
+        object.__setattr__(self, "kappa_policy", KappaPolicy(
+            method=self.kappa_method, steps=self.lanczos_steps, exact_below=self.exact_below,
+            gram_below=self.gram_below))

@@ -1,0 +1,201 @@
+"""Scheduling (pipeline stage 6): per block and per step, predict, choose, solve, record.
+
+The quantum prediction is *modeled* (QLSA query count × hardware profile, :mod:`qnewton.quantum`);
+the classical prediction comes from each solver's time model with this machine's calibrated rates
+(:mod:`qnewton.calibration`, measured lazily at the first decision that needs them). Whatever
+runs, the record says which times were measured and which were modeled. ``qnewton estimate``
+calls :meth:`Scheduler.decide_shape`, so the CLI and training decide the same way.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+
+import torch
+
+from qnewton.accounting import SolveRecord
+from qnewton.curvature.representation import dense_block_bytes
+from qnewton.estimation.kappa import KappaEstimate
+from qnewton.estimation.methods import KappaPolicy, analyse_kappa
+from qnewton.quantum import QuantumCost, block_encoding_alpha, quantum_cost
+from qnewton.quantum.backends import QLSA_BACKENDS
+from qnewton.scheduling.config import SchedulerConfig
+from qnewton.scheduling.policies import POLICIES, PolicyInputs
+from qnewton.solvers import SOLVERS, MachineRates, predict_classical, shape_of, solve_classical
+from qnewton.solvers.base import SolveError, SolveResult
+from qnewton.system import LinearSystem, SystemShape
+
+#: κ is clamped to [1, 1e300] before it enters a cost model (an infinite κ has no finite time).
+KAPPA_CLAMP = 1e300
+
+
+class NoSolverError(SolveError):
+    """No allowed classical solver fits this system (memory budget or applicability)."""
+
+
+def _draw_seed(seed: int, key: tuple[int, ...]) -> int:
+    value = seed
+    for part in key:
+        value = (value * 1_000_003 + part + 1) % (2**63 - 1)
+    return value
+
+
+@dataclass
+class Analysis:
+    """What the scheduler knows about a system before solving it: κ (with its guarantee), an
+    ‖A‖₂ figure and the block-encoding normalization α (docs/method.md §4.1)."""
+
+    kappa: KappaEstimate
+    alpha: float
+    norm: float
+
+
+@dataclass
+class Decision:
+    """Predicted times and the choice for one system (classical: predicted seconds on this
+    machine; quantum: modeled seconds on the profile)."""
+
+    choice: str
+    classical_solver: str
+    predicted_classical: dict[str, float]
+    quantum: QuantumCost
+
+    @property
+    def predicted_classical_seconds(self) -> float:
+        return self.predicted_classical.get(self.classical_solver, math.inf)
+
+
+@dataclass
+class Scheduler:
+    """Routes each :class:`~qnewton.system.LinearSystem` to a classical solver or the QLSA.
+
+    ``rates=None`` calibrates this machine (cached) at the first decision that needs it.
+    """
+
+    config: SchedulerConfig
+    rates: MachineRates | None = None
+    seed: int = 0
+    _kappa_policy: KappaPolicy = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self._kappa_policy = dataclasses.replace(self.config.kappa_policy, seed=self.seed)
+
+    def machine_rates(self) -> MachineRates:
+        """The classical rates: given, or measured once by :func:`qnewton.calibration.calibrate`."""
+        if self.rates is None:
+            from qnewton.calibration import calibrate
+
+            self.rates = calibrate()
+        return self.rates
+
+    def analyse(self, system: LinearSystem) -> Analysis:
+        """κ by the configured method (:func:`qnewton.estimation.analyse_kappa`), the ‖A‖₂ figure
+        it came with, and α = max(1, d·max|Aᵢⱼ|/‖A‖₂) unless α is configured."""
+        kappa, norm = analyse_kappa(system, self._kappa_policy)
+        if self.config.alpha is not None:
+            alpha = self.config.alpha
+        elif math.isfinite(norm) and norm > 0:
+            alpha = block_encoding_alpha(max(1, system.d), system.max_abs_entry(), norm)
+        else:
+            alpha = float(max(1, system.d))  # no usable norm: the worst case α ≤ d
+        return Analysis(kappa, alpha, norm)
+
+    def classical_candidates(self, shape: SystemShape) -> list[str]:
+        """Allowed classical solvers that apply to ``shape`` and fit the dense-memory budget."""
+        names = [name for name, solver in SOLVERS.items()
+                 if name in self.config.classical_solvers and solver.applicable(shape)]
+        too_big = dense_block_bytes(shape.n) > self.config.max_dense_bytes
+        if shape.factor_rows is not None and too_big:
+            names = [name for name in names if not SOLVERS[name].forms_matrix]
+        return names
+
+    def decide(self, system: LinearSystem, analysis: Analysis) -> Decision:
+        """Predict both times for ``system`` and choose according to the policy."""
+        kappa = max(1.0, min(analysis.kappa.value, KAPPA_CLAMP))
+        return self.decide_shape(shape_of(system, kappa), analysis.alpha,
+                                 kappa_value=analysis.kappa.value)
+
+    def decide_shape(self, shape: SystemShape, alpha: float,
+                     kappa_value: float | None = None) -> Decision:
+        """Predict both times for a system of ``shape`` (κ already clamped to ≥ 1) and choose.
+
+        ``kappa_value`` is the unclamped κ the ``threshold`` policy compares (default
+        ``shape.kappa``). This is the whole decision; :meth:`decide` and ``qnewton estimate``
+        both call it.
+        """
+        cfg = self.config
+        policy = POLICIES[cfg.policy]
+        allowed = self.classical_candidates(shape)
+        if not allowed and policy.can_route_classical:
+            raise NoSolverError(
+                f"no classical solver among {cfg.classical_solvers} can solve this N={shape.n} "
+                f"system within max_dense_bytes={cfg.max_dense_bytes} (dense solvers need "
+                f"{dense_block_bytes(shape.n)} bytes); allow 'cg' or 'woodbury' or raise the "
+                "budget"
+            )
+        predicted = predict_classical(shape, self.machine_rates(), cfg.cg_rtol)
+        best = min(allowed, key=lambda s: predicted[s]) if allowed else "none"
+        d = max(1, shape.d)
+        quantum = quantum_cost(
+            shape.n, d, shape.kappa, cfg.eps,
+            nnz=min(shape.nnz, shape.n * d) or None,
+            alpha=alpha, qlsa=cfg.qlsa, profile=cfg.hardware, readout=cfg.readout,
+        )
+        choice = policy.choose(PolicyInputs(
+            quantum_seconds=quantum.total_seconds,
+            classical_seconds=predicted.get(best, math.inf),
+            kappa=shape.kappa if kappa_value is None else kappa_value,
+            kappa_threshold=cfg.kappa_threshold,
+        ))
+        return Decision(choice, best, predicted, quantum)
+
+    def run(self, system: LinearSystem, b: torch.Tensor, decision: Decision,
+            key: tuple[int, ...] = ()) -> SolveResult:
+        """Execute the decision: classical solve (measured) or the QLSA backend (emulation time).
+
+        ``key`` (e.g. step, block index, attempt) seeds the QLSA's randomness together with
+        ``seed``, so a resumed run draws exactly what an uninterrupted one would.
+        """
+        cfg = self.config
+        if decision.choice == "classical":
+            return solve_classical(decision.classical_solver, system, b, rtol=cfg.cg_rtol)
+        return QLSA_BACKENDS[cfg.qlsa_backend].solve(
+            system, b, eps=cfg.eps, shots=cfg.shots, seed=_draw_seed(self.seed, key))
+
+    def record(self, *, step: int, block: str, system: LinearSystem, analysis: Analysis,
+               decision: Decision, result: SolveResult | None) -> SolveRecord:
+        """The decision record; measured and modeled seconds go in separate fields."""
+        quantum = decision.choice == "quantum" and result is not None
+        classical = decision.choice == "classical" and result is not None
+        return SolveRecord(
+            step=step,
+            block=block,
+            n=system.n,
+            d=system.d,
+            nnz=system.nnz,
+            kappa=analysis.kappa.value,
+            kappa_log10=analysis.kappa.log10,
+            kappa_kind=analysis.kappa.kind,
+            kappa_method=analysis.kappa.method,
+            alpha=analysis.alpha,
+            reg=system.reg,
+            shift=system.shift,
+            predicted_quantum_seconds=decision.quantum.total_seconds,
+            predicted_classical_seconds=decision.predicted_classical_seconds,
+            predicted_classical=dict(decision.predicted_classical),
+            classical_solver=decision.classical_solver,
+            policy=self.config.policy,
+            choice=decision.choice,
+            solver=result.solver if result is not None else "none",
+            hardware=self.config.hardware.name,
+            qlsa=self.config.qlsa,
+            readout=decision.quantum.readout,
+            queries=decision.quantum.queries,
+            measured_classical_seconds=result.seconds if classical else None,
+            modeled_quantum_seconds=decision.quantum.total_seconds if quantum else None,
+            emulation_seconds=result.seconds if quantum else 0.0,
+            residual=result.residual if result is not None else None,
+            kappa_ritz=result.kappa.value if result is not None and result.kappa else None,
+        )

@@ -1,0 +1,63 @@
+"""Woodbury identity for ``A = s·FᵀF + λI`` (empirical Fisher / GGN in factor form)."""
+
+from __future__ import annotations
+
+import torch
+
+from qnewton.solvers.base import (
+    ClassicalSolver,
+    SolveError,
+    SolveResult,
+    check_rhs,
+    finish,
+    timed,
+)
+from qnewton.solvers.cholesky import cholesky_solve
+from qnewton.solvers.rates import MachineRates
+from qnewton.system import LinearSystem, SystemShape
+
+
+class WoodburySolver(ClassicalSolver):
+    """``(s·FᵀF + λI)⁻¹ b = (b − Fᵀ (λ/s·I + F Fᵀ)⁻¹ F b) / λ``: an M×M solve instead of N×N.
+
+    Time model: ``2·N·M² / R_gemm`` (forming F Fᵀ, skipped when the analysis already formed it)
+    ``+ (M³/3 + 2M²) / R_dense`` (Cholesky of the capacitance matrix) ``+ 16·N·M / bandwidth``
+    (the passes ``F b`` and ``Fᵀ y``) ``+ t_call`` (docs/method.md §4.5). Needs factor form and
+    a positive shift.
+    """
+
+    name = "woodbury"
+
+    def applicable(self, shape: SystemShape) -> bool:
+        return shape.factor_rows is not None and shape.shift_positive
+
+    def predict_seconds(self, shape: SystemShape, rates: MachineRates, rtol: float) -> float:
+        n, m = shape.n, shape.factor_rows
+        seconds = (
+            2.0 * n * m * m / rates.gemm_flops_per_s
+            + (m**3 / 3.0 + 2.0 * m * m) / rates.dense_flops_per_s
+            + 16.0 * n * m / rates.bandwidth_bytes_per_s
+            + rates.call_overhead_s
+        )
+        if shape.gram_formed:
+            seconds -= 2.0 * n * m * m / rates.gemm_flops_per_s
+        return seconds
+
+    def solve(self, system: LinearSystem, b: torch.Tensor, *, rtol: float = 1e-10) -> SolveResult:
+        check_rhs(system, b)
+        x, seconds = timed(lambda: self._solve(system, b))
+        return finish(system, b, x, self.name, seconds)
+
+    @staticmethod
+    def _solve(system: LinearSystem, b: torch.Tensor) -> torch.Tensor:
+        if not system.factor_form:
+            raise SolveError("woodbury needs a factor-form system (empirical Fisher or GGN, "
+                             "unpruned)")
+        lam, scale, f = system.shift, system.block.scale, system.block.factor
+        if not lam > 0:
+            raise SolveError(f"woodbury needs a positive diagonal shift, got {lam}")
+        # Reuses the Gram matrix if the scheduler's analysis formed it; never caches one itself.
+        small = system.gram(cache=False).clone()
+        small.diagonal().add_(lam / scale)
+        inner = cholesky_solve(small, f @ b)
+        return (b - f.T @ inner) / lam
