@@ -1,0 +1,72 @@
+"""Command-line interface: ``qnewton <command>`` (also ``python -m qnewton``)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from qnewton.cli import estimate, runs
+from qnewton.cli.errors import CLIError, as_flag_message
+from qnewton.files import RunFileError
+
+FORMATTER = argparse.ArgumentDefaultsHelpFormatter
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="qnewton",
+        description="Newton's-method training with hybrid quantum-classical scheduling.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    est = sub.add_parser(
+        "estimate",
+        help="modeled quantum vs predicted classical time for one linear system",
+        description="For one N×N system with d nonzeros per row and condition number kappa, "
+        "print the QLSA query count, the modeled quantum seconds on a hardware profile, each "
+        "classical solver's predicted seconds on this machine, and the scheduler's choice.",
+        formatter_class=FORMATTER,
+    )
+    estimate.add_arguments(est)
+    est.set_defaults(func=estimate.run)
+    runs.add_commands(sub, FORMATTER)
+    # Listed for --help only: main() hands `qnewton bench ...` to qnewton.bench.main.
+    sub.add_parser("bench", add_help=False, help="benchmark suite (see `qnewton bench --help`)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["bench"]:  # the suite has its own parser (options pass through untouched)
+        from qnewton.bench import main as bench_main
+
+        return int(bench_main(argv[1:]))
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    from qnewton.training import TrainingError
+
+    try:
+        return int(args.func(args))
+    except CLIError as exc:
+        print(f"qnewton {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except RunFileError as exc:
+        print(f"qnewton {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except ValueError as exc:
+        print(f"qnewton {args.command}: error: {as_flag_message(str(exc))}", file=sys.stderr)
+        return 2
+    except TrainingError as exc:
+        print(f"qnewton {args.command}: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"qnewton {args.command}: interrupted; completed steps are saved "
+              "(continue with --resume)", file=sys.stderr)
+        return 130
+
+
+__all__ = ["CLIError", "build_parser", "main"]
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,148 @@
+"""``qnewton estimate``: modeled quantum vs predicted classical time for one linear system.
+
+It asks the scheduler itself (:meth:`qnewton.scheduling.Scheduler.decide_shape`), with the same
+settings a training run would use, so the CLI and training never disagree on a system.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+from qnewton.cli.errors import CLIError
+from qnewton.quantum import ATTOSECOND, HARDWARE_PROFILES, QLSA_MODELS, READOUT_MODES, get_profile
+from qnewton.scheduling import DEFAULT_SOLVERS, POLICIES, Scheduler, SchedulerConfig
+from qnewton.solvers import SOLVERS, MachineRates
+from qnewton.system import SystemShape
+
+
+def add_arguments(est: argparse.ArgumentParser) -> None:
+    est.add_argument("--n", type=float, required=True, help="system size N (positive integer)")
+    est.add_argument("--d", type=float, required=True, help="nonzeros per row, 1 <= d <= N")
+    est.add_argument("--kappa", type=float, required=True, help="condition number, >= 1")
+    est.add_argument("--rank", type=float, default=None,
+                     help="the system is held as scale·FᵀF + λI with F of RANK rows (empirical "
+                     "Fisher/GGN): Woodbury applies and dense solvers pay for forming A")
+    est.add_argument("--eps", type=float, default=1e-2, help="QLSA relative error, in (0, 1)")
+    est.add_argument("--alpha", type=float, default=1.0,
+                     help="block-encoding normalization alpha (> 0)")
+    est.add_argument("--qlsa", default="jennings", help=f"one of {', '.join(QLSA_MODELS)}")
+    est.add_argument("--hardware", default="paper",
+                     help=f"one of {', '.join(HARDWARE_PROFILES)}")
+    est.add_argument("--gate-time", type=float, default=None,
+                     help=f"override the gate time in seconds (paper's attosecond: {ATTOSECOND:g})")
+    est.add_argument("--readout", default=None,
+                     help="state (free, as in the paper) or vector (tomography of x); "
+                     "default: the profile's")
+    est.add_argument("--policy", default="cost", help=f"one of {', '.join(POLICIES)}")
+    est.add_argument("--solvers", default=",".join(DEFAULT_SOLVERS),
+                     help=f"classical solvers to choose from, among {', '.join(SOLVERS)}")
+    est.add_argument("--json", action="store_true", help="print one JSON object")
+
+
+def _positive_int(name: str, value: float) -> int:
+    if value != int(value) or value < 1:
+        raise CLIError(f"--{name} must be a positive integer, got {value:g}")
+    return int(value)
+
+
+def _choice(name: str, value: str, allowed) -> str:
+    if value not in allowed:
+        raise CLIError(f"--{name} must be one of {', '.join(allowed)}; got {value!r}")
+    return value
+
+
+def estimate_report(args: argparse.Namespace, rates: MachineRates | None = None
+                    ) -> dict[str, Any]:
+    """The ``estimate`` command's result as a dict (validates every argument first).
+
+    ``rates`` default to this machine's calibrated rates (cached), as in training.
+    """
+    n = _positive_int("n", args.n)
+    d = _positive_int("d", args.d)
+    if d > n:
+        raise CLIError(f"--d must be <= --n (a row has at most N nonzeros); got d={d}, n={n}")
+    if not args.kappa >= 1:
+        raise CLIError(f"--kappa must be >= 1 (a condition number), got {args.kappa:g}")
+    rank = None if args.rank is None else _positive_int("rank", args.rank)
+    if not 0 < args.eps < 1:
+        raise CLIError(f"--eps must be in (0, 1), got {args.eps:g}")
+    if not args.alpha > 0:
+        raise CLIError(f"--alpha must be > 0, got {args.alpha:g}")
+    qlsa = _choice("qlsa", args.qlsa, QLSA_MODELS)
+    hardware = _choice("hardware", args.hardware, HARDWARE_PROFILES)
+    readout = None if args.readout is None else _choice("readout", args.readout, READOUT_MODES)
+    policy = _choice("policy", args.policy, POLICIES)
+    solvers = tuple(s.strip() for s in args.solvers.split(",") if s.strip())
+    if not solvers:
+        raise CLIError(f"--solvers needs a comma-separated list among {', '.join(SOLVERS)}")
+    for name in solvers:
+        _choice("solvers", name, SOLVERS)
+    overrides: dict[str, Any] = {}
+    if args.gate_time is not None:
+        if not args.gate_time > 0:
+            raise CLIError(f"--gate-time must be > 0 seconds, got {args.gate_time:g}")
+        overrides["gate_time_s"] = args.gate_time
+    profile = get_profile(hardware, **overrides)
+    config = SchedulerConfig(hardware=profile, policy=policy, qlsa=qlsa, readout=readout,
+                             eps=args.eps, classical_solvers=solvers)
+    scheduler = Scheduler(config, rates=rates)
+    shape = SystemShape(n=n, nnz=n * d, d=d, kappa=float(args.kappa), factor_rows=rank)
+    decision = scheduler.decide_shape(shape, args.alpha)
+    rates = scheduler.machine_rates()
+    quantum = decision.quantum
+    return {
+        "n": n,
+        "d": d,
+        "kappa": args.kappa,
+        "rank": rank,
+        "eps": args.eps,
+        "alpha": args.alpha,
+        "qlsa": qlsa,
+        "hardware": hardware,
+        "gate_time_s": profile.gate_time_s,
+        "policy": policy,
+        "readout": quantum.readout,
+        "queries": quantum.queries,
+        "quantum_seconds": quantum.total_seconds,
+        "quantum_seconds_kind": f"modeled ({hardware} profile)",
+        "quantum": quantum.to_dict(),
+        "classical_seconds": decision.predicted_classical,
+        "classical_seconds_kind": f"predicted (cost model, rates {rates.source} on {rates.host}; "
+                                  f"CG to rtol {config.cg_rtol:g})",
+        "allowed_solvers": list(scheduler.classical_candidates(shape)),
+        "best_classical": decision.classical_solver,
+        "choice": decision.choice,
+        "speedup_quantum_over_classical": decision.predicted_classical_seconds
+        / quantum.total_seconds if quantum.total_seconds > 0 else float("inf"),
+    }
+
+
+def _print(report: dict[str, Any]) -> None:
+    q = report["quantum"]
+    rank = f", held as a rank-{report['rank']} factor" if report["rank"] else ""
+    print(f"Linear system: N={report['n']}, d={report['d']}, kappa={report['kappa']:g}, "
+          f"eps={report['eps']:g}, alpha={report['alpha']:g}{rank}")
+    print(f"QLSA {report['qlsa']}: {report['queries']:.4g} queries")
+    print(f"Quantum, {report['quantum_seconds_kind']}, readout={report['readout']}: "
+          f"{report['quantum_seconds']:.4g} s")
+    detail = {k: q[k] for k in ("seconds_per_query", "runs", "loading_seconds") if k in q}
+    print("  " + ", ".join(f"{k}={v:.4g}" for k, v in detail.items()))
+    print(f"Classical, {report['classical_seconds_kind']}:")
+    allowed = set(report["allowed_solvers"])
+    for name, seconds in sorted(report["classical_seconds"].items(), key=lambda kv: kv[1]):
+        note = "" if name in allowed else "  (not allowed: --solvers)"
+        print(f"  {name:<9} {seconds:.4g} s{note}")
+    print(f"Choice ({report['policy']} policy): {report['choice']} (best allowed classical: "
+          f"{report['best_classical']}; classical/quantum time ratio "
+          f"{report['speedup_quantum_over_classical']:.3g})")
+
+
+def run(args: argparse.Namespace) -> int:
+    report = estimate_report(args)
+    if args.json:
+        print(json.dumps(report))
+    else:
+        _print(report)
+    return 0

@@ -1,0 +1,141 @@
+"""Everything that determines a training run, validated once (saved as ``config.json``)."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+from qnewton.conditioning import REG_SCHEMES
+from qnewton.curvature import CURVATURES, GROUPINGS
+from qnewton.estimation import KAPPA_METHODS
+from qnewton.quantum import HARDWARE_PROFILES, QLSA_MODELS, READOUT_MODES
+from qnewton.quantum.backends import QLSA_BACKENDS
+from qnewton.scheduling import POLICIES
+from qnewton.solvers import SOLVERS
+from qnewton.tasks import TASKS
+from qnewton.training.optimizers import OPTIMIZERS
+from qnewton.validation import (
+    check_choice,
+    check_int,
+    check_open_unit,
+    check_optional,
+    check_positive,
+    check_real,
+)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that determines a training run.
+
+    ``lr=None`` takes the optimizer's default, ``batch_size=None`` the task's. ``max_steps``
+    stops early (quick runs); ``eval_every=0`` evaluates on the test set at the end of every
+    epoch. Newton-family settings (curvature ... exact_kappa_max_n) are ignored by first-order
+    optimizers; ``policy=None`` and ``solvers=None`` take the optimizer's own.
+    """
+
+    task: str = "digits"
+    optimizer: str = "qnewton"
+    hardware: str = "paper"
+    epochs: int = 10
+    batch_size: int | None = None
+    lr: float | None = None
+    seed: int = 0
+    hidden: int | None = None
+    tiny: bool = False
+    max_steps: int | None = None
+    eval_every: int = 0
+    curvature: str = "fisher"
+    grouping: str = "tensor"
+    reg_scheme: str = "max-entry"
+    reg: float = 5e-3
+    prune_ratio: float | None = None
+    prune_count: int | None = None
+    policy: str | None = None
+    solvers: tuple[str, ...] | None = None
+    qlsa: str = "jennings"
+    qlsa_backend: str = "emulated"
+    readout: str | None = None
+    gate_time: float | None = None
+    eps: float = 1e-2
+    kappa_threshold: float = 1e4
+    kappa_method: str = "auto"
+    alpha: float | None = None
+    shots: int | None = None
+    momentum: float = 0.0
+    clip: float | None = 0.1
+    max_block_bytes: int = 1024**3
+    exact_kappa_max_n: int = 300
+    checkpoint_every: int = 1
+
+    def __post_init__(self) -> None:
+        TASKS.check(self.task)
+        OPTIMIZERS.check(self.optimizer)
+        HARDWARE_PROFILES.check(self.hardware)
+        check_choice("qlsa", self.qlsa, QLSA_MODELS)
+        QLSA_BACKENDS.check(self.qlsa_backend)
+        CURVATURES.check(self.curvature)
+        GROUPINGS.check(self.grouping)
+        REG_SCHEMES.check(self.reg_scheme)
+        KAPPA_METHODS.check(self.kappa_method)
+        if self.policy is not None:
+            POLICIES.check(self.policy)
+        if self.solvers is not None:
+            solvers = tuple(self.solvers)
+            if not solvers:
+                raise ValueError("solvers must name at least one classical solver or be None")
+            for name in solvers:
+                SOLVERS.check(name)
+            object.__setattr__(self, "solvers", solvers)
+        if self.readout is not None:
+            check_choice("readout", self.readout, READOUT_MODES)
+        check_optional(check_int, "batch_size", self.batch_size, 1)
+        check_int("epochs", self.epochs, 1)
+        check_int("checkpoint_every", self.checkpoint_every, 1)
+        check_int("seed", self.seed)
+        check_optional(check_int, "max_steps", self.max_steps, 1)
+        check_int("eval_every", self.eval_every, 0)
+        check_optional(check_positive, "lr", self.lr)
+        check_optional(check_positive, "gate_time", self.gate_time)
+        check_optional(check_int, "hidden", self.hidden, 1)
+        check_real("reg", self.reg, low=0.0)
+        check_optional(check_real, "prune_ratio", self.prune_ratio, low=0.0, high=1.0,
+                       low_open=True)
+        check_optional(check_int, "prune_count", self.prune_count, 1)
+        check_open_unit("eps", self.eps)
+        check_real("kappa_threshold", self.kappa_threshold, low=1.0)
+        check_optional(check_positive, "alpha", self.alpha)
+        check_optional(check_int, "shots", self.shots, 1)
+        check_real("momentum", self.momentum, low=0.0, high=1.0, high_open=True)
+        check_optional(check_positive, "clip", self.clip)
+        check_int("max_block_bytes", self.max_block_bytes, 1)
+        check_int("exact_kappa_max_n", self.exact_kappa_max_n, 0)
+
+    @property
+    def learning_rate(self) -> float:
+        return self.lr if self.lr is not None else OPTIMIZERS[self.optimizer].default_lr
+
+    @property
+    def batch(self) -> int:
+        """Mini-batch size: ``batch_size``, or the task's default."""
+        return self.batch_size if self.batch_size is not None else (
+            TASKS[self.task].default_batch_size)
+
+    @property
+    def is_newton(self) -> bool:
+        return OPTIMIZERS[self.optimizer].newton
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        if data["solvers"] is not None:
+            data["solvers"] = list(data["solvers"])
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(data) - names
+        if unknown:
+            raise ValueError(f"unknown config keys {sorted(unknown)}; allowed: {sorted(names)}")
+        return cls(**data)

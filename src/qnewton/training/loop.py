@@ -1,0 +1,262 @@
+"""A training run: one task, one optimizer, files a researcher can read, resume and compare.
+
+Times: ``measured_seconds`` is wall clock of the training work on this machine (evaluation and
+diagnostics excluded), ``modeled_quantum_seconds`` is the cost model's time for the quantum solves
+on the named hardware profile, and ``total_seconds = measured − emulation + modeled`` (the time
+spent emulating quantum solves classically is replaced by their modeled time).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from qnewton.accounting import Ledger
+from qnewton.files import (
+    append_jsonl,
+    read_json,
+    read_jsonl,
+    truncate_jsonl,
+    write_json_atomic,
+)
+from qnewton.solvers import MachineRates
+from qnewton.tasks import Task, TaskConfig, load_task
+from qnewton.training.config import TrainConfig
+from qnewton.training.optimizers import OPTIMIZERS
+from qnewton.training.run_dir import (
+    RunState,
+    TrainingError,
+    load_checkpoint,
+    prepare_run_dir,
+    save_checkpoint,
+)
+
+
+def build_optimizer(config: TrainConfig, model: torch.nn.Module, rates: MachineRates,
+                    ledger: Ledger) -> torch.optim.Optimizer:
+    """The optimizer named by ``config.optimizer`` (Newton family: :class:`~qnewton.QNewton`)."""
+    return OPTIMIZERS[config.optimizer].build(config, model, rates, ledger)
+
+
+def _first_order_step(optimizer: torch.optim.Optimizer, closure: Callable[[], Any],
+                      ledger: Ledger) -> torch.Tensor:
+    with ledger.phase("forward_backward"):
+        optimizer.zero_grad(set_to_none=True)
+        out = closure()
+        losses = out[0] if isinstance(out, tuple) else out
+        loss = losses.mean()
+        if bool(torch.isfinite(loss)):
+            loss.backward()
+    if bool(torch.isfinite(loss)):
+        with ledger.phase("update"):
+            optimizer.step()
+    return loss.detach()
+
+
+def _epoch_order(config: TrainConfig, epoch: int, n: int) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(config.seed * 100_003 + epoch)
+    return torch.randperm(n, generator=generator)
+
+
+def _evaluate(task: Task, model: torch.nn.Module, ledger: Ledger) -> dict[str, float]:
+    with ledger.diagnostics():
+        test = task.evaluate(model, task.x_test, task.y_test)
+    return {f"test_{k}": float(v) for k, v in test.items()}
+
+
+def _totals(ledger: Ledger) -> dict[str, Any]:
+    s = ledger.summary()
+    return {k: s[k] for k in ("measured_seconds", "modeled_quantum_seconds", "emulation_seconds",
+                              "total_seconds", "quantum_solves", "classical_solves")}
+
+
+def _summary(config: TrainConfig, task: Task, ledger: Ledger, state: RunState, status: str,
+             newton_blocks: dict[str, int]) -> dict[str, Any]:
+    metrics = dict(state.last_eval or {})
+    summary: dict[str, Any] = {
+        "status": status,
+        "task": config.task,
+        "optimizer": config.optimizer,
+        "hardware": config.hardware if config.is_newton else None,
+        "steps": state.step,
+        "epochs_completed": state.epoch,
+        "metric": task.metric_name,
+        **metrics,
+    }
+    if task.kind == "lm" and "test_perplexity" in metrics:
+        summary["perplexity"] = metrics["test_perplexity"]
+    summary.update(ledger.summary())
+    summary["newton_solved_blocks"] = newton_blocks
+    summary["time_labels"] = {
+        "measured_seconds": "measured: wall clock on this machine (training work only)",
+        "modeled_quantum_seconds": f"modeled: QLSA cost model on the '{config.hardware}' profile",
+        "total_seconds": "measured - emulation + modeled_quantum",
+    }
+    return summary
+
+
+def _make_closure(task: Task, model: torch.nn.Module, xb: torch.Tensor, yb: torch.Tensor,
+                  with_outputs: bool) -> Callable[[], Any]:
+    def closure():
+        losses, outputs = task.losses(model, xb, yb)
+        if with_outputs:
+            return losses, outputs
+        if task.kind == "lm":
+            # One Fisher sample per sequence (its mean token loss): tokens of a sequence are
+            # coupled by attention, sequences are not. Same objective (equal lengths).
+            return losses.reshape(xb.shape[0], -1).mean(dim=1)
+        return losses
+
+    return closure
+
+
+def _resume_files(out: Path, config: TrainConfig) -> MachineRates:
+    saved = read_json(out / "config.json", "the run's config.json")
+    if not isinstance(saved, dict) or "config" not in saved or "rates" not in saved:
+        raise TrainingError(f"{out / 'config.json'} is not a qnewton run config; start a new run")
+    if saved["config"] != config.to_dict():
+        diff = {k: (saved["config"].get(k), v) for k, v in config.to_dict().items()
+                if saved["config"].get(k) != v}
+        raise TrainingError(f"--resume with different settings (saved, given): {diff}")
+    return MachineRates.from_dict(saved["rates"])
+
+
+def train(config: TrainConfig, out: str | Path, *, resume: bool = False, progress: bool = True,
+          on_step: Callable[[dict[str, Any]], None] | None = None,
+          rates: MachineRates | None = None) -> dict[str, Any]:
+    """Run (or resume) a training run into ``out``; returns the summary.
+
+    ``rates`` are the classical time models' machine rates (default: calibrated, cached; a
+    resumed run uses the rates it started with). ``on_step`` is called with each step's row
+    after it has been written (for tests and embedding); an exception it raises interrupts the
+    run like Ctrl-C would.
+    """
+    out = Path(out)
+    prepare_run_dir(out, resume)
+    if resume:
+        rates = _resume_files(out, config)
+    elif rates is None:
+        from qnewton.calibration import calibrate
+
+        rates = calibrate()
+
+    task = load_task(TaskConfig(name=config.task, hidden=config.hidden, seed=config.seed,
+                                tiny=config.tiny))
+    model = task.model
+    ledger = Ledger()
+    optimizer = build_optimizer(config, model, rates, ledger)
+    state = RunState()
+    newton_blocks: dict[str, int] = {}
+    if resume:
+        checkpoint = load_checkpoint(out / "checkpoint.pt")
+        model.load_state_dict(checkpoint["model"])
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        ledger.load_state_dict(checkpoint["ledger"])
+        state = RunState(**checkpoint["state"])
+        # steps.jsonl counts completed steps (1-based); solves and events carry the 0-based
+        # index of the step they belong to.
+        truncate_jsonl(out / "steps.jsonl", state.step)
+        truncate_jsonl(out / "solves.jsonl", state.step - 1)
+        truncate_jsonl(out / "events.jsonl", state.step - 1)
+        for row in read_jsonl(out / "solves.jsonl"):
+            if row["fallback"] is None:
+                newton_blocks[row["block"]] = newton_blocks.get(row["block"], 0) + 1
+    else:
+        for name in ("steps.jsonl", "solves.jsonl", "events.jsonl"):
+            (out / name).write_text("", encoding="utf-8")
+        write_json_atomic(out / "config.json", {
+            "config": config.to_dict(),
+            "task": task.description,
+            "rates": rates.to_dict(),
+            "learning_rate": config.learning_rate,
+            "torch_version": torch.__version__,
+        })
+        state.last_eval = _evaluate(task, model, ledger)
+        append_jsonl(out / "steps.jsonl", [{"step": 0, "epoch": 0, "initial": True,
+                                            **state.last_eval, **_totals(ledger)}])
+
+    n_train = task.x_train.shape[0]
+    batch = config.batch
+    batches_per_epoch = math.ceil(n_train / batch)
+    total_steps = config.epochs * batches_per_epoch
+    if config.max_steps is not None:
+        total_steps = min(total_steps, config.max_steps)
+    bar = _progress_bar(progress, total_steps, state.step)
+    status = "completed"
+    with_outputs = config.is_newton and config.curvature == "ggn"
+    try:
+        while state.step < total_steps:
+            order = _epoch_order(config, state.epoch, n_train)
+            idx = order[state.batch * batch:(state.batch + 1) * batch]
+            closure = _make_closure(task, model, task.x_train[idx], task.y_train[idx],
+                                    with_outputs)
+            if config.is_newton:
+                loss = optimizer.step(closure)
+            else:
+                loss = _first_order_step(optimizer, closure, ledger)
+            if not bool(torch.isfinite(loss)):
+                status = f"stopped: non-finite loss ({float(loss)}) at step {state.step + 1}"
+                raise TrainingError(
+                    f"{status}; the last good checkpoint (step {state.step}) is kept in {out}"
+                )
+            records, events = ledger.drain()
+            for r in records:
+                if r.fallback is None:
+                    newton_blocks[r.block] = newton_blocks.get(r.block, 0) + 1
+            state.step += 1
+            state.batch += 1
+            epoch_done = state.batch >= batches_per_epoch
+            if epoch_done:
+                state.epoch += 1
+                state.batch = 0
+            row: dict[str, Any] = {"step": state.step, "epoch": state.epoch,
+                                   "loss": float(loss), **_totals(ledger)}
+            due = (config.eval_every and state.step % config.eval_every == 0) or (
+                not config.eval_every and epoch_done)
+            if due or state.step == total_steps:
+                state.last_eval = _evaluate(task, model, ledger)
+                row.update(state.last_eval)
+            append_jsonl(out / "solves.jsonl", [r.to_dict() for r in records])
+            append_jsonl(out / "events.jsonl", events)
+            append_jsonl(out / "steps.jsonl", [row])
+            if state.step % config.checkpoint_every == 0 or state.step == total_steps:
+                save_checkpoint(out / "checkpoint.pt", model, optimizer, ledger, state)
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(_postfix(row, state, task), refresh=False)
+            if on_step is not None:
+                on_step(row)
+    except BaseException as exc:
+        if status == "completed":
+            status = f"interrupted at step {state.step}: {type(exc).__name__}"
+        write_json_atomic(out / "summary.json",
+                          _summary(config, task, ledger, state, status, newton_blocks))
+        raise
+    finally:
+        if bar is not None:
+            bar.close()
+    summary = _summary(config, task, ledger, state, status, newton_blocks)
+    write_json_atomic(out / "summary.json", summary)
+    return summary
+
+
+def _progress_bar(enabled: bool, total: int, initial: int):
+    if not enabled:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, initial=initial, unit="step", dynamic_ncols=True)
+
+
+def _postfix(row: dict[str, Any], state: RunState, task: Task) -> dict[str, str]:
+    metric = (state.last_eval or {}).get(f"test_{task.metric_name}")
+    post = {"loss": f"{row['loss']:.4f}"}
+    if metric is not None:
+        post[task.metric_name] = f"{metric:.4g}"
+    post["measured"] = f"{row['measured_seconds']:.1f}s"
+    post["modeled_q"] = f"{row['modeled_quantum_seconds']:.2e}s"
+    return post
