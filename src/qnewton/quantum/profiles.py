@@ -216,11 +216,10 @@ def profile_from_dict(d: Mapping[str, Any]) -> HardwareProfile:
         raise ValueError(f"profile definition must be a mapping, got {type(d).__name__}")
     values = dict(d)
     base = values.pop("base", None)
-    if base is not None:
-        preset = HARDWARE_PROFILES[base]
-        _check_fields(values, allowed_prefix="base, ")
-        return dataclasses.replace(preset, **values)
+    preset = None if base is None else HARDWARE_PROFILES[base]
     _check_fields(values, allowed_prefix="base, ")
+    if preset is not None:
+        return dataclasses.replace(preset, **values)
     missing = [k for k in ("name", "kind") if k not in values]
     if missing:
         raise ValueError(
