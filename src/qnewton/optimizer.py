@@ -40,7 +40,7 @@ from qnewton.curvature import (
     unflatten_block,
 )
 from qnewton.estimation import kappa_exact
-from qnewton.quantum import HardwareProfile, get_profile
+from qnewton.quantum import HARDWARE_PROFILES, HardwareProfile
 from qnewton.scheduling import DEFAULT_SOLVERS, NoSolverError, Scheduler, SchedulerConfig
 from qnewton.solvers import MachineRates
 from qnewton.solvers.base import SolveError
@@ -137,7 +137,7 @@ class QNewton(Optimizer):
         check_int("max_retries", max_retries, 0)
         check_real("damping_growth", damping_growth, low=1.0, low_open=True)
         if isinstance(hardware, str):
-            hardware = get_profile(hardware)
+            hardware = HARDWARE_PROFILES[hardware]
         defaults = {
             "lr": lr,
             "reg_scheme": reg_scheme,

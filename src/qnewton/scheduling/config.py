@@ -62,7 +62,7 @@ class SchedulerConfig:
         if not isinstance(self.hardware, HardwareProfile):
             raise ValueError(f"hardware must be a HardwareProfile, got {self.hardware!r}")
         POLICIES.check(self.policy)
-        check_choice("qlsa", self.qlsa, QLSA_MODELS)
+        QLSA_MODELS.check(self.qlsa)
         QLSA_BACKENDS.check(self.qlsa_backend)
         if self.readout is not None:
             check_choice("readout", self.readout, READOUT_MODES)

@@ -73,7 +73,7 @@ class TrainConfig:
         TASKS.check(self.task)
         OPTIMIZERS.check(self.optimizer)
         HARDWARE_PROFILES.check(self.hardware)
-        check_choice("qlsa", self.qlsa, QLSA_MODELS)
+        QLSA_MODELS.check(self.qlsa)
         QLSA_BACKENDS.check(self.qlsa_backend)
         CURVATURES.check(self.curvature)
         GROUPINGS.check(self.grouping)
