@@ -3,8 +3,15 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
-from qnewton.cli import main
+from qnewton.cli import build_parser, main
+from qnewton.cli.estimate import estimate_report
+from qnewton.conditioning import ConditioningConfig, condition
+from qnewton.curvature import FactorBlock
+from qnewton.quantum import get_profile
+from qnewton.scheduling import Scheduler, SchedulerConfig
+from qnewton.solvers import MachineRates
 
 
 def run_estimate(capsys, *args):
@@ -20,10 +27,44 @@ def test_estimate_json_has_the_documented_keys(capsys):
     for key in ("queries", "quantum_seconds", "classical_seconds", "choice", "hardware", "qlsa"):
         assert key in report
     assert report["hardware"] == "paper" and report["qlsa"] == "jennings"
-    assert set(report["classical_seconds"]) >= {"cholesky", "lu", "inverse", "cg"}
-    assert report["choice"] in ("quantum", "classical")
-    best = min(report["classical_seconds"].values())
-    assert report["choice"] == ("quantum" if report["quantum_seconds"] < best else "classical")
+    assert list(report["classical_seconds"]) == ["cholesky", "lu", "inverse", "cg"]
+    assert report["allowed_solvers"] == ["cholesky", "cg"]  # woodbury needs --rank
+    # paper profile, 1 ns gates: 14 gates per query at N = 10000 (docs/method.md §4.4)
+    assert report["quantum"]["seconds_per_query"] == pytest.approx(14e-9)
+
+
+def factor_system(n, m, reg):
+    gen = torch.Generator().manual_seed(0)
+    block = FactorBlock("w", "fisher", torch.randn(m, n, generator=gen, dtype=torch.float64),
+                        scale=1.0 / m)
+    return condition(block, ConditioningConfig(reg=reg))
+
+
+@pytest.mark.parametrize("hardware,gate_time", [("paper", None), ("paper", 1e-18),
+                                                ("surface-code", None)])
+@pytest.mark.parametrize("n,m,reg", [(60, 20, 1e-2), (400, 40, 1e-3)])
+def test_estimate_and_the_scheduler_decide_the_same_way(n, m, reg, hardware, gate_time):
+    rates = MachineRates.user(dense_flops_per_s=5e10, gemm_flops_per_s=1e11,
+                              bandwidth_bytes_per_s=1e10)
+    overrides = {} if gate_time is None else {"gate_time_s": gate_time}
+    # gram_below=0: a Gram matrix formed by the analysis is sunk cost that makes training's own
+    # Woodbury prediction cheaper by 2NM²; a stand-alone estimate cannot have formed one.
+    scheduler = Scheduler(SchedulerConfig(hardware=get_profile(hardware, **overrides),
+                                          gram_below=0), rates=rates)
+    system = factor_system(n, m, reg)
+    analysis = scheduler.analyse(system)
+    decision = scheduler.decide(system, analysis)
+    args = build_parser().parse_args([
+        "estimate", "--n", str(system.n), "--d", str(system.d),
+        "--kappa", repr(analysis.kappa.value), "--alpha", repr(analysis.alpha),
+        "--rank", str(m), "--hardware", hardware,
+        *(["--gate-time", repr(gate_time)] if gate_time else []),
+    ])
+    report = estimate_report(args, rates=rates)
+    assert report["classical_seconds"] == decision.predicted_classical
+    assert report["quantum_seconds"] == decision.quantum.total_seconds
+    assert (report["choice"], report["best_classical"]) == (decision.choice,
+                                                            decision.classical_solver)
 
 
 def test_gate_time_and_profile_change_the_modeled_time(capsys):
@@ -40,7 +81,7 @@ def test_gate_time_and_profile_change_the_modeled_time(capsys):
 def test_text_output_labels_modeled_times(capsys):
     code, out, _ = run_estimate(capsys, "--n", "1000", "--d", "10", "--kappa", "50")
     assert code == 0
-    assert "modeled (paper profile)" in out and "Choice:" in out
+    assert "modeled (paper profile)" in out and "Choice (cost policy): " in out
 
 
 @pytest.mark.parametrize(
@@ -99,9 +140,12 @@ def test_train_then_report_from_the_command_line(tmp_path, capsys):
     [
         (["--optimizer", "lbfgs"], "optimizer must be one of"),
         (["--hardware", "abacus"], "hardware must be one of"),
-        (["--epochs", "0"], "epochs must be >= 1"),
+        (["--epochs", "0"], "--epochs must be an integer >= 1"),
         (["--lr", "-3"], "lr must be"),
-        (["--batch-size", "0"], "--batch-size must be >= 1"),
+        (["--batch-size", "0"], "--batch-size must be an integer >= 1"),
+        (["--solvers", "qr"], "solver must be one of"),
+        (["--max-steps", "0"], "--max-steps must be an integer >= 1"),
+        (["--gate-time", "-1"], "--gate-time must be a finite number > 0"),
     ],
 )
 def test_train_rejects_bad_flags(tmp_path, capsys, extra, message):

@@ -4,8 +4,9 @@ import math
 import pytest
 import torch
 
-from qnewton import training
-from qnewton.training import TrainConfig, TrainingError, read_jsonl, train
+from qnewton.files import read_jsonl
+from qnewton.training import RUN_FILES, TrainConfig, TrainingError, train
+from qnewton.training import loop as training_loop
 
 SUMMARY_KEYS = {
     "task", "optimizer", "hardware", "measured_seconds", "modeled_quantum_seconds",
@@ -23,10 +24,10 @@ def tiny(**kw):
 def test_run_writes_every_file_with_consistent_schemas(tmp_path):
     summary = train(tiny(), tmp_path / "run", progress=False)
     run = tmp_path / "run"
-    for name in training.RUN_FILES:
+    for name in RUN_FILES:
         assert (run / name).exists(), name
     assert set(summary) >= SUMMARY_KEYS
-    assert "test_accuracy" in summary and 0 <= summary["test_accuracy"] <= 1
+    assert summary["test_accuracy"] == read_jsonl(run / "steps.jsonl")[-1]["test_accuracy"]
     assert summary["status"] == "completed"
     assert summary["total_seconds"] == pytest.approx(
         summary["measured_seconds"] - summary["emulation_seconds"]
@@ -124,7 +125,7 @@ def test_resume_after_a_torn_line_from_a_killed_process(tmp_path):
 
 
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
-    real_load = training.load_task
+    real_load = training_loop.load_task
 
     def poisoned(config):
         task = real_load(config)
@@ -139,7 +140,7 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monk
         task.losses = losses
         return task
 
-    monkeypatch.setattr(training, "load_task", poisoned)
+    monkeypatch.setattr(training_loop, "load_task", poisoned)
     with pytest.raises(TrainingError, match="non-finite loss"):
         train(tiny(max_steps=6), tmp_path / "run", progress=False)
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
@@ -172,9 +173,13 @@ def test_directory_errors_are_clear_and_write_nothing(tmp_path):
         ({"task": "cifar"}, "task must be one of"),
         ({"optimizer": "lbfgs"}, "optimizer must be one of"),
         ({"hardware": "abacus"}, "hardware must be one of"),
-        ({"epochs": 0}, "epochs must be >= 1"),
+        ({"epochs": 0}, "epochs must be an integer >= 1"),
         ({"lr": -1.0}, "lr must be"),
-        ({"batch_size": 0}, "batch_size must be >= 1"),
+        ({"batch_size": 0}, "batch_size must be an integer >= 1"),
+        ({"solvers": ("qr",)}, "solver must be one of"),
+        ({"grouping": "layer"}, "grouping must be one of"),
+        ({"kappa_method": "guess"}, "kappa_method must be one of"),
+        ({"qlsa_backend": "quantum-annealer"}, "qlsa_backend must be one of"),
     ],
 )
 def test_invalid_configuration_names_the_setting(kwargs, message):
