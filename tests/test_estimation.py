@@ -192,7 +192,7 @@ def test_looseness_reported_at_n100() -> None:
     a = spd_kappa(100, 1e3, seed=0)
     exact = kappa_exact(a)
     gej, mer = kappa_gej_bound(a), kappa_merikoski_bound(a)
-    # "astronomically loose" (DESIGN §4.2): dozens of decades above κ = 1e3
+    # "astronomically loose" (docs/method.md §4.2): dozens of decades above κ = 1e3
     assert bound_looseness(gej, exact) > 20.0
     assert bound_looseness(mer, exact) > 20.0
     assert bound_looseness(exact, exact) == 0.0

@@ -1,8 +1,8 @@
 """Accounting: a ledger of *measured* seconds by phase and *modeled* quantum seconds by profile.
 
-Stage 7 of the pipeline (DESIGN §3). Measured and modeled time are kept in separate totals and
-are only combined by :meth:`Ledger.summary`, which says how: ``total_seconds`` = measured wall
-clock − the time spent *emulating* quantum solves + the modeled quantum seconds.
+Stage 7 of the pipeline (docs/method.md §3). Measured and modeled time are kept in separate
+totals and are only combined by :meth:`Ledger.summary`, which says how: ``total_seconds`` =
+measured wall clock − the time spent *emulating* quantum solves + the modeled quantum seconds.
 """
 
 from __future__ import annotations

@@ -14,15 +14,10 @@ from qnewton.curvature.compute import (
     estimate_block_bytes,
     evaluate_closure,
 )
-from qnewton.curvature.config import (
-    DEFAULT_CHUNK_BYTES,
-    DEFAULT_CHUNK_ROWS,
-    CurvatureBudgetError,
-    CurvatureConfig,
-    format_bytes,
-)
+from qnewton.curvature.config import CurvatureBudgetError, CurvatureConfig
 from qnewton.curvature.kind import CurvatureKind
 from qnewton.curvature.kinds import CURVATURES
+from qnewton.curvature.memory import DEFAULT_CHUNK_BYTES, DEFAULT_CHUNK_ROWS, format_bytes
 from qnewton.curvature.params import (
     GROUPINGS,
     ParamBlock,

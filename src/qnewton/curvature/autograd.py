@@ -12,7 +12,6 @@ from collections.abc import Sequence
 
 import torch
 
-from qnewton.curvature.config import DEFAULT_CHUNK_BYTES, DEFAULT_CHUNK_ROWS, CurvatureConfig
 from qnewton.curvature.params import ParamBlock
 
 
@@ -74,12 +73,6 @@ class BatchedVJP:
             inp.new_zeros((k, *inp.shape)) if r is None else r
             for r, inp in zip(res, inputs, strict=True)
         ]
-
-
-def chunk_rows(config: CurvatureConfig, rows: int, row_bytes: int) -> int:
-    if config.chunk_size is not None:
-        return max(1, min(config.chunk_size, rows))
-    return max(1, min(rows, DEFAULT_CHUNK_ROWS, DEFAULT_CHUNK_BYTES // max(1, row_bytes)))
 
 
 def store_rows(

@@ -14,9 +14,10 @@ from dataclasses import dataclass, field
 
 import torch
 
-from qnewton.curvature.config import CurvatureBudgetError, CurvatureConfig, format_bytes
+from qnewton.curvature.config import CurvatureBudgetError, CurvatureConfig
 from qnewton.curvature.kind import BuildInputs, CurvatureKind
 from qnewton.curvature.kinds import CURVATURES
+from qnewton.curvature.memory import format_bytes
 from qnewton.curvature.params import ParamBlock, flatten_block
 from qnewton.curvature.representation import CurvatureBlock
 

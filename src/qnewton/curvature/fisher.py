@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import torch
 
-from qnewton.curvature.autograd import BatchedVJP, chunk_rows, store_rows
+from qnewton.curvature.autograd import BatchedVJP, store_rows
 from qnewton.curvature.kind import BuildInputs, CurvatureKind
 from qnewton.curvature.linear_rows import linear_per_sample_rows
+from qnewton.curvature.memory import chunk_rows
 from qnewton.curvature.representation import CurvatureBlock, FactorBlock
 
 
@@ -46,7 +47,7 @@ class FisherCurvature(CurvatureKind):
                 params = [p for b in rest for p in b.params]
                 n_total = sum(b.numel for b in rest)
                 vjp = BatchedVJP()
-                k = chunk_rows(config, s, n_total * losses.element_size())
+                k = chunk_rows(config.chunk_size, s, n_total * losses.element_size())
                 for s0 in range(0, s, k):
                     s1 = min(s, s0 + k)
                     seeds = torch.zeros((s1 - s0, s), dtype=losses.dtype, device=losses.device)

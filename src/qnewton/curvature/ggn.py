@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import torch
 
-from qnewton.curvature.autograd import BatchedVJP, chunk_rows, store_rows
-from qnewton.curvature.config import CurvatureConfig
+from qnewton.curvature.autograd import BatchedVJP, store_rows
 from qnewton.curvature.kind import BuildInputs, CurvatureKind
+from qnewton.curvature.memory import chunk_rows
 from qnewton.curvature.representation import CurvatureBlock, FactorBlock
 
 
 def loss_hessian_sqrt(
-    losses: torch.Tensor, outputs: torch.Tensor, s: int, c: int, config: CurvatureConfig
+    losses: torch.Tensor, outputs: torch.Tensor, s: int, c: int, dtype: torch.dtype
 ) -> torch.Tensor:
     """Symmetric PSD square roots ``R_s`` (shape ``(S, C, C)``) of the per-sample loss Hessians
     with respect to the outputs; negative eigenvalues are clamped to 0."""
@@ -21,13 +21,13 @@ def loss_hessian_sqrt(
     if d is None:
         raise ValueError("the losses do not depend on the outputs returned for the GGN")
     if not d.requires_grad:  # loss linear in the outputs
-        return torch.zeros((s, c, c), dtype=config.dtype, device=outputs.device)
+        return torch.zeros((s, c, c), dtype=dtype, device=outputs.device)
     seeds = torch.zeros((c, s, c), dtype=d.dtype, device=d.device)
     idx = torch.arange(c, device=d.device)
     seeds[idx, :, idx] = 1
     (hrows,) = BatchedVJP()(d, [outputs], seeds.reshape(c, *outputs.shape))
     # hrows[j, s, :] = ∂(Σ_s' d[s', j])/∂o_s = H_s[j, :]
-    h = hrows.detach().reshape(c, s, c).permute(1, 0, 2).to(config.dtype)
+    h = hrows.detach().reshape(c, s, c).permute(1, 0, 2).to(dtype)
     h = (h + h.transpose(1, 2)) / 2
     evals, evecs = torch.linalg.eigh(h)
     root = evals.clamp(min=0).sqrt()
@@ -64,7 +64,7 @@ class GGNCurvature(CurvatureKind):
             return [None] * len(inputs.blocks)
         losses, outputs, config = inputs.losses, inputs.outputs, inputs.config
         s, c = inputs.num_samples, inputs.num_outputs
-        sqrt_h = loss_hessian_sqrt(losses, outputs, s, c, config)
+        sqrt_h = loss_hessian_sqrt(losses, outputs, s, c, config.dtype)
         params = [p for b in todo for p in b.params]
         n_total = sum(b.numel for b in todo)
         m = s * c
@@ -73,7 +73,7 @@ class GGNCurvature(CurvatureKind):
             for b in todo
         }
         vjp = BatchedVJP()
-        k = chunk_rows(config, m, max(n_total, m) * outputs.element_size())
+        k = chunk_rows(config.chunk_size, m, max(n_total, m) * outputs.element_size())
         for r0 in range(0, m, k):
             r1 = min(m, r0 + k)
             r = torch.arange(r0, r1, device=outputs.device)

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import torch
 
-from qnewton.curvature.autograd import BatchedVJP, chunk_rows, flat_rows
+from qnewton.curvature.autograd import BatchedVJP, flat_rows
 from qnewton.curvature.kind import BuildInputs, CurvatureKind
+from qnewton.curvature.memory import chunk_rows
 from qnewton.curvature.params import ParamBlock, flatten_block
 from qnewton.curvature.representation import CurvatureBlock, DenseBlock
 
@@ -57,7 +58,7 @@ class HessianCurvature(CurvatureKind):
         g_flat = flatten_block(g_b)
         if g_flat.requires_grad:  # otherwise the loss is at most linear in the block: H = 0
             vjp = BatchedVJP()
-            k = chunk_rows(config, n, n * g_flat.element_size())
+            k = chunk_rows(config.chunk_size, n, n * g_flat.element_size())
             for r0 in range(0, n, k):
                 r1 = min(n, r0 + k)
                 eye = torch.zeros((r1 - r0, n), dtype=g_flat.dtype, device=g_flat.device)

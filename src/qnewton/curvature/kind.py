@@ -5,12 +5,16 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 
-from qnewton.curvature.config import CurvatureConfig, element_size
+from qnewton.curvature.memory import element_size
 from qnewton.curvature.params import ParamBlock
 from qnewton.curvature.representation import CurvatureBlock
+
+if TYPE_CHECKING:
+    from qnewton.curvature.config import CurvatureConfig
 
 
 @dataclass

@@ -16,12 +16,16 @@ the generic computation; on a mismatch the fast result is discarded.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 import torch
 
 from qnewton.curvature.autograd import BatchedVJP, flat_rows
-from qnewton.curvature.config import DEFAULT_CHUNK_BYTES, CurvatureConfig, element_size
+from qnewton.curvature.memory import DEFAULT_CHUNK_BYTES, element_size
 from qnewton.curvature.params import ParamBlock
+
+if TYPE_CHECKING:
+    from qnewton.curvature.config import CurvatureConfig
 
 _FAST_CHECK_ROWS = 3
 

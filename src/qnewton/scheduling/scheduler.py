@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from qnewton import calibration
 from qnewton.accounting import SolveRecord
 from qnewton.curvature.representation import dense_block_bytes
 from qnewton.estimation.kappa import KappaEstimate
@@ -85,9 +86,7 @@ class Scheduler:
     def machine_rates(self) -> MachineRates:
         """The classical rates: given, or measured once by :func:`qnewton.calibration.calibrate`."""
         if self.rates is None:
-            from qnewton.calibration import calibrate
-
-            self.rates = calibrate()
+            self.rates = calibration.calibrate()
         return self.rates
 
     def analyse(self, system: LinearSystem) -> Analysis:

@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 
+from qnewton import calibration
 from qnewton.accounting import Ledger
 from qnewton.files import (
     append_jsonl,
@@ -140,9 +141,7 @@ def train(config: TrainConfig, out: str | Path, *, resume: bool = False, progres
     if resume:
         rates = _resume_files(out, config)
     elif rates is None:
-        from qnewton.calibration import calibrate
-
-        rates = calibrate()
+        rates = calibration.calibrate()
 
     task = load_task(TaskConfig(name=config.task, hidden=config.hidden, seed=config.seed,
                                 tiny=config.tiny))

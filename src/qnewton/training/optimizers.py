@@ -11,6 +11,8 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from qnewton.optimizer import QNewton
+from qnewton.quantum import get_profile
 from qnewton.registry import Registry
 
 if TYPE_CHECKING:
@@ -46,9 +48,6 @@ class OptimizerSpec:
         lr = config.learning_rate
         if not self.newton:
             return self.build_first_order(model.parameters(), lr)
-        from qnewton.optimizer import QNewton
-        from qnewton.quantum import get_profile
-
         overrides = {} if config.gate_time is None else {"gate_time_s": config.gate_time}
         solvers = config.solvers or self.solvers
         return QNewton(
