@@ -284,10 +284,13 @@ def test_conditioning_config_validation(kwargs: dict, name: str) -> None:
         ConditioningConfig(**kwargs)
 
 
-def test_conditioning_config_defaults_and_frozen() -> None:
+def test_default_conditioning_is_the_papers_relative_regularization_without_pruning() -> None:
     config = ConditioningConfig()
-    assert (config.reg_scheme, config.reg, config.min_eig_fraction) == ("max-entry", 1e-3, 1e-8)
-    assert config.prune_ratio is None and config.prune_count is None and not config.prunes
+    block = fisher_block()
+    system = condition(block, config)
+    h = block.to_dense()
+    assert system.reg == pytest.approx(1e-3 * float(h.abs().max()), rel=1e-12)
+    assert system.factor_form and not system.pruned and (system.d, system.nnz) == (20, 400)
     with pytest.raises(AttributeError):
         config.reg = 1.0  # type: ignore[misc]
 

@@ -123,7 +123,7 @@ def test_invalid_configuration_is_rejected():
         SchedulerConfig(hardware=profile, policy="fastest")
     with pytest.raises(ValueError, match="eps must be a finite number > 0 and < 1"):
         SchedulerConfig(hardware=profile, eps=0)
-    with pytest.raises(ValueError, match="solver must be one of .*; got 'magic'"):
+    with pytest.raises(ValueError, match="classical_solvers must be one of .*; got 'magic'"):
         SchedulerConfig(hardware=profile, classical_solvers=("magic",))
     with pytest.raises(ValueError, match="classical_solvers must name at least one"):
         SchedulerConfig(hardware=profile, classical_solvers=())

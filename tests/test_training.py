@@ -176,7 +176,7 @@ def test_directory_errors_are_clear_and_write_nothing(tmp_path):
         ({"epochs": 0}, "epochs must be an integer >= 1"),
         ({"lr": -1.0}, "lr must be"),
         ({"batch_size": 0}, "batch_size must be an integer >= 1"),
-        ({"solvers": ("qr",)}, "solver must be one of"),
+        ({"solvers": ("qr",)}, "solvers must be one of"),
         ({"grouping": "layer"}, "grouping must be one of"),
         ({"kappa_method": "guess"}, "kappa_method must be one of"),
         ({"qlsa_backend": "quantum-annealer"}, "qlsa_backend must be one of"),

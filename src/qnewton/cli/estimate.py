@@ -11,10 +11,11 @@ import json
 from typing import Any
 
 from qnewton.cli.errors import CLIError
-from qnewton.quantum import ATTOSECOND, HARDWARE_PROFILES, QLSA_MODELS, READOUT_MODES, get_profile
+from qnewton.quantum import ATTOSECOND, HARDWARE_PROFILES, QLSA_MODELS, get_profile
 from qnewton.scheduling import DEFAULT_SOLVERS, POLICIES, Scheduler, SchedulerConfig
 from qnewton.solvers import SOLVERS, MachineRates
 from qnewton.system import SystemShape
+from qnewton.validation import check_positive, check_real
 
 
 def add_arguments(est: argparse.ArgumentParser) -> None:
@@ -47,66 +48,46 @@ def _positive_int(name: str, value: float) -> int:
     return int(value)
 
 
-def _choice(name: str, value: str, allowed) -> str:
-    if value not in allowed:
-        raise CLIError(f"--{name} must be one of {', '.join(allowed)}; got {value!r}")
-    return value
-
-
 def estimate_report(args: argparse.Namespace, rates: MachineRates | None = None
                     ) -> dict[str, Any]:
-    """The ``estimate`` command's result as a dict (validates every argument first).
-
-    ``rates`` default to this machine's calibrated rates (cached), as in training.
+    """The ``estimate`` command's result as a dict. Every argument is validated before the
+    machine's rates are measured (by the same validators the library uses, which name the
+    argument). ``rates`` default to this machine's calibrated rates (cached), as in training.
     """
     n = _positive_int("n", args.n)
     d = _positive_int("d", args.d)
     if d > n:
         raise CLIError(f"--d must be <= --n (a row has at most N nonzeros); got d={d}, n={n}")
-    if not args.kappa >= 1:
-        raise CLIError(f"--kappa must be >= 1 (a condition number), got {args.kappa:g}")
     rank = None if args.rank is None else _positive_int("rank", args.rank)
-    if not 0 < args.eps < 1:
-        raise CLIError(f"--eps must be in (0, 1), got {args.eps:g}")
-    if not args.alpha > 0:
-        raise CLIError(f"--alpha must be > 0, got {args.alpha:g}")
-    qlsa = _choice("qlsa", args.qlsa, QLSA_MODELS)
-    hardware = _choice("hardware", args.hardware, HARDWARE_PROFILES)
-    readout = None if args.readout is None else _choice("readout", args.readout, READOUT_MODES)
-    policy = _choice("policy", args.policy, POLICIES)
-    solvers = tuple(s.strip() for s in args.solvers.split(",") if s.strip())
-    if not solvers:
-        raise CLIError(f"--solvers needs a comma-separated list among {', '.join(SOLVERS)}")
-    for name in solvers:
-        _choice("solvers", name, SOLVERS)
+    kappa = check_real("kappa", args.kappa, low=1.0)
+    alpha = check_positive("alpha", args.alpha)
     overrides: dict[str, Any] = {}
     if args.gate_time is not None:
-        if not args.gate_time > 0:
-            raise CLIError(f"--gate-time must be > 0 seconds, got {args.gate_time:g}")
-        overrides["gate_time_s"] = args.gate_time
-    profile = get_profile(hardware, **overrides)
-    config = SchedulerConfig(hardware=profile, policy=policy, qlsa=qlsa, readout=readout,
-                             eps=args.eps, classical_solvers=solvers)
+        overrides["gate_time_s"] = check_positive("gate_time", args.gate_time)
+    solvers = tuple(s.strip() for s in args.solvers.split(",") if s.strip())
+    profile = get_profile(HARDWARE_PROFILES.check(args.hardware), **overrides)
+    config = SchedulerConfig(hardware=profile, policy=args.policy, qlsa=args.qlsa,
+                             readout=args.readout, eps=args.eps, classical_solvers=solvers)
     scheduler = Scheduler(config, rates=rates)
-    shape = SystemShape(n=n, nnz=n * d, d=d, kappa=float(args.kappa), factor_rows=rank)
-    decision = scheduler.decide_shape(shape, args.alpha)
+    shape = SystemShape(n=n, nnz=n * d, d=d, kappa=kappa, factor_rows=rank)
+    decision = scheduler.decide_shape(shape, alpha)
     rates = scheduler.machine_rates()
     quantum = decision.quantum
     return {
         "n": n,
         "d": d,
-        "kappa": args.kappa,
+        "kappa": kappa,
         "rank": rank,
-        "eps": args.eps,
-        "alpha": args.alpha,
-        "qlsa": qlsa,
-        "hardware": hardware,
+        "eps": config.eps,
+        "alpha": alpha,
+        "qlsa": config.qlsa,
+        "hardware": profile.name,
         "gate_time_s": profile.gate_time_s,
-        "policy": policy,
+        "policy": config.policy,
         "readout": quantum.readout,
         "queries": quantum.queries,
         "quantum_seconds": quantum.total_seconds,
-        "quantum_seconds_kind": f"modeled ({hardware} profile)",
+        "quantum_seconds_kind": f"modeled ({profile.name} profile)",
         "quantum": quantum.to_dict(),
         "classical_seconds": decision.predicted_classical,
         "classical_seconds_kind": f"predicted (cost model, rates {rates.source} on {rates.host}; "

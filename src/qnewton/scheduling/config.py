@@ -71,11 +71,12 @@ class SchedulerConfig:
         KAPPA_METHODS.check(self.kappa_method)
         if self.alpha is not None:
             check_real("alpha", self.alpha, low=0.0, low_open=True)
-        solvers = tuple(self.classical_solvers)
+        solvers = (self.classical_solvers,) if isinstance(self.classical_solvers, str) else tuple(
+            self.classical_solvers)
         if not solvers:
             raise ValueError(f"classical_solvers must name at least one of {', '.join(SOLVERS)}")
         for name in solvers:
-            SOLVERS.check(name)
+            check_choice("classical_solvers", name, SOLVERS)
         object.__setattr__(self, "classical_solvers", solvers)
         if self.shots is not None:
             check_int("shots", self.shots, 1)

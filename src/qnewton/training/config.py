@@ -86,7 +86,7 @@ class TrainConfig:
             if not solvers:
                 raise ValueError("solvers must name at least one classical solver or be None")
             for name in solvers:
-                SOLVERS.check(name)
+                check_choice("solvers", name, SOLVERS)
             object.__setattr__(self, "solvers", solvers)
         if self.readout is not None:
             check_choice("readout", self.readout, READOUT_MODES)
