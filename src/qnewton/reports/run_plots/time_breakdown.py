@@ -1,0 +1,104 @@
+"""Where the time goes: measured wall clock by phase, modeled quantum seconds, and their total.
+
+Three bars side by side, never one stack of both clocks: measured phases in light colours (the
+emulation of quantum solves hatched, since the total removes it), modeled seconds in dark hatched
+ones, and the total = measured − emulation + modeled built from the same segments.
+"""
+
+from __future__ import annotations
+
+import math
+
+import matplotlib
+
+from qnewton.reports.figures import Plots, new_figure
+from qnewton.reports.html import MEASURED, note
+from qnewton.reports.reading import RunData, finite
+
+#: Order of the training phases in the measured bar (phases not listed follow, as recorded).
+PHASE_ORDER = ("forward_backward", "curvature", "conditioning", "estimation", "scheduling",
+               "solve", "update")
+MODELED_COLORS = ["#4b2a7b", "#7b2a4b", "#2a4b7b", "#2a7b4b"]
+
+
+def _measured_segments(vals: dict, measured: float, emul: float, source: str
+                       ) -> tuple[list[tuple[str, float]], str]:
+    """(phase, seconds) segments of the measured bar without emulation, and a note if the run
+    recorded no per-phase split."""
+    phases = vals.get("measured_by_phase") if isinstance(vals.get("measured_by_phase"),
+                                                         dict) else None
+    if not phases:
+        return [("measured (no per-phase split)", max(measured - emul, 0.0))], note(
+            f"No per-phase times ({source} has no measured_by_phase): the measured bar "
+            "is one segment.")
+    names = [p for p in PHASE_ORDER if p in phases] + [p for p in phases if p not in PHASE_ORDER]
+    vals_ph = {p: finite(phases[p]) or 0.0 for p in names}
+    # emulation happens inside the solve phase: carve it out so it is shown separately
+    left = emul
+    if "solve" in vals_ph:
+        cut = min(left, vals_ph["solve"])
+        vals_ph["solve"] -= cut
+        left -= cut
+    other = measured - sum(vals_ph.values()) - emul
+    if other > 1e-9 * max(measured, 1.0):
+        vals_ph["other (not in a phase)"] = other
+    segs = [(f"{p} (excl. emulation)" if p == "solve" and emul > 0 else p, v)
+            for p, v in vals_ph.items() if v > 0]
+    return segs, ""
+
+
+def plot_time_breakdown(run: RunData, plots: Plots) -> str:
+    vals, source = run.final_values()
+    hw = run.hardware
+    measured = finite(vals.get("measured_seconds"))
+    if measured is None:
+        return note("Time breakdown skipped: no measured seconds recorded.")
+    emul = finite(vals.get("emulation_seconds")) or 0.0
+    modeled = finite(vals.get("modeled_quantum_seconds")) or 0.0
+    segs, remark = _measured_segments(vals, measured, emul, source)
+    fig, ax = new_figure(width=9, height=4.8)
+    pastel = matplotlib.colormaps["Pastel1" if len(segs) <= 9 else "Set3"]
+    seg_colors = [pastel(i % pastel.N) for i in range(len(segs))]
+    labels = [f"{MEASURED.split(' (')[0]}\n(wall clock)", f"modeled\n(profile {hw})",
+              "total\n(measured − emulation\n+ modeled)"]
+    by_profile = vals.get("modeled_by_profile")
+    if isinstance(by_profile, dict) and by_profile:
+        model_segs = [(f"modeled quantum: {k}", finite(v) or 0.0)
+                      for k, v in by_profile.items()]
+    else:
+        model_segs = [(f"modeled quantum: {hw}", modeled)]
+    bottom_m = bottom_t = 0.0
+    for (name, v), c in zip(segs, seg_colors, strict=True):
+        ax.bar(0, v, bottom=bottom_m, color=c, label=f"measured: {name}")
+        ax.bar(2, v, bottom=bottom_t, color=c)
+        bottom_m += v
+        bottom_t += v
+    if emul > 0:
+        ax.bar(0, emul, bottom=bottom_m, color="white", edgecolor="gray", hatch="//",
+               label="measured: emulation of quantum solves (removed from total)")
+        bottom_m += emul
+    bottom_q = 0.0
+    for i, (name, v) in enumerate(model_segs):
+        c = MODELED_COLORS[i % len(MODELED_COLORS)]
+        ax.bar(1, v, bottom=bottom_q, color=c, hatch="..", edgecolor="white", label=name)
+        ax.bar(2, v, bottom=bottom_t, color=c, hatch="..", edgecolor="white")
+        bottom_q += v
+        bottom_t += v
+    ax.set_xticks([0, 1, 2], labels=labels, fontsize=8)
+    top = max(bottom_m, bottom_q, bottom_t)
+    if top > 0:
+        ax.set_ylim(0, top * 1.1)
+    ax.set_ylabel("seconds")
+    ax.set_title("where the time goes: measured vs modeled vs total")
+    for x, height in ((0, bottom_m), (1, bottom_q), (2, bottom_t)):
+        ax.annotate(f"{height:.3g} s", (x, height), ha="center", va="bottom", fontsize=8)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    ax.grid(alpha=0.3, axis="y")
+    if bottom_q > 0 and bottom_m > 0 and math.log10(max(bottom_q, bottom_m) /
+                                                    min(bottom_q, bottom_m)) > 2.5:
+        remark += note("Measured and modeled seconds differ by orders of magnitude; the smaller "
+                       "bar may look empty — see the summary table for the numbers.")
+    cap = (f"left: measured wall clock by phase (emulation hatched); middle: modeled quantum "
+           f"seconds (profile {hw}); right: total = measured − emulation + modeled. "
+           f"Source: {source}.")
+    return plots.save(fig, "time_breakdown.png", cap) + remark

@@ -1,0 +1,246 @@
+"""Run reports: the summary, the registered plots, and what a killed or damaged run shows."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from reports_fixtures import (
+    RUN_PNGS,
+    assert_png,
+    assert_self_contained,
+    kv_value,
+    make_first_order_run,
+    make_newton_run,
+    newton_solves,
+    notes,
+    read_html,
+    row_starting,
+    run_config,
+    solve_row,
+    steps_rows,
+    write_json,
+    write_jsonl,
+)
+
+import qnewton.reports.run as run_module
+from qnewton.registry import Registry
+from qnewton.reports import detect_kind, write_report
+from qnewton.reports.figures import new_figure
+from qnewton.reports.run_plots import HESSIAN_BLOCKS, RUN_PLOTS, TRAINING_CURVES, RunPlot
+
+MEASURED_ROW = "measured (wall clock, this machine) seconds"
+MODELED_ROW = "modeled quantum seconds (profile paper)"
+TOTAL_ROW = "total (= measured − emulation + modeled) seconds (profile paper)"
+
+
+def test_newton_run_report(tmp_path):
+    d = make_newton_run(tmp_path / "run")
+    assert detect_kind(d) == "run"
+    out = write_report(d)
+    assert out == d / "report.html"
+    text = read_html(out)
+    assert_self_contained(text)
+    for name in RUN_PNGS:
+        assert_png(d / name)
+    # one embedded image per registered plot, each written once
+    assert text.count("data:image/png;base64,") == len(RUN_PLOTS) == len(RUN_PNGS)
+    # summary.json's values, each under its clock's label
+    assert kv_value(text, MEASURED_ROW) == "3 s"
+    assert kv_value(text, "emulation seconds (measured; part of measured)") == "0.6 s"
+    assert kv_value(text, MODELED_ROW) == "0.12 s"
+    assert kv_value(text, TOTAL_ROW) == "2.52 s"
+    assert kv_value(text, "final test accuracy") == "0.94"
+    # the inf κ is parsed, not plotted, and reported
+    assert "1 κ estimate(s) not finite or not positive: not plotted." in notes(text)
+    # routing caption counts quantum vs classical and the fallbacks
+    assert "(4 quantum, 8 classical); fallbacks marked: 1 retry, 1 gradient." in text
+    # per-block table: 0.weight went quantum from step 2 on (4 of 6) with one retry
+    block, solves, quantum, classical, fallbacks, *_ = row_starting(text, "0.weight")
+    assert (solves, quantum, classical, fallbacks) == ("6", "4", "2", "1")
+    # events are escaped
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in text
+    assert "<script>alert" not in text
+    assert not any("No exact κ recorded" in n for n in notes(text))
+
+
+def test_first_order_run_has_no_solve_plots(tmp_path):
+    d = make_first_order_run(tmp_path / "adam")
+    text = read_html(write_report(d))
+    assert_self_contained(text)
+    for name in ("loss.png", "metric_time.png", "time_breakdown.png"):
+        assert_png(d / name)
+    for name in ("kappa.png", "sparsity.png", "routing.png"):
+        assert not (d / name).exists()
+    assert ("No Hessian solves recorded (solves.jsonl empty or absent; optimizer adam): κ, "
+            "sparsity and routing plots skipped.") in notes(text)
+    assert "No events recorded" in text
+    assert kv_value(text, "modeled quantum seconds (profile none)") == "0 s"
+
+
+def test_killed_run_drops_torn_last_line_with_a_note(tmp_path):
+    d = make_newton_run(tmp_path / "killed", with_summary=False)
+    # a torn last line, as left by a process killed mid-write
+    with (d / "steps.jsonl").open("a", encoding="utf-8") as fh:
+        fh.write('{"step": 7, "epoch": 2, "loss": 0.2, "meas')
+    text = read_html(write_report(d))
+    assert_self_contained(text)
+    assert "steps.jsonl: last line was cut short (run killed mid-write?); ignored" in notes(text)
+    assert any(n.startswith("summary.json is missing") for n in notes(text))
+    # the last complete row (step 6): measured 3 s, emulation 0.6, modeled 0.12 -> total 2.52
+    assert kv_value(text, "steps") == "6"
+    assert kv_value(text, MEASURED_ROW) == "3 s"
+    assert kv_value(text, TOTAL_ROW) == "2.52 s"
+    assert kv_value(text, "final test accuracy (evaluated at step 6)") == "0.94"
+    assert any(n.startswith("No per-phase times") for n in notes(text))
+    for name in RUN_PNGS:
+        assert_png(d / name)
+
+
+def test_torn_last_line_of_solves_keeps_the_other_solves(tmp_path):
+    d = make_newton_run(tmp_path / "killed")
+    with (d / "solves.jsonl").open("a", encoding="utf-8") as fh:
+        fh.write('{"step": 6, "block": "0.wei')
+    text = read_html(write_report(d))
+    assert "solves.jsonl: last line was cut short (run killed mid-write?); ignored" in notes(text)
+    assert "(4 quantum, 8 classical)" in text  # the 12 complete solves, not 13
+    assert_png(d / "routing.png")
+
+
+def _corrupt_middle_line(path: Path, garbage: str = "{not json") -> None:
+    lines = path.read_text(encoding="utf-8").splitlines()
+    lines.insert(2, garbage)
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def test_corrupt_middle_line_of_steps_is_a_note_naming_the_file(tmp_path):
+    d = make_newton_run(tmp_path / "corrupt", with_summary=False)
+    _corrupt_middle_line(d / "steps.jsonl")
+    text = read_html(write_report(d))
+    [problem] = [n for n in notes(text) if "steps.jsonl" in n and "line 3" in n]
+    assert str(d / "steps.jsonl") in problem and "not valid JSON" in problem
+    assert "not shown in this report" in problem
+    # steps.jsonl's data is unavailable: nothing over training, and no claim it is merely empty
+    assert not (d / "loss.png").exists() and not (d / "metric_time.png").exists()
+    assert not any(n.startswith("steps.jsonl has no rows yet") for n in notes(text))
+    # the other files still report
+    assert_png(d / "kappa.png")
+    assert "residual too large; retried classically" in text
+
+
+def test_corrupt_solves_and_events_are_notes_not_crashes(tmp_path):
+    d = make_newton_run(tmp_path / "corrupt")
+    _corrupt_middle_line(d / "solves.jsonl")
+    (d / "events.jsonl").write_text('[1, 2]\n{"step": 1, "kind": "retry"}\n', encoding="utf-8")
+    text = read_html(write_report(d))
+    assert any(str(d / "solves.jsonl") in n and "line 3 is not valid JSON" in n
+               for n in notes(text))
+    assert any(str(d / "events.jsonl") in n and "line 1 is not a JSON object" in n
+               for n in notes(text))
+    assert any(n.startswith("No Hessian solves recorded (solves.jsonl unreadable")
+               for n in notes(text))
+    assert "Events not shown: events.jsonl is unreadable" in text
+    assert not (d / "kappa.png").exists()
+    assert_png(d / "loss.png")
+    assert kv_value(text, TOTAL_ROW) == "2.52 s"  # summary.json is fine
+
+
+def test_corrupt_summary_falls_back_to_steps_with_a_note(tmp_path):
+    d = make_newton_run(tmp_path / "corrupt")
+    (d / "summary.json").write_text('{"status": "compl', encoding="utf-8")
+    text = read_html(write_report(d))
+    assert any(str(d / "summary.json") in n and "not valid JSON" in n for n in notes(text))
+    assert any(n.startswith("summary.json is unreadable") for n in notes(text))
+    assert kv_value(text, "final test accuracy (evaluated at step 6)") == "0.94"
+
+
+def test_missing_optional_data_is_reported_not_crashed(tmp_path):
+    d = tmp_path / "sparse"
+    write_json(d / "config.json", run_config("newton", "surface-code"))
+    write_jsonl(d / "steps.jsonl", steps_rows(4, newton=True, eval_at=()))
+    solves = [solve_row(s, "0.weight", "classical") for s in range(4)]
+    for s in solves:
+        del s["kappa_exact"]
+    write_jsonl(d / "solves.jsonl", solves)
+    # no events.jsonl, no summary.json
+    text = read_html(write_report(d))
+    assert ("No exact κ recorded (kappa_exact absent or null): only estimates shown."
+            in notes(text))
+    assert any(n.startswith("Metric-vs-time plot skipped") for n in notes(text))
+    assert any(n.startswith("No test evaluation rows") for n in notes(text))
+    assert not (d / "metric_time.png").exists()
+    for name in ("loss.png", "kappa.png", "sparsity.png", "routing.png", "time_breakdown.png"):
+        assert_png(d / name)
+    assert kv_value(text, "hardware profile (for modeled times)") == "surface-code"
+
+
+def test_perplexity_run(tmp_path):
+    d = tmp_path / "lm"
+    write_json(d / "config.json", run_config("qnewton", "paper"))
+    write_jsonl(d / "steps.jsonl", steps_rows(6, newton=True, metric="perplexity"))
+    write_jsonl(d / "solves.jsonl", newton_solves())
+    text = read_html(write_report(d))
+    # the last evaluation is at step 6: 50 / (1 + 6)
+    assert kv_value(text, "final test perplexity (evaluated at step 6)") == "7.143"
+    assert_png(d / "metric_time.png")
+
+
+def test_run_with_empty_steps_and_rows_without_step(tmp_path):
+    d = tmp_path / "fresh"
+    write_json(d / "config.json", run_config("qnewton", "paper"))
+    (d / "steps.jsonl").write_text('\n{"epoch": 0}\n', encoding="utf-8")
+    write_jsonl(d / "solves.jsonl", [{"block": "0.weight", "choice": "quantum"}])
+    text = read_html(write_report(d))
+    page_notes = notes(text)
+    assert "steps.jsonl: 1 row(s) without a step number ignored." in page_notes
+    assert "steps.jsonl has no rows yet: nothing to plot over training." in page_notes
+    assert any(n.startswith("Loss/metric plot skipped") for n in page_notes)
+    assert any(n.startswith("Time breakdown skipped") for n in page_notes)
+    assert any(n.startswith("κ plot skipped") for n in page_notes)
+    assert any(n.startswith("Routing plot skipped") for n in page_notes)
+    assert not list(d.glob("*.png"))
+
+
+# -- the plot registry ------------------------------------------------------------------------
+def _plot_solve_count(run_data, plots) -> str:
+    fig, ax = new_figure()
+    ax.bar([0], [len(run_data.solves)])
+    return plots.save(fig, "solve_count.png", f"{len(run_data.solves)} solves in all.")
+
+
+def _registry_with(name: str, plot: RunPlot) -> Registry[RunPlot]:
+    extended: Registry[RunPlot] = Registry("run plot")
+    for existing, entry in RUN_PLOTS.items():
+        extended.register(existing, entry)
+    extended.register(name, plot)
+    return extended
+
+
+def test_a_registered_plot_appears_in_the_run_report(tmp_path, monkeypatch):
+    plot = RunPlot(TRAINING_CURVES, "solve count", _plot_solve_count)
+    monkeypatch.setattr(run_module, "RUN_PLOTS", _registry_with("solve_count", plot))
+    d = make_newton_run(tmp_path / "run")
+    text = read_html(write_report(d))
+    assert_png(d / "solve_count.png")
+    assert "solve_count.png: 12 solves in all." in text
+    assert text.count("data:image/png;base64,") == len(RUN_PNGS) + 1
+    # drawn in its section, after the section's earlier entries
+    assert (text.index("<h2>Training curves</h2>") < text.index("metric_time.png:")
+            < text.index("solve_count.png:") < text.index("<h2>Hessian blocks</h2>"))
+
+
+def test_skipped_solve_plots_are_named_from_the_registry(tmp_path, monkeypatch):
+    plot = RunPlot(HESSIAN_BLOCKS, "solve count", _plot_solve_count)
+    monkeypatch.setattr(run_module, "RUN_PLOTS", _registry_with("solve_count", plot))
+    d = make_first_order_run(tmp_path / "adam")
+    text = read_html(write_report(d))
+    assert ("No Hessian solves recorded (solves.jsonl empty or absent; optimizer adam): κ, "
+            "sparsity, routing and solve count plots skipped.") in notes(text)
+    assert not (d / "solve_count.png").exists()
+
+
+def test_run_plot_names_are_checked():
+    with pytest.raises(ValueError, match="run plot must be one of loss, metric_time"):
+        RUN_PLOTS["no-such-plot"]
+    with pytest.raises(ValueError, match="already registered"):
+        RUN_PLOTS.register("loss", RUN_PLOTS["loss"])
