@@ -13,11 +13,11 @@ from torch.func import functional_call
 from qnewton.curvature import (
     CURVATURES,
     CurvatureBlock,
-    DenseBlock,
-    FactorBlock,
     CurvatureBudgetError,
     CurvatureConfig,
     CurvatureResult,
+    DenseBlock,
+    FactorBlock,
     ParamBlock,
     blocks_from_module,
     blocks_from_params,

@@ -3,17 +3,14 @@ import json
 import pytest
 
 from qnewton.experiments import (
-    _kappa_decay_claim,
-    _kappa_routing_claim,
-    _time_claims,
     claims_markdown,
     compare,
-    crossover,
     format_table,
     reproduce,
     sweep,
     time_to_target,
 )
+from qnewton.experiments.claims import kappa_decay_claim, kappa_routing_claim, time_claims
 from qnewton.reports import write_report
 from qnewton.training import TrainConfig
 
@@ -70,7 +67,7 @@ def test_gate_time_sweep_moves_routing_to_quantum(tmp_path):
     assert json.loads((tmp_path / "sweep.json").read_text())["param"] == "gate-time"
 
 
-def test_time_to_target_and_crossover_helpers():
+def test_time_to_target():
     steps = [{"test_accuracy": 0.1, "total_seconds": 0.0},
              {"loss": 1.0, "total_seconds": 1.0},
              {"test_accuracy": 0.8, "total_seconds": 2.0},
@@ -80,10 +77,6 @@ def test_time_to_target_and_crossover_helpers():
     assert time_to_target(steps, "accuracy", None, "total_seconds") is None
     ppl = [{"test_perplexity": 9.0, "t": 1.0}, {"test_perplexity": 4.0, "t": 2.0}]
     assert time_to_target(ppl, "perplexity", 5.0, "t") == 2.0  # lower is better
-    rows = [{"value": 1e-6, "total_seconds": 9.0}, {"value": 1e-9, "total_seconds": 2.0},
-            {"value": 1e-12, "total_seconds": 1.0}]
-    assert crossover(rows, 5.0) == 1e-9
-    assert crossover(rows, 0.5) is None
 
 
 def test_reproduce_writes_a_claims_table(tmp_path):
@@ -129,7 +122,7 @@ def test_time_claim_verdicts(tmp_path, quantum_solves, expected):
         "sgd": {"run_dir": _run_files(tmp_path, "s", steps=_reaching(0.8, 2.0)),
                 "final_metric": 0.8},
     }
-    claims = _time_claims("paper", tmp_path, rows, "accuracy", 0.9)
+    claims = time_claims("paper", tmp_path, rows, "accuracy", 0.9)
     assert [c["verdict"] for c in claims] == expected
     assert claims[0]["ours"].startswith("75.0% less total time")
     assert claims[2]["ours"] == "50.0% less total time than SGD"
@@ -143,7 +136,7 @@ def test_time_claim_verdicts(tmp_path, quantum_solves, expected):
 ])
 def test_kappa_routing_claim_verdicts(tmp_path, solves, expected):
     run_dir = _run_files(tmp_path, "q", solves=[{"kappa": k, "choice": c} for k, c in solves])
-    assert _kappa_routing_claim("paper", tmp_path, {"run_dir": run_dir})["verdict"] == expected
+    assert kappa_routing_claim("paper", tmp_path, {"run_dir": run_dir})["verdict"] == expected
 
 
 @pytest.mark.parametrize(("first_last", "expected"), [
@@ -160,4 +153,4 @@ def test_kappa_decay_claim_verdicts(tmp_path, first_last, expected):
                    {"block": f"{b}.weight", "kappa_exact": last}]
     run_dir = _run_files(tmp_path, "q", solves=solves)
     comparison = {"rows": [{"optimizer": "qnewton", "run_dir": run_dir}]}
-    assert _kappa_decay_claim(tmp_path, comparison)["verdict"] == expected
+    assert kappa_decay_claim(tmp_path, comparison)["verdict"] == expected

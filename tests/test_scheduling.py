@@ -2,8 +2,8 @@ import pytest
 import torch
 
 from qnewton.conditioning import ConditioningConfig, condition
-from qnewton.quantum import get_profile
 from qnewton.curvature import FactorBlock
+from qnewton.quantum import get_profile
 from qnewton.scheduling import Scheduler, SchedulerConfig
 from qnewton.solvers import MachineRates, relative_error
 

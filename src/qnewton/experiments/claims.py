@@ -49,9 +49,9 @@ def reproduce(out: str | Path, *, quick: bool = False, tiny: bool = False,
     claims: list[dict[str, Any]] = []
     for label, comp in comparisons.items():
         rows = {r["optimizer"]: r for r in comp["rows"]}
-        claims += _time_claims(label, out / f"compare-{label}", rows, comp["metric"], target)
-        claims.append(_kappa_routing_claim(label, out / f"compare-{label}", rows["qnewton"]))
-    claims.append(_kappa_decay_claim(out / f"compare-{REPRODUCE_PROFILES[0][0]}", first))
+        claims += time_claims(label, out / f"compare-{label}", rows, comp["metric"], target)
+        claims.append(kappa_routing_claim(label, out / f"compare-{label}", rows["qnewton"]))
+    claims.append(kappa_decay_claim(out / f"compare-{REPRODUCE_PROFILES[0][0]}", first))
     result = {"claims": claims, "target_accuracy": target, "quick": quick,
               "comparisons": [f"compare-{label}" for label in comparisons], "sweeps": []}
     write_json_atomic(out / "claims.json", result)
@@ -81,7 +81,7 @@ def _reduction(ours: float | None, reference: float | None) -> float | None:
 TIMING_NOISE = 0.1
 
 
-def _time_claims(profile: str, base: Path, rows: dict[str, dict[str, Any]], metric: str,
+def time_claims(profile: str, base: Path, rows: dict[str, dict[str, Any]], metric: str,
                  newton_target: float) -> list[dict]:
     """The time claims, with the reason for any difference spelled out.
 
@@ -141,7 +141,7 @@ def _time_claims(profile: str, base: Path, rows: dict[str, dict[str, Any]], metr
     return claims
 
 
-def _kappa_routing_claim(profile: str, base: Path, row: dict[str, Any]) -> dict[str, Any]:
+def kappa_routing_claim(profile: str, base: Path, row: dict[str, Any]) -> dict[str, Any]:
     solves = read_jsonl(base / row["run_dir"] / "solves.jsonl")
     high = [s for s in solves if float(s["kappa"]) > 1e4]
     high_classical = sum(s["choice"] == "classical" for s in high)
@@ -163,7 +163,7 @@ def _kappa_routing_claim(profile: str, base: Path, row: dict[str, Any]) -> dict[
     }
 
 
-def _kappa_decay_claim(base: Path, comp: dict[str, Any]) -> dict[str, Any]:
+def kappa_decay_claim(base: Path, comp: dict[str, Any]) -> dict[str, Any]:
     row = next(r for r in comp["rows"] if r["optimizer"] == "qnewton")
     solves = read_jsonl(base / row["run_dir"] / "solves.jsonl")
     ratios = []
