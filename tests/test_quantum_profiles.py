@@ -97,12 +97,14 @@ def test_get_profile_validates_overrides(name, overrides, message):
         get_profile(name, **overrides)
 
 
-def test_numeric_fields_are_stored_as_numbers():
-    prof = HardwareProfile(name="x", kind="fault-tolerant", t_2q_s=1, t_meas_s="2e-7",
+def test_numeric_fields_are_stored_as_numbers_and_text_is_refused():
+    prof = HardwareProfile(name="x", kind="fault-tolerant", t_2q_s=1, t_meas_s=2e-7,
                            physical_error_rate=1e-3)
     assert prof.t_2q_s == 1.0 and isinstance(prof.t_2q_s, float)
-    assert prof.t_meas_s == 2e-7
     assert prof.gate_time_s is None  # not used by this kind, left as given
+    with pytest.raises(ValueError, match="t_meas_s must be a finite number > 0, got '2e-7'"):
+        HardwareProfile(name="x", kind="fault-tolerant", t_2q_s=1, t_meas_s="2e-7",
+                        physical_error_rate=1e-3)
 
 
 def test_profile_from_dict():

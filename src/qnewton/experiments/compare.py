@@ -11,6 +11,7 @@ from qnewton.experiments.runs import run_or_reuse, run_row, warm_up
 from qnewton.files import write_json_atomic
 from qnewton.quantum import HARDWARE_PROFILES
 from qnewton.training import OPTIMIZERS, TrainConfig
+from qnewton.validation import check_choice
 
 
 def compare(
@@ -28,9 +29,9 @@ def compare(
     ``out`` with identical settings are reused, interrupted ones resumed.
     """
     for name in optimizers:
-        OPTIMIZERS.check(name)
+        check_choice("optimizers", name, OPTIMIZERS)
     for name in hardware:
-        HARDWARE_PROFILES.check(name)
+        check_choice("hardware", name, HARDWARE_PROFILES)
     if not optimizers or not hardware:
         raise ValueError("compare needs at least one optimizer and one hardware profile")
     out = Path(out)
