@@ -8,7 +8,6 @@ from collections.abc import Sequence
 
 from qnewton.cli import estimate, runs
 from qnewton.cli.errors import CLIError, as_flag_message
-from qnewton.files import RunFileError
 
 FORMATTER = argparse.ArgumentDefaultsHelpFormatter
 
@@ -47,13 +46,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         return int(args.func(args))
-    except CLIError as exc:
-        print(f"qnewton {args.command}: error: {exc}", file=sys.stderr)
-        return 2
-    except RunFileError as exc:
-        print(f"qnewton {args.command}: error: {exc}", file=sys.stderr)
-        return 2
-    except ValueError as exc:
+    except ValueError as exc:  # CLIError, RunFileError and the library's validation errors
         print(f"qnewton {args.command}: error: {as_flag_message(str(exc))}", file=sys.stderr)
         return 2
     except TrainingError as exc:
