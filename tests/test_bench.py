@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import ast
 import json
 import math
 from pathlib import Path
@@ -149,6 +150,16 @@ def test_every_registered_case_is_accepted_by_cases_alone_and_together():
     assert list(bench.CASES) == list(bench.BENCH_CASES)
 
 
+def test_qnewton_cli_hands_bench_to_the_suite(capsys):
+    from qnewton.cli import main as qnewton_main
+
+    with pytest.raises(SystemExit) as exc:
+        qnewton_main(["bench", "--help"])
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith("usage: qnewton bench") and "scheduler-overhead" in out
+
+
 def test_unknown_case_is_an_error_naming_the_choices(tmp_path, capsys):
     with pytest.raises(SystemExit):
         bench.main(["--smoke", "--cases", "dense-solve-efficiency,nope",
@@ -215,6 +226,46 @@ def test_run_suite_rejects_unknown_mode_and_case():
         bench.run_suite("huge")
     with pytest.raises(ValueError, match="got 'nope'"):
         bench.run_suite("smoke", ["nope"])
+
+
+# ------------------------------------------------------------------------------------ structure
+
+#: Modules of qnewton.bench from the bottom up; a module may import only earlier layers.
+LAYERS = (
+    ("stats", "settings"),
+    ("release", "fixtures"),
+    ("newton_step", "dense_solve", "kappa", "scheduler", "scaling"),
+    ("cases",),
+    ("suite",),
+    ("cli",),
+    ("__init__", "__main__"),
+)
+#: What sits above or beside the suite (``qnewton bench`` is dispatched from the CLI).
+NOT_BELOW = ("qnewton.cli", "qnewton.experiments", "qnewton.reports")
+
+
+def _qnewton_imports(path: Path) -> set[str]:
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            assert node.level == 0, f"{path}: use absolute imports"
+            names.add(node.module)
+    return {n for n in names if n == "qnewton" or n.startswith("qnewton.")}
+
+
+def test_bench_imports_point_down():
+    package = Path(bench.__file__).parent
+    rank = {m: i for i, layer in enumerate(LAYERS) for m in layer}
+    assert {p.stem for p in package.glob("*.py")} == set(rank)
+    for path in package.glob("*.py"):
+        for name in _qnewton_imports(path):
+            assert not name.startswith(NOT_BELOW) and name != "qnewton", (path.stem, name)
+            if name.startswith("qnewton.bench"):
+                inner = name.removeprefix("qnewton.bench").lstrip(".") or "__init__"
+                assert rank[inner] < rank[path.stem], (path.stem, name)
+    assert _qnewton_imports(package / "stats.py") == set()  # pure helpers
 
 
 # ------------------------------------------------------------------------------------- smoke
