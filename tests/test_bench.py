@@ -1,10 +1,13 @@
-"""Tests of the benchmark suite: helpers, a smoke run of every case, and the curvature fast path
-the suite relies on (per-sample gradients of linear layers). No timed assertions."""
+"""Tests of the benchmark suite: helpers against hand-computed values, the case registry and
+``--cases``, one smoke run of every case, and the curvature fast path the suite relies on
+(per-sample gradients of linear layers). No timed assertions."""
 
 from __future__ import annotations
 
+import ast
 import json
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -12,12 +15,11 @@ from torch import nn
 
 from qnewton import bench
 from qnewton import curvature as C
-
-
-@pytest.fixture(autouse=True)
-def _cache_dir(tmp_path, monkeypatch):
-    monkeypatch.setenv("QNEWTON_CACHE_DIR", str(tmp_path / "cache"))
-
+from qnewton.bench import suite
+from qnewton.bench.release import release_block_direction
+from qnewton.curvature import fisher as fisher_kind
+from qnewton.curvature.linear_rows import linear_per_sample_rows
+from qnewton.registry import Registry
 
 # ------------------------------------------------------------------------------------- helpers
 
@@ -25,6 +27,7 @@ def _cache_dir(tmp_path, monkeypatch):
 def test_summarize():
     s = bench.summarize([3.0, 1.0, 2.0, 10.0])
     assert s == {"min": 1.0, "median": 2.5, "max": 10.0, "n": 4}
+    assert bench.summarize([7, -1, 4]) == {"min": -1.0, "median": 4.0, "max": 7.0, "n": 3}
     assert bench.summarize([5])["median"] == 5.0
     with pytest.raises(ValueError):
         bench.summarize([])
@@ -46,6 +49,13 @@ def test_fit_exponent_recovers_power_law(p):
     got, c = bench.fit_exponent(xs, ys)
     assert got == pytest.approx(p, abs=1e-10)
     assert c == pytest.approx(2.5e-7, rel=1e-8)
+
+
+def test_fit_exponent_two_points_by_hand():
+    # y = 3 at x = 2 and y = 48 at x = 8: p = ln(16)/ln(4) = 2, c = 3/2² = 0.75.
+    p, c = bench.fit_exponent([2.0, 8.0], [3.0, 48.0])
+    assert p == pytest.approx(2.0, abs=1e-12)
+    assert c == pytest.approx(0.75, rel=1e-12)
 
 
 def test_fit_exponent_with_noise_is_close():
@@ -91,7 +101,7 @@ def test_policy_choosing_quantum_when_classical_is_cheaper_pays_quantum():
 def test_release_direction_matches_dense_solve():
     gen = torch.Generator().manual_seed(1)
     j = torch.randn(40, 25, generator=gen, dtype=torch.float64)
-    d, phases = bench.release_block_direction(j, 1e-3)
+    d, phases = release_block_direction(j, 1e-3)
     f = j.T @ j / 40
     f.diagonal().add_(1e-3 * float(f.abs().max()))
     ref = torch.linalg.solve(f, j.mean(0))
@@ -99,20 +109,186 @@ def test_release_direction_matches_dense_solve():
     assert set(phases) == {"form", "inverse", "multiply"}
 
 
+def test_to_jsonable_gives_standard_json():
+    value = {"a": math.inf, 1: (float("nan"), torch.tensor([1.5, 2.0])), "p": Path("x/y"),
+             "ok": [True, None, 3, "s"]}
+    got = bench.to_jsonable(value)
+    assert got == {"a": "inf", "1": ["nan", [1.5, 2.0]], "p": "x/y", "ok": [True, None, 3, "s"]}
+    json.dumps(got, allow_nan=False)  # raises on any non-standard float
+
+
+def test_markdown_table_by_hand():
+    result = {
+        "mode": "smoke",
+        "machine": {"host": "h", "torch": "t", "threads": 2, "date": "d"},
+        "cases": [
+            {"name": "a", "measured": 0.123456, "unit": "x", "baseline": "b|c", "target": 1,
+             "met": True},
+            {"name": "b", "measured": None, "unit": "", "baseline": "", "target": "",
+             "met": False, "error": "ValueError: boom"},
+        ],
+    }
+    assert bench.markdown_table(result) == (
+        "# qnewton bench (smoke)\n\n"
+        "h, torch t, 2 threads, d. All numbers measured on this machine unless labelled modeled."
+        "\n\n| name | measured | unit | baseline | target | met |\n|---|---|---|---|---|---|\n"
+        "| a | 0.123 | x | b/c | 1 | yes |\n"
+        "| b | error |  |  |  | **no** |\n"
+        "\nNotes:\n\n- **b**: ValueError: boom\n"
+    )
+
+
+# --------------------------------------------------------------------------- registry, --cases
+
+
+def test_every_registered_case_is_accepted_by_cases_alone_and_together():
+    parser = bench.build_parser()
+    for name in bench.BENCH_CASES:
+        assert parser.parse_args(["--cases", name]).cases == [name]
+    everything = " , ".join(bench.BENCH_CASES)
+    assert parser.parse_args(["--cases", everything]).cases == list(bench.BENCH_CASES)
+    assert list(bench.CASES) == list(bench.BENCH_CASES)
+
+
+def test_qnewton_cli_hands_bench_to_the_suite(capsys):
+    from qnewton.cli import main as qnewton_main
+
+    with pytest.raises(SystemExit) as exc:
+        qnewton_main(["bench", "--help"])
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith("usage: qnewton bench") and "scheduler-overhead" in out
+
+
+def test_unknown_case_is_an_error_naming_the_choices(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        bench.main(["--smoke", "--cases", "dense-solve-efficiency,nope",
+                    "--out", str(tmp_path / "x.json")])
+    err = capsys.readouterr().err
+    assert "got 'nope'" in err and "scheduler-overhead" in err
+    assert not (tmp_path / "x.json").exists()
+
+
+@pytest.fixture
+def fake_cases(monkeypatch):
+    """A registry where ``a`` and ``b`` share one function (like scheduler-quality/overhead),
+    ``c`` has its own, and ``x``/``y`` share one that fails."""
+    calls = []
+
+    def entry(name):
+        return {"name": name, "measured": 1.0, "unit": "u", "baseline": "", "target": "",
+                "met": True, "timings": {"t": [0.0]}}
+
+    def pair(s, rates, seed):
+        calls.append("pair")
+        return [entry("a"), entry("b")]
+
+    def single(s, rates, seed):
+        calls.append("single")
+        return entry("c")
+
+    def broken(s, rates, seed):
+        calls.append("broken")
+        raise RuntimeError("boom")
+
+    registry = Registry("case")
+    for name, fn in (("a", pair), ("b", pair), ("c", single), ("x", broken), ("y", broken)):
+        registry.register(name, fn)
+    monkeypatch.setattr(suite, "BENCH_CASES", registry)
+    monkeypatch.setattr(suite, "CASES", registry.names())
+    return calls
+
+
+def test_a_name_sharing_its_function_runs_alone(fake_cases):
+    out = suite.run_suite("smoke", ["b"])
+    assert [c["name"] for c in out["cases"]] == ["b"]
+    assert fake_cases == ["pair"]
+
+
+def test_shared_function_runs_once_for_all_its_names(fake_cases):
+    out = suite.run_suite("smoke", ["c", "b", "a"])
+    assert [c["name"] for c in out["cases"]] == ["c", "a", "b"]
+    assert fake_cases == ["single", "pair"]
+
+
+def test_a_failing_case_reports_every_name_it_serves_and_the_rest_still_runs(fake_cases):
+    out = suite.run_suite("smoke", None)
+    assert [c["name"] for c in out["cases"]] == ["a", "b", "c", "x", "y"]
+    assert fake_cases == ["pair", "single", "broken"]
+    errors = {c["name"]: c.get("error") for c in out["cases"]}
+    assert errors == {"a": None, "b": None, "c": None, "x": "RuntimeError: boom",
+                      "y": "RuntimeError: boom"}
+    assert all(c["measured"] is None for c in out["cases"] if c["name"] in ("x", "y"))
+
+
+def test_run_suite_rejects_unknown_mode_and_case():
+    with pytest.raises(ValueError, match="mode must be one of"):
+        bench.run_suite("huge")
+    with pytest.raises(ValueError, match="got 'nope'"):
+        bench.run_suite("smoke", ["nope"])
+
+
+# ------------------------------------------------------------------------------------ structure
+
+#: Modules of qnewton.bench from the bottom up; a module may import only earlier layers.
+LAYERS = (
+    ("stats", "settings"),
+    ("release", "fixtures"),
+    ("newton_step", "dense_solve", "kappa", "scheduler", "scaling"),
+    ("cases",),
+    ("suite",),
+    ("cli",),
+    ("__init__", "__main__"),
+)
+#: What sits above or beside the suite (``qnewton bench`` is dispatched from the CLI).
+NOT_BELOW = ("qnewton.cli", "qnewton.experiments", "qnewton.reports")
+
+
+def _qnewton_imports(path: Path) -> set[str]:
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            assert node.level == 0, f"{path}: use absolute imports"
+            names.add(node.module)
+    return {n for n in names if n == "qnewton" or n.startswith("qnewton.")}
+
+
+def test_bench_imports_point_down():
+    package = Path(bench.__file__).parent
+    rank = {m: i for i, layer in enumerate(LAYERS) for m in layer}
+    assert {p.stem for p in package.glob("*.py")} == set(rank)
+    for path in package.glob("*.py"):
+        for name in _qnewton_imports(path):
+            assert not name.startswith(NOT_BELOW) and name != "qnewton", (path.stem, name)
+            if name.startswith("qnewton.bench"):
+                inner = name.removeprefix("qnewton.bench").lstrip(".") or "__init__"
+                assert rank[inner] < rank[path.stem], (path.stem, name)
+    assert _qnewton_imports(package / "stats.py") == set()  # pure helpers
+
+
 # ------------------------------------------------------------------------------------- smoke
 
 
-def test_smoke_suite_schema(tmp_path, capsys):
-    out = tmp_path / "b.json"
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory):
+    """One smoke run of the whole suite through the CLI, shared by the tests below."""
+    out = tmp_path_factory.mktemp("bench") / "b.json"
     rc = bench.main(["--smoke", "--out", str(out)])
+    return rc, out
+
+
+def test_smoke_suite_schema(smoke_run):
+    rc, out = smoke_run
     assert rc == 0
-    data = json.loads(out.read_text())
-    assert set(data) >= {"machine", "quick", "cases"}
+    text = out.read_text()
+    data = json.loads(text, parse_constant=lambda c: pytest.fail(f"non-standard JSON {c}"))
+    assert set(data) >= {"machine", "mode", "quick", "cases", "suite_seconds"}
+    assert data["mode"] == "smoke" and data["quick"] is True
     assert data["machine"]["threads"] >= 1 and "calibrated_rates" in data["machine"]
-    names = [c["name"] for c in data["cases"]]
-    expected = list(bench.CASES)
-    expected.insert(expected.index("scheduler-quality") + 1, "scheduler-overhead")
-    assert names == expected
+    # Every registered case, once each, in registry order (scheduler-overhead included).
+    assert [c["name"] for c in data["cases"]] == list(bench.BENCH_CASES)
     for case in data["cases"]:
         for key in bench.REQUIRED_KEYS:
             assert key in case, (case["name"], key)
@@ -120,9 +296,28 @@ def test_smoke_suite_schema(tmp_path, capsys):
         assert isinstance(case["measured"], int | float) and math.isfinite(case["measured"])
         assert isinstance(case["timings"], dict) and case["timings"]
         assert "error" not in case
-    md = (tmp_path / "b.md").read_text()
-    assert "| name | measured | unit | baseline | target | met |" in md
-    assert "newton-step-vs-release" in capsys.readouterr().out
+    md = out.with_suffix(".md").read_text()
+    assert md == bench.markdown_table(data)
+
+
+def test_smoke_measurements_are_consistent(smoke_run):
+    cases = {c["name"]: c for c in json.loads(smoke_run[1].read_text())["cases"]}
+    step = cases["newton-step-vs-release"]
+    # Our directions equal the release's (float64) and the ratio is of the medians reported.
+    assert step["max_relative_difference"] <= 1e-6
+    assert {b["our_solver"] for b in step["blocks"]} <= {"woodbury", "cholesky", "cg"}
+    assert step["measured"] == pytest.approx(step["release"]["median"] / step["ours"]["median"])
+    dense = cases["dense-solve-efficiency"]
+    assert [r["n"] for r in dense["sizes"]] == list(bench.SETTINGS["smoke"].dense_sizes)
+    assert dense["measured"] == min(r["fraction_of_gemm"] for r in dense["sizes"])
+    quality = cases["scheduler-quality"]
+    for p in quality["profiles"].values():
+        assert p["regret"] == pytest.approx(p["policy_seconds"] / p["oracle_seconds"] - 1)
+        assert p["regret"] >= -1e-12  # the oracle is never beaten
+    over = cases["scheduler-overhead"]
+    assert 0.0 <= over["measured"] <= 100.0
+    scaling = cases["scaling"]
+    assert [p["hidden"] for p in scaling["points"]] == list(bench.SETTINGS["smoke"].scaling_hidden)
 
 
 def test_smoke_case_selection(tmp_path):
@@ -133,18 +328,7 @@ def test_smoke_case_selection(tmp_path):
     assert rc == 0
     data = json.loads(out.read_text())
     assert [c["name"] for c in data["cases"]] == ["dense-solve-efficiency"]
-    assert md.exists()
-
-
-def test_unknown_case_is_an_error(tmp_path):
-    with pytest.raises(SystemExit):
-        bench.main(["--smoke", "--cases", "nope", "--out", str(tmp_path / "x.json")])
-
-
-def test_newton_step_directions_agree_in_smoke():
-    case = bench.case_newton_step(bench.SETTINGS["smoke"], bench.calibrate(), 0)
-    assert case["max_relative_difference"] <= 1e-6
-    assert {b["our_solver"] for b in case["blocks"]} <= {"woodbury", "cholesky", "cg"}
+    assert md.exists() and not out.with_suffix(".md").exists()
 
 
 # ------------------------------------------------------------- curvature fast path (per-sample)
@@ -169,28 +353,29 @@ class _Net(nn.Module):
         return h @ self.head
 
 
-def _factors(model, x, y, use_bn, fast):
+def _factors(model, x, y, use_bn, fast, monkeypatch):
     blocks = C.blocks_from_module(model)
     losses = nn.functional.cross_entropy(model(x, use_bn), y, reduction="none")
-    orig = C._linear_per_sample_rows
-    try:
-        if not fast:
-            C._linear_per_sample_rows = lambda *a, **k: set()
+    refused = []
+    with monkeypatch.context() as m:
+        if not fast:  # the Fisher kind then takes the generic path for every block
+            m.setattr(fisher_kind, "linear_per_sample_rows",
+                      lambda *a, **k: refused.append(1) or set())
         res = C.compute_curvature(losses, blocks, C.CurvatureConfig(kind="fisher"))
-    finally:
-        C._linear_per_sample_rows = orig
+    assert len(refused) == (0 if fast else 1)
+    assert all(isinstance(b, C.FactorBlock) for b in res.blocks)
     return {b.name: b.factor for b in res.blocks}
 
 
 @pytest.mark.parametrize("use_bn", [False, True])
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
-def test_fast_per_sample_rows_equal_generic(use_bn, dtype):
+def test_fast_per_sample_rows_equal_generic(use_bn, dtype, monkeypatch):
     torch.manual_seed(0)
     model = _Net().to(dtype)
     x = torch.randn(24, 6, dtype=dtype)
     y = torch.randint(0, 3, (24,))
-    fast = _factors(model, x, y, use_bn, fast=True)
-    slow = _factors(model, x, y, use_bn, fast=False)
+    fast = _factors(model, x, y, use_bn, fast=True, monkeypatch=monkeypatch)
+    slow = _factors(model, x, y, use_bn, fast=False, monkeypatch=monkeypatch)
     tol = 1e-12 if dtype == torch.float64 else 1e-5
     for name in slow:
         ref = slow[name]
@@ -210,5 +395,5 @@ def test_fast_path_taken_for_linear_and_refused_with_coupling():
                            (True, {"head"})):
         losses = nn.functional.cross_entropy(model(x, use_bn), y, reduction="none")
         factors = {id(b): torch.empty(16, b.numel, dtype=torch.float64) for b in blocks}
-        done = C._linear_per_sample_rows(losses, blocks, factors, C.CurvatureConfig())
+        done = linear_per_sample_rows(losses, blocks, factors, C.CurvatureConfig())
         assert {b.name for b in blocks if id(b) in done} == expect
