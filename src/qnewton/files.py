@@ -10,7 +10,6 @@ is dropped (and counted), any other unreadable line is corruption and raises
 from __future__ import annotations
 
 import json
-import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,15 +20,11 @@ class RunFileError(ValueError):
     """A run file is unreadable or inconsistent; the message names the file and what to do."""
 
 
-def _json_default(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return str(value)
-    raise TypeError(f"not JSON serializable: {type(value).__name__}")
-
-
 def dumps(data: Any, **kwargs: Any) -> str:
-    """``json.dumps`` that writes non-finite floats as strings (``"inf"``) instead of failing."""
-    return json.dumps(data, default=_json_default, **kwargs)
+    """``json.dumps`` of a run-file row. Non-finite floats (an infinite κ bound) are written as
+    ``Infinity``/``NaN``, the extension Python's ``json`` module reads back; readers that need
+    strict JSON convert them first."""
+    return json.dumps(data, **kwargs)
 
 
 def write_json_atomic(path: str | Path, data: Any) -> None:
