@@ -4,8 +4,25 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
+from qnewton import calibration
 from qnewton.calibration import calibrate, default_cache_dir
 from qnewton.solvers import MachineRates
+
+
+@pytest.fixture(autouse=True)
+def _quiet_machine(monkeypatch):
+    """The cache tests must not depend on the load of the machine running them."""
+    monkeypatch.setattr(calibration, "machine_busy", lambda: False)
+
+
+def test_rates_measured_on_a_busy_machine_are_not_cached(tmp_path, monkeypatch):
+    monkeypatch.setattr(calibration, "machine_busy", lambda: True)
+    with pytest.warns(RuntimeWarning, match="busy"):
+        rates = calibrate(tmp_path)
+    assert rates.source == "calibrated"
+    assert _cache_files(tmp_path) == []
 
 
 def _cache_files(path):

@@ -15,6 +15,7 @@ import platform
 import re
 import statistics
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -120,6 +121,15 @@ def _probe(host: str, version: str, threads: int) -> MachineRates:
     )
 
 
+def machine_busy() -> bool:
+    """Whether the 1-minute load average exceeds the number of cores (``False`` where the
+    operating system gives no load average)."""
+    try:
+        return os.getloadavg()[0] > (os.cpu_count() or 1)
+    except (AttributeError, OSError):
+        return False
+
+
 def calibrate(cache_dir: str | Path | None = None, force: bool = False) -> MachineRates:
     """Rates of THIS machine from a short probe, cached as JSON.
 
@@ -133,6 +143,9 @@ def calibrate(cache_dir: str | Path | None = None, force: bool = False) -> Machi
     (default :func:`default_cache_dir`). A valid matching file is returned with
     ``source="cache"``; ``force=True`` re-measures. A missing, corrupt or mismatching file is
     replaced by a fresh measurement; a cache that cannot be written is ignored (never raises).
+    A measurement taken while the machine is busy (:func:`machine_busy`) is used by this process
+    but not cached, with a warning: rates measured under load (seen here: a 100× call overhead)
+    would otherwise bias every later routing decision on this machine.
     """
     host, version, threads = _cache_key()
     directory = default_cache_dir() if cache_dir is None else Path(cache_dir)
@@ -144,7 +157,14 @@ def calibrate(cache_dir: str | Path | None = None, force: bool = False) -> Machi
                 return dataclasses.replace(cached, source="cache")
         except (OSError, ValueError, TypeError):  # missing or corrupt: measure again
             pass
+    busy_before = machine_busy()
     rates = _probe(host, version, threads)
+    if busy_before or machine_busy():
+        warnings.warn(
+            "qnewton calibrated this machine's rates while it was busy (load average above "
+            f"its {os.cpu_count()} cores); they are used for this run but not cached",
+            RuntimeWarning, stacklevel=2)
+        return rates
     try:
         directory.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(f".tmp{os.getpid()}")

@@ -9,7 +9,18 @@ from collections.abc import Sequence
 from qnewton.cli import estimate, runs
 from qnewton.cli.errors import CLIError, as_flag_message
 
-FORMATTER = argparse.ArgumentDefaultsHelpFormatter
+
+class HelpWithDefaults(argparse.ArgumentDefaultsHelpFormatter):
+    """``--help`` shows each flag's default, unless its help already says it or it has none."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if "default" in text or action.default in (None, False, argparse.SUPPRESS):
+            return text
+        return super()._get_help_string(action)
+
+
+FORMATTER = HelpWithDefaults
 
 
 def build_parser() -> argparse.ArgumentParser:

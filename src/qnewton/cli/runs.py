@@ -75,6 +75,12 @@ def add_training_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--momentum", type=float, default=d.momentum, help="momentum on Newton steps")
     p.add_argument("--clip", type=float, default=d.clip,
                    help="element-wise clip of Newton steps (> 0; 0 disables)")
+    p.add_argument("--max-block-bytes", type=int, default=d.max_block_bytes,
+                   help="memory budget of one curvature block (dense N×N or factor) in bytes; "
+                   "a block over it takes a reported gradient step")
+    p.add_argument("--exact-kappa-max-n", type=int, default=d.exact_kappa_max_n,
+                   help="record the exact κ of systems up to this N (diagnostics, timed apart "
+                   "from training; 0: never)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -95,6 +101,7 @@ def train_config(args: argparse.Namespace, optimizer: str, hardware: str) -> Tra
         gate_time=args.gate_time, eps=args.eps, kappa_method=args.kappa_method,
         kappa_threshold=args.kappa_threshold, alpha=args.alpha, shots=args.shots,
         momentum=args.momentum, clip=args.clip if args.clip else None,
+        max_block_bytes=args.max_block_bytes, exact_kappa_max_n=args.exact_kappa_max_n,
     )
     try:
         return TrainConfig(**fields)
