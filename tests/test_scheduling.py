@@ -144,3 +144,43 @@ def test_rates_are_calibrated_lazily_at_the_first_decision(monkeypatch):
     sched.decide(system, analysis)
     sched.decide(system, analysis)
     assert calls == [1] and sched.rates is RATES
+
+
+def hessian_system(n=150, kappa=1e3, seed=0):
+    from qnewton.curvature import DenseBlock
+
+    g = torch.Generator().manual_seed(seed)
+    q, _ = torch.linalg.qr(torch.randn(n, n, generator=g, dtype=torch.float64))
+    h = (q * torch.logspace(0, 3, n, dtype=torch.float64)) @ q.T
+    h = 0.5 * (h + h.T)
+    return condition(DenseBlock("h", "hessian", h), ConditioningConfig(reg=1e-3))
+
+
+def test_a_kappa_lower_bound_may_reject_quantum_but_never_choose_it():
+    system = hessian_system()  # exact Hessian, N > exact_below: auto gives a Lanczos lower bound
+    exact = float(torch.linalg.cond(system.to_dense()))
+    lower = scheduler(exact_below=0, lanczos_steps=3).analyse(system).kappa
+    assert lower.kind == "lower" and lower.value < exact / 2
+    # The paper's rule with a threshold the lower bound passes but the true κ does not:
+    sched = scheduler(policy="threshold", kappa_threshold=exact / 2, exact_below=0,
+                      lanczos_steps=3)
+    analysis = sched.analyse(system)
+    decision = sched.decide(system, analysis)
+    assert decision.choice == "classical"
+    assert (analysis.kappa.kind, analysis.kappa.method) == ("upper", "norm/min-eig-bound")
+    assert analysis.kappa.value >= exact * (1 - 1e-9)  # a true upper bound
+    # Once the upper bound itself is below the threshold, quantum may be chosen.
+    loose = scheduler(policy="threshold", kappa_threshold=analysis.kappa.value * 2,
+                      exact_below=0, lanczos_steps=3)
+    assert loose.decide(system, loose.analyse(system)).choice == "quantum"
+    # A forced policy is not second-guessed.
+    forced = scheduler(policy="quantum", exact_below=0, lanczos_steps=3)
+    forced_analysis = forced.analyse(system)
+    assert forced.decide(system, forced_analysis).choice == "quantum"
+    assert forced_analysis.kappa.kind == "lower"
+
+
+def test_conditioning_records_a_true_lower_bound_on_the_smallest_eigenvalue():
+    for system in (hessian_system(), fisher_system()):
+        smallest = float(torch.linalg.eigvalsh(system.to_dense())[0])
+        assert 0 < system.min_eig_lower <= smallest * (1 + 1e-9)

@@ -29,6 +29,8 @@ class LinearSystem:
             ``A = block + shift·I``.
         d: maximum number of nonzeros in a row of A (docs/method.md §4.1). nnz: nonzeros of A.
         pruned: whether magnitude pruning was applied.
+        min_eig_bound: a guaranteed lower bound on λ_min(A) set by conditioning (the repair
+            target of a repaired matrix), or ``None``: see :attr:`min_eig_lower`.
     """
 
     block: CurvatureBlock
@@ -39,6 +41,7 @@ class LinearSystem:
     d: int = 0
     nnz: int = 0
     pruned: bool = False
+    min_eig_bound: float | None = None
     _gram: torch.Tensor | None = field(default=None, repr=False, compare=False)
 
     @property
@@ -68,6 +71,14 @@ class LinearSystem:
         """Whether ``A − shift·I`` is known PSD with ``shift > 0``: then ``λ_min(A) ≥ shift`` and
         ``κ ≤ 1 + ‖H‖₂/shift`` (docs/method.md §4.2). Unpruned PSD curvature only."""
         return self.block.psd and not self.pruned and self.shift > 0.0
+
+    @property
+    def min_eig_lower(self) -> float:
+        """A guaranteed lower bound on λ_min(A): what conditioning established, else ``shift``
+        for PSD curvature plus a shift, else 0 (nothing known)."""
+        if self.min_eig_bound is not None:
+            return self.min_eig_bound
+        return self.shift if self.psd_plus_shift else 0.0
 
     def matvec(self, v: torch.Tensor) -> torch.Tensor:
         """``A v`` for ``v`` of shape ``(N,)`` or ``(N, k)``."""

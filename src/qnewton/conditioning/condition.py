@@ -116,13 +116,15 @@ def condition(block: CurvatureBlock, config: ConditioningConfig) -> LinearSystem
             d=d,
             nnz=nnz,
             pruned=True,
+            min_eig_bound=target,
         )
 
     if block.factor_rows is not None:
         target = _repair_target(block.max_abs_entry() + lam, fraction)
         s = max(0.0, target - lam)
         return LinearSystem(
-            block=block, shift=lam + s, reg=lam, repair_shift=s, dense=None, d=n, nnz=n * n
+            block=block, shift=lam + s, reg=lam, repair_shift=s, dense=None, d=n, nnz=n * n,
+            min_eig_bound=lam + s,
         )
 
     a = symmetrized(block.to_dense(), "block.dense")
@@ -132,9 +134,12 @@ def condition(block: CurvatureBlock, config: ConditioningConfig) -> LinearSystem
         s = max(0.0, target - lam)
         if s > 0.0:
             a.diagonal().add_(s)
+        bound = lam + s
     else:
         # An indefinite Hessian is shifted until λ_min ≥ λ, as for a PSD block plus λI, so that
         # regularization bounds its step the same way whatever the curvature's sign.
-        a, s = repair_positive_definite(a, max(lam, target))
+        bound = max(lam, target)
+        a, s = repair_positive_definite(a, bound)
     d, nnz = row_sparsity(a)
-    return LinearSystem(block=block, shift=lam + s, reg=lam, repair_shift=s, dense=a, d=d, nnz=nnz)
+    return LinearSystem(block=block, shift=lam + s, reg=lam, repair_shift=s, dense=a, d=d, nnz=nnz,
+                        min_eig_bound=bound)

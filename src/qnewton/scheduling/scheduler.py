@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import time
 from dataclasses import dataclass, field
 
 import torch
@@ -18,7 +19,7 @@ import torch
 from qnewton import calibration
 from qnewton.accounting import SolveRecord
 from qnewton.curvature.representation import dense_block_bytes
-from qnewton.estimation.kappa import KappaEstimate
+from qnewton.estimation.kappa import KappaEstimate, kappa_from_log
 from qnewton.estimation.methods import KappaPolicy, analyse_kappa
 from qnewton.quantum import QuantumCost, block_encoding_alpha, quantum_cost
 from qnewton.quantum.backends import QLSA_BACKENDS
@@ -111,10 +112,39 @@ class Scheduler:
         return names
 
     def decide(self, system: LinearSystem, analysis: Analysis) -> Decision:
-        """Predict both times for ``system`` and choose according to the policy."""
+        """Predict both times for ``system`` and choose according to the policy.
+
+        A κ lower bound (or plain estimate) suffices to *reject* the QLSA, whose time grows with
+        κ, but not to *choose* it (docs/method.md §4.2). When a policy that could also route
+        classically picks quantum on such a figure, the choice is made again with a guaranteed
+        upper bound, ‖A‖₂ upper bound / λ_min lower bound (:meth:`upper_kappa`), and
+        ``analysis.kappa`` becomes that bound, so the record shows the figure the choice rests on.
+        """
+        decision = self._decide_for(system, analysis)
+        if (decision.choice == "quantum" and analysis.kappa.kind not in ("exact", "upper")
+                and POLICIES[self.config.policy].can_route_classical):
+            analysis.kappa = self.upper_kappa(system, analysis)
+            decision = self._decide_for(system, analysis)
+        return decision
+
+    def _decide_for(self, system: LinearSystem, analysis: Analysis) -> Decision:
         kappa = max(1.0, min(analysis.kappa.value, KAPPA_CLAMP))
         return self.decide_shape(shape_of(system, kappa), analysis.alpha,
                                  kappa_value=analysis.kappa.value)
+
+    @staticmethod
+    def upper_kappa(system: LinearSystem, analysis: Analysis) -> KappaEstimate:
+        """κ ≤ ‖A‖₂/λ_min(A) from the analysis' norm figure (Gershgorin for an explicit matrix,
+        the probabilistic Lanczos bound for factor form: an upper bound either way) and the
+        λ_min lower bound that conditioning established; ``inf`` when none is known."""
+        start = time.perf_counter()
+        lower = system.min_eig_lower
+        if not (lower > 0 and math.isfinite(analysis.norm) and analysis.norm > 0):
+            log_kappa = math.inf
+        else:
+            log_kappa = math.log(analysis.norm) - math.log(lower)
+        return kappa_from_log(log_kappa, "upper", "norm/min-eig-bound",
+                              time.perf_counter() - start)
 
     def decide_shape(self, shape: SystemShape, alpha: float,
                      kappa_value: float | None = None) -> Decision:
