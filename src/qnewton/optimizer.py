@@ -342,8 +342,9 @@ class QNewton(Optimizer):
     @staticmethod
     def _gradient_fallback(grad: torch.Tensor, system: LinearSystem | None) -> torch.Tensor:
         """Δ = −g/max|Aᵢⱼ| (the caller has reported why the Newton step was not taken)."""
-        # Scale by 1/max|A_ij| (≈ 1/‖A‖ for PSD A) so the fallback is no longer than a Newton step
-        # along A's largest eigendirection; without a system, a plain gradient step.
+        # Scale by 1/max|A_ij|, the step's natural unit for A (max|A_ij| ≤ ‖A‖₂ ≤ N·max|A_ij|, so
+        # this is 1 to N times a Newton step along A's top eigendirection); without a system, a
+        # plain gradient step.
         scale = 1.0
         if system is not None:
             top = system.max_abs_entry()
