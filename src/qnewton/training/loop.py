@@ -131,6 +131,9 @@ def _read_saved_run(out: Path, config: TrainConfig) -> tuple[MachineRates, dict[
     saved machine rates and the checkpoint. The logs are read too, so that a damaged one stops
     the resume before any of them is truncated."""
     path = out / "config.json"
+    if not path.exists():
+        raise RunFileError(f"{path}: missing, so the run's settings are unknown and it cannot be "
+                           "resumed; restore it from a copy or start a new run with another --out")
     saved = read_json(path, "the run's config.json")
     if not isinstance(saved, dict) or not isinstance(saved.get("config"), dict) or (
             "rates" not in saved):
@@ -176,8 +179,9 @@ def _resume_logs(out: Path, step: int) -> dict[str, int]:
     truncate_jsonl(out / "events.jsonl", step - 1)
     newton_blocks: dict[str, int] = {}
     for row in read_jsonl(out / "solves.jsonl"):
-        if row.get("fallback") is None:
-            newton_blocks[row["block"]] = newton_blocks.get(row["block"], 0) + 1
+        block = row.get("block")
+        if block is not None and row.get("fallback") is None:
+            newton_blocks[block] = newton_blocks.get(block, 0) + 1
     return newton_blocks
 
 
