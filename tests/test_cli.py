@@ -100,7 +100,7 @@ def test_text_output_labels_modeled_times(capsys):
         (["--n", "10", "--d", "2", "--kappa", "10", "--gate-time", "0"],
          "--gate-time must be a finite number > 0"),
         (["--n", "10", "--d", "2", "--kappa", "10", "--solvers", "qr"],
-         "--classical-solvers must be one of"),
+         "--solvers must be one of"),
         (["--n", "10", "--d", "2", "--kappa", "nan"], "--kappa must be a finite number >= 1"),
     ],
 )
@@ -135,7 +135,7 @@ def test_train_then_report_from_the_command_line(tmp_path, capsys):
     assert (tmp_path / "run" / "report.html").exists()
     # the same directory again, without --resume: refused, nothing overwritten
     before = (tmp_path / "run" / "summary.json").read_text()
-    assert main(train_args(tmp_path / "run")) == 1
+    assert main(train_args(tmp_path / "run")) == 2
     assert "already holds a run" in capsys.readouterr().err
     assert (tmp_path / "run" / "summary.json").read_text() == before
 
@@ -162,8 +162,8 @@ def test_train_rejects_bad_flags(tmp_path, capsys, extra, message):
 def test_train_reports_an_unwritable_directory(tmp_path, capsys):
     blocker = tmp_path / "file"
     blocker.write_text("x")
-    assert main(train_args(blocker / "run")) == 1
-    assert "not writable" in capsys.readouterr().err
+    assert main(train_args(blocker / "run")) == 2
+    assert "is a file, not a directory" in capsys.readouterr().err
 
 
 def test_report_on_a_directory_without_results(tmp_path, capsys):

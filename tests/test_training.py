@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from qnewton.files import read_jsonl
+from qnewton.solvers import MachineRates
 from qnewton.training import RUN_FILES, TrainConfig, TrainingError, train
 from qnewton.training import loop as training_loop
 
@@ -13,6 +14,10 @@ SUMMARY_KEYS = {
     "total_seconds", "quantum_solves", "classical_solves", "emulation_seconds", "status",
     "newton_solved_blocks", "measured_by_phase",
 }
+
+
+RATES = MachineRates.user(dense_flops_per_s=5e10, gemm_flops_per_s=1e11,
+                          bandwidth_bytes_per_s=1e10)
 
 
 def tiny(**kw):
@@ -82,14 +87,16 @@ def test_each_task_trains_with_qnewton_on_a_tiny_configuration(tmp_path, task):
 
 def test_resume_continues_to_the_same_result(tmp_path):
     config = tiny(epochs=2, optimizer="qnewton", momentum=0.5)
-    reference = train(config, tmp_path / "straight", progress=False)
+    # the same machine rates for both runs: the cost policy's choices depend on them, and a
+    # calibration on a busy machine is not cached, so two runs could otherwise differ
+    reference = train(config, tmp_path / "straight", progress=False, rates=RATES)
 
     def interrupt(row):
         if row["step"] == 5:
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        train(config, tmp_path / "cut", progress=False, on_step=interrupt)
+        train(config, tmp_path / "cut", progress=False, on_step=interrupt, rates=RATES)
     cut = json.loads((tmp_path / "cut" / "summary.json").read_text())
     assert cut["status"].startswith("interrupted at step 5")
     resumed = train(config, tmp_path / "cut", resume=True, progress=False)

@@ -68,7 +68,8 @@ def read_jsonl_file(path: str | Path) -> JsonLines:
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
     except (OSError, UnicodeDecodeError) as exc:
-        raise RunFileError(f"{path}: cannot be read ({exc})") from None
+        raise RunFileError(f"{path}: cannot be read ({exc}); restore it from a copy or start a "
+                           "new run") from None
     numbered = [(i + 1, line) for i, line in enumerate(lines) if line.strip()]
     out = JsonLines()
     for pos, (number, line) in enumerate(numbered):
@@ -83,7 +84,8 @@ def read_jsonl_file(path: str | Path) -> JsonLines:
                 "corrupt, not just cut short); restore it or start a new run"
             ) from None
         if not isinstance(row, dict):
-            raise RunFileError(f"{path}: line {number} is not a JSON object")
+            raise RunFileError(f"{path}: line {number} is not a JSON object (the file is "
+                               "corrupt); restore it from a copy or start a new run")
         out.rows.append(row)
     return out
 

@@ -5,17 +5,20 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from qnewton.cli import estimate, runs
-from qnewton.cli.errors import CLIError, as_flag_message
+from qnewton.cli.errors import CLIError, as_flag_message, flag_names
 
 
 class HelpWithDefaults(argparse.ArgumentDefaultsHelpFormatter):
-    """``--help`` shows each flag's default, unless its help already says it or it has none."""
+    """``--help`` shows each flag's default, unless its help already says it or it has none
+    (``None``, a switch's ``False``); a default of 0 is shown."""
 
     def _get_help_string(self, action: argparse.Action) -> str:
         text = action.help or ""
-        if "default" in text or action.default in (None, False, argparse.SUPPRESS):
+        if "default" in text or any(action.default is v for v in (None, False,
+                                                                   argparse.SUPPRESS)):
             return text
         return super()._get_help_string(action)
 
@@ -42,7 +45,17 @@ def build_parser() -> argparse.ArgumentParser:
     runs.add_commands(sub, FORMATTER)
     # Listed for --help only: main() hands `qnewton bench ...` to qnewton.bench.main.
     sub.add_parser("bench", add_help=False, help="benchmark suite (see `qnewton bench --help`)")
+    for command in sub.choices.values():  # errors are reported with each command's flag names
+        command.set_defaults(flag_names=flag_names(command))
     return parser
+
+
+def _after_interrupt(args: argparse.Namespace) -> str:
+    if args.command != "train":  # compare, sweep and reproduce reuse and resume their runs
+        return "finished runs are kept; run the same command again to continue"
+    if (Path(args.out) / "checkpoint.pt").exists():
+        return f"completed steps are saved in {args.out} (continue with --resume)"
+    return "no step was completed, so there is nothing to resume"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -52,20 +65,23 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return int(bench_main(argv[1:]))
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help (0), or a usage error argparse has printed (2)
+        return exc.code if isinstance(exc.code, int) else 2
     from qnewton.training import TrainingError
 
     try:
         return int(args.func(args))
-    except ValueError as exc:  # CLIError, RunFileError and the library's validation errors
-        print(f"qnewton {args.command}: error: {as_flag_message(str(exc))}", file=sys.stderr)
+    except ValueError as exc:  # CLIError, RunFileError, RunDirError, the library's validation
+        message = as_flag_message(str(exc), args.flag_names)
+        print(f"qnewton {args.command}: error: {message}", file=sys.stderr)
         return 2
     except TrainingError as exc:
         print(f"qnewton {args.command}: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print(f"qnewton {args.command}: interrupted; completed steps are saved "
-              "(continue with --resume)", file=sys.stderr)
+        print(f"qnewton {args.command}: interrupted; {_after_interrupt(args)}", file=sys.stderr)
         return 130
 
 

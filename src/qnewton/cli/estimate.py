@@ -8,23 +8,36 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 from typing import Any
 
 from qnewton.cli.errors import CLIError
 from qnewton.quantum import ATTOSECOND, HARDWARE_PROFILES, QLSA_MODELS, get_profile
-from qnewton.scheduling import DEFAULT_SOLVERS, POLICIES, Scheduler, SchedulerConfig
+from qnewton.scheduling import (
+    DEFAULT_SOLVERS,
+    POLICIES,
+    NoSolverError,
+    Scheduler,
+    SchedulerConfig,
+)
 from qnewton.solvers import SOLVERS, MachineRates
 from qnewton.system import SystemShape
 from qnewton.validation import check_positive, check_real
 
+#: The largest N, d or rank ``estimate`` takes: the classical flop counts (N³) overflow a float
+#: beyond about 5e102.
+MAX_COUNT = 1e100
+
 
 def add_arguments(est: argparse.ArgumentParser) -> None:
-    est.add_argument("--n", type=float, required=True, help="system size N (positive integer)")
+    est.add_argument("--n", type=float, required=True,
+                     help=f"system size N (a positive integer, at most {MAX_COUNT:g})")
     est.add_argument("--d", type=float, required=True, help="nonzeros per row, 1 <= d <= N")
     est.add_argument("--kappa", type=float, required=True, help="condition number, >= 1")
     est.add_argument("--rank", type=float, default=None,
                      help="the system is held as scale·FᵀF + λI with F of RANK rows (empirical "
-                     "Fisher/GGN): Woodbury applies and dense solvers pay for forming A")
+                     "Fisher/GGN; a positive integer): Woodbury applies and dense solvers pay for "
+                     "forming A")
     est.add_argument("--eps", type=float, default=1e-2, help="QLSA relative error, in (0, 1)")
     est.add_argument("--alpha", type=float, default=1.0,
                      help="block-encoding normalization alpha (> 0)")
@@ -32,20 +45,35 @@ def add_arguments(est: argparse.ArgumentParser) -> None:
     est.add_argument("--hardware", default="paper",
                      help=f"one of {', '.join(HARDWARE_PROFILES)}")
     est.add_argument("--gate-time", type=float, default=None,
-                     help=f"override the gate time in seconds (paper's attosecond: {ATTOSECOND:g})")
+                     help="override the profile's gate time, in seconds (> 0; the paper's "
+                     f"attosecond hypothesis: {ATTOSECOND:g})")
     est.add_argument("--readout", default=None,
                      help="state (free, as in the paper) or vector (tomography of x); "
                      "default: the profile's")
     est.add_argument("--policy", default="cost", help=f"one of {', '.join(POLICIES)}")
     est.add_argument("--solvers", default=",".join(DEFAULT_SOLVERS),
-                     help=f"classical solvers to choose from, among {', '.join(SOLVERS)}")
+                     help=f"comma-separated classical solvers to choose from, among "
+                     f"{', '.join(SOLVERS)}")
     est.add_argument("--json", action="store_true", help="print one JSON object")
 
 
 def _positive_int(name: str, value: float) -> int:
-    if value != int(value) or value < 1:
-        raise CLIError(f"--{name} must be a positive integer, got {value:g}")
+    """A count given as a float flag (so that ``--n 1e6`` works)."""
+    if not (math.isfinite(value) and value.is_integer() and 1 <= value <= MAX_COUNT):
+        raise CLIError(f"--{name} must be a positive integer (at most {MAX_COUNT:g}), "
+                       f"got {value:g}")
     return int(value)
+
+
+def _no_solver_message(solvers: tuple[str, ...], rank: int | None) -> str:
+    if rank is None:
+        why = "woodbury needs --rank (a system held as a factor)"
+    else:
+        dense = ", ".join(name for name, s in SOLVERS.items() if s.forms_matrix)
+        why = (f"with --rank, the solvers that form the N×N matrix ({dense}) are over the "
+               "dense-memory budget at this N")
+    return (f"--solvers {','.join(solvers)} leaves no classical solver for this system: {why}; "
+            "allow cg, or use --policy quantum")
 
 
 def estimate_report(args: argparse.Namespace, rates: MachineRates | None = None
@@ -70,7 +98,14 @@ def estimate_report(args: argparse.Namespace, rates: MachineRates | None = None
                              readout=args.readout, eps=args.eps, classical_solvers=solvers)
     scheduler = Scheduler(config, rates=rates)
     shape = SystemShape(n=n, nnz=n * d, d=d, kappa=kappa, factor_rows=rank)
-    decision = scheduler.decide_shape(shape, alpha)
+    try:
+        decision = scheduler.decide_shape(shape, alpha)
+    except NoSolverError:
+        raise CLIError(_no_solver_message(solvers, rank)) from None
+    except (ValueError, OverflowError) as exc:  # every argument is valid: the models overflow
+        raise CLIError(f"this system (--n {n}, --d {d}, --kappa {kappa:g}, --eps {config.eps:g}) "
+                       f"is beyond the range of the cost models ({exc}); give smaller values"
+                       ) from None
     rates = scheduler.machine_rates()
     quantum = decision.quantum
     return {

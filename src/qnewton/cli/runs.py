@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from qnewton.cli.errors import CLIError, as_flag_message
+from qnewton.cli.errors import CLIError
 from qnewton.conditioning import REG_SCHEMES
 from qnewton.curvature import CURVATURES, GROUPINGS
 from qnewton.estimation import KAPPA_METHODS
@@ -19,6 +19,7 @@ from qnewton.scheduling import POLICIES
 from qnewton.solvers import SOLVERS
 from qnewton.tasks import TASKS
 from qnewton.training import OPTIMIZERS, TrainConfig
+from qnewton.validation import check_nonnegative
 
 DEFAULTS = TrainConfig()
 
@@ -31,28 +32,37 @@ def add_training_arguments(p: argparse.ArgumentParser) -> None:
     """The flags of a training run (shared by train, compare and sweep)."""
     d = DEFAULTS
     batch = ", ".join(f"{name} {spec.default_batch_size}" for name, spec in TASKS.items())
+    multiples = "".join(f"; {name}: a multiple of {spec.hidden_multiple_of}"
+                        for name, spec in TASKS.items() if spec.hidden_multiple_of > 1)
     p.add_argument("--task", default=d.task, help=f"one of {_names(TASKS)}")
-    p.add_argument("--epochs", type=int, default=d.epochs, help="passes over the training set")
+    p.add_argument("--epochs", type=int, default=d.epochs,
+                   help="passes over the training set (>= 1)")
     p.add_argument("--batch-size", type=int, default=None,
-                   help=f"mini-batch size (default: the task's: {batch})")
+                   help="mini-batch size, from 1 to the size of the training set (default: the "
+                   f"task's: {batch})")
     p.add_argument("--lr", type=float, default=None,
                    help="learning rate (> 0; default: the optimizer's: " + ", ".join(
                        f"{n} {s.default_lr:g}" for n, s in OPTIMIZERS.items()) + ")")
-    p.add_argument("--seed", type=int, default=d.seed, help="seed for data split, init and QLSA")
-    p.add_argument("--hidden", type=int, default=None, help="hidden size (default: per task)")
+    p.add_argument("--seed", type=int, default=d.seed,
+                   help="seed for data split, init and QLSA, in [0, 2**32 - 1]")
+    p.add_argument("--hidden", type=int, default=None,
+                   help=f"hidden size (>= 1{multiples}; default: per task)")
     p.add_argument("--tiny", action="store_true", help="tiny data and model (smoke tests)")
-    p.add_argument("--max-steps", type=int, default=None, help="stop after this many steps")
+    p.add_argument("--max-steps", type=int, default=None,
+                   help="stop after this many steps (>= 1; default: all epochs)")
     p.add_argument("--curvature", default=d.curvature, help=f"one of {_names(CURVATURES)}")
     p.add_argument("--grouping", default=d.grouping,
                    help=f"parameter blocks: {_names(GROUPINGS)} (module: weight and bias of a "
                    "layer together)")
     p.add_argument("--reg", type=float, default=d.reg,
-                   help="regularization strength (max-entry: λ = reg·max|Hij|)")
+                   help="regularization strength, >= 0 (max-entry: λ = reg·max|Hij|)")
     p.add_argument("--reg-scheme", default=d.reg_scheme, help=f"one of {_names(REG_SCHEMES)}")
     p.add_argument("--prune-ratio", type=float, default=None,
-                   help="symmetric pruning: keep this fraction of each row, in (0, 1]")
+                   help="symmetric pruning: keep this fraction of each row, in (0, 1] (not "
+                   "with --prune-count)")
     p.add_argument("--prune-count", type=int, default=None,
-                   help="symmetric pruning: keep this many entries per row (>= 1)")
+                   help="symmetric pruning: keep this many entries per row (>= 1; not with "
+                   "--prune-ratio)")
     p.add_argument("--policy", default=None,
                    help=f"routing policy, one of {_names(POLICIES)} (default: the optimizer's)")
     p.add_argument("--solvers", default=None,
@@ -62,30 +72,35 @@ def add_training_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--qlsa-backend", default=d.qlsa_backend,
                    help=f"how quantum answers are produced, one of {_names(QLSA_BACKENDS)}")
     p.add_argument("--readout", default=None, help="state or vector (default: the profile's)")
-    p.add_argument("--gate-time", type=float, default=None, help="override gate time (s)")
+    p.add_argument("--gate-time", type=float, default=None,
+                   help="override the profile's gate time, in seconds (> 0)")
     p.add_argument("--eps", type=float, default=d.eps, help="QLSA relative error, in (0, 1)")
     p.add_argument("--kappa-method", default=d.kappa_method,
                    help=f"κ estimator for the decisions, one of {_names(KAPPA_METHODS)}")
     p.add_argument("--kappa-threshold", type=float, default=d.kappa_threshold,
-                   help="κ above which the threshold policy routes classically")
+                   help="κ above which the threshold policy routes classically (>= 1)")
     p.add_argument("--alpha", type=float, default=None,
-                   help="block-encoding normalization α (default: estimated per block)")
+                   help="block-encoding normalization α, > 0 (default: estimated per block)")
     p.add_argument("--shots", type=int, default=None,
-                   help="read QLSA answers out with this many shots (default: exact amplitudes)")
-    p.add_argument("--momentum", type=float, default=d.momentum, help="momentum on Newton steps")
+                   help="read QLSA answers out with this many shots, >= 1 (default: exact "
+                   "amplitudes)")
+    p.add_argument("--momentum", type=float, default=d.momentum,
+                   help="momentum on Newton steps, in [0, 1)")
     p.add_argument("--clip", type=float, default=d.clip,
-                   help="element-wise clip of Newton steps (> 0; 0 disables)")
+                   help="element-wise clip of Newton steps (>= 0; 0 disables)")
     p.add_argument("--max-block-bytes", type=int, default=d.max_block_bytes,
-                   help="memory budget of one curvature block (dense N×N or factor) in bytes; "
+                   help="memory budget of one curvature block (dense N×N or factor) in bytes "
+                   "(>= 1); "
                    "a block over it takes a reported gradient step")
     p.add_argument("--exact-kappa-max-n", type=int, default=d.exact_kappa_max_n,
-                   help="record the exact κ of systems up to this N (diagnostics, timed apart "
-                   "from training; 0: never)")
+                   help="record the exact κ of systems up to this N (>= 0; diagnostics, timed "
+                   "apart from training; 0: never)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
 def train_config(args: argparse.Namespace, optimizer: str, hardware: str) -> TrainConfig:
-    """The :class:`TrainConfig` of the parsed flags (errors name the flag)."""
+    """The :class:`TrainConfig` of the parsed flags. An invalid setting raises ``ValueError``
+    with the library's argument name, which :func:`qnewton.cli.main` reports as the flag."""
     solvers = None
     if args.solvers is not None:
         solvers = tuple(s.strip() for s in args.solvers.split(",") if s.strip())
@@ -100,13 +115,11 @@ def train_config(args: argparse.Namespace, optimizer: str, hardware: str) -> Tra
         solvers=solvers, qlsa=args.qlsa, qlsa_backend=args.qlsa_backend, readout=args.readout,
         gate_time=args.gate_time, eps=args.eps, kappa_method=args.kappa_method,
         kappa_threshold=args.kappa_threshold, alpha=args.alpha, shots=args.shots,
-        momentum=args.momentum, clip=args.clip if args.clip else None,
+        momentum=args.momentum,
+        clip=None if check_nonnegative("clip", args.clip) == 0 else args.clip,
         max_block_bytes=args.max_block_bytes, exact_kappa_max_n=args.exact_kappa_max_n,
     )
-    try:
-        return TrainConfig(**fields)
-    except ValueError as exc:
-        raise CLIError(as_flag_message(str(exc))) from None
+    return TrainConfig(**fields)
 
 
 def _split_list(name: str, text: str) -> list[str]:
@@ -195,8 +208,10 @@ def add_commands(sub: argparse._SubParsersAction, formatter) -> None:
     tr.add_argument("--optimizer", default=DEFAULTS.optimizer, help=f"one of {_names(OPTIMIZERS)}")
     tr.add_argument("--hardware", default=DEFAULTS.hardware,
                     help=f"one of {_names(HARDWARE_PROFILES)}")
-    tr.add_argument("--out", required=True, help="run directory (must not hold another run)")
-    tr.add_argument("--resume", action="store_true", help="continue the run in --out")
+    tr.add_argument("--out", required=True,
+                    help="run directory, created if missing (must not hold another run)")
+    tr.add_argument("--resume", action="store_true",
+                    help="continue the run in --out from its checkpoint (same settings)")
     tr.set_defaults(func=run_train)
 
     cp = sub.add_parser("compare", help="run several optimizers and tabulate",
@@ -217,13 +232,14 @@ def add_commands(sub: argparse._SubParsersAction, formatter) -> None:
     add_training_arguments(sw)
     sw.add_argument("--optimizer", default=DEFAULTS.optimizer, help=f"one of {_names(OPTIMIZERS)}")
     sw.add_argument("--hardware", default=DEFAULTS.hardware, help="hardware profile")
-    sw.add_argument("--param", required=True, choices=list(SWEEP_PARAMS))
-    sw.add_argument("--values", required=True, help="comma-separated values")
+    sw.add_argument("--param", required=True, choices=list(SWEEP_PARAMS),
+                    help="the setting to sweep")
+    sw.add_argument("--values", required=True, help="comma-separated values of --param")
     sw.add_argument("--out", required=True, help="sweep directory")
     sw.set_defaults(func=run_sweep)
 
     rp = sub.add_parser("report", help="plots and report.html for a run/compare/sweep dir")
-    rp.add_argument("directory")
+    rp.add_argument("directory", help="a train, compare or sweep output directory")
     rp.set_defaults(func=run_report)
 
     rr = sub.add_parser("reproduce", help="run the experiments behind the paper's claims",

@@ -6,14 +6,14 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-from qnewton.conditioning import REG_SCHEMES
+from qnewton.conditioning import REG_SCHEMES, ConditioningConfig
 from qnewton.curvature import CURVATURES, GROUPINGS
 from qnewton.estimation import KAPPA_METHODS
 from qnewton.quantum import HARDWARE_PROFILES, QLSA_MODELS, READOUT_MODES
 from qnewton.quantum.backends import QLSA_BACKENDS
 from qnewton.scheduling import POLICIES
 from qnewton.solvers import SOLVERS
-from qnewton.tasks import TASKS
+from qnewton.tasks import TASKS, TaskConfig
 from qnewton.training.optimizers import OPTIMIZERS
 from qnewton.validation import (
     check_choice,
@@ -93,16 +93,15 @@ class TrainConfig:
         check_optional(check_int, "batch_size", self.batch_size, 1)
         check_int("epochs", self.epochs, 1)
         check_int("checkpoint_every", self.checkpoint_every, 1)
-        check_int("seed", self.seed)
         check_optional(check_int, "max_steps", self.max_steps, 1)
         check_int("eval_every", self.eval_every, 0)
         check_optional(check_positive, "lr", self.lr)
         check_optional(check_positive, "gate_time", self.gate_time)
-        check_optional(check_int, "hidden", self.hidden, 1)
-        check_real("reg", self.reg, low=0.0)
-        check_optional(check_real, "prune_ratio", self.prune_ratio, low=0.0, high=1.0,
-                       low_open=True)
-        check_optional(check_int, "prune_count", self.prune_count, 1)
+        # the task's and the conditioning's own checks (seed range, hidden size, regularization,
+        # pruning), so that a run is refused before it starts rather than at its first step
+        self.task_config()
+        ConditioningConfig(reg_scheme=self.reg_scheme, reg=self.reg,
+                           prune_ratio=self.prune_ratio, prune_count=self.prune_count)
         check_open_unit("eps", self.eps)
         check_real("kappa_threshold", self.kappa_threshold, low=1.0)
         check_optional(check_positive, "alpha", self.alpha)
@@ -111,6 +110,10 @@ class TrainConfig:
         check_optional(check_positive, "clip", self.clip)
         check_int("max_block_bytes", self.max_block_bytes, 1)
         check_int("exact_kappa_max_n", self.exact_kappa_max_n, 0)
+
+    def task_config(self) -> TaskConfig:
+        """The task this run trains on."""
+        return TaskConfig(name=self.task, hidden=self.hidden, seed=self.seed, tiny=self.tiny)
 
     @property
     def learning_rate(self) -> float:

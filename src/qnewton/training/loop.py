@@ -18,6 +18,7 @@ import torch
 from qnewton import calibration
 from qnewton.accounting import Ledger
 from qnewton.files import (
+    RunFileError,
     append_jsonl,
     read_json,
     read_jsonl,
@@ -25,16 +26,22 @@ from qnewton.files import (
     write_json_atomic,
 )
 from qnewton.solvers import MachineRates
-from qnewton.tasks import Task, TaskConfig, load_task
+from qnewton.tasks import Task, load_task
 from qnewton.training.config import TrainConfig
 from qnewton.training.optimizers import OPTIMIZERS
 from qnewton.training.run_dir import (
+    RunDirError,
     RunState,
     TrainingError,
+    check_run_dir,
+    create_run_dir,
     load_checkpoint,
-    prepare_run_dir,
+    restore_checkpoint,
+    run_dir_path,
     save_checkpoint,
 )
+
+LOGS = ("steps.jsonl", "solves.jsonl", "events.jsonl")
 
 
 def build_optimizer(config: TrainConfig, model: torch.nn.Module, rates: MachineRates,
@@ -115,15 +122,67 @@ def _make_closure(task: Task, model: torch.nn.Module, xb: torch.Tensor, yb: torc
     return closure
 
 
-def _resume_files(out: Path, config: TrainConfig) -> MachineRates:
-    saved = read_json(out / "config.json", "the run's config.json")
-    if not isinstance(saved, dict) or "config" not in saved or "rates" not in saved:
-        raise TrainingError(f"{out / 'config.json'} is not a qnewton run config; start a new run")
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _read_saved_run(out: Path, config: TrainConfig) -> tuple[MachineRates, dict[str, Any]]:
+    """What ``--resume`` needs from ``out``, read and checked before anything is changed: the
+    saved machine rates and the checkpoint. The logs are read too, so that a damaged one stops
+    the resume before any of them is truncated."""
+    path = out / "config.json"
+    if not path.exists():
+        raise RunFileError(f"{path}: missing, so the run's settings are unknown and it cannot be "
+                           "resumed; restore it from a copy or start a new run with another --out")
+    saved = read_json(path, "the run's config.json")
+    if not isinstance(saved, dict) or not isinstance(saved.get("config"), dict) or (
+            "rates" not in saved):
+        raise RunFileError(f"{path}: not a qnewton run config (no 'config' and 'rates'); restore "
+                           "it from a copy or start a new run with another --out")
     if saved["config"] != config.to_dict():
-        diff = {k: (saved["config"].get(k), v) for k, v in config.to_dict().items()
-                if saved["config"].get(k) != v}
-        raise TrainingError(f"--resume with different settings (saved, given): {diff}")
-    return MachineRates.from_dict(saved["rates"])
+        diff = "; ".join(f"{_flag(k)} {saved['config'].get(k)!r} -> {v!r}"
+                         for k, v in config.to_dict().items() if saved["config"].get(k) != v)
+        raise RunDirError(f"--resume with different settings (saved -> given): {diff}; resume "
+                          "with the saved settings or start a new run with another --out")
+    try:
+        rates = MachineRates.from_dict(saved["rates"])
+    except ValueError as exc:
+        raise RunFileError(f"{path}: the saved machine rates are invalid ({exc}); restore it from "
+                           "a copy or start a new run with another --out") from None
+    checkpoint = load_checkpoint(out / "checkpoint.pt")
+    for name in LOGS:
+        read_jsonl(out / name)
+    return rates, checkpoint
+
+
+def _check_batch_size(config: TrainConfig, n_train: int) -> None:
+    if config.batch_size is not None and config.batch_size > n_train:
+        tiny = " (tiny)" if config.tiny else ""
+        raise ValueError(f"batch_size must be at most the size of the training set, {n_train} "
+                         f"examples for task {config.task}{tiny}; got {config.batch_size}")
+
+
+def _resume_logs(out: Path, step: int) -> dict[str, int]:
+    """Cut the logs back to what the checkpoint at ``step`` covers; returns the blocks solved
+    by Newton steps so far. steps.jsonl counts completed steps (1-based); solves and events
+    carry the 0-based index of the step they belong to."""
+    path = out / "steps.jsonl"
+    last = max((r.get("step", -1) for r in read_jsonl(path)), default=None)
+    if last is None or last < step:
+        what = ("is missing" if not path.exists() else "has no rows" if last is None
+                else f"ends at step {last}")
+        raise RunFileError(f"{path}: {what} but the checkpoint is at step {step}, so the run's "
+                           "history is incomplete; restore it from a copy or start a new run "
+                           "with another --out")
+    truncate_jsonl(path, step)
+    truncate_jsonl(out / "solves.jsonl", step - 1)
+    truncate_jsonl(out / "events.jsonl", step - 1)
+    newton_blocks: dict[str, int] = {}
+    for row in read_jsonl(out / "solves.jsonl"):
+        block = row.get("block")
+        if block is not None and row.get("fallback") is None:
+            newton_blocks[block] = newton_blocks.get(block, 0) + 1
+    return newton_blocks
 
 
 def train(config: TrainConfig, out: str | Path, *, resume: bool = False, progress: bool = True,
@@ -131,41 +190,37 @@ def train(config: TrainConfig, out: str | Path, *, resume: bool = False, progres
           rates: MachineRates | None = None) -> dict[str, Any]:
     """Run (or resume) a training run into ``out``; returns the summary.
 
+    Everything is checked before any file is written or changed: the directory
+    (:class:`RunDirError`), a resumed run's files (:class:`~qnewton.files.RunFileError`) and a
+    ``batch_size`` larger than the task's training set (``ValueError``; it is an error rather
+    than a silent clamp, so config.json always records the batch size used).
+
     ``rates`` are the classical time models' machine rates (default: calibrated, cached; a
     resumed run uses the rates it started with). ``on_step`` is called with each step's row
     after it has been written (for tests and embedding); an exception it raises interrupts the
     run like Ctrl-C would.
     """
-    out = Path(out)
-    prepare_run_dir(out, resume)
+    out = run_dir_path(out)
+    check_run_dir(out, resume)
+    checkpoint = None
     if resume:
-        rates = _resume_files(out, config)
-    elif rates is None:
+        rates, checkpoint = _read_saved_run(out, config)
+    task = load_task(config.task_config())
+    _check_batch_size(config, task.x_train.shape[0])
+    if rates is None:
         rates = calibration.calibrate()
-
-    task = load_task(TaskConfig(name=config.task, hidden=config.hidden, seed=config.seed,
-                                tiny=config.tiny))
     model = task.model
     ledger = Ledger()
     optimizer = build_optimizer(config, model, rates, ledger)
-    state = RunState()
-    newton_blocks: dict[str, int] = {}
-    if resume:
-        checkpoint = load_checkpoint(out / "checkpoint.pt")
-        model.load_state_dict(checkpoint["model"])
-        optimizer.load_state_dict(checkpoint["optimizer"])
-        ledger.load_state_dict(checkpoint["ledger"])
-        state = RunState(**checkpoint["state"])
-        # steps.jsonl counts completed steps (1-based); solves and events carry the 0-based
-        # index of the step they belong to.
-        truncate_jsonl(out / "steps.jsonl", state.step)
-        truncate_jsonl(out / "solves.jsonl", state.step - 1)
-        truncate_jsonl(out / "events.jsonl", state.step - 1)
-        for row in read_jsonl(out / "solves.jsonl"):
-            if row["fallback"] is None:
-                newton_blocks[row["block"]] = newton_blocks.get(row["block"], 0) + 1
+    if checkpoint is not None:
+        state = restore_checkpoint(out / "checkpoint.pt", checkpoint, model, optimizer, ledger)
+        create_run_dir(out)  # only checks that it is still writable
+        newton_blocks = _resume_logs(out, state.step)
     else:
-        for name in ("steps.jsonl", "solves.jsonl", "events.jsonl"):
+        state = RunState()
+        newton_blocks = {}
+        create_run_dir(out)
+        for name in LOGS:
             (out / name).write_text("", encoding="utf-8")
         write_json_atomic(out / "config.json", {
             "config": config.to_dict(),

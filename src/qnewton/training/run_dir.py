@@ -33,6 +33,11 @@ class TrainingError(RuntimeError):
     """A run could not start or had to stop (bad directory, non-finite loss, ...)."""
 
 
+class RunDirError(TrainingError, ValueError):
+    """The run directory cannot be used as asked (a usage error, reported before any file is
+    written; the CLI exits with status 2). The message names ``--out``/``--resume``."""
+
+
 @dataclass
 class RunState:
     """Position in the run (saved in the checkpoint)."""
@@ -43,24 +48,59 @@ class RunState:
     last_eval: dict[str, float] | None = None
 
 
-def prepare_run_dir(out: Path, resume: bool) -> None:
-    """Create/check the run directory; refuse to overwrite a finished or foreign run."""
+def run_dir_path(out: str | Path) -> Path:
+    """``out`` as a path; an empty string (which ``Path`` would read as ``.``) is refused."""
+    if isinstance(out, str) and not out.strip():
+        raise RunDirError(f"--out must be a directory path, got {out!r}")
+    return Path(out)
+
+
+def _nearest_existing(path: Path) -> Path:
+    path = path.absolute()
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
+def check_run_dir(out: Path, resume: bool) -> None:
+    """Refuse a run directory that cannot be used, without creating or changing anything.
+
+    ``out`` must be a directory or creatable as one, writable, and (without ``resume``) hold no
+    run files, so that finished results are never overwritten; with ``resume`` it must hold a
+    checkpoint.
+    """
     if out.exists() and not out.is_dir():
-        raise TrainingError(f"--out {out} exists and is not a directory")
-    has_run = (out / "config.json").exists()
-    if resume and not (out / "checkpoint.pt").exists():
-        raise TrainingError(f"--resume: no checkpoint in {out}; start a new run without --resume")
-    if not resume and has_run:
-        raise TrainingError(
+        raise RunDirError(f"--out {out} exists and is not a directory")
+    existing = _nearest_existing(out)
+    if not existing.is_dir():
+        raise RunDirError(f"--out {out} cannot be created: {existing} is a file, not a directory")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise RunDirError(f"--out {out} is not writable (no write permission on {existing})")
+    present = [name for name in RUN_FILES if (out / name).exists()]
+    if resume and "checkpoint.pt" not in present:
+        if "config.json" in present:
+            raise RunDirError(f"--resume: {out} holds a run but no checkpoint.pt (the run stopped "
+                              "before its first step, or the file was removed), so it cannot be "
+                              "resumed; choose another --out to start again")
+        raise RunDirError(f"--resume: no checkpoint in {out}; start a new run without --resume")
+    if not resume and "config.json" in present:
+        raise RunDirError(
             f"{out} already holds a run; pass --resume to continue it or choose another --out"
         )
+    if not resume and present:
+        raise RunDirError(f"{out} already holds run files ({', '.join(present)}); choose another "
+                          "--out")
+
+
+def create_run_dir(out: Path) -> None:
+    """Create ``out`` (and its parents) and make sure a file can be written in it."""
     try:
         out.mkdir(parents=True, exist_ok=True)
         probe = out / ".write-test"
         probe.write_text("ok", encoding="utf-8")
         probe.unlink()
     except OSError as exc:
-        raise TrainingError(f"--out {out} is not writable: {exc.strerror or exc}") from None
+        raise RunDirError(f"--out {out} is not writable: {exc.strerror or exc}") from None
 
 
 def save_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
@@ -79,17 +119,45 @@ def save_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.O
     os.replace(tmp, path)
 
 
+def _first_sentence(exc: Exception) -> str:
+    """The gist of a library's error (torch's can run to many lines of advice)."""
+    lines = str(exc).strip().splitlines() or [type(exc).__name__]
+    return lines[0].split(". ")[0].rstrip(":.")[:200]
+
+
 def load_checkpoint(path: Path) -> dict[str, Any]:
     """The checkpoint's contents; an unreadable one raises :class:`RunFileError` naming it."""
     try:
         checkpoint = torch.load(path, weights_only=False)
     except Exception as exc:  # torch raises several types for damaged files
         raise RunFileError(
-            f"{path}: the checkpoint cannot be read ({str(exc).splitlines()[0][:200]}); it is "
-            "damaged, so this run cannot be resumed: start a new run with another --out"
+            f"{path}: the checkpoint cannot be read ({_first_sentence(exc)}); it is damaged, so "
+            "this run cannot be resumed: start a new run with another --out"
         ) from None
     if not isinstance(checkpoint, dict) or not {"model", "optimizer", "ledger", "state"} <= set(
             checkpoint):
         raise RunFileError(f"{path}: not a qnewton checkpoint (missing model/optimizer/ledger/"
                            "state); start a new run with another --out")
     return checkpoint
+
+
+def restore_checkpoint(path: Path, checkpoint: dict[str, Any], model: torch.nn.Module,
+                       optimizer: torch.optim.Optimizer, ledger: Ledger) -> RunState:
+    """Load ``checkpoint`` (read from ``path``) into the run's objects; the run's position.
+
+    A checkpoint that does not fit this run's model and optimizer raises :class:`RunFileError`
+    naming it.
+    """
+    try:
+        model.load_state_dict(checkpoint["model"])
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        ledger.load_state_dict(checkpoint["ledger"])
+        state = RunState(**checkpoint["state"])
+        if not isinstance(state.step, int) or state.step < 0:
+            raise ValueError(f"bad step {state.step!r}")
+    except Exception as exc:  # load_state_dict raises several types for mismatched state
+        raise RunFileError(
+            f"{path}: the checkpoint does not fit this run ({_first_sentence(exc)}); it is "
+            "damaged, so this run cannot be resumed: start a new run with another --out"
+        ) from None
+    return state
