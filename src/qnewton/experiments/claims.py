@@ -116,8 +116,8 @@ def newton_time_verdict(diff: TimingDifference, quantum_solves: int, explicit_in
                 "; one run per optimizer gives no spread, so no difference can be told from "
                 "run-to-run noise")
     if diff.noise:
-        why = ("; the repeats overlap (the slowest of one is slower than the fastest of the "
-               "other), so the difference is run-to-run noise")
+        why = ("; the two ranges (min–max over the repeats) overlap, so the difference is "
+               "within run-to-run noise")
         return (NOISE_VERDICT, f"median {change_text(red)}, within the spread of the repeats"
                 + (", with 0 quantum solves" if zero else ""),
                 why + (f"; {classical_only}" if zero else ""))
