@@ -19,7 +19,7 @@ from qnewton.scheduling import POLICIES
 from qnewton.solvers import SOLVERS
 from qnewton.tasks import TASKS
 from qnewton.training import OPTIMIZERS, TrainConfig
-from qnewton.validation import check_nonnegative
+from qnewton.validation import check_choice, check_nonnegative
 
 DEFAULTS = TrainConfig()
 
@@ -148,8 +148,11 @@ def run_compare(args: argparse.Namespace) -> int:
     optimizers = _split_list("optimizers", args.optimizers)
     groups = args.hardware or ["paper"]
     hardware = [h for group in groups for h in _split_list("hardware", group)]
+    for name in optimizers:  # before train_config, whose message would name --optimizer
+        check_choice("optimizers", name, OPTIMIZERS)
     config = train_config(args, optimizers[0], hardware[0])
-    result = compare(config, optimizers, hardware, args.out, target=args.target_accuracy,
+    result = compare(config, optimizers, hardware, args.out,
+                     target_accuracy=args.target_accuracy, repeats=args.repeats,
                      progress=not args.no_progress)
     print(format_table(result["rows"], result["metric"]))
     print(f"comparison written to {args.out}/comparison.json")
@@ -224,6 +227,9 @@ def add_commands(sub: argparse._SubParsersAction, formatter) -> None:
                     "default: paper)")
     cp.add_argument("--target-accuracy", type=float, default=None,
                     help="report the time to reach this test metric")
+    cp.add_argument("--repeats", type=int, default=1,
+                    help="run everything this many times, interleaved; the table shows medians "
+                    "and min-max (>= 1)")
     cp.add_argument("--out", required=True, help="comparison directory")
     cp.set_defaults(func=run_compare, hardware=None)
 

@@ -2,27 +2,39 @@
 
 from __future__ import annotations
 
-import dataclasses
 import math
+import statistics
 from pathlib import Path
 from typing import Any
 
-from qnewton.experiments.compare import compare
+from qnewton.experiments.checks import check_out, make_out
+from qnewton.experiments.compare import Profile, plan_comparison, run_comparison
 from qnewton.experiments.runs import fmt, time_to_target
+from qnewton.experiments.timing import (
+    NOISE_VERDICT,
+    UNKNOWN_NOISE_VERDICT,
+    TimingDifference,
+    change_text,
+    timing_difference,
+)
 from qnewton.files import read_jsonl, write_json_atomic
 from qnewton.training import TrainConfig
+from qnewton.validation import check_int
 
 REPRODUCE_PROFILES = (
-    # (label, hardware profile, gate time override): the paper's profile at its default 1 ns
-    # gates, at the paper's attosecond hypothesis, and a realistic fault-tolerant machine.
-    ("paper", "paper", None),
-    ("paper-attosecond", "paper", 1e-18),
-    ("surface-code", "surface-code", None),
+    # The paper's profile at its default 1 ns gates, at the paper's attosecond hypothesis, and
+    # a realistic fault-tolerant machine.
+    Profile("paper", "paper"),
+    Profile("paper-attosecond", "paper", gate_time=1e-18),
+    Profile("surface-code", "surface-code"),
 )
+REPRODUCE_OPTIMIZERS = ("sgd", "adam", "newton", "newton-inverse", "qnewton")
+#: Where ``reproduce`` writes its comparison (all profiles, all repeats), below its ``out``.
+COMPARISON_DIR = "compare"
 
 
 def reproduce(out: str | Path, *, quick: bool = False, tiny: bool = False,
-              progress: bool = True) -> dict[str, Any]:
+              repeats: int | None = None, progress: bool = True) -> dict[str, Any]:
     """Run the experiments behind the paper's claims and write ``claims.json`` / ``claims.md``.
 
     Claims (v3 abstract): (1) up to 90% less training time than classical Newton at equal
@@ -32,113 +44,164 @@ def reproduce(out: str | Path, *, quick: bool = False, tiny: bool = False,
     ``surface-code`` profile, against the best classical Newton (Cholesky, CG, Woodbury) and
     against the release's explicit-inverse Newton. ``quick`` shortens the runs; ``tiny`` (tests)
     uses the tiny digits configuration.
+
+    Timing claims rest on ``repeats`` interleaved runs of every optimizer (default 3, 2 with
+    ``tiny``; at least 2): runs that no profile can change (first-order, classical Newton) run
+    once per repeat for all profiles. A difference within the spread of the repeats is reported
+    as :data:`~qnewton.experiments.timing.NOISE_VERDICT`. Everything is checked before anything
+    runs; finished runs of an earlier call with the same settings are reused.
     """
-    out = Path(out)
+    for name, flag in (("quick", quick), ("tiny", tiny), ("progress", progress)):
+        if not isinstance(flag, bool):
+            raise ValueError(f"{name} must be True or False, got {flag!r}")
+    repeats = check_int("repeats", (2 if tiny else 3) if repeats is None else repeats, 2)
+    out = check_out(out, "reproduction")
     base = TrainConfig(task="digits", epochs=3 if quick else 10, tiny=tiny,
                        max_steps=3 if tiny else None, exact_kappa_max_n=300)
-    optimizers = ["sgd", "adam", "newton", "newton-inverse", "qnewton"]
-    comparisons = {}
-    for label, profile, gate_time in REPRODUCE_PROFILES:
-        config = dataclasses.replace(base, gate_time=gate_time)
-        comparisons[label] = compare(config, optimizers, [profile], out / f"compare-{label}",
-                                     progress=progress)
+    plan = plan_comparison(base, REPRODUCE_OPTIMIZERS, REPRODUCE_PROFILES, out / COMPARISON_DIR,
+                           repeats=repeats)
+    make_out(out)
+    comparison = run_comparison(plan, progress=progress)
+    base_dir = out / COMPARISON_DIR
+    by_profile = {p.label: {r["optimizer"]: r for r in comparison["rows"]
+                            if r["profile"] == p.label} for p in REPRODUCE_PROFILES}
+    metric = comparison["metric"]
     # Newton-vs-Newton claims are timed to an accuracy every Newton-family run reached.
-    first = comparisons[REPRODUCE_PROFILES[0][0]]
-    target = min(r["final_metric"] for c in comparisons.values() for r in c["rows"]
+    target = min(r["final_metric"] for r in comparison["rows"]
                  if r["optimizer"] in ("newton", "newton-inverse", "qnewton"))
     claims: list[dict[str, Any]] = []
-    for label, comp in comparisons.items():
-        rows = {r["optimizer"]: r for r in comp["rows"]}
-        claims += time_claims(label, out / f"compare-{label}", rows, comp["metric"], target)
-        claims.append(kappa_routing_claim(label, out / f"compare-{label}", rows["qnewton"]))
-    claims.append(kappa_decay_claim(out / f"compare-{REPRODUCE_PROFILES[0][0]}", first))
-    result = {"claims": claims, "target_accuracy": target, "quick": quick,
-              "comparisons": [f"compare-{label}" for label in comparisons], "sweeps": []}
+    for label, rows in by_profile.items():
+        claims += time_claims(label, base_dir, rows, metric, target)
+        claims.append(kappa_routing_claim(label, base_dir, rows["qnewton"]))
+    claims.append(kappa_decay_claim(base_dir, comparison))
+    result = {"claims": claims, "target_accuracy": target, "quick": quick, "repeats": repeats,
+              "comparisons": [COMPARISON_DIR], "sweeps": []}
     write_json_atomic(out / "claims.json", result)
     (out / "claims.md").write_text(claims_markdown(claims), encoding="utf-8")
     return result
 
 
-def _with_target(base: Path, row: dict[str, Any], metric: str, target: float) -> dict[str, Any]:
-    steps = read_jsonl(base / row["run_dir"] / "steps.jsonl")
-    return dict(row, time_to_target_total=time_to_target(steps, metric, target, "total_seconds"),
-                time_to_target_measured=time_to_target(steps, metric, target,
-                                                       "measured_seconds"))
+def _times_to(base: Path, row: dict[str, Any], metric: str, target: float) -> list[float | None]:
+    """Total seconds to ``target`` in each repeat of ``row`` (``None`` where not reached)."""
+    dirs = row.get("run_dirs") or [row["run_dir"]]
+    return [time_to_target(read_jsonl(base / d / "steps.jsonl"), metric, target,
+                           "total_seconds") for d in dirs]
 
 
-def _change(red: float) -> str:
-    return (f"{100 * red:.1f}% less total time" if red >= 0
-            else f"{-100 * red:.1f}% more total time")
-
-
-def _reduction(ours: float | None, reference: float | None) -> float | None:
-    if ours is None or reference is None or reference <= 0:
+def _compared(ours: list[float | None], reference: list[float | None]
+              ) -> TimingDifference | None:
+    if not ours or not reference or None in ours or None in reference:
         return None
-    return 1.0 - ours / reference
+    if statistics.median(reference) <= 0:
+        return None
+    return timing_difference(ours, reference)
 
 
-# Differences in measured time below this share are within the run-to-run noise seen here.
-TIMING_NOISE = 0.1
+def newton_time_verdict(diff: TimingDifference, quantum_solves: int, explicit_inverse: bool
+                        ) -> tuple[str, str, str]:
+    """``(verdict, ours, why)`` of "up to 90% less training time than classical Newton".
+
+    Within the spread of the repeats: noise. Beyond it, a reduction only counts for the quantum
+    claim if qnewton actually routed systems to the QLSA: with 0 quantum solves it ran classical
+    solves only, so a difference from classical Newton is not a quantum effect, and a reduction
+    against the release's explicit inverse comes from the classical solver choice
+    (Woodbury/Cholesky instead of ``torch.inverse``): partly, at most.
+    """
+    red = diff.reduction
+    zero = quantum_solves == 0
+    classical_only = ("qnewton routed nothing to quantum, so it ran classical solves only"
+                      if zero else "")
+    if not diff.known:
+        return (UNKNOWN_NOISE_VERDICT, f"{change_text(red)} (one run each)",
+                "; one run per optimizer gives no spread, so no difference can be told from "
+                "run-to-run noise")
+    if diff.noise:
+        why = ("; the two ranges (min–max over the repeats) overlap, so the difference is "
+               "within run-to-run noise")
+        return (NOISE_VERDICT, f"median {change_text(red)}, within the spread of the repeats"
+                + (", with 0 quantum solves" if zero else ""),
+                why + (f"; {classical_only}" if zero else ""))
+    if zero:
+        ours = f"{change_text(red)}, with 0 quantum solves"
+        if not explicit_inverse:
+            return ("not supported", ours, f"; {classical_only}: the difference comes from the "
+                    "classical side (e.g. the cost policy's κ estimation), not from quantum")
+        if red > 0:
+            return ("partly", ours, f"; {classical_only}: the whole gain is Woodbury/Cholesky "
+                    "replacing the explicit inverse")
+        return ("not supported", ours, f"; {classical_only}")
+    ours = f"{change_text(red)} ({quantum_solves} quantum solves)"
+    verdict = "supported" if red >= 0.5 else "partly" if red > 0 else "not supported"
+    return verdict, ours, ""
 
 
 def time_claims(profile: str, base: Path, rows: dict[str, dict[str, Any]], metric: str,
-                 newton_target: float) -> list[dict]:
-    """The time claims, with the reason for any difference spelled out.
+                newton_target: float) -> list[dict]:
+    """The time claims of one profile, from the repeats of each optimizer's runs.
 
-    A reduction only counts for the quantum claim if qnewton actually routed systems to the
-    QLSA: with zero quantum solves qnewton *is* classical Newton and any difference is timing
-    noise; against the release's explicit inverse a reduction without quantum solves comes from
-    the classical solver choice (Woodbury/Cholesky instead of ``torch.inverse``).
+    ``rows`` maps ``qnewton``, ``newton``, ``newton-inverse`` and ``sgd`` to their comparison
+    rows (``run_dirs``: one run directory per repeat, relative to ``base``). Times to target are
+    compared by median, and only where the repeats do not overlap (see
+    :mod:`qnewton.experiments.timing`); the reason for any verdict is spelled out.
     """
     q_row = rows["qnewton"]
     q_solves = q_row["quantum_solves"]
-    q_time = _with_target(base, q_row, metric, newton_target)["time_to_target_total"]
+    q_times = _times_to(base, q_row, metric, newton_target)
     claims = []
     for ref_name, label in (("newton", "best classical Newton"),
                             ("newton-inverse", "explicit-inverse Newton (release)")):
-        ref_time = _with_target(base, rows[ref_name], metric,
-                                newton_target)["time_to_target_total"]
-        red = _reduction(q_time, ref_time)
-        if red is None:
-            verdict, ours = "n/a", "n/a (accuracy target not reached)"
-        elif q_solves == 0:
-            ours = f"{_change(red)}, with 0 quantum solves"
-            verdict = "not supported" if ref_name == "newton" or red < TIMING_NOISE else "partly"
+        ref_times = _times_to(base, rows[ref_name], metric, newton_target)
+        diff = _compared(q_times, ref_times)
+        if diff is None:
+            verdict, ours, why = "n/a", "n/a (accuracy target not reached)", ""
+            timing = f"qnewton {_listed(q_times)}, {ref_name} {_listed(ref_times)}"
         else:
-            ours = f"{_change(red)} ({q_solves} quantum solves)"
-            verdict = ("supported" if red >= 0.5 else "partly" if red > TIMING_NOISE
-                       else "not supported")
-        why = ""
-        if red is not None and q_solves == 0:
-            why = ("; qnewton routed nothing to quantum, so it ran the same classical solves: "
-                   + ("the difference is timing noise" if ref_name == "newton" else
-                      "the whole gain is Woodbury/Cholesky replacing the explicit inverse"))
+            verdict, ours, why = newton_time_verdict(diff, q_solves, ref_name != "newton")
+            timing = f"qnewton {diff.ours.text()}, {ref_name} {diff.reference.text()}"
         claims.append({
             "claim": f"Up to 90% less training time than classical Newton ({label})",
             "paper": "≤ 90% reduction",
             "profile": profile,
             "ours": ours,
             "verdict": verdict,
-            "details": f"total seconds to test {metric} {newton_target:.4f}: qnewton "
-                       f"{fmt(q_time)}, {ref_name} {fmt(ref_time)}{why}",
+            "details": f"total seconds to test {metric} {newton_target:.4f}: {timing}{why}",
         })
-    sgd_row = rows["sgd"]
-    # Equal accuracy: the level SGD itself reached (qnewton is timed to the same level).
+    claims.append(sgd_claim(profile, base, q_row, rows["sgd"], metric))
+    return claims
+
+
+def sgd_claim(profile: str, base: Path, q_row: dict[str, Any], sgd_row: dict[str, Any],
+              metric: str) -> dict[str, Any]:
+    """"Faster than SGD to equal accuracy": both timed to the level SGD itself reached."""
     level = sgd_row["final_metric"]
-    sgd_time = _with_target(base, sgd_row, metric, level)["time_to_target_total"]
-    q_at_level = _with_target(base, q_row, metric, level)["time_to_target_total"]
-    red = _reduction(q_at_level, sgd_time)
-    claims.append({
+    sgd_times = _times_to(base, sgd_row, metric, level)
+    q_times = _times_to(base, q_row, metric, level)
+    diff = _compared(q_times, sgd_times)
+    if diff is None:
+        verdict, ours = "n/a", "n/a (qnewton did not reach SGD's accuracy)"
+        timing = f"qnewton {_listed(q_times)}, sgd {_listed(sgd_times)}"
+    else:
+        timing = f"qnewton {diff.ours.text()}, sgd {diff.reference.text()}"
+        ours = f"{change_text(diff.reduction)} than SGD"
+        if not diff.known:
+            verdict, ours = UNKNOWN_NOISE_VERDICT, ours + " (one run each)"
+        elif diff.noise:
+            verdict, ours = NOISE_VERDICT, f"median {ours}, within the spread of the repeats"
+        else:
+            verdict = "supported" if diff.reduction > 0 else "not supported"
+    return {
         "claim": "Faster than SGD to equal accuracy",
         "paper": "faster",
         "profile": profile,
-        "ours": "n/a" if red is None else f"{_change(red)} than SGD",
-        "verdict": "n/a" if red is None else "supported" if red > TIMING_NOISE
-        else "not supported",
-        "details": f"total seconds to SGD's final test {metric} {level:.4f}: qnewton "
-                   f"{fmt(q_at_level)}, sgd {fmt(sgd_time)} ({q_solves} quantum solves)",
-    })
-    return claims
+        "ours": ours,
+        "verdict": verdict,
+        "details": f"total seconds to SGD's final test {metric} {level:.4f}: {timing} "
+                   f"({q_row['quantum_solves']} quantum solves)",
+    }
+
+
+def _listed(times: list[float | None]) -> str:
+    return "[" + ", ".join(fmt(t) for t in times) + "] s"
 
 
 def kappa_routing_claim(profile: str, base: Path, row: dict[str, Any]) -> dict[str, Any]:
