@@ -65,7 +65,7 @@ CASES = {
     "compare-out-training-run": ([*COMPARE, "--out", "trained"], "--out", "training run"),
     "compare-out-sweep": ([*COMPARE, "--out", "swept"], "--out", "holds a sweep"),
     "compare-out-other-settings": ([*COMPARE, "--out", "compared"], "--out",
-                                   "max_steps 5 there, 1 now"),
+                                   "--max-steps 5 there, 1 now"),
     "compare-target-nan": ([*COMPARE, "--target-accuracy", "nan", "--out", "c"],
                            "--target-accuracy", "got nan"),
     "compare-target-above-1": ([*COMPARE, "--target-accuracy", "1.5", "--out", "c"],
