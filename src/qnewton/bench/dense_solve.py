@@ -83,7 +83,7 @@ def case_dense_solve(s: Settings, rates: MachineRates, seed: int) -> dict[str, A
     if worst < 0.5:
         out["note"] = (
             "Cholesky (LAPACK potrf via torch/MKL) is a blocked algorithm whose panel "
-            "factorizations and triangular solves run below GEMM speed on 2 cores; both "
-            "timings are interleaved on a shared machine, see fraction_per_repeat"
+            "factorizations and triangular solves run below GEMM speed; both timings are "
+            "interleaved on a shared machine, see sizes[].fraction_per_repeat"
         )
     return out
