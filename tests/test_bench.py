@@ -7,6 +7,7 @@ from __future__ import annotations
 import ast
 import json
 import math
+import os
 from pathlib import Path
 
 import pytest
@@ -16,10 +17,12 @@ from torch import nn
 from qnewton import bench
 from qnewton import curvature as C
 from qnewton.bench import suite
+from qnewton.bench.cli import parse_cases
 from qnewton.bench.release import release_block_direction
 from qnewton.curvature import fisher as fisher_kind
 from qnewton.curvature.linear_rows import linear_per_sample_rows
 from qnewton.registry import Registry
+from qnewton.solvers import MachineRates
 
 # ------------------------------------------------------------------------------------- helpers
 
@@ -120,33 +123,107 @@ def test_to_jsonable_gives_standard_json():
 def test_markdown_table_by_hand():
     result = {
         "mode": "smoke",
-        "machine": {"host": "h", "torch": "t", "threads": 2, "date": "d"},
+        "complete": True,
+        "machine": {"host": "h", "torch": "t", "threads": 1, "cpu_count": 2, "date": "d"},
         "cases": [
             {"name": "a", "measured": 0.123456, "unit": "x", "baseline": "b|c", "target": 1,
-             "met": True},
+             "met": True, "verdict": "met", "spread": {"min": 0.1, "max": 0.2, "n": 3},
+             "load_average": {"before": [0.5, 0.4, 0.3], "after": [1.25, 0.5, 0.3]}},
+            {"name": "n", "measured": 31.0, "unit": "x", "baseline": "", "target": ">= 30",
+             "met": True, "verdict": "noisy", "spread": {"min": 28.0, "max": 35.0, "n": 3},
+             "load_average": {"before": None, "after": None},
+             "noisy_reasons": ["r1", "r2"], "note": "see"},
             {"name": "b", "measured": None, "unit": "", "baseline": "", "target": "",
-             "met": False, "error": "ValueError: boom"},
+             "met": False, "verdict": "error", "error": "ValueError: boom"},
         ],
     }
     assert bench.markdown_table(result) == (
         "# qnewton bench (smoke)\n\n"
-        "h, torch t, 2 threads, d. All numbers measured on this machine unless labelled modeled."
-        "\n\n| name | measured | unit | baseline | target | met |\n|---|---|---|---|---|---|\n"
-        "| a | 0.123 | x | b/c | 1 | yes |\n"
-        "| b | error |  |  |  | **no** |\n"
-        "\nNotes:\n\n- **b**: ValueError: boom\n"
+        "h, torch t, 1 thread(s) pinned of 2 cores, d. All numbers measured on this machine "
+        "unless labelled modeled. Spread: min–max of the figure over the interleaved repeats; "
+        "load: 1-minute load average before → after the case. A case is noisy unless the median "
+        "and every repeat give the same verdict and the load stayed ≤ the cores.\n\n"
+        "| name | measured | spread | unit | baseline | target | load | met |\n"
+        "|---|---|---|---|---|---|---|---|\n"
+        "| a | 0.123 | 0.1–0.2 (n=3) | x | b/c | 1 | 0.50 → 1.25 | yes |\n"
+        "| n | 31 | 28–35 (n=3) | x |  | >= 30 | n/a → n/a | noisy (median: yes) |\n"
+        "| b | error |  |  |  |  | n/a → n/a | error |\n"
+        "\nNotes:\n\n- **n**: r1; r2; see\n- **b**: ValueError: boom\n"
     )
+    partial = dict(result, complete=False, interrupted=True, cases=result["cases"][:1])
+    assert bench.markdown_table(partial).startswith(
+        "# qnewton bench (smoke) — interrupted, 1 case(s) finished\n")
+
+
+# ------------------------------------------------------------------ interleaving and verdicts
+
+
+def test_time_interleaved_alternates_the_order_round_by_round():
+    calls = []
+    (ta, tb), last = bench.time_interleaved(
+        [lambda: calls.append("a") or "A", lambda: calls.append("b") or "B"], repeats=3,
+        warmup=1)
+    # Warm-up round a b, then timed rounds b a, a b, b a: neither always runs first.
+    assert calls == ["a", "b", "b", "a", "a", "b", "b", "a"]
+    assert len(ta) == len(tb) == 3 and all(t >= 0 for t in ta + tb)
+    assert last == ["A", "B"]
+    with pytest.raises(ValueError):
+        bench.time_interleaved([lambda: None], repeats=0)
+    with pytest.raises(ValueError):
+        bench.time_interleaved([], repeats=1)
+
+
+def test_chunk_medians_by_hand():
+    assert bench.chunk_medians([1, 2, 3, 4, 5], 2) == [2.0, 4.5]  # [1, 2, 3] and [4, 5]
+    assert bench.chunk_medians([5, 1, 3], 3) == [5.0, 1.0, 3.0]
+    assert bench.chunk_medians([4, 8, 1, 3, 9, 9], 2) == [4.0, 9.0]
+    with pytest.raises(ValueError):
+        bench.chunk_medians([1.0, 2.0], 3)
+
+
+def _ratio_verdict(release, ours, target, loads=(1.0, 1.0), cores=2):
+    """The newton-step rule on constructed timings: ratio of medians and per-round ratios."""
+    import statistics
+
+    ratio = statistics.median(release) / statistics.median(ours)
+    per_round = [r / o for r, o in zip(release, ours, strict=True)]
+    return bench.verdict(ratio >= target, [q >= target for q in per_round], loads, cores)
+
+
+def test_noisy_rule_on_constructed_timings():
+    ours = [0.125, 0.125, 0.125]  # ratios below are exact in binary floating point
+    # Rounds 28x, 31x, 35x; median 31x >= 30 but one round misses: the target is in the spread.
+    v, reasons = _ratio_verdict([3.5, 3.875, 4.375], ours, 30)
+    assert v == "noisy" and reasons == [
+        "1 of 3 repeats miss the target that the median meets (the target lies inside the spread)"]
+    # Rounds 31x, 33x, 40x: all above, decided.
+    assert _ratio_verdict([3.875, 4.125, 5.0], ours, 30) == ("met", [])
+    # Rounds 30x, 31x, 32x: exactly on the target counts as met (>=).
+    assert _ratio_verdict([3.75, 3.875, 4.0], ours, 30) == ("met", [])
+    # Rounds 20x, 25x, 29x: all below, decided.
+    assert _ratio_verdict([2.5, 3.125, 3.625], ours, 30) == ("missed", [])
+    # Rounds 25x, 29x, 33x: the median (29x) misses but one round meets.
+    v, reasons = _ratio_verdict([3.125, 3.625, 4.125], ours, 30)
+    assert v == "noisy" and reasons == [
+        "1 of 3 repeats meet the target that the median misses (the target lies inside the "
+        "spread)"]
+    # A clear result, but the 1-minute load average was above the cores before or after.
+    clear = [3.875, 4.125, 5.0]
+    assert _ratio_verdict(clear, ours, 30, loads=(1.5, 2.5)) == (
+        "noisy", ["load average 2.50 above the 2 cores"])
+    assert _ratio_verdict(clear, ours, 30, loads=(2.0, 2.0)) == ("met", [])  # at the cores: ok
+    assert _ratio_verdict(clear, ours, 30, loads=(None, None)) == ("met", [])  # no load average
+    assert len(_ratio_verdict([3.5, 3.875, 4.375], ours, 30, loads=(3.0, 1.0))[1]) == 2
 
 
 # --------------------------------------------------------------------------- registry, --cases
 
 
 def test_every_registered_case_is_accepted_by_cases_alone_and_together():
-    parser = bench.build_parser()
     for name in bench.BENCH_CASES:
-        assert parser.parse_args(["--cases", name]).cases == [name]
+        assert parse_cases(name) == [name]
     everything = " , ".join(bench.BENCH_CASES)
-    assert parser.parse_args(["--cases", everything]).cases == list(bench.BENCH_CASES)
+    assert parse_cases(everything) == list(bench.BENCH_CASES)
     assert list(bench.CASES) == list(bench.BENCH_CASES)
 
 
@@ -158,74 +235,273 @@ def test_qnewton_cli_hands_bench_to_the_suite(capsys):
     assert exc.value.code == 0
     out = capsys.readouterr().out
     assert out.startswith("usage: qnewton bench") and "scheduler-overhead" in out
+    assert "--threads" in out
 
 
 def test_unknown_case_is_an_error_naming_the_choices(tmp_path, capsys):
-    with pytest.raises(SystemExit):
-        bench.main(["--smoke", "--cases", "dense-solve-efficiency,nope",
-                    "--out", str(tmp_path / "x.json")])
+    rc = bench.main(["--smoke", "--cases", "dense-solve-efficiency,nope",
+                     "--out", str(tmp_path / "x.json")])
+    assert rc == 2
     err = capsys.readouterr().err
-    assert "got 'nope'" in err and "scheduler-overhead" in err
+    assert "--cases" in err and "got 'nope'" in err and "scheduler-overhead" in err
     assert not (tmp_path / "x.json").exists()
+
+
+RATES = MachineRates(1e9, 1e9, 1e9)
+
+
+def _entry(name, measured=1.0, met=True, per=(1.0, 1.0), per_met=(True, True)):
+    return {"name": name, "measured": measured, "unit": "u", "baseline": "", "target": "",
+            "met": met, "per_repeat": {"measured": list(per), "met": list(per_met)},
+            "timings": {"t": [0.0]}}
 
 
 @pytest.fixture
 def fake_cases(monkeypatch):
     """A registry where ``a`` and ``b`` share one function (like scheduler-quality/overhead),
-    ``c`` has its own, and ``x``/``y`` share one that fails."""
+    ``c`` has its own, ``x``/``y`` share one that fails and ``k`` is interrupted (Ctrl-C).
+    Calibration is stubbed; every call (and the torch thread count it ran with) is recorded."""
     calls = []
 
-    def entry(name):
-        return {"name": name, "measured": 1.0, "unit": "u", "baseline": "", "target": "",
-                "met": True, "timings": {"t": [0.0]}}
-
     def pair(s, rates, seed):
-        calls.append("pair")
-        return [entry("a"), entry("b")]
+        calls.append(("pair", torch.get_num_threads()))
+        return [_entry("a"), _entry("b")]
 
     def single(s, rates, seed):
-        calls.append("single")
-        return entry("c")
+        calls.append(("single", torch.get_num_threads()))
+        return _entry("c")
 
     def broken(s, rates, seed):
-        calls.append("broken")
+        calls.append(("broken", torch.get_num_threads()))
         raise RuntimeError("boom")
 
+    def interrupted(s, rates, seed):
+        calls.append(("interrupted", torch.get_num_threads()))
+        raise KeyboardInterrupt
+
     registry = Registry("case")
-    for name, fn in (("a", pair), ("b", pair), ("c", single), ("x", broken), ("y", broken)):
+    for name, fn in (("a", pair), ("b", pair), ("c", single), ("x", broken), ("y", broken),
+                     ("k", interrupted)):
         registry.register(name, fn)
     monkeypatch.setattr(suite, "BENCH_CASES", registry)
     monkeypatch.setattr(suite, "CASES", registry.names())
+    monkeypatch.setattr(suite, "calibrate", lambda: calls.append(("calibrate", 0)) or RATES)
     return calls
+
+
+def _names(calls):
+    return [c[0] for c in calls if c[0] != "calibrate"]
 
 
 def test_a_name_sharing_its_function_runs_alone(fake_cases):
     out = suite.run_suite("smoke", ["b"])
     assert [c["name"] for c in out["cases"]] == ["b"]
-    assert fake_cases == ["pair"]
+    assert _names(fake_cases) == ["pair"]
 
 
 def test_shared_function_runs_once_for_all_its_names(fake_cases):
     out = suite.run_suite("smoke", ["c", "b", "a"])
     assert [c["name"] for c in out["cases"]] == ["c", "a", "b"]
-    assert fake_cases == ["single", "pair"]
+    assert _names(fake_cases) == ["single", "pair"]
 
 
 def test_a_failing_case_reports_every_name_it_serves_and_the_rest_still_runs(fake_cases):
-    out = suite.run_suite("smoke", None)
+    out = suite.run_suite("smoke", ["a", "b", "c", "x", "y"])
     assert [c["name"] for c in out["cases"]] == ["a", "b", "c", "x", "y"]
-    assert fake_cases == ["pair", "single", "broken"]
+    assert _names(fake_cases) == ["pair", "single", "broken"]
     errors = {c["name"]: c.get("error") for c in out["cases"]}
     assert errors == {"a": None, "b": None, "c": None, "x": "RuntimeError: boom",
                       "y": "RuntimeError: boom"}
     assert all(c["measured"] is None for c in out["cases"] if c["name"] in ("x", "y"))
+    assert {c["name"]: c["verdict"] for c in out["cases"]}["x"] == "error"
 
 
-def test_run_suite_rejects_unknown_mode_and_case():
-    with pytest.raises(ValueError, match="mode must be one of"):
-        bench.run_suite("huge")
-    with pytest.raises(ValueError, match="got 'nope'"):
-        bench.run_suite("smoke", ["nope"])
+def test_the_suite_records_loads_and_decides_each_case(fake_cases, monkeypatch):
+    loads = iter([[0.5, 0.4, 0.3], [1.0, 0.5, 0.3], [1.9, 1.0, 0.5], [2.6, 1.2, 0.6]])
+    monkeypatch.setattr(suite, "load_average", lambda: next(loads))
+    monkeypatch.setattr(suite.os, "cpu_count", lambda: 2)
+    seen = []
+    out = suite.run_suite("smoke", ["a", "c"], on_case=lambda r: seen.append(
+        (r["complete"], [c["name"] for c in r["cases"]])))
+    a, c = out["cases"]
+    assert a["load_average"] == {"before": [0.5, 0.4, 0.3], "after": [1.0, 0.5, 0.3],
+                                 "cores": 2}
+    assert a["verdict"] == "met" and "noisy_reasons" not in a
+    assert a["spread"] == {"min": 1.0, "median": 1.0, "max": 1.0, "n": 2}
+    assert c["load_average"]["after"] == [2.6, 1.2, 0.6]
+    assert c["verdict"] == "noisy" and c["noisy_reasons"] == [
+        "load average 2.60 above the 2 cores"]
+    # Results are handed over after every case, complete only at the end.
+    assert seen == [(False, ["a"]), (False, ["a", "c"])] and out["complete"] is True
+    assert out["verdict_rule"] == bench.VERDICT_RULE
+
+
+def test_a_case_without_per_repeat_figures_is_an_error(fake_cases, monkeypatch):
+    def bad(s, rates, seed):
+        e = _entry("c")
+        e["per_repeat"] = {"measured": [], "met": []}
+        return e
+
+    registry = Registry("case")
+    registry.register("c", bad)
+    monkeypatch.setattr(suite, "BENCH_CASES", registry)
+    (entry,) = suite.run_suite("smoke", ["c"])["cases"]
+    assert entry["verdict"] == "error" and "per_repeat" in entry["error"]
+
+
+def test_threads_are_pinned_while_measuring_and_restored_after(fake_cases):
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        out = suite.run_suite("smoke", ["c"])
+        assert fake_cases == [("calibrate", 0), ("single", 1)]  # calibrated and measured pinned
+        assert torch.get_num_threads() == 2
+        assert out["machine"]["threads"] == 1 and out["machine"]["threads_pinned"] == 1
+        assert out["machine"]["threads_before"] == 2
+        suite.run_suite("smoke", ["c"], threads=2)
+        assert fake_cases[-1] == ("single", 2)
+        # Restored also when a case is interrupted (KeyboardInterrupt is not caught per case).
+        with pytest.raises(KeyboardInterrupt):
+            suite.run_suite("smoke", ["c", "k"])
+        assert fake_cases[-1] == ("interrupted", 1) and torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_run_suite_rejects_bad_arguments_before_running(fake_cases):
+    for kwargs, message in (
+        ({"mode": "huge"}, "mode must be one of"),
+        ({"cases": ["nope"]}, "got 'nope'"),
+        ({"cases": []}, "cases must name at least one of: a, b, c, x, y, k; got none"),
+        ({"cases": ["a", "c", "a"]}, "cases must name each case once; got 'a' more than once"),
+        ({"seed": -1}, "seed must be an integer in [0, 4294967295], got -1"),
+        ({"threads": 0}, "threads must be an integer >= 1, got 0"),
+    ):
+        with pytest.raises(ValueError) as exc:
+            suite.run_suite(**({"mode": "smoke"} | kwargs))
+        assert message in str(exc.value)
+    assert fake_cases == []  # not even calibrated
+
+
+# ------------------------------------------------------------------- command-line arguments
+
+
+def _bench(argv):
+    """``qnewton bench ARGV`` through the project's CLI; the exit status either way."""
+    from qnewton.cli import main as qnewton_main
+
+    try:
+        return qnewton_main(["bench", *argv])
+    except SystemExit as exc:  # argparse's own errors (a flag without its value)
+        return exc.code
+
+
+BAD_ARGUMENTS = [
+    # (argv with {d} = an existing folder and {f} = an existing file, the flag, text in message)
+    (["--out", "{d}"], "--out", "is a directory"),
+    (["--out", "{d}/new/"], "--out", "not a directory"),
+    (["--out", "{f}/x.json"], "--out", "is a file"),
+    (["--out", "{f}/deeper/x.json"], "--out", "is a file"),
+    (["--out", "/proc/b.json"], "--out", "writable"),
+    (["--out", ""], "--out", "file path"),
+    (["--out", "{d}/b.md"], "--out", "must not end in .md"),
+    (["--out", "{d}/m.json"], "--markdown", "is a directory"),  # {d}/m.md is a folder
+    (["--markdown", "{d}"], "--markdown", "is a directory"),
+    (["--markdown", "{f}/x.md"], "--markdown", "is a file"),
+    (["--markdown", "/proc/b.md"], "--markdown", "writable"),
+    (["--markdown", "{d}/o.json"], "--markdown", "must differ from --out"),
+    (["--cases", ""], "--cases", "at least one"),
+    (["--cases", " , "], "--cases", "at least one"),
+    (["--cases", "scaling,,kappa-estimation"], "--cases", "empty"),
+    (["--cases", "nope"], "--cases", "got 'nope'"),
+    (["--cases", "scaling,kappa-estimation,scaling"], "--cases", "once"),
+    (["--seed", "-1"], "--seed", "an integer in [0, 4294967295]"),
+    (["--seed", "1.5"], "--seed", "an integer"),
+    (["--seed", "abc"], "--seed", "an integer"),
+    (["--seed", str(2**32)], "--seed", "an integer in"),
+    (["--seed"], "--seed", "expected one argument"),
+    (["--threads", "0"], "--threads", "an integer in [1,"),
+    (["--threads", "x"], "--threads", "an integer"),
+    (["--threads", "100000"], "--threads", "an integer in [1,"),
+]
+
+
+@pytest.fixture
+def recording_cases(monkeypatch):
+    """Every real case name, registered to a function that only records that it was called;
+    calibration is recorded too."""
+    calls = []
+    registry = Registry("case")
+    for name in bench.BENCH_CASES:
+        registry.register(name, lambda s, r, seed, name=name: calls.append(name) or _entry(name))
+    monkeypatch.setattr(suite, "BENCH_CASES", registry)
+    monkeypatch.setattr(suite, "calibrate", lambda: calls.append("calibrate") or RATES)
+    return calls
+
+
+@pytest.mark.parametrize(("argv", "flag", "text"), BAD_ARGUMENTS)
+def test_bad_arguments_exit_2_naming_the_flag_before_anything_runs(
+        argv, flag, text, tmp_path, recording_cases, capsys):
+    folder, file = tmp_path / "d", tmp_path / "f"
+    folder.mkdir()
+    (folder / "m.md").mkdir()
+    file.write_text("not a folder")
+    argv = [a.format(d=folder, f=file) for a in argv]
+    if "--out" not in argv:
+        argv += ["--out", str(folder / "o.json")]
+    before = sorted(tmp_path.rglob("*"))
+    assert _bench(["--smoke", *argv]) == 2
+    err = capsys.readouterr().err
+    assert flag in err and text in err, err
+    assert "Traceback" not in err
+    assert recording_cases == []  # no case ran, nothing was even calibrated
+    assert sorted(tmp_path.rglob("*")) == before  # nothing written, no probe left behind
+
+
+def test_good_paths_are_created_and_written_atomically(tmp_path, recording_cases, capsys):
+    out = tmp_path / "new" / "deeper" / "r.json"
+    md = tmp_path / "tables" / "r.md"
+    rc = _bench(["--smoke", "--cases", "scaling,dense-solve-efficiency", "--out", str(out),
+                 "--markdown", str(md), "--seed", "7", "--threads", "1"])
+    assert rc == 0
+    assert recording_cases == ["calibrate", "scaling", "dense-solve-efficiency"]
+    data = json.loads(out.read_text())
+    assert data["seed"] == 7 and data["complete"] is True
+    assert md.read_text() == bench.markdown_table(data)
+    leftovers = [p.name for p in tmp_path.rglob("*") if p.is_file() and p not in (out, md)]
+    assert leftovers == []  # no probe or .tmp file left
+
+
+def test_interrupted_run_keeps_the_finished_cases(tmp_path, fake_cases, capsys):
+    out = tmp_path / "r.json"
+    assert bench.main(["--smoke", "--cases", "c,k", "--out", str(out)]) == 130
+    data = json.loads(out.read_text())
+    assert [c["name"] for c in data["cases"]] == ["c"]
+    assert data["complete"] is False and data["interrupted"] is True
+    assert "interrupted" in out.with_suffix(".md").read_text().splitlines()[0]
+    assert "1 finished case(s)" in capsys.readouterr().err
+
+
+def test_results_that_cannot_be_written_are_saved_elsewhere(tmp_path, fake_cases, monkeypatch,
+                                                            capsys):
+    from qnewton.bench import cli as bench_cli
+
+    out = tmp_path / "r.json"
+    real = bench_cli.write_results
+
+    def failing(result, json_path, md_path):
+        if json_path == out:
+            raise OSError(28, "No space left on device")
+        return real(result, json_path, md_path)
+
+    monkeypatch.setattr(bench_cli, "write_results", failing)
+    monkeypatch.setattr(bench_cli.tempfile, "gettempdir", lambda: str(tmp_path))
+    assert bench.main(["--smoke", "--cases", "c", "--out", str(out)]) == 1
+    err = capsys.readouterr().err
+    saved = tmp_path / f"qnewton-bench-{os.getpid()}.json"
+    assert "No space left on device" in err and str(saved) in err
+    assert [c["name"] for c in json.loads(saved.read_text())["cases"]] == ["c"]
+
 
 
 # ------------------------------------------------------------------------------------ structure
@@ -284,9 +560,10 @@ def test_smoke_suite_schema(smoke_run):
     assert rc == 0
     text = out.read_text()
     data = json.loads(text, parse_constant=lambda c: pytest.fail(f"non-standard JSON {c}"))
-    assert set(data) >= {"machine", "mode", "quick", "cases", "suite_seconds"}
-    assert data["mode"] == "smoke" and data["quick"] is True
-    assert data["machine"]["threads"] >= 1 and "calibrated_rates" in data["machine"]
+    assert set(data) >= {"machine", "mode", "quick", "cases", "suite_seconds", "verdict_rule"}
+    assert data["mode"] == "smoke" and data["quick"] is True and data["complete"] is True
+    assert data["machine"]["threads"] == 1 and "calibrated_rates" in data["machine"]
+    assert data["machine"]["threads_pinned"] == 1
     # Every registered case, once each, in registry order (scheduler-overhead included).
     assert [c["name"] for c in data["cases"]] == list(bench.BENCH_CASES)
     for case in data["cases"]:
@@ -296,6 +573,18 @@ def test_smoke_suite_schema(smoke_run):
         assert isinstance(case["measured"], int | float) and math.isfinite(case["measured"])
         assert isinstance(case["timings"], dict) and case["timings"]
         assert "error" not in case
+        # Load average before and after, each [1 min, 5 min, 15 min] on this Linux machine.
+        loads = case["load_average"]
+        assert loads["cores"] == os.cpu_count()
+        for when in ("before", "after"):
+            assert len(loads[when]) == 3 and all(x >= 0 for x in loads[when]), loads
+        # The decision follows the rule from the figures it records.
+        per = case["per_repeat"]
+        assert len(per["measured"]) == len(per["met"]) >= 1
+        assert case["spread"] == bench.summarize(per["measured"])
+        verdict, reasons = bench.verdict(
+            case["met"], per["met"], [loads["before"][0], loads["after"][0]], loads["cores"])
+        assert case["verdict"] == verdict and case.get("noisy_reasons", []) == reasons
     md = out.with_suffix(".md").read_text()
     assert md == bench.markdown_table(data)
 
@@ -318,6 +607,16 @@ def test_smoke_measurements_are_consistent(smoke_run):
     assert 0.0 <= over["measured"] <= 100.0
     scaling = cases["scaling"]
     assert [p["hidden"] for p in scaling["points"]] == list(bench.SETTINGS["smoke"].scaling_hidden)
+    # One figure per interleaved round (per training step for the overhead).
+    repeats = bench.SETTINGS["smoke"].repeats
+    for name in ("newton-step-vs-release", "dense-solve-efficiency", "kappa-estimation",
+                 "scheduler-quality", "scaling"):
+        assert len(cases[name]["per_repeat"]["measured"]) == repeats, name
+    assert len(over["per_repeat"]["measured"]) == bench.SETTINGS["smoke"].sched_steps
+    # The per-round ratios are those of the interleaved timings.
+    t = step["timings"]
+    assert step["per_repeat"]["measured"] == pytest.approx(
+        [r / o for r, o in zip(t["release_seconds"], t["ours_seconds"], strict=True)])
 
 
 def test_smoke_case_selection(tmp_path):

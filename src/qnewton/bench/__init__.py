@@ -16,6 +16,28 @@ JSON keeps every raw timing and min/median/max) and compares the measured figure
 5. ``scaling`` (:mod:`~qnewton.bench.scaling`): Newton step time against block size N for ours
    and the release's approach, with fitted log-log exponents.
 
+How a case is measured and decided:
+
+* **One thread, pinned.** The suite runs with ``torch.set_num_threads(1)`` (``--threads N`` to
+  change it; recorded as ``machine.threads``) and restores the previous count afterwards.
+* **Interleaved repeats.** Each case times its own code and its baseline in alternating rounds
+  (A B, B A, A B, ...; :func:`~qnewton.bench.stats.time_interleaved`), after warm-up rounds, so
+  both see the same load; each round gives one value of the case's figure (``per_repeat``).
+* **Load recorded.** The 1/5/15-minute load average before and after every case is in the JSON
+  (``load_average``) and the markdown table.
+* **met / missed / noisy.** A case is *met* or *missed* only when (a) the verdict of its headline
+  figure (from the medians) and the verdict of every round's figure agree — for a one-sided
+  target such as ``>= 30x``, the target lies outside the range spanned by the repeats and the
+  median — and (b) the 1-minute load average before and after the case is at most the number of
+  cores. Otherwise it is **noisy** (``noisy_reasons`` says which): a difference inside the spread
+  is no difference. ``met`` keeps the median's verdict; ``verdict`` is the decision.
+  Per round: ``newton-step-vs-release`` the release/ours ratio of that round;
+  ``dense-solve-efficiency`` the worst judged size's GEMM fraction; ``kappa-estimation`` the
+  fraction of systems meeting the target with that round's time fraction; ``scheduler-quality``
+  the regret from the k-th of ``repeats`` chunks of every solver's interleaved rounds (chunk
+  medians); ``scheduler-overhead`` each training step's share; ``scaling`` the exponents fitted
+  to that round's timings.
+
 Modules, each importing only those listed before it: :mod:`~qnewton.bench.stats` (pure
 helpers), :mod:`~qnewton.bench.settings` (sizes per mode), :mod:`~qnewton.bench.release`,
 :mod:`~qnewton.bench.fixtures`, one module per case, :mod:`~qnewton.bench.cases` (the
@@ -29,11 +51,29 @@ times from the cost model, and any extrapolation).
 from qnewton.bench.cases import BENCH_CASES, CASES, REQUIRED_KEYS
 from qnewton.bench.cli import build_parser, main
 from qnewton.bench.settings import MODES, SETTINGS, Settings
-from qnewton.bench.stats import fit_exponent, policy_and_oracle, regret, summarize, time_repeats
-from qnewton.bench.suite import machine_info, markdown_table, run_suite, to_jsonable
+from qnewton.bench.stats import (
+    chunk_medians,
+    fit_exponent,
+    policy_and_oracle,
+    regret,
+    summarize,
+    time_interleaved,
+    time_repeats,
+    verdict,
+)
+from qnewton.bench.suite import (
+    VERDICT_RULE,
+    load_average,
+    machine_info,
+    markdown_table,
+    pinned_threads,
+    run_suite,
+    to_jsonable,
+)
 
 __all__ = [
-    "BENCH_CASES", "CASES", "MODES", "REQUIRED_KEYS", "SETTINGS", "Settings", "build_parser",
-    "fit_exponent", "machine_info", "main", "markdown_table", "policy_and_oracle", "regret",
-    "run_suite", "summarize", "time_repeats", "to_jsonable",
+    "BENCH_CASES", "CASES", "MODES", "REQUIRED_KEYS", "SETTINGS", "VERDICT_RULE", "Settings",
+    "build_parser", "chunk_medians", "fit_exponent", "load_average", "machine_info", "main",
+    "markdown_table", "pinned_threads", "policy_and_oracle", "regret", "run_suite", "summarize",
+    "time_interleaved", "time_repeats", "to_jsonable", "verdict",
 ]

@@ -2,7 +2,9 @@
 
 A case is a function ``(settings, rates, seed) -> entry`` where ``entry`` is a dict with at least
 :data:`REQUIRED_KEYS` and ``entry["name"]`` its registered name, or a list of such entries when
-several are measured together. Names that share one function (``scheduler-quality`` and
+several are measured together. A case times its baseline and its own code in alternating rounds
+(:func:`~qnewton.bench.stats.time_interleaved`) and reports each round's figure in
+``per_repeat``. Names that share one function (``scheduler-quality`` and
 ``scheduler-overhead``) are each runnable alone; when both are selected the suite runs the
 function once and keeps both entries.
 
@@ -26,7 +28,10 @@ from qnewton.registry import Registry
 from qnewton.solvers import MachineRates
 
 #: Keys every result entry has (``measured`` is ``None`` and ``error`` is set when a case fails).
-REQUIRED_KEYS = ("name", "measured", "unit", "baseline", "target", "met", "timings")
+#: ``met`` is the verdict of the headline (median) figure; ``per_repeat`` is
+#: ``{"measured": [...], "met": [...], "what": "..."}``, the same figure and verdict computed from
+#: each interleaved repeat alone, from which the suite decides met / missed / noisy.
+REQUIRED_KEYS = ("name", "measured", "unit", "baseline", "target", "met", "per_repeat", "timings")
 
 CaseFunction = Callable[[Settings, MachineRates, int], dict[str, Any] | list[dict[str, Any]]]
 

@@ -25,6 +25,7 @@ def case_dense_solve(s: Settings, rates: MachineRates, seed: int) -> dict[str, A
     cholesky = SOLVERS["cholesky"]
     gen = torch.Generator().manual_seed(seed)
     rows = []
+    per_round: dict[int, list[float]] = {}
     timings: dict[str, Any] = {}
     for n in s.dense_sizes:
         m = torch.randn(n, n, generator=gen, dtype=torch.float64)
@@ -35,10 +36,13 @@ def case_dense_solve(s: Settings, rates: MachineRates, seed: int) -> dict[str, A
         system = LinearSystem(block=block, shift=0.0, reg=0.0, dense=a, d=n, nnz=n * n)
         gemm_t, chol_t = [], []
         for r in range(s.warmup + s.repeats):  # interleaved, so both see the same machine load
+            if r % 2:  # alternate which one goes first
+                c = cholesky.solve(system, b).seconds
             t0 = time.perf_counter()
             _ = m @ m
             g = time.perf_counter() - t0
-            c = cholesky.solve(system, b).seconds
+            if not r % 2:
+                c = cholesky.solve(system, b).seconds
             if r >= s.warmup:
                 gemm_t.append(g)
                 chol_t.append(c)
@@ -46,6 +50,7 @@ def case_dense_solve(s: Settings, rates: MachineRates, seed: int) -> dict[str, A
         gf_c = flops_c / statistics.median(chol_t) / 1e9
         gf_g = 2 * n**3 / statistics.median(gemm_t) / 1e9
         ratios = [(flops_c / c) / (2 * n**3 / g) for c, g in zip(chol_t, gemm_t, strict=True)]
+        per_round[n] = ratios
         rows.append({
             "n": n,
             "cholesky_gflops": gf_c,
@@ -59,6 +64,8 @@ def case_dense_solve(s: Settings, rates: MachineRates, seed: int) -> dict[str, A
         timings[f"gemm_seconds_n{n}"] = gemm_t
     judged = [r for r in rows if r["n"] >= 2000] or rows
     worst = min(r["fraction_of_gemm"] for r in judged)
+    # Round r's figure: the worst judged size in that round (same rule as the headline).
+    worst_per_round = [min(per_round[r["n"]][i] for r in judged) for i in range(s.repeats)]
     out = {
         "name": "dense-solve-efficiency",
         "measured": worst,
@@ -66,13 +73,17 @@ def case_dense_solve(s: Settings, rates: MachineRates, seed: int) -> dict[str, A
         "baseline": "fp64 GEMM GFLOP/s at the same N (2N³ flops), measured interleaved",
         "target": ">= 0.5 at N >= 2000 (Cholesky factor + solve, N³/3 + 2N² flops)",
         "met": worst >= 0.5,
+        "per_repeat": {
+            "measured": worst_per_round, "met": [w >= 0.5 for w in worst_per_round],
+            "what": "worst judged size's fraction in each interleaved round",
+        },
         "timings": timings,
         "sizes": rows,
     }
     if worst < 0.5:
         out["note"] = (
             "Cholesky (LAPACK potrf via torch/MKL) is a blocked algorithm whose panel "
-            "factorizations and triangular solves run below GEMM speed on 2 cores; both "
-            "timings are interleaved on a shared machine, see fraction_per_repeat"
+            "factorizations and triangular solves run below GEMM speed; both timings are "
+            "interleaved on a shared machine, see sizes[].fraction_per_repeat"
         )
     return out

@@ -81,3 +81,70 @@ def policy_and_oracle(
     oracle = min(best_classical, quantum_true)
     chosen = quantum_true if choice == "quantum" else measured[classical_solver]
     return chosen, oracle
+
+
+def time_interleaved(
+    fns: Sequence[Callable[[], object]], repeats: int, warmup: int = 1
+) -> tuple[list[list[float]], list[object]]:
+    """Time several functions in alternating rounds, so that all of them see the same load.
+
+    Round ``r`` runs every function once, in the given order on even rounds and in reverse order
+    on odd rounds (A B, B A, A B, ...: neither is always first after the other). ``warmup``
+    rounds are untimed. Returns one list of ``repeats`` wall-clock seconds per function (index
+    ``r`` of every list comes from the same round) and each function's last result.
+    """
+    if repeats < 1:
+        raise ValueError(f"repeats must be >= 1, got {repeats}")
+    if not fns:
+        raise ValueError("time_interleaved needs at least one function")
+    results: list[object] = [None] * len(fns)
+    times: list[list[float]] = [[] for _ in fns]
+    for r in range(max(0, warmup) + repeats):
+        order = range(len(fns)) if r % 2 == 0 else range(len(fns) - 1, -1, -1)
+        for i in order:
+            start = time.perf_counter()
+            results[i] = fns[i]()
+            elapsed = time.perf_counter() - start
+            if r >= warmup:
+                times[i].append(elapsed)
+    return times, results
+
+
+def chunk_medians(values: Sequence[float], chunks: int) -> list[float]:
+    """Medians of ``values`` split into ``chunks`` contiguous, nearly equal parts (the first
+    parts one longer when the split is uneven), e.g. ``[1, 2, 3, 4, 5]`` in 2 → ``[2, 4.5]``."""
+    if chunks < 1 or len(values) < chunks:
+        raise ValueError(f"cannot split {len(values)} values into {chunks} non-empty chunks")
+    size, extra = divmod(len(values), chunks)
+    out, start = [], 0
+    for k in range(chunks):
+        stop = start + size + (1 if k < extra else 0)
+        out.append(statistics.median(float(v) for v in values[start:stop]))
+        start = stop
+    return out
+
+
+def verdict(
+    met: bool, met_per_repeat: Sequence[bool], loads: Sequence[float | None], cores: int
+) -> tuple[str, list[str]]:
+    """``("met" | "missed" | "noisy", reasons)`` of one benchmark case.
+
+    The rule (documented in ``qnewton.bench``): a case is decided only when the verdict of its
+    headline figure (from medians) and the verdict of every single repeat's figure agree — for a
+    one-sided target this says the target lies outside the range spanned by the repeats and the
+    median — and the 1-minute load average stayed at or below ``cores`` (before and after the
+    case). Otherwise it is ``"noisy"``, with the reasons.
+    """
+    reasons = []
+    disagree = sum(1 for m in met_per_repeat if bool(m) != bool(met))
+    if disagree:
+        reasons.append(
+            f"{disagree} of {len(met_per_repeat)} repeats {'miss' if met else 'meet'} the target "
+            f"that the median {'meets' if met else 'misses'} (the target lies inside the spread)"
+        )
+    known = [x for x in loads if x is not None]
+    if known and max(known) > cores:
+        reasons.append(f"load average {max(known):.2f} above the {cores} cores")
+    if reasons:
+        return "noisy", reasons
+    return ("met" if met else "missed"), []
