@@ -88,6 +88,18 @@ class BagOfEmbeddings(nn.Module):
         return self.head(torch.tanh(self.emb(ids)).mean(dim=1))
 
 
+class Bag(nn.Module):
+    """EmbeddingBag of (S, T) token ids (one bag per sample) → linear."""
+
+    def __init__(self, **kw) -> None:
+        super().__init__()
+        self.bag = nn.EmbeddingBag(7, 3, **kw)
+        self.head = nn.Linear(3, 3)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.head(torch.tanh(self.bag(ids)))
+
+
 class NormNet(nn.Module):
     """linear → LayerNorm → tanh → linear; 2-D inputs (S, 4) or sequences (S, T, 4) mean-pooled."""
 
@@ -123,6 +135,8 @@ def tokens(s: int = 6, t: int = 5, vocab: int = 7) -> torch.Tensor:
     ids = torch.randint(0, vocab, (s, t))
     ids[0, :2] = 0  # padding positions (and a repeated index)
     ids[1, 1] = ids[1, 3]
+    if s > 4:
+        ids[3] = 0  # a sample of padding only (an empty bag)
     return ids
 
 
@@ -131,10 +145,15 @@ CASES = {
     "conv2d": (lambda: ConvNet(), images),
     "conv2d-stride-dilation": (lambda: ConvNet(stride=2, dilation=2, padding=2), images),
     "conv2d-groups-nobias": (lambda: ConvNet(groups=2, bias=False), images),
+    "conv2d-rect-reflect": (lambda: ConvNet(kernel_size=(2, 3), stride=(2, 1), dilation=(1, 2),
+                                            padding=(1, 2), padding_mode="reflect"), images),
     "conv1d": (Conv1dNet, lambda: torch.randn(6, 3, 9, dtype=DT)),
     "cnn": (CNN, lambda: images(channels=1, size=8)),
     "embedding": (BagOfEmbeddings, tokens),
     "embedding-padding": (lambda: BagOfEmbeddings(padding_idx=0), tokens),
+    "embedding-bag-sum": (lambda: Bag(mode="sum"), tokens),
+    "embedding-bag-mean-padding": (lambda: Bag(mode="mean", padding_idx=0), tokens),
+    "embedding-bag-max-padding": (lambda: Bag(mode="max", padding_idx=0), tokens),
     "layer-norm": (NormNet, lambda: torch.randn(6, 4, dtype=DT)),
     "layer-norm-sequence": (NormNet, lambda: torch.randn(6, 5, 4, dtype=DT)),
     "batch-norm-eval": (lambda: CNN(batch_norm=True).eval(), lambda: images(channels=1, size=8)),
@@ -181,9 +200,10 @@ def loss_terms(model, block, x, y) -> torch.Tensor:
 
 
 def fisher(model, x, y, grouping: str = "tensor", fast_only: bool = False, monkeypatch=None):
-    """Fisher blocks; with ``fast_only`` the generic path raises (so every block was fast)."""
+    """Fisher blocks; with ``fast_only`` the generic path raises (so every block was fast).
+    ``x`` may be a tuple of inputs."""
     blocks = blocks_from_module(model, grouping)
-    losses = ce(model(x), y)
+    losses = ce(model(*x) if isinstance(x, tuple) else model(x), y)
     if fast_only:
         def refuse(*args, **kwargs):
             raise AssertionError("the generic per-sample path was taken")
@@ -228,6 +248,45 @@ def test_embedding_padding_row_gets_no_gradient():
     table = cb.factor.reshape(x.shape[0], 7, 3)
     assert torch.count_nonzero(table[:, 0]) == 0
     assert torch.count_nonzero(table[:, 1:]) > 0
+
+
+class OffsetBag(nn.Module):
+    def __init__(self, **kw) -> None:
+        super().__init__()
+        self.bag = nn.EmbeddingBag(7, 3, **kw)
+        self.head = nn.Linear(3, 3)
+
+    def forward(self, inputs: tuple) -> torch.Tensor:
+        return self.head(torch.tanh(self.bag(*inputs)))
+
+
+@pytest.mark.parametrize(("kw", "weighted"), [
+    ({"mode": "sum"}, False), ({"mode": "sum"}, True), ({"mode": "mean"}, False),
+    ({"mode": "max"}, False), ({"mode": "mean", "include_last_offset": True}, False)])
+def test_embedding_bag_with_offsets_and_weights(kw, weighted, monkeypatch):
+    """1-D indices with offsets (an empty bag among them) and per-sample weights (sum mode)."""
+    torch.manual_seed(2)
+    model = OffsetBag(**kw).to(DT)
+    flat = torch.tensor([1, 2, 2, 5, 6, 3, 0, 4, 4])
+    starts = [0, 3, 3, 6, 8]  # bag 1 is empty
+    weights = torch.rand(9, dtype=DT) if weighted else None
+    y = torch.randint(0, 3, (5,))
+
+    def batch(i=None):
+        if i is None:
+            offsets = torch.tensor(starts + [9] if kw.get("include_last_offset") else starts)
+            return flat, offsets, weights
+        a, b = starts[i], (starts + [9])[i + 1]
+        offsets = torch.tensor([0, b - a] if kw.get("include_last_offset") else [0])
+        return flat[a:b], offsets, None if weights is None else weights[a:b]
+
+    blocks, res = fisher(model, (batch(),), y, fast_only=True, monkeypatch=monkeypatch)
+    for block, cb in zip(blocks, res.blocks, strict=True):
+        rows = []
+        for i in range(5):
+            grads = torch.autograd.grad(ce(model(batch(i)), y[i : i + 1]).sum(), block.params)
+            rows.append(flatten_block(grads))
+        torch.testing.assert_close(cb.factor, torch.stack(rows), rtol=1e-10, atol=1e-12)
 
 
 def test_float32_model_rows_match_float64_reference():
@@ -397,7 +456,8 @@ def curvature(kind, model, x, y, grouping="tensor", generic: str | None = None,
 
 
 @pytest.mark.parametrize("name", ["cnn", "conv1d", "conv2d-groups-nobias", "embedding-padding",
-                                  "layer-norm-sequence", "batch-norm-eval"])
+                                  "embedding-bag-mean-padding", "layer-norm-sequence",
+                                  "batch-norm-eval"])
 def test_ggn_equals_brute_force_on_the_fast_path(name, monkeypatch):
     model, x, y = make_case(name)
     blocks, res = curvature("ggn", model, x, y, "module", "refuse", monkeypatch)
@@ -521,17 +581,45 @@ def test_ggn_mc_is_registered_and_needs_outputs():
 
 
 def test_handler_registry():
-    assert {"linear", "conv", "embedding", "layer-norm", "batch-norm"} <= set(NODE_HANDLERS)
+    assert {"linear", "conv", "embedding", "embedding-bag", "layer-norm",
+            "batch-norm"} <= set(NODE_HANDLERS)
     by_type = handlers_by_node_type()
     assert by_type["ConvolutionBackward0"] is NODE_HANDLERS["conv"]
     assert by_type["AddmmBackward0"] is by_type["MmBackward0"] is NODE_HANDLERS["linear"]
     assert sum(len(h.node_types) for h in NODE_HANDLERS.values()) == len(by_type)
 
 
-def test_check_rows_cover_first_middle_last_sample_and_spread_passes():
-    assert check_rows(10, 1) == [(0, 0), (5, 0), (9, 0)]
-    assert check_rows(10, 4) == [(0, 0), (5, 2), (9, 3)]
-    assert check_rows(2, 1) == [(0, 0), (1, 0)]
+def test_check_rows_are_first_and_last():
+    assert check_rows(10, 1) == [(0, 0), (9, 0)]
+    assert check_rows(10, 4) == [(0, 0), (9, 3)]
+
+
+@pytest.mark.parametrize("kind", ["fisher", "ggn"])
+def test_a_wrong_row_anywhere_is_caught_by_the_check(kind, monkeypatch):
+    """A handler that is wrong on one row that is not checked by itself (here: a middle sample of
+    the convolution) is caught by the random combination of all rows; the block is recomputed on
+    the generic path and the result is right."""
+    model, x, y = make_case("cnn")
+    conv = NODE_HANDLERS["conv"]
+    real = type(conv).per_sample
+
+    def wrong(self, ctx, role, delta, r0, r1, num_samples, dtype):
+        rows = real(self, ctx, role, delta, r0, r1, num_samples, dtype)
+        if r0 <= 3 < r1:
+            rows[3 - r0] *= 1.001
+        return rows
+
+    monkeypatch.setattr(type(conv), "per_sample", wrong)
+    names = {b.name for b in blocks_from_module(model)}
+    assert fast_blocks(model, x, y) == names - {"c1.weight", "c1.bias", "c2.weight", "c2.bias"}
+    blocks, res = curvature(kind, model, x, y)
+    for block, cb in zip(blocks, res.blocks, strict=True):
+        if kind == "fisher":
+            torch.testing.assert_close(cb.factor, one_at_a_time(model, block, x, y), rtol=1e-10,
+                                       atol=1e-12)
+        else:
+            torch.testing.assert_close(cb.to_dense(), brute_ggn(model, block, x, y), rtol=1e-10,
+                                       atol=1e-12)
 
 
 def test_every_block_is_a_factor_block_for_each_kind():

@@ -10,8 +10,9 @@ takes this path only if *every* use of each of its parameters is understood.
 
 Correctness does not rest on the graph's structure alone: coupling across samples (BatchNorm in
 training mode, a loss normalized over the batch) or a layout that is not sample-major cannot be
-seen there, so a few rows of the result are compared with the generic computation, and a block
-that disagrees is left to the generic path.
+seen there, so the result is compared with the generic computation on two rows and on a random
+combination of all rows (three backward passes), and a block that disagrees is left to the
+generic path.
 """
 
 from __future__ import annotations
@@ -31,18 +32,18 @@ from qnewton.curvature.per_sample.handlers import handlers_by_node_type
 if TYPE_CHECKING:
     from qnewton.curvature.config import CurvatureConfig
 
-#: Rows of the fast result compared with the generic computation.
-CHECK_ROWS = 3
+#: Seed of the random combination of all rows that the check compares (a fixed seed: the check
+#: is a deterministic function of its inputs).
+CHECK_SEED = 0
 
 #: Errors a handler may raise on a graph it does not expect; they refuse the fast path.
 _REFUSALS = (Unsupported, ValueError, TypeError, AttributeError, RuntimeError, IndexError)
 
 
 def check_rows(num_samples: int, passes: int) -> list[tuple[int, int]]:
-    """The ``(sample, pass)`` pairs checked: first, middle and last sample, spread over passes."""
-    s, p = num_samples, passes
-    pairs = [(0, 0), (s // 2, p // 2), (s - 1, p - 1)]
-    return sorted(set(pairs))[:CHECK_ROWS]
+    """The ``(sample, pass)`` pairs checked one by one: the first and the last sample (first and
+    last pass); a random combination of all rows is checked besides (:func:`_checked`)."""
+    return sorted({(0, 0), (num_samples - 1, passes - 1)})
 
 
 def _capture(root: torch.Tensor, seed: torch.Tensor, nodes: dict[int, object],
@@ -164,26 +165,41 @@ def per_sample_rows(
 def _checked(root: torch.Tensor, seeds: Sequence[torch.Tensor], s: int,
              done: Sequence[ParamBlock], factors: dict[int, torch.Tensor],
              config: CurvatureConfig) -> set[int]:
-    """The blocks whose fast rows agree with the generic computation on :func:`check_rows`."""
+    """The blocks whose fast rows agree with the generic computation on the rows of
+    :func:`check_rows` and on ``wᵀF`` for random unit weights ``w`` over all S·P rows.
+
+    A VJP seeded with ``Σ_{s,j} w_{s,j}·seeds[j]|_s`` (one backward pass) equals ``wᵀF`` when every
+    row is right, and differs (almost surely) when any row is wrong — a handler's mistake on
+    some rows, or coupling across samples, under which the VJP of the combination is not the
+    combination of the one-pass rows. Three backward passes in all, like three checked rows.
+    """
     npass = len(seeds)
-    pairs = check_rows(s, npass)
-    check_seeds = sample_seeds(root, seeds, s, [i * npass + j for i, j in pairs])
+    rows = [i * npass + j for i, j in check_rows(s, npass)]
+    gen = torch.Generator().manual_seed(CHECK_SEED)
+    w = torch.randn((s, npass), generator=gen, dtype=torch.float64)
+    w /= torch.linalg.vector_norm(w)
+    combined = sum(w[:, j].to(root.device, root.dtype).unsqueeze(1) * seed.reshape(s, -1)
+                   for j, seed in enumerate(seeds))
+    check_seeds = torch.cat([sample_seeds(root, seeds, s, rows),
+                             combined.reshape(1, *root.shape).to(root.dtype)])
     params = [p for b in done for p in b.params]
     exact = BatchedVJP()(root, params, check_seeds)
     tol = max(1e-8, 1e3 * torch.finfo(root.dtype).eps)
-    refs, pos = {}, 0
+    refs, fast, pos = {}, {}, 0
+    w_rows = w.reshape(1, -1).to(config.dtype)
     for b in done:
         piece = exact[pos : pos + len(b.params)]
         pos += len(b.params)
-        refs[id(b)] = flat_rows(piece, len(pairs)).detach().to(config.dtype)
+        refs[id(b)] = flat_rows(piece, len(rows) + 1).detach().to(config.dtype)
+        factor = factors[id(b)]
+        fast[id(b)] = torch.cat([factor[rows], w_rows.to(factor.device) @ factor])
     # Errors are judged against the largest per-sample gradient of all checked blocks, so that a
     # block whose gradient is pure round-off (e.g. an attention key bias, to which softmax is
     # invariant) is not rejected for disagreeing in its noise.
     scale = max(float(torch.linalg.vector_norm(r, dim=1).max()) for r in refs.values())
-    rows = [i * npass + j for i, j in pairs]
     passed = set()
     for b in done:
-        err = torch.linalg.vector_norm(factors[id(b)][rows] - refs[id(b)], dim=1)
+        err = torch.linalg.vector_norm(fast[id(b)] - refs[id(b)], dim=1)
         if not bool((err > tol * scale + torch.finfo(config.dtype).tiny).any()):
             passed.add(id(b))
     return passed

@@ -6,6 +6,7 @@ from __future__ import annotations
 from qnewton.curvature.per_sample.batch_norm import BatchNormHandler
 from qnewton.curvature.per_sample.conv import ConvHandler
 from qnewton.curvature.per_sample.embedding import EmbeddingHandler
+from qnewton.curvature.per_sample.embedding_bag import EmbeddingBagHandler
 from qnewton.curvature.per_sample.handler import NodeHandler
 from qnewton.curvature.per_sample.layer_norm import LayerNormHandler
 from qnewton.curvature.per_sample.linear import LinearHandler
@@ -15,6 +16,7 @@ NODE_HANDLERS: Registry[NodeHandler] = Registry("per-sample handler")
 NODE_HANDLERS.register("linear", LinearHandler())
 NODE_HANDLERS.register("conv", ConvHandler())
 NODE_HANDLERS.register("embedding", EmbeddingHandler())
+NODE_HANDLERS.register("embedding-bag", EmbeddingBagHandler())
 NODE_HANDLERS.register("layer-norm", LayerNormHandler())
 NODE_HANDLERS.register("batch-norm", BatchNormHandler())
 
