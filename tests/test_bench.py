@@ -20,7 +20,7 @@ from qnewton.bench import suite
 from qnewton.bench.cli import parse_cases
 from qnewton.bench.release import release_block_direction
 from qnewton.curvature import fisher as fisher_kind
-from qnewton.curvature.linear_rows import linear_per_sample_rows
+from qnewton.curvature.per_sample import per_sample_rows
 from qnewton.registry import Registry
 from qnewton.solvers import MachineRates
 
@@ -658,7 +658,7 @@ def _factors(model, x, y, use_bn, fast, monkeypatch):
     refused = []
     with monkeypatch.context() as m:
         if not fast:  # the Fisher kind then takes the generic path for every block
-            m.setattr(fisher_kind, "linear_per_sample_rows",
+            m.setattr(fisher_kind, "per_sample_rows",
                       lambda *a, **k: refused.append(1) or set())
         res = C.compute_curvature(losses, blocks, C.CurvatureConfig(kind="fisher"))
     assert len(refused) == (0 if fast else 1)
@@ -694,5 +694,6 @@ def test_fast_path_taken_for_linear_and_refused_with_coupling():
                            (True, {"head"})):
         losses = nn.functional.cross_entropy(model(x, use_bn), y, reduction="none")
         factors = {id(b): torch.empty(16, b.numel, dtype=torch.float64) for b in blocks}
-        done = linear_per_sample_rows(losses, blocks, factors, C.CurvatureConfig())
+        done = per_sample_rows(losses, [torch.ones_like(losses)], 16, blocks, factors,
+                               C.CurvatureConfig())
         assert {b.name for b in blocks if id(b) in done} == expect

@@ -157,7 +157,8 @@ def run(model, x, y, loss_fn, blocks, kind, **cfg):
     out = model(x)
     losses = loss_fn(out, y)
     config = CurvatureConfig(kind=kind, **cfg)
-    return compute_curvature(losses, blocks, config, outputs=out if kind == "ggn" else None)
+    return compute_curvature(losses, blocks, config,
+                             outputs=out if CURVATURES[kind].needs_outputs else None)
 
 
 # --------------------------------------------------------------------------------------------

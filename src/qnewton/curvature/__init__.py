@@ -4,7 +4,9 @@
 * :mod:`~qnewton.curvature.representation` — how a block is held (dense, factor form);
 * :mod:`~qnewton.curvature.kinds` — the registry of curvature kinds, one class per kind
   (:mod:`~qnewton.curvature.hessian`, :mod:`~qnewton.curvature.fisher`,
-  :mod:`~qnewton.curvature.ggn`);
+  :mod:`~qnewton.curvature.ggn`, :mod:`~qnewton.curvature.ggn_mc`);
+* :mod:`~qnewton.curvature.per_sample` — per-sample gradients from one backward pass, one
+  handler per layer type (linear, convolution, embedding, layer norm, …);
 * :mod:`~qnewton.curvature.compute` — :func:`compute_curvature` from an evaluated closure.
 """
 

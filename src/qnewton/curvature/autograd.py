@@ -3,6 +3,8 @@
 ``torch.autograd.grad(..., is_grads_batched=True)`` vmaps one backward pass over many seed
 vectors; the helpers here chunk those seeds to a memory budget and write the resulting rows
 into factor matrices in the block flattening order (:mod:`qnewton.curvature.params`).
+:func:`seeded_rows` is the generic per-sample path: one backward pass (one vmapped seed) per
+factor row, which every parameter can take (docs/method.md §4.7).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from collections.abc import Sequence
 
 import torch
 
+from qnewton.curvature.memory import chunk_rows
 from qnewton.curvature.params import ParamBlock
 
 
@@ -96,3 +99,39 @@ def flat_rows(pieces: Sequence[torch.Tensor], k: int) -> torch.Tensor:
     return torch.cat([t.reshape(k, -1) for t in pieces], dim=1)
 
 
+
+
+def sample_seeds(root: torch.Tensor, seeds: Sequence[torch.Tensor], num_samples: int,
+                 rows: torch.Tensor | Sequence[int]) -> torch.Tensor:
+    """Seeds ``(len(rows), *root.shape)`` for factor rows ``r = s·P + j``: ``seeds[j]`` (shaped
+    like ``root``, which reshapes to ``(S, W)``) kept on sample s's row only, zero elsewhere."""
+    s, p = num_samples, len(seeds)
+    stacked = torch.stack([sd.reshape(s, -1) for sd in seeds])  # (P, S, W)
+    r = torch.as_tensor(rows, dtype=torch.long, device=root.device)
+    out = torch.zeros((r.numel(), s, stacked.shape[-1]), dtype=root.dtype, device=root.device)
+    idx = torch.arange(r.numel(), device=root.device)
+    out[idx, r // p, :] = stacked[r % p, r // p, :].to(root.dtype)
+    return out.reshape(r.numel(), *root.shape)
+
+
+def seeded_rows(
+    root: torch.Tensor,
+    seeds: Sequence[torch.Tensor],
+    num_samples: int,
+    todo: Sequence[ParamBlock],
+    factors: dict[int, torch.Tensor],
+    dtype: torch.dtype,
+    chunk_size: int | None,
+    row_bytes: int,
+) -> None:
+    """The generic path: row ``s·P + j`` of each block's factor is the gradient of
+    ``⟨seeds[j], root⟩`` restricted to sample s (see :func:`sample_seeds`), from one vmapped
+    backward pass per row, ``chunk_rows(chunk_size, S·P, row_bytes)`` rows at a time."""
+    m = num_samples * len(seeds)
+    params = [p for b in todo for p in b.params]
+    vjp = BatchedVJP()
+    k = chunk_rows(chunk_size, m, row_bytes)
+    for r0 in range(0, m, k):
+        r1 = min(m, r0 + k)
+        batch = sample_seeds(root, seeds, num_samples, torch.arange(r0, r1))
+        store_rows(vjp(root, params, batch), todo, factors, r0, r1, dtype)

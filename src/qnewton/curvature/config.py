@@ -21,7 +21,8 @@ class CurvatureConfig:
     Attributes:
         kind: a name in :data:`qnewton.curvature.CURVATURES` (``"hessian"``: exact diagonal
             blocks, dense; ``"ggn"``: generalized Gauss-Newton, factor form, needs the outputs;
-            ``"fisher"``: empirical Fisher, factor form).
+            ``"fisher"``: empirical Fisher, factor form; ``"ggn-mc"``: Monte-Carlo GGN, one
+            sampled row per sample, factor form, needs the outputs).
         max_block_bytes: memory budget for any one block as stored (a dense N×N matrix or a
             factor ``F``), checked *before* building it.
         chunk_size: rows (Hessian rows, per-sample gradients, GGN factor rows) computed per
@@ -32,12 +33,16 @@ class CurvatureConfig:
             Results do not depend on it.
         dtype: floating dtype the blocks and gradients are returned in (computation runs in the
             model's dtype, the results are cast).
+        seed: seed of the random directions of ``"ggn-mc"``, mixed with the bytes of the outputs
+            so that every batch gets its own draw and a call is reproducible; ``None`` draws from
+            torch's global RNG instead. Other kinds are deterministic and ignore it.
     """
 
     kind: str = "fisher"
     max_block_bytes: int = 2 * 1024**3
     chunk_size: int | None = None
     dtype: torch.dtype = torch.float64
+    seed: int | None = 0
 
     def __post_init__(self) -> None:
         CURVATURES.check(self.kind)
@@ -46,3 +51,5 @@ class CurvatureConfig:
             check_int("chunk_size", self.chunk_size, 1)
         if not isinstance(self.dtype, torch.dtype) or not self.dtype.is_floating_point:
             raise ValueError(f"dtype must be a floating torch.dtype, got {self.dtype!r}")
+        if self.seed is not None:
+            check_int("seed", self.seed, 0)

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import torch
 
-from qnewton.curvature.autograd import BatchedVJP, store_rows
+from qnewton.curvature.autograd import seeded_rows
 from qnewton.curvature.kind import BuildInputs, CurvatureKind
-from qnewton.curvature.linear_rows import linear_per_sample_rows
-from qnewton.curvature.memory import chunk_rows
+from qnewton.curvature.per_sample import per_sample_rows
 from qnewton.curvature.representation import CurvatureBlock, FactorBlock
 
 
@@ -15,9 +14,10 @@ class FisherCurvature(CurvatureKind):
     """The ``S×N`` per-sample gradients ``g_s = ∇ losses[s]`` with ``scale = 1/S``.
 
     The ``g_s`` are per-sample gradients only if the model has no batch-coupling layers (e.g.
-    BatchNorm in training mode); otherwise they are the gradients of each loss term. Linear layers
-    take a one-backward-pass fast path (:mod:`qnewton.curvature.linear_rows`); other parameters
-    use batched backward passes seeded by one-hot vectors (docs/method.md §4.7).
+    BatchNorm in training mode); otherwise they are the gradients of each loss term. Parameters
+    of layers with a per-sample handler (linear, convolution, embedding, layer norm, …) take a
+    one-backward-pass fast path (:mod:`qnewton.curvature.per_sample`); other parameters use
+    batched backward passes seeded by one-hot vectors (docs/method.md §4.7).
     """
 
     name = "fisher"
@@ -41,19 +41,13 @@ class FisherCurvature(CurvatureKind):
             for b in todo
         }
         if todo:
-            fast = linear_per_sample_rows(losses, todo, factors, config)
+            seeds = [torch.ones_like(losses)]
+            fast = per_sample_rows(losses, seeds, s, todo, factors, config)
             rest = [b for b in todo if id(b) not in fast]
             if rest:
-                params = [p for b in rest for p in b.params]
                 n_total = sum(b.numel for b in rest)
-                vjp = BatchedVJP()
-                k = chunk_rows(config.chunk_size, s, n_total * losses.element_size())
-                for s0 in range(0, s, k):
-                    s1 = min(s, s0 + k)
-                    seeds = torch.zeros((s1 - s0, s), dtype=losses.dtype, device=losses.device)
-                    idx = torch.arange(s0, s1, device=seeds.device)
-                    seeds[idx - s0, idx] = 1
-                    store_rows(vjp(losses, params, seeds), rest, factors, s0, s1, config.dtype)
+                seeded_rows(losses, seeds, s, rest, factors, config.dtype, config.chunk_size,
+                            n_total * losses.element_size())
         return [
             FactorBlock(b.name, "fisher", factors[id(b)], scale=1.0 / s) if ok else None
             for b, ok in zip(inputs.blocks, inputs.built, strict=True)

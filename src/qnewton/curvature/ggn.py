@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import torch
 
-from qnewton.curvature.autograd import BatchedVJP, store_rows
+from qnewton.curvature.autograd import BatchedVJP, seeded_rows
 from qnewton.curvature.kind import BuildInputs, CurvatureKind
-from qnewton.curvature.memory import chunk_rows
+from qnewton.curvature.per_sample import per_sample_rows
 from qnewton.curvature.representation import CurvatureBlock, FactorBlock
 
 
@@ -40,7 +40,10 @@ class GGNCurvature(CurvatureKind):
 
     Negative eigenvalues of ``H_s`` (a loss non-convex in the outputs) are clamped to 0 so the
     result stays PSD. The loss Hessians come from ``C`` batched double-backward passes through the
-    loss part of the graph only (docs/method.md §4.7).
+    loss part of the graph only. Parameters with a per-sample handler get all ``S`` rows of
+    column j from one backward pass seeded with ``R[:, :, j]`` (``C`` passes in all,
+    :mod:`qnewton.curvature.per_sample`); the others take one batched backward pass per row
+    (``S·C``) (docs/method.md §4.7).
     """
 
     name = "ggn"
@@ -65,23 +68,20 @@ class GGNCurvature(CurvatureKind):
         losses, outputs, config = inputs.losses, inputs.outputs, inputs.config
         s, c = inputs.num_samples, inputs.num_outputs
         sqrt_h = loss_hessian_sqrt(losses, outputs, s, c, config.dtype)
-        params = [p for b in todo for p in b.params]
-        n_total = sum(b.numel for b in todo)
+        # row s·C + j of the factor is J_sᵀ R_s[:, j]: the per-sample gradient of ⟨seed_j, outputs⟩
+        # with seed_j[s] = R_s[:, j]; one backward pass per j on the fast path
+        seeds = [sqrt_h[:, :, j].to(outputs.dtype).reshape(outputs.shape) for j in range(c)]
         m = s * c
         factors = {
             id(b): torch.empty((m, b.numel), dtype=config.dtype, device=b.params[0].device)
             for b in todo
         }
-        vjp = BatchedVJP()
-        k = chunk_rows(config.chunk_size, m, max(n_total, m) * outputs.element_size())
-        for r0 in range(0, m, k):
-            r1 = min(m, r0 + k)
-            r = torch.arange(r0, r1, device=outputs.device)
-            seeds = torch.zeros((r1 - r0, s, c), dtype=outputs.dtype, device=outputs.device)
-            # row s·C + j of the factor is J_sᵀ R_s[:, j]: seed R_s[:, j] at output row s
-            seeds[r - r0, r // c, :] = sqrt_h[r // c, :, r % c].to(outputs.dtype)
-            rows = vjp(outputs, params, seeds.reshape(r1 - r0, *outputs.shape))
-            store_rows(rows, todo, factors, r0, r1, config.dtype)
+        fast = per_sample_rows(outputs, seeds, s, todo, factors, config)
+        rest = [b for b in todo if id(b) not in fast]
+        if rest:
+            n_total = sum(b.numel for b in rest)
+            seeded_rows(outputs, seeds, s, rest, factors, config.dtype, config.chunk_size,
+                        max(n_total, m) * outputs.element_size())
         return [
             FactorBlock(b.name, "ggn", factors[id(b)], scale=1.0 / s) if ok else None
             for b, ok in zip(inputs.blocks, inputs.built, strict=True)

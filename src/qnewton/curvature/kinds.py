@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from qnewton.curvature.fisher import FisherCurvature
 from qnewton.curvature.ggn import GGNCurvature
+from qnewton.curvature.ggn_mc import MonteCarloGGNCurvature
 from qnewton.curvature.hessian import HessianCurvature
 from qnewton.curvature.kind import CurvatureKind
 from qnewton.registry import Registry
@@ -12,3 +13,4 @@ CURVATURES: Registry[CurvatureKind] = Registry("curvature")
 CURVATURES.register("hessian", HessianCurvature())
 CURVATURES.register("ggn", GGNCurvature())
 CURVATURES.register("fisher", FisherCurvature())
+CURVATURES.register("ggn-mc", MonteCarloGGNCurvature())

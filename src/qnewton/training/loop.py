@@ -17,6 +17,7 @@ import torch
 
 from qnewton import calibration
 from qnewton.accounting import Ledger
+from qnewton.curvature import CURVATURES
 from qnewton.files import (
     RunFileError,
     append_jsonl,
@@ -241,7 +242,7 @@ def train(config: TrainConfig, out: str | Path, *, resume: bool = False, progres
         total_steps = min(total_steps, config.max_steps)
     bar = _progress_bar(progress, total_steps, state.step)
     status = "completed"
-    with_outputs = config.is_newton and config.curvature == "ggn"
+    with_outputs = config.is_newton and CURVATURES[config.curvature].needs_outputs
     try:
         while state.step < total_steps:
             order = _epoch_order(config, state.epoch, n_train)

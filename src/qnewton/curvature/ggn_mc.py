@@ -1,0 +1,83 @@
+"""Monte-Carlo generalized Gauss-Newton: one sampled direction per sample, unbiased for the GGN.
+
+The GGN factor has C rows per sample, ``J_sᵀ R_s[:, c]`` (:mod:`qnewton.curvature.ggn`). Drawing
+``z_s ~ N(0, I_C)`` and keeping the single row ``J_sᵀ v_s`` with ``v_s = R_s z_s`` gives
+``E[J_sᵀ v_s v_sᵀ J_s] = J_sᵀ R_s E[z_s z_sᵀ] R_sᵀ J_s = J_sᵀ H_s J_s``: the S-row factor is an
+unbiased estimate of the GGN at the cost of an empirical Fisher (one backward pass on the fast
+path, :mod:`qnewton.curvature.per_sample`). Gaussian directions need only ``R_s``, so the
+estimate holds for any loss; sampling labels from the model's predictive distribution (K-FAC's
+"true Fisher") would need to know the loss is a likelihood, which a closure does not say.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import torch
+
+from qnewton.curvature.autograd import seeded_rows
+from qnewton.curvature.ggn import loss_hessian_sqrt
+from qnewton.curvature.kind import BuildInputs, CurvatureKind
+from qnewton.curvature.per_sample import per_sample_rows
+from qnewton.curvature.representation import CurvatureBlock, FactorBlock
+
+
+def draw_directions(outputs: torch.Tensor, s: int, c: int, seed: int | None,
+                    dtype: torch.dtype) -> torch.Tensor:
+    """``z ~ N(0, I)`` of shape ``(S, C)``. With an integer ``seed`` the generator is seeded by it
+    and by the bytes of the outputs, so a call is a deterministic function of its inputs (the
+    same batch at the same parameters gives the same draw; any change gives a fresh one); with
+    ``None`` the draw comes from torch's global RNG (``torch.manual_seed``)."""
+    if seed is None:
+        return torch.randn((s, c), dtype=dtype, device=outputs.device)
+    data = outputs.detach().to("cpu", torch.float64).contiguous().numpy().tobytes()
+    digest = hashlib.blake2b(data, digest_size=8, person=b"qnewton-ggn-mc",
+                             salt=int(seed).to_bytes(16, "little", signed=True))
+    gen = torch.Generator().manual_seed(int.from_bytes(digest.digest(), "little") >> 1)
+    return torch.randn((s, c), dtype=dtype, generator=gen).to(outputs.device)
+
+
+class MonteCarloGGNCurvature(CurvatureKind):
+    """``S`` factor rows ``J_sᵀ R_s z_s`` with ``z_s ~ N(0, I_C)``, ``scale = 1/S``: an unbiased,
+    rank-≤S estimate of the GGN (:mod:`qnewton.curvature.ggn`). The draws are seeded by
+    ``CurvatureConfig.seed`` and the outputs (see :func:`draw_directions`) (docs/method.md §4.7).
+    """
+
+    name = "ggn-mc"
+    psd = True
+    needs_outputs = True
+
+    def stored_elements(self, n: int, num_samples: int, num_outputs: int) -> int:
+        return num_samples * n
+
+    def storage(self, n: int, num_samples: int, num_outputs: int, dtype_name: str) -> str:
+        return (f"as a {num_samples}×{n} {dtype_name} factor "
+                "(Monte-Carlo GGN, one sampled row per sample)")
+
+    def budget_advice(self, num_samples: int, num_outputs: int) -> str:
+        return "use fewer samples per step or a larger budget"
+
+    def build(self, inputs: BuildInputs) -> list[CurvatureBlock | None]:
+        todo = [b for b, ok in zip(inputs.blocks, inputs.built, strict=True) if ok]
+        if not todo:
+            return [None] * len(inputs.blocks)
+        losses, outputs, config = inputs.losses, inputs.outputs, inputs.config
+        s, c = inputs.num_samples, inputs.num_outputs
+        sqrt_h = loss_hessian_sqrt(losses, outputs, s, c, config.dtype)
+        z = draw_directions(outputs, s, c, config.seed, config.dtype)
+        v = torch.einsum("sij,sj->si", sqrt_h, z)  # v_s = R_s z_s
+        seeds = [v.to(outputs.dtype).reshape(outputs.shape)]
+        factors = {
+            id(b): torch.empty((s, b.numel), dtype=config.dtype, device=b.params[0].device)
+            for b in todo
+        }
+        fast = per_sample_rows(outputs, seeds, s, todo, factors, config)
+        rest = [b for b in todo if id(b) not in fast]
+        if rest:
+            n_total = sum(b.numel for b in rest)
+            seeded_rows(outputs, seeds, s, rest, factors, config.dtype, config.chunk_size,
+                        max(n_total, s * c) * outputs.element_size())
+        return [
+            FactorBlock(b.name, "ggn-mc", factors[id(b)], scale=1.0 / s) if ok else None
+            for b, ok in zip(inputs.blocks, inputs.built, strict=True)
+        ]

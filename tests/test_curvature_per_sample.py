@@ -1,0 +1,268 @@
+"""Per-sample gradients from one backward pass (qnewton.curvature.per_sample) against ground
+truth: each sample's gradient by its own forward pass and ``torch.autograd.grad`` (float64); the
+fast path is taken where a handler exists, and the check sends coupled or wrong rows back to the
+generic path."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from per_sample_fixtures import (
+    CASES,
+    CNN,
+    DT,
+    TokenNet,
+    brute_ggn,
+    ce,
+    curvature,
+    fast_blocks,
+    fisher,
+    images,
+    loss_terms,
+    make_case,
+    one_at_a_time,
+    tokens,
+)
+from torch import nn
+
+from qnewton.curvature import (
+    CurvatureConfig,
+    FactorBlock,
+    blocks_from_module,
+    compute_curvature,
+    flatten_block,
+)
+from qnewton.curvature import fisher as fisher_kind
+from qnewton.curvature.per_sample import NODE_HANDLERS, check_rows, per_sample_rows
+from qnewton.curvature.per_sample.handlers import handlers_by_node_type
+
+# --------------------------------------------------------------------------------------------
+# Empirical Fisher: fast rows equal per-sample ground truth, and the fast path is taken
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("grouping", ["tensor", "module"])
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_fisher_rows_equal_one_sample_at_a_time(name, grouping, monkeypatch):
+    model, x, y = make_case(name)
+    blocks, res = fisher(model, x, y, grouping, fast_only=True, monkeypatch=monkeypatch)
+    for block, cb in zip(blocks, res.blocks, strict=True):
+        ref = one_at_a_time(model, block, x, y)
+        torch.testing.assert_close(cb.factor, ref, rtol=1e-10, atol=1e-12, msg=block.name)
+
+
+def test_per_token_losses_take_the_fast_path(monkeypatch):
+    """S = B·T token losses: every handler sees T = 1 row per sample."""
+    torch.manual_seed(3)
+    model = TokenNet().to(DT)
+    ids = tokens(3, 4, vocab=6)
+    y = torch.randint(0, 5, (3, 4))
+    blocks, res = fisher(model, ids, y, fast_only=True, monkeypatch=monkeypatch)
+    for block, cb in zip(blocks, res.blocks, strict=True):
+        ref = loss_terms(model, block, ids, y)
+        assert cb.factor.shape == (12, block.numel)
+        torch.testing.assert_close(cb.factor, ref, rtol=1e-10, atol=1e-12)
+
+
+def test_embedding_padding_row_gets_no_gradient():
+    model, x, y = make_case("embedding-padding")
+    blocks, res = fisher(model, x, y)
+    (cb,) = [cb for b, cb in zip(blocks, res.blocks, strict=True) if b.name == "emb.weight"]
+    table = cb.factor.reshape(x.shape[0], 7, 3)
+    assert torch.count_nonzero(table[:, 0]) == 0
+    assert torch.count_nonzero(table[:, 1:]) > 0
+
+
+class OffsetBag(nn.Module):
+    def __init__(self, **kw) -> None:
+        super().__init__()
+        self.bag = nn.EmbeddingBag(7, 3, **kw)
+        self.head = nn.Linear(3, 3)
+
+    def forward(self, inputs: tuple) -> torch.Tensor:
+        return self.head(torch.tanh(self.bag(*inputs)))
+
+
+@pytest.mark.parametrize(("kw", "weighted"), [
+    ({"mode": "sum"}, False), ({"mode": "sum"}, True), ({"mode": "mean"}, False),
+    ({"mode": "max"}, False), ({"mode": "mean", "include_last_offset": True}, False)])
+def test_embedding_bag_with_offsets_and_weights(kw, weighted, monkeypatch):
+    """1-D indices with offsets (an empty bag among them) and per-sample weights (sum mode)."""
+    torch.manual_seed(2)
+    model = OffsetBag(**kw).to(DT)
+    flat = torch.tensor([1, 2, 2, 5, 6, 3, 0, 4, 4])
+    starts = [0, 3, 3, 6, 8]  # bag 1 is empty
+    weights = torch.rand(9, dtype=DT) if weighted else None
+    y = torch.randint(0, 3, (5,))
+
+    def batch(i=None):
+        if i is None:
+            offsets = torch.tensor(starts + [9] if kw.get("include_last_offset") else starts)
+            return flat, offsets, weights
+        a, b = starts[i], (starts + [9])[i + 1]
+        offsets = torch.tensor([0, b - a] if kw.get("include_last_offset") else [0])
+        return flat[a:b], offsets, None if weights is None else weights[a:b]
+
+    blocks, res = fisher(model, (batch(),), y, fast_only=True, monkeypatch=monkeypatch)
+    for block, cb in zip(blocks, res.blocks, strict=True):
+        rows = []
+        for i in range(5):
+            grads = torch.autograd.grad(ce(model(batch(i)), y[i : i + 1]).sum(), block.params)
+            rows.append(flatten_block(grads))
+        torch.testing.assert_close(cb.factor, torch.stack(rows), rtol=1e-10, atol=1e-12)
+
+
+def test_float32_model_rows_match_float64_reference():
+    model, x, y = make_case("cnn")
+    ref = {b.name: one_at_a_time(model, b, x, y) for b in blocks_from_module(model)}
+    model32 = model.float()
+    blocks, res = fisher(model32, x.float(), y)
+    for block, cb in zip(blocks, res.blocks, strict=True):
+        assert cb.factor.dtype == DT
+        scale = float(ref[block.name].abs().max())
+        assert float((cb.factor - ref[block.name]).abs().max()) <= 1e-5 * scale, block.name
+
+
+
+def test_batch_norm_in_training_mode_is_caught_by_the_check(monkeypatch):
+    """Training-mode BatchNorm couples the samples: its own parameters have no handler, and the
+    layer before it passes the structural test but fails the row check; both take the generic
+    path, so the rows are still the gradients of the loss terms. Layers after it are exact."""
+    torch.manual_seed(0)
+    model = CNN(batch_norm=True).to(DT).train()
+    x, y = images(8, channels=1, size=8), torch.randint(0, 3, (8,))
+    assert fast_blocks(model, x, y) == {"c2.weight", "c2.bias", "head.weight", "head.bias"}
+    generic: list[str] = []
+    real = fisher_kind.seeded_rows
+
+    def spy(root, seeds, s, rest, *args):
+        generic.extend(b.name for b in rest)
+        return real(root, seeds, s, rest, *args)
+
+    monkeypatch.setattr(fisher_kind, "seeded_rows", spy)
+    blocks, res = fisher(model, x, y)
+    assert set(generic) == {"c1.weight", "c1.bias", "bn.weight", "bn.bias"}
+    for block, cb in zip(blocks, res.blocks, strict=True):
+        ref = loss_terms(model, block, x, y)
+        torch.testing.assert_close(cb.factor, ref, rtol=1e-10, atol=1e-12, msg=block.name)
+
+
+def test_batch_norm_in_eval_mode_is_handled():
+    model, x, y = make_case("batch-norm-eval")
+    assert fast_blocks(model, x, y) == {b.name for b in blocks_from_module(model)}
+
+
+class TimeMajor(nn.Module):
+    """A linear layer fed time-major rows (T·S, D): not the sample-major layout handlers assume."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tok = nn.Linear(3, 4)
+        self.head = nn.Linear(4, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (S, T, 3)
+        s, t, d = x.shape
+        h = self.tok(x.transpose(0, 1).reshape(t * s, d)).reshape(t, s, -1).transpose(0, 1)
+        return self.head(torch.tanh(h).mean(dim=1))
+
+
+def test_layout_the_graph_cannot_show_is_caught_by_the_check():
+    torch.manual_seed(5)
+    model = TimeMajor().to(DT)
+    x, y = torch.randn(6, 4, 3, dtype=DT), torch.randint(0, 3, (6,))
+    assert fast_blocks(model, x, y) == {"head.weight", "head.bias"}
+    blocks, res = fisher(model, x, y)
+    for block, cb in zip(blocks, res.blocks, strict=True):
+        torch.testing.assert_close(cb.factor, one_at_a_time(model, block, x, y), rtol=1e-10,
+                                   atol=1e-12)
+
+
+class Unhandled(nn.Module):
+    """Layers without a handler (or refused): 3-D and transposed convolutions, an embedding with
+    scale_grad_by_freq (it rescales by counts over the batch), a parameter used elementwise."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv3d = nn.Conv3d(1, 2, 2)
+        self.deconv = nn.ConvTranspose2d(2, 2, 2)
+        self.emb = nn.Embedding(5, 2, scale_grad_by_freq=True)
+        self.gain = nn.Parameter(torch.ones(3))
+        self.head = nn.Linear(2 * 2 * 2 + 2, 3)
+
+    def forward(self, x: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+        h = self.deconv(self.conv3d(x).squeeze(2)).flatten(1)
+        e = self.emb(ids)
+        return self.head(torch.cat([h, e.mean(1)], 1)) * self.gain
+
+
+def test_unhandled_layers_take_the_generic_path_and_stay_correct():
+    torch.manual_seed(6)
+    model = Unhandled().to(DT)
+    x = torch.randn(5, 1, 2, 2, 2, dtype=DT)
+    ids = torch.randint(0, 5, (5, 4))
+    y = torch.randint(0, 3, (5,))
+    blocks = blocks_from_module(model)
+    losses = ce(model(x, ids), y)
+    factors = {id(b): torch.empty(5, b.numel, dtype=DT) for b in blocks}
+    done = per_sample_rows(losses, [torch.ones_like(losses)], 5, blocks, factors,
+                           CurvatureConfig())
+    assert {b.name for b in blocks if id(b) in done} == {"head.weight", "head.bias"}
+    res = compute_curvature(losses, blocks, CurvatureConfig(kind="fisher"))
+    for block, cb in zip(blocks, res.blocks, strict=True):
+        ref = loss_terms(model, block, (x, ids), y)
+        torch.testing.assert_close(cb.factor, ref, rtol=1e-10, atol=1e-12, msg=block.name)
+
+
+# --------------------------------------------------------------------------------------------
+# The handler registry and the check
+# --------------------------------------------------------------------------------------------
+
+
+def test_handler_registry():
+    assert {"linear", "conv", "embedding", "embedding-bag", "layer-norm",
+            "batch-norm"} <= set(NODE_HANDLERS)
+    by_type = handlers_by_node_type()
+    assert by_type["ConvolutionBackward0"] is NODE_HANDLERS["conv"]
+    assert by_type["AddmmBackward0"] is by_type["MmBackward0"] is NODE_HANDLERS["linear"]
+    assert sum(len(h.node_types) for h in NODE_HANDLERS.values()) == len(by_type)
+
+
+def test_check_rows_are_first_and_last():
+    assert check_rows(10, 1) == [(0, 0), (9, 0)]
+    assert check_rows(10, 4) == [(0, 0), (9, 3)]
+
+
+@pytest.mark.parametrize("kind", ["fisher", "ggn"])
+def test_a_wrong_row_anywhere_is_caught_by_the_check(kind, monkeypatch):
+    """A handler that is wrong on one row that is not checked by itself (here: a middle sample of
+    the convolution) is caught by the random combination of all rows; the block is recomputed on
+    the generic path and the result is right."""
+    model, x, y = make_case("cnn")
+    conv = NODE_HANDLERS["conv"]
+    real = type(conv).per_sample
+
+    def wrong(self, ctx, role, delta, r0, r1, num_samples, dtype):
+        rows = real(self, ctx, role, delta, r0, r1, num_samples, dtype)
+        if r0 <= 3 < r1:
+            rows[3 - r0] *= 1.001
+        return rows
+
+    monkeypatch.setattr(type(conv), "per_sample", wrong)
+    names = {b.name for b in blocks_from_module(model)}
+    assert fast_blocks(model, x, y) == names - {"c1.weight", "c1.bias", "c2.weight", "c2.bias"}
+    blocks, res = curvature(kind, model, x, y)
+    for block, cb in zip(blocks, res.blocks, strict=True):
+        if kind == "fisher":
+            torch.testing.assert_close(cb.factor, one_at_a_time(model, block, x, y), rtol=1e-10,
+                                       atol=1e-12)
+        else:
+            torch.testing.assert_close(cb.to_dense(), brute_ggn(model, block, x, y), rtol=1e-10,
+                                       atol=1e-12)
+
+
+def test_every_block_is_a_factor_block_for_each_kind():
+    model, x, y = make_case("cnn")
+    for kind in ("fisher", "ggn", "ggn-mc"):
+        _, res = curvature(kind, model, x, y)
+        assert all(isinstance(b, FactorBlock) and b.kind == kind for b in res.blocks)
+
