@@ -211,27 +211,63 @@ def spectral_norm_upper(
     the true norm at k = 20, δ = 1e-6: ≈1.3× (PSD, N = 1e4). For an explicit matrix
     :func:`gershgorin_upper` is a deterministic alternative (combine with ``min``).
     """
+    return _spectrum_bounds(matvec, n, steps, seed, psd, failure_probability, dtype, device)[1]
+
+
+def spectrum_bounds(
+    matvec: MatVec,
+    n: int,
+    steps: int = 20,
+    seed: int = 0,
+    *,
+    failure_probability: float = 1e-6,
+    dtype: torch.dtype = torch.float64,
+    device: torch.device | str | None = None,
+) -> tuple[float, float]:
+    """``(lower bound on λ_min(A), upper bound on ‖A‖₂)`` of a symmetric, possibly indefinite
+    ``A`` from one Lanczos run of ``steps`` matvecs.
+
+    The norm bound is :func:`spectral_norm_upper`'s (``psd=False``), c. For the smallest
+    eigenvalue, ``B = c·I − A`` is PSD when ``c ≥ ‖A‖₂``, and Lanczos on A builds the same Krylov
+    space as on B, whose largest Ritz value is ``c − θ_min``; the Kuczyński–Woźniakowski bound on
+    B then gives ``λ_min(A) ≥ c − (c − θ_min)/(1 − ε)`` with ``ε = kw_relative_error(N, k, δ)``.
+    The result is the larger of that and ``−c``. Each bound holds with probability
+    ``≥ 1 − failure_probability`` over the start vector (both together ``≥ 1 − 2δ``). If Lanczos
+    became invariant or ``k = N``, ``θ_min`` (minus the rounding pad) is returned.
+    """
+    return _spectrum_bounds(matvec, n, steps, seed, False, failure_probability, dtype, device)
+
+
+def _spectrum_bounds(matvec: MatVec, n: int, steps: int, seed: int, psd: bool,
+                     failure_probability: float, dtype: torch.dtype,
+                     device: torch.device | str | None) -> tuple[float, float]:
     alphas, betas, _, beta_last, invariant, scale = _lanczos_basis(
         matvec, n, steps, dtype, seed, device
     )
     k = alphas.numel()
     pad = 10.0 * n * torch.finfo(dtype).eps * scale
     theta = ritz_values(alphas, betas)
+    lo, hi = float(theta[0]), float(theta[-1])
     if invariant or k >= n:
-        return max(abs(float(theta[0])), abs(float(theta[-1]))) + pad
+        return lo - pad, max(abs(lo), abs(hi)) + pad
     if psd:
         eps_kw = kw_relative_error(n, k, failure_probability)
         if eps_kw >= 1.0:
-            return math.inf
-        return max(0.0, float(theta[-1])) / (1.0 - eps_kw) + pad
+            return 0.0, math.inf
+        return 0.0, max(0.0, hi) / (1.0 - eps_kw) + pad
     stacked = torch.zeros((k + 1, k), dtype=torch.float64)
     stacked[:k] = _tridiagonal(alphas, betas)
     stacked[k, k - 1] = beta_last
     sigma = float(torch.linalg.matrix_norm(stacked, 2))
     eps_kw = kw_relative_error(n, (k + 1) // 2, failure_probability)
     if eps_kw >= 1.0:
-        return math.inf
-    return sigma / math.sqrt(1.0 - eps_kw) + pad
+        return -math.inf, math.inf
+    norm = sigma / math.sqrt(1.0 - eps_kw) + pad
+    eps_min = kw_relative_error(n, k, failure_probability)
+    lower = -norm
+    if eps_min < 1.0:
+        lower = max(lower, norm - (norm - lo) / (1.0 - eps_min) - pad)
+    return lower, norm
 
 
 def kappa_regularization_bound(norm_upper: float, lam: float) -> KappaEstimate:
