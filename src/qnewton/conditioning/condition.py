@@ -161,7 +161,7 @@ def condition_matrix_free(block: MatrixFreeBlock, config: ConditioningConfig) ->
       only; ``λ_min(A) ≥ λ + s`` is guaranteed.
     * Exact Hessian (possibly indefinite): one Lanczos run of 20 products gives an upper bound on
       ``‖H‖₂`` and a lower bound on ``λ_min(H)`` (:func:`~qnewton.estimation.krylov.
-      spectrum_bounds`, each valid with probability ≥ 1 − 1e-6). ``max-entry`` then uses the
+      spectrum_bounds`, valid together with probability ≥ 1 − 3e-6). ``max-entry`` then uses the
       norm bound as its max|Hᵢⱼ| figure (an upper bound: λ is at least the paper's), and the
       repair shift ``s = max(0, max(λ, t) − λ − λ_min lower bound)`` gives
       ``λ_min(A) ≥ max(λ, t)`` as for a dense Hessian, with that probability.
