@@ -58,3 +58,47 @@ def test_jsonl_export_and_state_round_trip(tmp_path):
     restored.load_state_dict(json.loads(json.dumps(ledger.state_dict())))
     assert restored.summary() == ledger.summary()
     assert restored.events == ledger.events
+
+
+def test_summary_counts_parameters_moved_by_newton_and_by_fallbacks():
+    ledger = Ledger()
+    assert ledger.summary()["newton_parameter_fraction"] is None
+    for _ in range(3):  # three steps of a four-block model
+        ledger.add_update("fc1.weight", 1000, "newton", matrix_free=True)
+        ledger.add_update("fc1.bias", 10, "newton")
+        ledger.add_update("fc2.weight", 500, "fallback", reason="solve-failed")
+        ledger.add_update("fc2.bias", 5, "stationary")
+    ledger.add_update("fc2.weight", 500, "fallback", reason="no-solver")
+    ledger.add_update("fc1.bias", 10, "not-applied")
+    summary = ledger.summary()
+    assert summary["parameter_updates"] == {
+        "newton": 3 * 1010, "fallback": 4 * 500, "stationary": 3 * 5, "not-applied": 10,
+        "newton_matrix_free": 3 * 1000}
+    assert summary["newton_parameter_fraction"] == 3030 / (3030 + 2000)
+    assert summary["fallback_reasons"] == {"solve-failed": 3, "no-solver": 1}
+    assert summary["updates_by_block"]["fc2.weight"] == {
+        "parameters": 500, "newton": 0, "fallback": 4, "stationary": 0, "not-applied": 0,
+        "newton_matrix_free": 0}
+    assert summary["updates_by_block"]["fc1.weight"]["newton_matrix_free"] == 3
+    restored = Ledger()
+    restored.load_state_dict(json.loads(json.dumps(ledger.state_dict())))
+    assert restored.summary() == summary
+    old = ledger.state_dict()
+    del old["updates"], old["fallback_reasons"]  # a checkpoint from before these counts
+    restored.load_state_dict(old)
+    assert restored.summary()["parameter_updates"]["newton"] == 0
+    with pytest.raises(ValueError, match="kind must be one of"):
+        ledger.add_update("fc1.weight", 1000, "sgd")
+
+
+def test_records_without_kappa_round_trip():
+    ledger = Ledger()
+    ledger.add_record(record("classical", kappa=None, kappa_log10=None, alpha=None,
+                             kappa_kind="not-estimated", kappa_method="policy-classical",
+                             predicted_quantum_seconds=None, queries=None,
+                             quantum_rejection="policy-classical"))
+    state = json.loads(json.dumps(ledger.state_dict(), allow_nan=False))
+    restored = Ledger()
+    restored.load_state_dict(state)
+    assert restored.records == ledger.records
+    assert restored.records[0].kappa is None and restored.records[0].representation == "dense"

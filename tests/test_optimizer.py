@@ -126,13 +126,41 @@ def test_failed_descent_check_retries_then_falls_back_to_a_gradient_step(monkeyp
     assert mean_loss(model, x, y) < start  # the fallback is a descent step
 
 
-def test_blocks_over_the_memory_budget_take_a_reported_gradient_step():
+def test_blocks_over_the_memory_budget_take_a_reported_gradient_step_without_matrix_free():
     model, x, y = make_problem()
-    opt = QNewton(model.named_parameters(), curvature="hessian", max_block_bytes=300, rates=RATES)
+    opt = QNewton(model.named_parameters(), curvature="hessian", max_block_bytes=300,
+                  matrix_free=False, rates=RATES)
     opt.step(closure_for(model, x, y))
     skipped = {e["block"] for e in opt.ledger.events if e["kind"] == "block-over-budget"}
     assert skipped == {"0.weight", "2.weight"}  # 24² and 18² float64 exceed 300 bytes, 6² does not
     assert {r.block for r in opt.ledger.records} == {"0.bias", "2.bias"}
+    summary = opt.ledger.summary()
+    # the summary says who did the work: 24 + 18 parameters by gradient steps, 6 + 3 by Newton
+    assert summary["parameter_updates"]["fallback"] == 24 + 18
+    assert summary["parameter_updates"]["newton"] == 6 + 3
+    assert summary["fallback_reasons"] == {"over-budget": 2}
+    assert summary["updates_by_block"]["0.weight"]["fallback"] == 1
+
+
+def test_blocks_over_the_memory_budget_are_solved_matrix_free_by_default():
+    model, x, y = make_problem()
+    opt = QNewton(model.named_parameters(), curvature="hessian", max_block_bytes=300, reg=1.0,
+                  rates=RATES)
+    opt.step(closure_for(model, x, y))
+    free = {e["block"] for e in opt.ledger.events if e["kind"] == "block-matrix-free"}
+    assert free == {"0.weight", "2.weight"}
+    records = {r.block: r for r in opt.ledger.records}
+    assert set(records) == {"0.weight", "0.bias", "2.weight", "2.bias"}
+    for name in free:
+        assert records[name].representation == "matrix-free"
+        assert records[name].solver == "cg" and records[name].fallback is None
+        assert records[name].kappa_kind == "not-estimated"
+        assert records[name].kappa_method == records[name].quantum_rejection == "matrix-free"
+    summary = opt.ledger.summary()
+    assert summary["parameter_updates"]["newton"] == 24 + 6 + 18 + 3
+    assert summary["parameter_updates"]["newton_matrix_free"] == 24 + 18
+    assert summary["parameter_updates"]["fallback"] == 0
+    assert summary["newton_parameter_fraction"] == 1.0
 
 
 def test_invalid_hyper_parameters_name_the_argument():

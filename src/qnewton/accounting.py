@@ -27,6 +27,13 @@ PHASES = (
 )
 
 
+#: How one block's parameters were moved at one step (:meth:`Ledger.add_update`):
+#: ``newton`` (a solved Newton direction), ``fallback`` (a gradient step in its place: memory,
+#: failed solves, no solver, non-finite curvature), ``stationary`` (zero gradient: no move),
+#: ``not-applied`` (a non-finite direction was dropped).
+UPDATE_KINDS = ("newton", "fallback", "stationary", "not-applied")
+
+
 @dataclass
 class SolveRecord:
     """One scheduling decision and its outcome, for one block at one optimizer step.
@@ -35,6 +42,16 @@ class SolveRecord:
     machine; quantum: QLSA query count × hardware profile), ``measured_classical_seconds`` is wall
     clock of the classical solve actually run, ``modeled_quantum_seconds`` the profile's time for
     the quantum solve actually chosen, ``emulation_seconds`` the wall clock spent emulating it.
+
+    When κ could not change the decision it is not estimated (docs/method.md §4.8):
+    ``kappa_kind`` is ``"not-estimated"``, ``kappa_method`` names the reason
+    (``"policy-classical"``, ``"guaranteed-rejection"``, ``"matrix-free"``), and ``kappa``,
+    ``kappa_log10`` and ``alpha`` are ``None``. ``quantum_rejection`` repeats the reason the QLSA
+    was not considered; ``predicted_quantum_seconds`` and ``queries`` are then ``None`` (not
+    costed), except for a guaranteed rejection, where they are the cost at κ = 1, α = 1 that
+    already lost (a lower bound). ``predicted_classical_seconds`` is ``None`` where the chosen
+    solver has no prediction (CG on a matrix-free system). ``representation`` is ``"dense"``,
+    ``"factor"`` or ``"matrix-free"`` (the system as solved).
     """
 
     step: int
@@ -42,15 +59,15 @@ class SolveRecord:
     n: int
     d: int
     nnz: int
-    kappa: float
-    kappa_log10: float
+    kappa: float | None
+    kappa_log10: float | None
     kappa_kind: str
     kappa_method: str
-    alpha: float
+    alpha: float | None
     reg: float
     shift: float
-    predicted_quantum_seconds: float
-    predicted_classical_seconds: float
+    predicted_quantum_seconds: float | None
+    predicted_classical_seconds: float | None
     predicted_classical: dict[str, float]
     classical_solver: str
     policy: str
@@ -59,7 +76,7 @@ class SolveRecord:
     hardware: str
     qlsa: str
     readout: str
-    queries: float
+    queries: float | None
     measured_classical_seconds: float | None = None
     modeled_quantum_seconds: float | None = None
     emulation_seconds: float = 0.0
@@ -69,6 +86,8 @@ class SolveRecord:
     retries: int = 0
     fallback: str | None = None
     message: str = ""
+    quantum_rejection: str | None = None
+    representation: str = "dense"
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -92,6 +111,11 @@ class Ledger:
     fallbacks: int = 0
     records: list[SolveRecord] = field(default_factory=list)
     events: list[dict[str, Any]] = field(default_factory=list)
+    #: per block: its parameter count and how many steps moved it each way (:data:`UPDATE_KINDS`,
+    #: plus ``newton_matrix_free``, the Newton steps solved on a matrix-free block)
+    updates: dict[str, dict[str, int]] = field(default_factory=dict)
+    #: fallback block-steps by reason
+    fallback_reasons: dict[str, int] = field(default_factory=lambda: defaultdict(int))
 
     @contextmanager
     def phase(self, name: str) -> Iterator[None]:
@@ -127,6 +151,28 @@ class Ledger:
         if record.fallback == "gradient":
             self.fallbacks += 1
 
+    def add_update(self, block: str, parameters: int, kind: str, *, reason: str | None = None,
+                   matrix_free: bool = False) -> None:
+        """Book how ``block`` (``parameters`` parameters) was moved at one step: ``kind`` in
+        :data:`UPDATE_KINDS`; ``reason`` for a fallback; ``matrix_free`` for a Newton direction
+        solved on a matrix-free block."""
+        if kind not in UPDATE_KINDS:
+            raise ValueError(f"kind must be one of {UPDATE_KINDS}, got {kind!r}")
+        entry = self.updates.setdefault(block, {"parameters": int(parameters), **dict.fromkeys(
+            (*UPDATE_KINDS, "newton_matrix_free"), 0)})
+        entry["parameters"] = int(parameters)
+        entry[kind] += 1
+        if kind == "newton" and matrix_free:
+            entry["newton_matrix_free"] += 1
+        if kind == "fallback":
+            self.fallback_reasons[reason or "unspecified"] += 1
+
+    def parameter_updates(self) -> dict[str, int]:
+        """Parameter-steps moved each way: Σ over blocks of parameters × steps, per
+        :data:`UPDATE_KINDS` (and ``newton_matrix_free``, part of ``newton``)."""
+        keys = (*UPDATE_KINDS, "newton_matrix_free")
+        return {k: sum(e["parameters"] * e[k] for e in self.updates.values()) for k in keys}
+
     def drain(self) -> tuple[list[SolveRecord], list[dict[str, Any]]]:
         """Hand over (and forget) the records and events stored so far; totals are kept."""
         records, events = self.records, self.events
@@ -148,7 +194,16 @@ class Ledger:
         return sum(self.modeled.values())
 
     def summary(self) -> dict[str, Any]:
-        """Totals with explicit labels; ``total_seconds`` says how it was combined."""
+        """Totals with explicit labels; ``total_seconds`` says how it was combined.
+
+        ``parameter_updates`` counts parameter-steps by how they were moved (a Newton direction,
+        a fallback gradient step, ...), ``newton_parameter_fraction`` is Newton's share of the
+        moved ones (Newton + fallback; ``None`` before any), ``updates_by_block`` gives each
+        block's parameter count and step counts, and ``fallback_reasons`` counts fallback
+        block-steps by reason: a run cannot report Newton while gradient steps did the work.
+        """
+        moved = self.parameter_updates()
+        denominator = moved["newton"] + moved["fallback"]
         return {
             "measured_seconds": self.measured_seconds,
             "measured_by_phase": dict(self.measured),
@@ -163,6 +218,10 @@ class Ledger:
             "quantum_solves": self.quantum_solves,
             "classical_solves": self.classical_solves,
             "gradient_fallbacks": self.fallbacks,
+            "parameter_updates": moved,
+            "newton_parameter_fraction": moved["newton"] / denominator if denominator else None,
+            "updates_by_block": {b: dict(e) for b, e in self.updates.items()},
+            "fallback_reasons": dict(self.fallback_reasons),
         }
 
     def write_jsonl(self, path: str | Path) -> None:
@@ -180,6 +239,8 @@ class Ledger:
             "counters": [self.quantum_solves, self.classical_solves, self.fallbacks],
             "records": [r.to_dict() for r in self.records],
             "events": list(self.events),
+            "updates": {b: dict(e) for b, e in self.updates.items()},
+            "fallback_reasons": dict(self.fallback_reasons),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -190,3 +251,6 @@ class Ledger:
         self.quantum_solves, self.classical_solves, self.fallbacks = state["counters"]
         self.records = [SolveRecord(**r) for r in state["records"]]
         self.events = list(state["events"])
+        # Checkpoints written before update counts existed load with none.
+        self.updates = {b: dict(e) for b, e in state.get("updates", {}).items()}
+        self.fallback_reasons = defaultdict(int, state.get("fallback_reasons", {}))

@@ -15,11 +15,15 @@ Stage 8 of the pipeline (docs/method.md §3). Each step:
    and updates θ ← θ + lr·Δ.
 
 Non-finite loss or gradients skip the update (parameters are left untouched) and are reported in
-the ledger's events; non-finite curvature sends that block to the gradient fallback.
+the ledger's events; non-finite curvature sends that block to the gradient fallback. A block whose
+curvature would exceed ``max_block_bytes`` is solved matrix-free (curvature-vector products and
+CG, docs/method.md §4.7) and reported as such. The ledger counts, per block, the steps moved by a
+Newton direction and by a fallback (:meth:`~qnewton.accounting.Ledger.add_update`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -34,6 +38,7 @@ from qnewton.curvature import (
     GROUPINGS,
     CurvatureBlock,
     CurvatureConfig,
+    MatrixFreeError,
     ParamBlock,
     compute_curvature,
     group_parameters,
@@ -82,8 +87,11 @@ class QNewton(Optimizer):
             ``hardware`` is a profile name or a :class:`~qnewton.quantum.HardwareProfile`.
         classical_solvers: classical solvers the scheduler may choose from.
         max_block_bytes: memory budget for any dense block (curvature and dense solvers);
-            curvature over it is never built and takes the reported gradient fallback, and a
-            factor-form system over it is only solved by CG or Woodbury.
+            curvature over it is never built: it is solved matrix-free (``matrix_free``) or takes
+            the reported gradient fallback, and a factor-form system over it is only solved by
+            CG or Woodbury.
+        matrix_free: solve blocks over ``max_block_bytes`` from curvature-vector products on the
+            closure's graph with CG (default); ``False``: a reported gradient step instead.
         chunk_size: rows per batched backward when building curvature.
         max_retries, damping_growth: retries with more regularization on failure.
         rates: :class:`~qnewton.solvers.MachineRates` for the classical time models; ``None``
@@ -119,6 +127,7 @@ class QNewton(Optimizer):
         shots: int | None = None,
         classical_solvers: tuple[str, ...] = DEFAULT_SOLVERS,
         max_block_bytes: int = 2 * 1024**3,
+        matrix_free: bool = True,
         chunk_size: int | None = None,
         max_retries: int = 3,
         damping_growth: float = 10.0,
@@ -173,6 +182,7 @@ class QNewton(Optimizer):
             kind=curvature, max_block_bytes=max_block_bytes, chunk_size=chunk_size
         )
         self.grouping = grouping
+        self.matrix_free = bool(matrix_free)
         self.max_retries = max_retries
         self.exact_kappa_max_n = exact_kappa_max_n
         self.damping_growth = damping_growth
@@ -230,7 +240,8 @@ class QNewton(Optimizer):
         # The backward passes (gradient, per-sample gradients, HVPs) are booked as curvature.
         with ledger.phase("curvature"), torch.enable_grad():
             result = compute_curvature(
-                losses, all_blocks, self.curvature_config, outputs=outputs, skip_over_budget=True
+                losses, all_blocks, self.curvature_config, outputs=outputs,
+                over_budget="matrix-free" if self.matrix_free else "skip",
             )
         bad = [b.name for b, g in zip(all_blocks, result.grads, strict=True)
                if not bool(torch.isfinite(g).all())]
@@ -240,21 +251,28 @@ class QNewton(Optimizer):
             return loss
         for name, reason in result.skipped.items():
             ledger.add_event(step, "block-over-budget", reason, block=name)
+        for name, reason in result.matrix_free.items():
+            ledger.add_event(step, "block-matrix-free",
+                             f"{reason}; solved matrix-free (curvature-vector products, CG)",
+                             block=name)
 
         outcomes = iter(enumerate(zip(result.blocks, result.grads, strict=True)))
-        updates: list[tuple[dict[str, Any], ParamBlock, torch.Tensor]] = []
+        updates: list[tuple[dict[str, Any], ParamBlock, torch.Tensor, tuple[str, str | None]]] = []
         for group, blocks in zip(self.param_groups, self._blocks, strict=True):
             for block in blocks:
                 index, (curv, grad) = next(outcomes)
-                direction = self._block_direction((step, index), group, block, curv, grad)
-                updates.append((group, block, direction))
+                direction, how = self._block_direction((step, index), group, block, curv, grad)
+                updates.append((group, block, direction, how))
 
         with ledger.phase("update"), torch.no_grad():
-            for group, block, direction in updates:
+            for group, block, direction, (kind, reason) in updates:
                 if not bool(torch.isfinite(direction).all()):
                     ledger.add_event(step, "non-finite-direction",
                                      f"{block.name}: non-finite step not applied", block=block.name)
+                    ledger.add_update(block.name, block.numel, "not-applied")
                     continue
+                ledger.add_update(block.name, block.numel, kind, reason=reason,
+                                  matrix_free=reason == "matrix-free")
                 self._apply(group, block, direction)
             for group in self.param_groups:
                 for p in group["params"]:
@@ -268,41 +286,50 @@ class QNewton(Optimizer):
         block: ParamBlock,
         curv: CurvatureBlock | None,
         grad: torch.Tensor,
-    ) -> torch.Tensor:
-        """The update direction Δ for one block (Newton, or a reported gradient fallback)."""
+    ) -> tuple[torch.Tensor, tuple[str, str | None]]:
+        """The update direction Δ for one block, and how it was obtained: ``("newton", None)``
+        (``("newton", "matrix-free")`` for a matrix-free block), ``("fallback", reason)`` for a
+        reported gradient step, ``("stationary", None)`` for a zero gradient."""
         step = key[0]
         grad = grad.to(torch.float64)
         if not bool(grad.any()):
-            return torch.zeros_like(grad)  # nothing to solve: the block is at a stationary point
+            # nothing to solve: the block is at a stationary point
+            return torch.zeros_like(grad), ("stationary", None)
         if curv is None:
-            return self._gradient_fallback(grad, None)
+            return self._gradient_fallback(grad, None), ("fallback", "over-budget")
         if not curv.all_finite():
             self.ledger.add_event(step, "non-finite-curvature",
                                   f"curvature of {block.name} is not finite; gradient step",
                                   block=block.name)
-            return self._gradient_fallback(grad, None)
+            return self._gradient_fallback(grad, None), ("fallback", "non-finite-curvature")
+        newton = ("newton", "matrix-free" if curv.matrix_free else None)
         reg = group["reg"]
         config = self._conditioning_config(group, reg)
         last_error = ""
         system: LinearSystem | None = None
         for attempt in range(self.max_retries + 1):
             ledger = self.ledger
-            with ledger.phase("conditioning"):
-                system = condition(curv, config)
-            with ledger.phase("estimation"):
-                analysis = self.scheduler.analyse(system)
+            try:
+                with ledger.phase("conditioning"):
+                    system = condition(curv, config)
+                with ledger.phase("estimation"):
+                    analysis = self.scheduler.analyse_if_needed(system)
+            except MatrixFreeError as exc:
+                ledger.add_event(step, "matrix-free-failed", f"{block.name}: {exc}; gradient step",
+                                 block=block.name)
+                return self._gradient_fallback(grad, None), ("fallback", "matrix-free-failed")
             with ledger.phase("scheduling"):
                 try:
                     decision = self.scheduler.decide(system, analysis)
                 except NoSolverError as exc:
                     ledger.add_event(step, "no-solver", f"{block.name}: {exc}; gradient step",
                                      block=block.name)
-                    return self._gradient_fallback(grad, system)
+                    return self._gradient_fallback(grad, system), ("fallback", "no-solver")
             result = None
             with ledger.phase("solve"):
                 try:
                     result = self.scheduler.run(system, grad, decision, key=(*key, attempt))
-                except SolveError as exc:
+                except (SolveError, MatrixFreeError) as exc:
                     last_error = str(exc)
             descent = result is not None and float(grad @ result.x) > 0
             if result is not None and not descent:
@@ -310,14 +337,14 @@ class QNewton(Optimizer):
             record = self.scheduler.record(step=step, block=block.name, system=system,
                                            analysis=analysis, decision=decision, result=result)
             record.retries = attempt
-            if analysis.kappa.kind == "exact":
+            if analysis.kappa is not None and analysis.kappa.kind == "exact":
                 record.kappa_exact = analysis.kappa.value
             elif system.n <= self.exact_kappa_max_n:
-                with ledger.diagnostics():
-                    record.kappa_exact = kappa_exact(system.to_dense()).value
+                with ledger.diagnostics(), contextlib.suppress(MatrixFreeError):
+                    record.kappa_exact = kappa_exact(system.materialize()).value
             if descent:
                 ledger.add_record(record)
-                return -result.x
+                return -result.x, newton
             final = attempt == self.max_retries
             record.fallback = "gradient" if final else "retry"
             record.message = last_error
@@ -325,7 +352,7 @@ class QNewton(Optimizer):
             ledger.add_event(step, "solve-retry" if not final else "gradient-fallback",
                              f"{block.name}: {last_error}", block=block.name, attempt=attempt)
             reg, config = self._more_damping(group, config, reg)
-        return self._gradient_fallback(grad, system)
+        return self._gradient_fallback(grad, system), ("fallback", "solve-failed")
 
     def _more_damping(
         self, group: dict[str, Any], config: ConditioningConfig, reg: float
@@ -347,7 +374,10 @@ class QNewton(Optimizer):
         # plain gradient step.
         scale = 1.0
         if system is not None:
-            top = system.max_abs_entry()
+            try:
+                top = system.max_abs_entry()  # an upper bound for a matrix-free Hessian
+            except MatrixFreeError:
+                top = math.nan
             if math.isfinite(top) and top > 0:
                 scale = 1.0 / top
         return -scale * grad

@@ -2,9 +2,9 @@
 
 A :class:`LinearSystem` is the conditioned form of one curvature block (docs/method.md §4.6):
 either the block itself plus a diagonal shift (``A = H + shift·I``, which keeps a factor-form block
-usable by Woodbury and CG without forming N×N), or an explicit conditioned matrix that already
-includes its shift (pruned or repaired blocks, exact Hessians). Solvers, κ estimators and the
-scheduler use only this interface.
+usable by Woodbury and CG without forming N×N, and a matrix-free block usable by CG), or an
+explicit conditioned matrix that already includes its shift (pruned or repaired blocks, exact
+Hessians). Solvers, κ estimators and the scheduler use only this interface.
 """
 
 from __future__ import annotations
@@ -62,6 +62,12 @@ class LinearSystem:
         return self.block.factor_rows if self.dense is None else None
 
     @property
+    def matrix_free(self) -> bool:
+        """True when A is known only through products (a matrix-free block plus its shift):
+        :meth:`to_dense` is refused and only CG applies."""
+        return self.dense is None and self.block.matrix_free
+
+    @property
     def factor_form(self) -> bool:
         """True when A = scale·FᵀF + shift·I is available without an explicit matrix."""
         return self.factor_rows is not None
@@ -87,12 +93,23 @@ class LinearSystem:
         return self.block.matvec(v) + self.shift * v
 
     def to_dense(self) -> torch.Tensor:
-        """The explicit ``(N, N)`` matrix A (do not modify it in place)."""
+        """The explicit ``(N, N)`` matrix A (do not modify it in place). Refused
+        (:class:`~qnewton.curvature.representation.MatrixFreeError`) for a matrix-free system."""
         if self.dense is not None:
             return self.dense
         a = self.block.to_dense()
         if not self.block.owns_dense:
             a = a.clone()
+        a.diagonal().add_(self.shift)
+        return a
+
+    def materialize(self) -> torch.Tensor:
+        """The explicit matrix A even for a matrix-free system, built column by column there
+        (N products, symmetrized): for diagnostics on small systems only, never for solving."""
+        if not self.matrix_free:
+            return self.to_dense()
+        a = self.block.columns(0, self.n)
+        a = (a + a.T) / 2
         a.diagonal().add_(self.shift)
         return a
 
@@ -142,6 +159,7 @@ class SystemShape:
             forming A; Woodbury applies if ``shift_positive``), else ``None``.
         shift_positive: whether the diagonal shift is > 0.
         gram_formed: whether ``F Fᵀ`` was already formed (a Woodbury solve reuses it).
+        matrix_free: whether A is known only through products (only CG applies).
     """
 
     n: int
@@ -151,3 +169,4 @@ class SystemShape:
     factor_rows: int | None = None
     shift_positive: bool = True
     gram_formed: bool = False
+    matrix_free: bool = False

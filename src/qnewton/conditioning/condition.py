@@ -6,12 +6,14 @@ repair positive definiteness (docs/method.md §4.6).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from qnewton.conditioning.pruning import prune_symmetric, prune_target, row_sparsity, symmetrized
 from qnewton.conditioning.regularization import REG_SCHEMES, regularization_lambda
 from qnewton.conditioning.repair import repair_positive_definite
-from qnewton.curvature.representation import CurvatureBlock
+from qnewton.curvature.representation import CurvatureBlock, MatrixFreeBlock, MatrixFreeError
+from qnewton.estimation.krylov import spectrum_bounds
 from qnewton.system import LinearSystem
 from qnewton.validation import check_int, check_nonnegative, check_real
 
@@ -82,13 +84,19 @@ def condition(block: CurvatureBlock, config: ConditioningConfig) -> LinearSystem
     ``max(λ, t)``, so that ``λ_min(A) ≥ λ`` as for a PSD block plus ``λI``. ``shift`` is
     ``λ + repair_shift`` for unpruned systems.
 
+    A matrix-free block (:func:`condition_matrix_free`) keeps ``dense=None`` like a factor block;
+    pruning it is refused.
+
     Raises:
-        ValueError: ``prune_count > N`` (or other invalid pruning parameters).
+        ValueError: ``prune_count > N`` (or other invalid pruning parameters); pruning asked for
+            a matrix-free block.
     """
     if not isinstance(block, CurvatureBlock):
         raise ValueError(f"block must be a CurvatureBlock, got {type(block).__name__}")
     if not isinstance(config, ConditioningConfig):
         raise ValueError(f"config must be a ConditioningConfig, got {type(config).__name__}")
+    if isinstance(block, MatrixFreeBlock):
+        return condition_matrix_free(block, config)
     n = block.n
     lam = regularization_lambda(block, config.reg_scheme, config.reg)
     fraction = config.min_eig_fraction
@@ -143,3 +151,45 @@ def condition(block: CurvatureBlock, config: ConditioningConfig) -> LinearSystem
     d, nnz = row_sparsity(a)
     return LinearSystem(block=block, shift=lam + s, reg=lam, repair_shift=s, dense=a, d=d, nnz=nnz,
                         min_eig_bound=bound)
+
+
+def condition_matrix_free(block: MatrixFreeBlock, config: ConditioningConfig) -> LinearSystem:
+    """``A = H + (λ + s)·I`` for a matrix-free block, never formed (docs/method.md §4.6).
+
+    * PSD blocks (Fisher, GGN): exactly as a factor block — λ from the scheme (``max-entry`` uses
+      the exact largest entry, the largest diagonal entry), and a repair shift ``max(0, t − λ)``
+      only; ``λ_min(A) ≥ λ + s`` is guaranteed.
+    * Exact Hessian (possibly indefinite): one Lanczos run of 20 products gives an upper bound on
+      ``‖H‖₂`` and a lower bound on ``λ_min(H)`` (:func:`~qnewton.estimation.krylov.
+      spectrum_bounds`, valid together with probability ≥ 1 − 3e-6). ``max-entry`` then uses the
+      norm bound as its max|Hᵢⱼ| figure (an upper bound: λ is at least the paper's), and the
+      repair shift ``s = max(0, max(λ, t) − λ − λ_min lower bound)`` gives
+      ``λ_min(A) ≥ max(λ, t)`` as for a dense Hessian, with that probability.
+
+    Raises:
+        ValueError: pruning asked for (it needs the entries, which are never formed).
+        MatrixFreeError: a product failed, or the Lanczos bounds are not finite.
+    """
+    if config.prunes:
+        raise ValueError(
+            f"pruning needs the entries of block {block.name!r}, which is matrix-free (its "
+            "curvature exceeded max_block_bytes and is never formed): drop prune_ratio/"
+            "prune_count, use smaller blocks or raise the memory budget"
+        )
+    n = block.n
+    if not (block.psd and block.has_diagonal) and block.spectral_bounds is None:
+        lower, upper = spectrum_bounds(block.matvec, n, dtype=block.dtype, device=block.device)
+        if not (math.isfinite(lower) and math.isfinite(upper)):
+            raise MatrixFreeError(f"no finite spectral bounds for matrix-free block "
+                                  f"{block.name!r}: 20 Lanczos steps are too few for N = {n}")
+        block.set_spectral_bounds(lower, upper)
+    lam = regularization_lambda(block, config.reg_scheme, config.reg)
+    target = _repair_target(block.max_abs_entry() + lam, config.min_eig_fraction)
+    if block.psd:
+        s = max(0.0, target - lam)
+        bound = lam + s
+    else:
+        bound = max(lam, target)
+        s = max(0.0, bound - lam - block.spectral_bounds[0])
+    return LinearSystem(block=block, shift=lam + s, reg=lam, repair_shift=s, dense=None, d=n,
+                        nnz=n * n, min_eig_bound=bound)

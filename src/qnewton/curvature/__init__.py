@@ -1,7 +1,9 @@
 """Curvature (pipeline stage 1): one symmetric N×N block per parameter block.
 
 * :mod:`~qnewton.curvature.params` — parameter blocks, grouping, flattening order;
-* :mod:`~qnewton.curvature.representation` — how a block is held (dense, factor form);
+* :mod:`~qnewton.curvature.representation` — how a block is held (dense, factor form,
+  matrix-free);
+* :mod:`~qnewton.curvature.products` — curvature-vector products for matrix-free blocks;
 * :mod:`~qnewton.curvature.kinds` — the registry of curvature kinds, one class per kind
   (:mod:`~qnewton.curvature.hessian`, :mod:`~qnewton.curvature.fisher`,
   :mod:`~qnewton.curvature.ggn`, :mod:`~qnewton.curvature.ggn_mc`);
@@ -11,6 +13,7 @@
 """
 
 from qnewton.curvature.compute import (
+    OVER_BUDGET,
     CurvatureResult,
     compute_curvature,
     estimate_block_bytes,
@@ -33,13 +36,16 @@ from qnewton.curvature.representation import (
     CurvatureBlock,
     DenseBlock,
     FactorBlock,
+    MatrixFreeBlock,
+    MatrixFreeError,
     dense_block_bytes,
 )
 
 __all__ = [
-    "CURVATURES", "DEFAULT_CHUNK_BYTES", "DEFAULT_CHUNK_ROWS", "GROUPINGS", "CurvatureBlock",
-    "CurvatureBudgetError", "CurvatureConfig", "CurvatureKind", "CurvatureResult", "DenseBlock",
-    "FactorBlock", "ParamBlock", "blocks_from_module", "blocks_from_params", "compute_curvature",
+    "CURVATURES", "DEFAULT_CHUNK_BYTES", "DEFAULT_CHUNK_ROWS", "GROUPINGS", "OVER_BUDGET",
+    "CurvatureBlock", "CurvatureBudgetError", "CurvatureConfig", "CurvatureKind",
+    "CurvatureResult", "DenseBlock", "FactorBlock", "MatrixFreeBlock", "MatrixFreeError",
+    "ParamBlock", "blocks_from_module", "blocks_from_params", "compute_curvature",
     "dense_block_bytes", "estimate_block_bytes", "evaluate_closure", "flatten_block",
     "format_bytes", "group_parameters", "unflatten_block",
 ]

@@ -19,7 +19,11 @@ from qnewton.curvature.kind import BuildInputs, CurvatureKind
 from qnewton.curvature.kinds import CURVATURES
 from qnewton.curvature.memory import format_bytes
 from qnewton.curvature.params import ParamBlock, flatten_block
+from qnewton.curvature.products import MATRIX_FREE_KINDS, ProductContext, matrix_free_block
 from qnewton.curvature.representation import CurvatureBlock
+
+#: What :func:`compute_curvature` does with a block over ``max_block_bytes``.
+OVER_BUDGET = ("raise", "skip", "matrix-free")
 
 
 @dataclass
@@ -27,12 +31,14 @@ class CurvatureResult:
     """What :func:`compute_curvature` returns.
 
     Attributes:
-        blocks: one :class:`CurvatureBlock` per parameter block (same order), or ``None`` for a
-            block skipped as over budget (``skip_over_budget=True``).
+        blocks: one :class:`CurvatureBlock` per parameter block (same order): a
+            :class:`~qnewton.curvature.representation.MatrixFreeBlock` for a block over budget
+            (``over_budget="matrix-free"``), ``None`` for one skipped (``"skip"``).
         grads: per block, the gradient of the mean loss, flat ``(N,)`` in the block flattening
             order (the order of ``p.grad.reshape(-1)``), in ``config.dtype``. Always present.
         loss: the mean loss (detached scalar, in the losses' dtype).
         skipped: ``{block name: reason}`` for blocks returned as ``None``.
+        matrix_free: ``{block name: reason}`` for blocks returned matrix-free (over budget).
         kind: the curvature kind. num_samples: S. num_outputs: C for the GGN, else ``None``.
     """
 
@@ -40,6 +46,7 @@ class CurvatureResult:
     grads: list[torch.Tensor]
     loss: torch.Tensor
     skipped: dict[str, str] = field(default_factory=dict)
+    matrix_free: dict[str, str] = field(default_factory=dict)
     kind: str = "fisher"
     num_samples: int = 0
     num_outputs: int | None = None
@@ -140,6 +147,7 @@ def compute_curvature(
     outputs: torch.Tensor | None = None,
     *,
     skip_over_budget: bool = False,
+    over_budget: str | None = None,
 ) -> CurvatureResult:
     """Curvature blocks and mean-loss gradients for ``blocks`` from a built autograd graph.
 
@@ -153,7 +161,13 @@ def compute_curvature(
             with the loss of sample ``s`` depending only on row ``s``.
         skip_over_budget: if ``False`` (default) a block over ``config.max_block_bytes`` raises
             :class:`CurvatureBudgetError`; if ``True`` it comes back as ``None`` and the reason
-            is recorded in ``result.skipped`` (its gradient is still returned).
+            is recorded in ``result.skipped`` (its gradient is still returned). Shorthand for
+            ``over_budget="raise"`` / ``"skip"``; ``over_budget`` takes precedence when given.
+        over_budget: one of :data:`OVER_BUDGET`: ``"raise"``, ``"skip"`` (as above) or
+            ``"matrix-free"``: the block comes back as a
+            :class:`~qnewton.curvature.representation.MatrixFreeBlock` (products on the retained
+            graph, nothing of the block's size stored; reason in ``result.matrix_free``). A kind
+            without a matrix-free form is skipped instead. The optimizer uses ``"matrix-free"``.
 
     What each kind builds is documented on its class (:data:`qnewton.curvature.CURVATURES`).
     """
@@ -161,16 +175,25 @@ def compute_curvature(
     kind = CURVATURES[config.kind]
     blocks = list(blocks)
     s, c = _validate_inputs(losses, blocks, kind, outputs)
+    mode = over_budget if over_budget is not None else ("skip" if skip_over_budget else "raise")
+    if mode not in OVER_BUDGET:
+        raise ValueError(f"over_budget must be one of {OVER_BUDGET}, got {over_budget!r}")
 
     built: list[bool] = []
     skipped: dict[str, str] = {}
-    for b in blocks:
+    matrix_free: dict[str, str] = {}
+    free: list[int] = []
+    for i, b in enumerate(blocks):
         needed = kind.block_bytes(b.numel, s, c or 1, config.dtype)
         if needed > config.max_block_bytes:
             msg = _budget_message(b, kind, needed, s, c or 1, config)
-            if not skip_over_budget:
+            if mode == "raise":
                 raise CurvatureBudgetError(msg)
-            skipped[b.name] = msg
+            if mode == "matrix-free" and kind.name in MATRIX_FREE_KINDS:
+                matrix_free[b.name] = msg
+                free.append(i)
+            else:
+                skipped[b.name] = msg
             built.append(False)
         else:
             built.append(True)
@@ -178,7 +201,7 @@ def compute_curvature(
     all_params = [p for b in blocks for p in b.params]
     with torch.enable_grad():
         loss = losses.mean()
-        create_graph = kind.needs_gradient_graph and any(built)
+        create_graph = kind.needs_gradient_graph and (any(built) or bool(free))
         g_all = torch.autograd.grad(
             loss, all_params, retain_graph=True, create_graph=create_graph, allow_unused=True
         )
@@ -194,5 +217,10 @@ def compute_curvature(
         curv = kind.build(BuildInputs(losses=losses, outputs=outputs, blocks=blocks,
                                       grads=g_blocks, built=built, num_samples=s,
                                       num_outputs=c or 1, config=config))
+        if free:
+            ctx = ProductContext(losses, outputs, s, c or 1, config)
+            for i in free:
+                curv[i] = matrix_free_block(kind.name, blocks[i], g_blocks[i], ctx)
     return CurvatureResult(blocks=curv, grads=grads, loss=loss.detach(), skipped=skipped,
-                           kind=config.kind, num_samples=s, num_outputs=c)
+                           matrix_free=matrix_free, kind=config.kind, num_samples=s,
+                           num_outputs=c)

@@ -1,15 +1,17 @@
 """Curvature block representations: how one symmetric N×N block is held in memory.
 
-A block is the curvature of the loss with respect to one parameter block. Two representations
-exist today, both behind the small :class:`CurvatureBlock` interface the rest of the pipeline
-uses (size, dtype, matrix-vector products, diagonal, largest entry, the explicit matrix):
+A block is the curvature of the loss with respect to one parameter block. Three representations
+exist, all behind the small :class:`CurvatureBlock` interface the rest of the pipeline uses
+(size, dtype, matrix-vector products, diagonal, largest entry, the explicit matrix):
 
 * :class:`DenseBlock` — an explicit ``(N, N)`` matrix (the exact Hessian);
 * :class:`FactorBlock` — ``scale · Fᵀ F`` with ``F ∈ R^{M×N}`` (the empirical Fisher, ``M = S``
   per-sample gradients, and the GGN, ``M = S·C`` rows). It is never formed as an N×N matrix
   unless a dense solver asks for it; Woodbury and CG use the factor.
+* :class:`MatrixFreeBlock` — nothing stored: only products ``v ↦ H v`` on the closure's graph
+  (:mod:`qnewton.curvature.products`), for blocks whose dense or factor form would exceed the
+  memory budget. Only CG can solve it; its explicit matrix is refused.
 
-A matrix-free representation (only products ``v ↦ H v``) fits the same interface.
 ``psd`` says whether the block is known to be positive semidefinite, which the conditioning and
 the κ bounds rely on (docs/method.md §4.2, §4.6); it is set by the curvature kind that built it.
 """
@@ -17,6 +19,7 @@ the κ bounds rely on (docs/method.md §4.2, §4.6); it is set by the curvature 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 
 import torch
 
@@ -40,6 +43,8 @@ class CurvatureBlock(ABC):
     name: str
     kind: str
     psd: bool
+    #: Whether only products are available (no entries): see :class:`MatrixFreeBlock`.
+    matrix_free: bool = False
 
     @property
     @abstractmethod
@@ -198,3 +203,147 @@ class FactorBlock(CurvatureBlock):
 
     def all_finite(self) -> bool:
         return bool(torch.isfinite(self.factor).all())
+
+
+class MatrixFreeError(RuntimeError):
+    """Something that needs the entries of a matrix-free block (its explicit matrix, or a
+    diagonal it does not offer), or a curvature-vector product that failed."""
+
+
+class MatrixFreeBlock(CurvatureBlock):
+    """``H`` known only through products ``v ↦ H v`` (docs/method.md §4.7, "Matrix-free blocks").
+
+    Nothing of size N² or S·N is stored: the block holds the closure's autograd graph (released
+    with the block) and computes each product with two backward passes
+    (:mod:`qnewton.curvature.products`).
+
+    * :meth:`to_dense` is refused (:class:`MatrixFreeError`): the matrix is what did not fit.
+      :meth:`columns` builds chosen columns on request (one product each), for tests and small
+      diagnostics only.
+    * :meth:`diagonal`: exact where the building kind supplies it cheaply (Fisher, GGN: squared
+      factor rows summed chunk by chunk, the cost of one per-sample pass); otherwise refused.
+    * :meth:`max_abs_entry`: **exact** for a PSD block with a diagonal (the largest entry of a PSD
+      matrix is on its diagonal); otherwise an **upper bound**, ``‖H‖₂ + |shift|`` (``|Aᵢⱼ| ≤
+      ‖A‖₂``), once conditioning has supplied an upper bound on ``‖H‖₂``
+      (:meth:`set_spectral_bounds`). :attr:`max_entry_kind` says which.
+    * ``rank_bound``: an upper bound on the rank of ``H`` (S for the Fisher, S·C for the GGN), or
+      ``None``; CG on ``H + λI`` then needs at most ``rank_bound + 1`` iterations in exact
+      arithmetic.
+    """
+
+    matrix_free = True
+
+    def __init__(self, name: str, kind: str, product: Callable[[torch.Tensor], torch.Tensor],
+                 n: int, *, dtype: torch.dtype, device: torch.device | str, psd: bool,
+                 diagonal: Callable[[], torch.Tensor] | None = None,
+                 rank_bound: int | None = None) -> None:
+        if not callable(product):
+            raise ValueError("product must be callable: v (N,) -> H v (N,)")
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise ValueError(f"n must be an integer >= 1, got {n!r}")
+        self.name, self.kind, self.psd = name, kind, bool(psd)
+        self._product, self._n, self._dtype = product, n, dtype
+        self._device = torch.device(device)
+        self._diagonal_fn = diagonal
+        self._diagonal: torch.Tensor | None = None
+        self.rank_bound = rank_bound
+        #: (lower bound on λ_min(H), upper bound on ‖H‖₂), set once by conditioning.
+        self.spectral_bounds: tuple[float, float] | None = None
+        self.products = 0  # curvature-vector products computed so far
+
+    def __repr__(self) -> str:
+        return (f"MatrixFreeBlock(name={self.name!r}, kind={self.kind!r}, n={self.n}, "
+                f"psd={self.psd})")
+
+    @property
+    def n(self) -> int:
+        return self._n
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self._dtype
+
+    @property
+    def device(self) -> torch.device:
+        return self._device
+
+    def matvec(self, v: torch.Tensor) -> torch.Tensor:
+        if v.ndim == 2:
+            return torch.stack([self.matvec(v[:, j]) for j in range(v.shape[1])], dim=1)
+        if v.shape != (self.n,):
+            raise ValueError(f"v must have shape ({self.n},) or ({self.n}, k), got "
+                             f"{tuple(v.shape)}")
+        try:
+            out = self._product(v.to(self._dtype))
+        except RuntimeError as exc:
+            raise MatrixFreeError(
+                f"curvature-vector product of matrix-free block {self.name!r} failed: {exc}"
+            ) from exc
+        self.products += 1
+        return out.to(v.dtype)
+
+    @property
+    def has_diagonal(self) -> bool:
+        """Whether :meth:`diagonal` is available (exact) for this block."""
+        return self._diagonal_fn is not None
+
+    def diagonal(self) -> torch.Tensor:
+        if self._diagonal_fn is None:
+            raise MatrixFreeError(
+                f"the diagonal of matrix-free {self.kind} block {self.name!r} is not available "
+                f"(it would take N = {self.n} curvature-vector products; use columns())"
+            )
+        if self._diagonal is None:
+            try:
+                self._diagonal = self._diagonal_fn()
+            except RuntimeError as exc:
+                raise MatrixFreeError(
+                    f"diagonal of matrix-free block {self.name!r} failed: {exc}") from exc
+        return self._diagonal.clone()
+
+    @property
+    def max_entry_kind(self) -> str | None:
+        """``"exact"`` or ``"upper"`` (what :meth:`max_abs_entry` returns), or ``None`` while
+        no figure is available (a non-PSD block before :meth:`set_spectral_bounds`)."""
+        if self.psd and self.has_diagonal:
+            return "exact"
+        return "upper" if self.spectral_bounds is not None else None
+
+    def set_spectral_bounds(self, min_eig_lower: float, norm_upper: float) -> None:
+        """Record a lower bound on λ_min(H) and an upper bound on ‖H‖₂ (from Lanczos)."""
+        self.spectral_bounds = (float(min_eig_lower), float(norm_upper))
+
+    def max_abs_entry(self, shift: float = 0.0) -> float:
+        """Exact for a PSD block with a diagonal, else the upper bound ``‖H‖₂ + |shift|``."""
+        if self.psd and self.has_diagonal:
+            diag = self.diagonal()
+            return float(diag.max()) if shift == 0.0 else float((diag + shift).abs().max())
+        if self.spectral_bounds is None:
+            raise MatrixFreeError(
+                f"max|H_ij| of matrix-free block {self.name!r} needs an upper bound on ‖H‖₂ "
+                "first (set_spectral_bounds; conditioning sets it)"
+            )
+        return self.spectral_bounds[1] + abs(shift)
+
+    def columns(self, start: int, stop: int) -> torch.Tensor:
+        """Columns ``start:stop`` of ``H`` (``(N, stop − start)``), one product each."""
+        if not 0 <= start <= stop <= self.n:
+            raise ValueError(f"need 0 <= start <= stop <= {self.n}, got {start}, {stop}")
+        eye = torch.zeros((self.n, stop - start), dtype=self._dtype, device=self._device)
+        eye[torch.arange(start, stop), torch.arange(stop - start)] = 1
+        return self.matvec(eye)
+
+    def to_dense(self) -> torch.Tensor:
+        raise MatrixFreeError(
+            f"block {self.name!r} is matrix-free: its {self.n}×{self.n} matrix exceeded the "
+            "memory budget (max_block_bytes) and is never formed; only products (CG) apply"
+        )
+
+    @property
+    def owns_dense(self) -> bool:
+        return True
+
+    def all_finite(self) -> bool:
+        """Nothing is stored, so nothing to check: a non-finite product surfaces as a failed
+        solve (CG checks its result)."""
+        return True

@@ -24,6 +24,7 @@ from qnewton.estimation.krylov import (
     lanczos,
     ritz_values,
     spectral_norm_upper,
+    spectrum_bounds,
 )
 from qnewton.estimation.methods import KAPPA_METHODS, KappaPolicy, analyse_kappa, estimate_kappa
 
@@ -32,5 +33,5 @@ __all__ = [
     "bound_looseness", "check_square_matrix", "check_symmetric", "estimate_kappa",
     "gershgorin_upper", "kappa_exact", "kappa_from_cg", "kappa_gej_bound", "kappa_lanczos",
     "kappa_merikoski_bound", "kappa_regularization_bound", "kw_relative_error", "lanczos",
-    "ritz_values", "spectral_norm_upper",
+    "ritz_values", "spectral_norm_upper", "spectrum_bounds",
 ]

@@ -211,27 +211,77 @@ def spectral_norm_upper(
     the true norm at k = 20, δ = 1e-6: ≈1.3× (PSD, N = 1e4). For an explicit matrix
     :func:`gershgorin_upper` is a deterministic alternative (combine with ``min``).
     """
+    return _spectrum_bounds(matvec, n, steps, seed, psd, failure_probability, dtype, device,
+                            both=False)[1]
+
+
+def spectrum_bounds(
+    matvec: MatVec,
+    n: int,
+    steps: int = 20,
+    seed: int = 0,
+    *,
+    failure_probability: float = 1e-6,
+    dtype: torch.dtype = torch.float64,
+    device: torch.device | str | None = None,
+) -> tuple[float, float]:
+    """``(lower bound on λ_min(A), upper bound on ‖A‖₂)`` of a symmetric, possibly indefinite
+    ``A`` from one Lanczos run of ``steps`` matvecs.
+
+    Start from :func:`spectral_norm_upper`'s bound c (``psd=False``), so ``l = −c ≤ λ_min`` and
+    ``u = c ≥ λ_max``. Lanczos on A builds the Krylov space of every shifted ``A − σI`` too, so the
+    Kuczyński–Woźniakowski bound (ε = ``kw_relative_error(N, k, δ)``) applies to the two PSD
+    matrices ``A − λ_min·I`` and ``λ_max·I − A``; on their failure-free events (probability
+    ``≥ 1 − δ`` each) ``λ_max ≤ l + (θ_max − l)/(1 − ε)`` for every ``l ≤ λ_min`` and
+    ``λ_min ≥ u − (u − θ_min)/(1 − ε)`` for every ``u ≥ λ_max``. The two are applied in turn
+    until they stop improving. Returned: ``l`` and ``min(c, max(u, −l))``, valid together with
+    probability ``≥ 1 − 3·failure_probability``, with a rounding pad of ``10·N·eps·scale``. If
+    Lanczos became invariant or ``k = N``, the extreme Ritz values are returned (padded);
+    ``(−inf, inf)`` if ε ≥ 1.
+    """
+    return _spectrum_bounds(matvec, n, steps, seed, False, failure_probability, dtype, device,
+                            both=True)
+
+
+def _spectrum_bounds(matvec: MatVec, n: int, steps: int, seed: int, psd: bool,
+                     failure_probability: float, dtype: torch.dtype,
+                     device: torch.device | str | None, both: bool) -> tuple[float, float]:
     alphas, betas, _, beta_last, invariant, scale = _lanczos_basis(
         matvec, n, steps, dtype, seed, device
     )
     k = alphas.numel()
     pad = 10.0 * n * torch.finfo(dtype).eps * scale
     theta = ritz_values(alphas, betas)
+    lo, hi = float(theta[0]), float(theta[-1])
     if invariant or k >= n:
-        return max(abs(float(theta[0])), abs(float(theta[-1]))) + pad
+        return lo - pad, max(abs(lo), abs(hi)) + pad
     if psd:
         eps_kw = kw_relative_error(n, k, failure_probability)
         if eps_kw >= 1.0:
-            return math.inf
-        return max(0.0, float(theta[-1])) / (1.0 - eps_kw) + pad
+            return 0.0, math.inf
+        return 0.0, max(0.0, hi) / (1.0 - eps_kw) + pad
     stacked = torch.zeros((k + 1, k), dtype=torch.float64)
     stacked[:k] = _tridiagonal(alphas, betas)
     stacked[k, k - 1] = beta_last
     sigma = float(torch.linalg.matrix_norm(stacked, 2))
     eps_kw = kw_relative_error(n, (k + 1) // 2, failure_probability)
     if eps_kw >= 1.0:
-        return math.inf
-    return sigma / math.sqrt(1.0 - eps_kw) + pad
+        return -math.inf, math.inf
+    norm = sigma / math.sqrt(1.0 - eps_kw) + pad
+    if not both:  # spectral_norm_upper: this bound alone, valid with probability ≥ 1 − δ
+        return -norm, norm
+    eps_one = kw_relative_error(n, k, failure_probability)
+    lower, upper = -norm, norm
+    if eps_one < 1.0:
+        r = 1.0 / (1.0 - eps_one)
+        for _ in range(100):
+            new_upper = min(upper, lower + (hi - lower) * r)
+            new_lower = max(lower, new_upper - (new_upper - lo) * r)
+            done = new_upper >= upper - 1e-12 * norm and new_lower <= lower + 1e-12 * norm
+            lower, upper = new_lower, new_upper
+            if done:
+                break
+    return lower - pad, min(norm, max(upper, -lower) + pad)
 
 
 def kappa_regularization_bound(norm_upper: float, lam: float) -> KappaEstimate:

@@ -122,13 +122,15 @@ def analyse_kappa(system: LinearSystem, policy: KappaPolicy) -> tuple[KappaEstim
     another regularized PSD curvature → one Lanczos run on H gives ‖H‖₂ (a probabilistic upper
     bound) and the guaranteed ``κ ≤ 1 + ‖H‖₂/λ``; otherwise (exact Hessians, pruned systems) the
     Lanczos lower bound. Any other method is run as named, with the norm from Gershgorin (an
-    explicit matrix) or Lanczos (factor form). ``seconds`` is the time of the whole analysis.
+    explicit matrix) or Lanczos (factor form, matrix-free). A matrix-free system never takes the
+    exact paths (its matrix is not formed); the methods that need the matrix refuse it.
+    ``seconds`` is the time of the whole analysis.
     """
     start = time.perf_counter()
     steps = min(policy.steps, system.n)
     norm_kw = {"steps": steps, "seed": policy.seed, "psd": True, "dtype": system.dtype}
     auto = policy.method == "auto"
-    if auto and system.n <= policy.exact_below:
+    if auto and system.n <= policy.exact_below and not system.matrix_free:
         eigenvalues = torch.linalg.eigvalsh(system.to_dense())
         kappa = _exact_from_eigenvalues(eigenvalues)
         norm = float(eigenvalues.abs().max())
@@ -140,7 +142,10 @@ def analyse_kappa(system: LinearSystem, policy: KappaPolicy) -> tuple[KappaEstim
         norm = norm_h + system.shift
     else:
         kappa = KAPPA_METHODS["lanczos" if auto else policy.method](system, steps, policy.seed)
-        if not system.factor_form:
+        if system.matrix_free:
+            norm = spectral_norm_upper(system.matvec, system.n,
+                                       **{**norm_kw, "psd": system.block.psd})
+        elif not system.factor_form:
             norm = gershgorin_upper(system.to_dense())
         else:
             norm = spectral_norm_upper(system.matvec, system.n, **norm_kw)

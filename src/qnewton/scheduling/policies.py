@@ -1,7 +1,9 @@
 """Routing policies: given the predicted times, which side solves a system.
 
 Each policy is one registry entry. ``can_route_quantum`` says whether it can ever pick the QLSA
-(a policy that cannot needs no κ estimate or quantum costing to decide).
+(a policy that cannot needs no κ estimate or quantum costing to decide); ``decides_by_time``
+says whether the choice compares the two times (then a QLSA whose cheapest possible time already
+loses is rejected without estimating κ: docs/method.md §4.8).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ class Policy:
     description: str
     can_route_quantum: bool
     can_route_classical: bool
+    decides_by_time: bool = False
 
     def choose(self, inputs: PolicyInputs) -> str:
         raise NotImplementedError
@@ -51,7 +54,8 @@ class FixedPolicy(Policy):
 
 POLICIES: Registry[Policy] = Registry("policy")
 POLICIES.register("cost", CostPolicy(
-    "cost", "the cheaper of the modeled quantum and the predicted classical time", True, True))
+    "cost", "the cheaper of the modeled quantum and the predicted classical time", True, True,
+    decides_by_time=True))
 POLICIES.register("threshold", ThresholdPolicy(
     "threshold", "the paper's rule: κ > kappa_threshold → classical, else quantum", True, True))
 POLICIES.register("classical", FixedPolicy(

@@ -5,6 +5,12 @@ the classical prediction comes from each solver's time model with this machine's
 (:mod:`qnewton.calibration`, measured lazily at the first decision that needs them). Whatever
 runs, the record says which times were measured and which were modeled. ``qnewton estimate``
 calls :meth:`Scheduler.decide_shape`, so the CLI and training decide the same way.
+
+Work that cannot change the decision is skipped (:meth:`Scheduler.analyse_if_needed`,
+docs/method.md §4.8): no κ estimate and no quantum costing under a policy that cannot route to
+the QLSA, no κ estimate when the QLSA's cheapest possible time already loses (a *guaranteed*
+rejection), and neither for a matrix-free system, which only CG can solve. κ is still estimated
+whenever a κ-dependent solver (CG) could win the classical choice.
 """
 
 from __future__ import annotations
@@ -32,6 +38,17 @@ from qnewton.system import LinearSystem, SystemShape
 #: κ is clamped to [1, 1e300] before it enters a cost model (an infinite κ has no finite time).
 KAPPA_CLAMP = 1e300
 
+#: Why an analysis left κ unestimated (the record's ``kappa_method``; its ``kappa_kind`` is
+#: ``"not-estimated"``):
+#: * ``"policy-classical"``: the policy cannot route to the QLSA and no κ-dependent solver could
+#:   win the classical choice — κ cannot change the decision; no quantum costing either;
+#: * ``"guaranteed-rejection"``: the QLSA's modeled time at κ = 1, α = 1 (its cheapest case) is
+#:   above the best κ-independent classical prediction — quantum loses whatever κ is;
+#: * ``"matrix-free"``: only CG applies, and the QLSA is not offered (its block encoding reads
+#:   the entries of A, which a matrix-free system never forms).
+SKIP_REASONS = ("policy-classical", "guaranteed-rejection", "matrix-free")
+NOT_ESTIMATED = "not-estimated"
+
 
 class NoSolverError(SolveError):
     """No allowed classical solver fits this system (memory budget or applicability)."""
@@ -47,22 +64,37 @@ def _draw_seed(seed: int, key: tuple[int, ...]) -> int:
 @dataclass
 class Analysis:
     """What the scheduler knows about a system before solving it: κ (with its guarantee), an
-    ‖A‖₂ figure and the block-encoding normalization α (docs/method.md §4.1)."""
+    ‖A‖₂ figure and the block-encoding normalization α (docs/method.md §4.1).
 
-    kappa: KappaEstimate
-    alpha: float
-    norm: float
+    When κ could not change the decision it is not estimated: ``kappa``, ``alpha`` and ``norm``
+    are ``None`` and ``skipped`` names the reason (:data:`SKIP_REASONS`); for a guaranteed
+    rejection ``quantum_floor`` is the QLSA's modeled cost at κ = 1, α = 1 that lost.
+    """
+
+    kappa: KappaEstimate | None
+    alpha: float | None
+    norm: float | None
+    skipped: str | None = None
+    quantum_floor: QuantumCost | None = None
 
 
 @dataclass
 class Decision:
     """Predicted times and the choice for one system (classical: predicted seconds on this
-    machine; quantum: modeled seconds on the profile)."""
+    machine; quantum: modeled seconds on the profile).
+
+    ``quantum`` is ``None`` when the QLSA was not costed (``quantum_rejection`` says why: a
+    policy that cannot route to it, or a matrix-free system); for a ``"guaranteed-rejection"`` it
+    is the cost at κ = 1, α = 1, a lower bound on the QLSA's time. ``predicted_classical`` then
+    lists only the κ-independent solvers (none for a matrix-free system, where CG has no time
+    model and is the only candidate).
+    """
 
     choice: str
     classical_solver: str
     predicted_classical: dict[str, float]
-    quantum: QuantumCost
+    quantum: QuantumCost | None
+    quantum_rejection: str | None = None
 
     @property
     def predicted_classical_seconds(self) -> float:
@@ -102,6 +134,60 @@ class Scheduler:
             alpha = float(max(1, system.d))  # no usable norm: the worst case α ≤ d
         return Analysis(kappa, alpha, norm)
 
+    def analyse_if_needed(self, system: LinearSystem) -> Analysis:
+        """:meth:`analyse`, unless κ cannot change the decision (:meth:`skip_reason`): then an
+        :class:`Analysis` without κ, α or norm, saying why. This is what training calls."""
+        reason, floor = self.skip_reason(system)
+        if reason is None:
+            return self.analyse(system)
+        return Analysis(None, None, None, skipped=reason, quantum_floor=floor)
+
+    def skip_reason(self, system: LinearSystem) -> tuple[str | None, QuantumCost | None]:
+        """Why κ need not be estimated for ``system`` (one of :data:`SKIP_REASONS`), with the
+        QLSA's cost at κ = 1, α = 1 for a guaranteed rejection; ``(None, None)`` when κ could
+        change the decision.
+
+        κ enters a decision in three places only: the QLSA's modeled time, the ``threshold``
+        rule, and CG's predicted time (every other solver's time is κ-independent). So κ is
+        skipped when CG cannot win the classical choice even at κ = 1 (its cheapest case) and
+        either the policy never routes to the QLSA, or it decides by time and the QLSA's cost
+        at κ = 1, α = 1 (both ≥ 1; the cost is non-decreasing in each, docs/method.md §4.3–4.4)
+        with the configured readout is above the best κ-independent classical prediction,
+        which bounds the best classical prediction at any κ from above.
+        """
+        if system.matrix_free:
+            return "matrix-free", None
+        cfg = self.config
+        policy = POLICIES[cfg.policy]
+        if policy.can_route_quantum and not (policy.decides_by_time
+                                             and policy.can_route_classical):
+            return None, None
+        shape = shape_of(system, 1.0)
+        allowed = self.classical_candidates(shape)
+        fixed = [name for name in allowed if not SOLVERS[name].kappa_dependent]
+        if not fixed:
+            return None, None
+        predicted = predict_classical(shape, self.machine_rates(), cfg.cg_rtol)
+        best_fixed = min(predicted[name] for name in fixed)
+        if any(predicted[name] <= best_fixed for name in allowed
+               if SOLVERS[name].kappa_dependent):
+            return None, None  # CG might win the classical choice: κ is needed
+        if not policy.can_route_quantum:
+            return "policy-classical", None
+        floor = self.quantum_floor(shape)
+        if floor.total_seconds > best_fixed:
+            return "guaranteed-rejection", floor
+        return None, None
+
+    def quantum_floor(self, shape: SystemShape) -> QuantumCost:
+        """The QLSA's modeled cost for ``shape`` at κ = 1 and the smallest α (1, or the
+        configured α), with the configured readout: a lower bound on its cost at any κ, α."""
+        cfg = self.config
+        d = max(1, shape.d)
+        return quantum_cost(shape.n, d, 1.0, cfg.eps, nnz=min(shape.nnz, shape.n * d) or None,
+                            alpha=cfg.alpha if cfg.alpha is not None else 1.0, qlsa=cfg.qlsa,
+                            profile=cfg.hardware, readout=cfg.readout)
+
     def classical_candidates(self, shape: SystemShape) -> list[str]:
         """Allowed classical solvers that apply to ``shape`` and fit the dense-memory budget."""
         names = [name for name, solver in SOLVERS.items()
@@ -119,13 +205,36 @@ class Scheduler:
         classically picks quantum on such a figure, the choice is made again with a guaranteed
         upper bound, ‖A‖₂ upper bound / λ_min lower bound (:meth:`upper_kappa`), and
         ``analysis.kappa`` becomes that bound, so the record shows the figure the choice rests on.
+
+        An analysis without κ (``analysis.skipped``) is decided by :meth:`_decide_without_kappa`:
+        classical, with the best κ-independent solver (CG for a matrix-free system).
         """
+        if analysis.skipped is not None:
+            return self._decide_without_kappa(system, analysis)
         decision = self._decide_for(system, analysis)
         if (decision.choice == "quantum" and analysis.kappa.kind not in ("exact", "upper")
                 and POLICIES[self.config.policy].can_route_classical):
             analysis.kappa = self.upper_kappa(system, analysis)
             decision = self._decide_for(system, analysis)
         return decision
+
+    def _decide_without_kappa(self, system: LinearSystem, analysis: Analysis) -> Decision:
+        cfg = self.config
+        shape = shape_of(system, 1.0)
+        allowed = self.classical_candidates(shape)
+        if not allowed:
+            need = "'cg' (the only solver for a matrix-free system)" if system.matrix_free else (
+                "'cg' or 'woodbury' or raise the budget")
+            raise NoSolverError(
+                f"no classical solver among {cfg.classical_solvers} can solve this N={shape.n} "
+                f"system within max_dense_bytes={cfg.max_dense_bytes}; allow {need}")
+        if system.matrix_free:
+            return Decision("classical", "cg", {}, None, "matrix-free")
+        predicted = {name: seconds for name, seconds in
+                     predict_classical(shape, self.machine_rates(), cfg.cg_rtol).items()
+                     if not SOLVERS[name].kappa_dependent}
+        best = min((name for name in allowed if name in predicted), key=lambda n: predicted[n])
+        return Decision("classical", best, predicted, analysis.quantum_floor, analysis.skipped)
 
     def _decide_for(self, system: LinearSystem, analysis: Analysis) -> Decision:
         kappa = max(1.0, min(analysis.kappa.value, KAPPA_CLAMP))
@@ -198,33 +307,40 @@ class Scheduler:
         """The decision record; measured and modeled seconds go in separate fields."""
         quantum = decision.choice == "quantum" and result is not None
         classical = decision.choice == "classical" and result is not None
+        kappa, cost = analysis.kappa, decision.quantum
+        cfg = self.config
         return SolveRecord(
             step=step,
             block=block,
             n=system.n,
             d=system.d,
             nnz=system.nnz,
-            kappa=analysis.kappa.value,
-            kappa_log10=analysis.kappa.log10,
-            kappa_kind=analysis.kappa.kind,
-            kappa_method=analysis.kappa.method,
+            kappa=kappa.value if kappa is not None else None,
+            kappa_log10=kappa.log10 if kappa is not None else None,
+            kappa_kind=kappa.kind if kappa is not None else NOT_ESTIMATED,
+            kappa_method=kappa.method if kappa is not None else str(analysis.skipped),
             alpha=analysis.alpha,
             reg=system.reg,
             shift=system.shift,
-            predicted_quantum_seconds=decision.quantum.total_seconds,
-            predicted_classical_seconds=decision.predicted_classical_seconds,
+            predicted_quantum_seconds=cost.total_seconds if cost is not None else None,
+            predicted_classical_seconds=decision.predicted_classical.get(
+                decision.classical_solver),
             predicted_classical=dict(decision.predicted_classical),
             classical_solver=decision.classical_solver,
-            policy=self.config.policy,
+            policy=cfg.policy,
             choice=decision.choice,
             solver=result.solver if result is not None else "none",
-            hardware=self.config.hardware.name,
-            qlsa=self.config.qlsa,
-            readout=decision.quantum.readout,
-            queries=decision.quantum.queries,
+            hardware=cfg.hardware.name,
+            qlsa=cfg.qlsa,
+            readout=cost.readout if cost is not None else (
+                cfg.readout or cfg.hardware.default_readout),
+            queries=cost.queries if cost is not None else None,
             measured_classical_seconds=result.seconds if classical else None,
-            modeled_quantum_seconds=decision.quantum.total_seconds if quantum else None,
+            modeled_quantum_seconds=cost.total_seconds if quantum and cost is not None else None,
             emulation_seconds=result.seconds if quantum else 0.0,
             residual=result.residual if result is not None else None,
             kappa_ritz=result.kappa.value if result is not None and result.kappa else None,
+            quantum_rejection=decision.quantum_rejection,
+            representation=("matrix-free" if system.matrix_free else
+                            "factor" if system.factor_form else "dense"),
         )

@@ -34,7 +34,7 @@ def shape_of(system: LinearSystem, kappa: float = 1.0) -> SystemShape:
     """The :class:`SystemShape` of a system, with the κ its cost models should use."""
     return SystemShape(n=system.n, nnz=system.nnz, d=system.d, kappa=kappa,
                        factor_rows=system.factor_rows, shift_positive=system.shift > 0,
-                       gram_formed=system.has_gram)
+                       gram_formed=system.has_gram, matrix_free=system.matrix_free)
 
 
 def applicable_solvers(system: LinearSystem) -> tuple[str, ...]:

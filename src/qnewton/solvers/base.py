@@ -90,11 +90,15 @@ class ClassicalSolver(ABC):
         name: registry name.
         forms_matrix: whether it needs the explicit N×N matrix (dense factorizations); such a
             solver is kept away from factor-form systems whose N×N matrix would not fit the
-            memory budget, and its prediction includes forming A from a factor.
+            memory budget, its prediction includes forming A from a factor, and it never
+            applies to a matrix-free system.
+        kappa_dependent: whether its predicted time depends on κ (CG); the scheduler estimates
+            κ only when such a solver could win the classical choice (docs/method.md §4.5).
     """
 
     name: str
     forms_matrix: bool = False
+    kappa_dependent: bool = False
 
     def applicable(self, shape: SystemShape) -> bool:
         """Whether it can solve a system of this shape (all SPD systems, unless overridden)."""
@@ -114,6 +118,9 @@ class DenseFactorizationSolver(ClassicalSolver):
     when the system is held as a factor. Forming A is part of the timed solve too."""
 
     forms_matrix = True
+
+    def applicable(self, shape: SystemShape) -> bool:
+        return not shape.matrix_free
 
     @abstractmethod
     def flops(self, n: int) -> float:

@@ -32,6 +32,7 @@ class CGSolver(ClassicalSolver):
     """
 
     name = "cg"
+    kappa_dependent = True
 
     def predict_seconds(self, shape: SystemShape, rates: MachineRates, rtol: float) -> float:
         n = check_int("n", shape.n, 1)
@@ -46,15 +47,19 @@ class CGSolver(ClassicalSolver):
 
     def solve(self, system: LinearSystem, b: torch.Tensor, *, rtol: float = 1e-10,
               max_iter: int | None = None) -> SolveResult:
-        """Stops when ‖r‖ ≤ rtol·‖b‖ or after ``max_iter`` (default 10N, room for the loss of
-        orthogonality in floating point) iterations. CG's step coefficients give the Lanczos
-        tridiagonal, whose extreme Ritz values are returned as a κ estimate at no extra cost.
-        Raises :class:`SolveError` on a non-positive curvature pᵀAp (A not PD) or on
-        non-convergence."""
+        """Stops when ‖r‖ ≤ rtol·‖b‖ or after ``max_iter`` iterations (default 10N, room for the
+        loss of orthogonality in floating point; for a matrix-free block of rank ≤ r, whose
+        ``H + λI`` has at most r + 1 distinct eigenvalues, 10·min(N, r + 1)). CG's step
+        coefficients give the Lanczos tridiagonal, whose extreme Ritz values are returned as a κ
+        estimate at no extra cost. Raises :class:`SolveError` on a non-positive curvature pᵀAp
+        (A not PD) or on non-convergence."""
         check_rhs(system, b)
         if not 0 < rtol < 1:
             raise ValueError(f"rtol must be in (0, 1), got {rtol}")
         limit = 10 * system.n if max_iter is None else max_iter
+        rank = getattr(system.block, "rank_bound", None) if system.matrix_free else None
+        if max_iter is None and rank is not None:
+            limit = 10 * min(system.n, rank + 1)
         if limit < 1:
             raise ValueError(f"max_iter must be >= 1, got {max_iter}")
         alphas: list[float] = []

@@ -1,0 +1,164 @@
+"""The scheduler skips κ estimation and quantum costing exactly where they cannot change the
+decision (docs/method.md §4.8), and its decisions and solutions are those it makes with them."""
+
+import copy
+import json
+
+import pytest
+import torch
+from torch import nn
+
+from qnewton import QNewton
+from qnewton.conditioning import ConditioningConfig, condition
+from qnewton.curvature import DenseBlock, FactorBlock
+from qnewton.quantum import QLSA_MODELS, get_profile, quantum_cost
+from qnewton.scheduling import Scheduler, SchedulerConfig
+from qnewton.solvers import MachineRates
+from qnewton.system import SystemShape
+
+RATES = MachineRates.user(dense_flops_per_s=5e10, gemm_flops_per_s=1e11,
+                          bandwidth_bytes_per_s=1e10)
+ATTOSECOND = 1e-18
+
+
+def problem(seed=0, n=64):
+    """Batch 64: the 200-weight block takes the Lanczos κ bound (4M > N); batch 32: the Gram
+    matrix (4M ≤ N), which the estimating run's Woodbury solve reuses."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, 20, generator=g, dtype=torch.float64)
+    y = (x[:, 0] + 0.5 * x[:, 1] > 0).long() + (x[:, 2] > 1).long()
+    torch.manual_seed(seed)
+    model = nn.Sequential(nn.Linear(20, 10), nn.Tanh(), nn.Linear(10, 3)).double()
+    return model, x, y
+
+
+def closure_for(model, x, y):
+    return lambda: nn.functional.cross_entropy(model(x), y, reduction="none")
+
+
+def count_kappa_calls(monkeypatch):
+    import qnewton.scheduling.scheduler as module
+
+    calls = []
+    real = module.analyse_kappa
+    monkeypatch.setattr(module, "analyse_kappa",
+                        lambda system, policy: calls.append(system.n) or real(system, policy))
+    return calls
+
+
+def run_pair(monkeypatch, steps=3, batch=64, **kw):
+    """The same training twice: as shipped, and with every κ estimated (the old behaviour)."""
+    model, x, y = problem(n=batch)
+    other = copy.deepcopy(model)
+    calls = count_kappa_calls(monkeypatch)
+    skipping = QNewton(model.named_parameters(), lr=0.5, rates=RATES, **kw)
+    for _ in range(steps):
+        skipping.step(closure_for(model, x, y))
+    skipped_calls = list(calls)
+    estimating = QNewton(other.named_parameters(), lr=0.5, rates=RATES, **kw)
+    monkeypatch.setattr(estimating.scheduler, "analyse_if_needed", estimating.scheduler.analyse)
+    for _ in range(steps):
+        estimating.step(closure_for(other, x, y))
+    return (skipping, model), (estimating, other), skipped_calls, calls[len(skipped_calls):]
+
+
+def assert_same_decisions_and_updates(a, b):
+    (opt_a, model_a), (opt_b, model_b) = a, b
+    key = [(r.step, r.block, r.choice, r.classical_solver, r.solver, r.fallback)
+           for r in opt_a.ledger.records]
+    assert key == [(r.step, r.block, r.choice, r.classical_solver, r.solver, r.fallback)
+                   for r in opt_b.ledger.records]
+    for p, q in zip(model_a.parameters(), model_b.parameters(), strict=True):
+        assert torch.equal(p, q)  # bit for bit
+
+
+@pytest.mark.parametrize("batch", [32, 64])
+def test_classical_policy_estimates_no_kappa_and_decides_and_solves_the_same(monkeypatch, batch):
+    skipping, estimating, calls, calls_before = run_pair(monkeypatch, batch=batch,
+                                                         policy="classical")
+    assert calls == [] and len(calls_before) == 3 * 4  # the old behaviour: one per block solve
+    assert_same_decisions_and_updates(skipping, estimating)
+    records = skipping[0].ledger.records
+    assert {r.classical_solver for r in records} >= {"cholesky", "woodbury"}
+    for r in records:
+        assert (r.kappa, r.kappa_log10, r.alpha, r.kappa_kind) == (None, None, None,
+                                                                   "not-estimated")
+        assert r.kappa_method == r.quantum_rejection == "policy-classical"
+        assert r.predicted_quantum_seconds is None and r.queries is None
+        assert "cg" not in r.predicted_classical  # κ-dependent: not predicted without κ
+        json.dumps(r.to_dict(), allow_nan=False)  # valid JSON, nulls for what was not estimated
+    assert skipping[0].ledger.measured["estimation"] < estimating[0].ledger.measured["estimation"]
+
+
+def test_guaranteed_rejection_on_the_surface_code_profile(monkeypatch):
+    skipping, estimating, calls, _ = run_pair(monkeypatch, hardware="surface-code")
+    assert calls == []
+    assert_same_decisions_and_updates(skipping, estimating)
+    for r in skipping[0].ledger.records:
+        assert r.choice == "classical" and r.quantum_rejection == "guaranteed-rejection"
+        assert r.kappa_kind == "not-estimated" and r.kappa is None
+        # the QLSA's cheapest case (κ = 1, α = 1) already loses
+        assert r.predicted_quantum_seconds > r.predicted_classical_seconds
+    for r in estimating[0].ledger.records:  # with κ estimated, quantum is dearer still
+        assert r.predicted_quantum_seconds >= min(
+            s.predicted_quantum_seconds for s in skipping[0].ledger.records
+            if s.step == r.step and s.block == r.block)
+
+
+def test_guaranteed_rejection_never_fires_on_the_paper_profile_with_attosecond_gates(
+        monkeypatch):
+    calls = count_kappa_calls(monkeypatch)
+    model, x, y = problem()
+    opt = QNewton(model.named_parameters(), hardware=get_profile("paper", gate_time_s=ATTOSECOND),
+                  rates=RATES)
+    for _ in range(2):
+        opt.step(closure_for(model, x, y))
+    assert len(calls) == 2 * 4
+    assert all(r.quantum_rejection is None and r.kappa is not None for r in opt.ledger.records)
+    sched = Scheduler(SchedulerConfig(hardware=get_profile("paper", gate_time_s=ATTOSECOND)),
+                      rates=RATES)
+    g = torch.Generator().manual_seed(0)
+    for n, m in [(10, 4), (200, 32), (3000, 64)]:
+        f = FactorBlock("f", "fisher", torch.randn(m, n, generator=g, dtype=torch.float64), 1 / m)
+        assert sched.skip_reason(condition(f, ConditioningConfig())) == (None, None)
+    h = torch.randn(300, 300, generator=g, dtype=torch.float64)
+    dense = condition(DenseBlock("h", "hessian", h + h.T), ConditioningConfig())
+    assert sched.skip_reason(dense) == (None, None)
+
+
+def test_kappa_is_estimated_when_cg_could_win_the_classical_choice():
+    slow_dense = MachineRates.user(dense_flops_per_s=1e3, gemm_flops_per_s=1e3,
+                                   bandwidth_bytes_per_s=1e12)
+    block = DenseBlock("h", "hessian", torch.eye(50, dtype=torch.float64) * 2.0)
+    system = condition(block, ConditioningConfig())
+    sched = Scheduler(SchedulerConfig(hardware=get_profile("surface-code"), policy="classical"),
+                      rates=slow_dense)
+    assert sched.skip_reason(system) == (None, None)
+    analysis = sched.analyse_if_needed(system)
+    assert analysis.kappa is not None and analysis.skipped is None
+    assert sched.decide(system, analysis).classical_solver == "cg"
+
+
+@pytest.mark.parametrize("policy", ["threshold", "quantum"])
+def test_policies_that_need_kappa_always_get_it(policy):
+    system = condition(DenseBlock("h", "hessian", torch.eye(20, dtype=torch.float64)),
+                       ConditioningConfig())
+    sched = Scheduler(SchedulerConfig(hardware=get_profile("surface-code"), policy=policy),
+                      rates=RATES)
+    assert sched.analyse_if_needed(system).kappa is not None
+
+
+@pytest.mark.parametrize("profile", ["paper", "surface-code", "surface-code-optimistic",
+                                     "trapped-ion"])
+def test_the_quantum_floor_is_a_lower_bound_on_every_cost(profile):
+    sched = Scheduler(SchedulerConfig(hardware=get_profile(profile)), rates=RATES)
+    for n, d in [(16, 16), (500, 40), (4000, 4000)]:
+        shape = SystemShape(n=n, nnz=n * d, d=d, kappa=1.0)
+        for qlsa in QLSA_MODELS:
+            floor = Scheduler(SchedulerConfig(hardware=get_profile(profile), qlsa=qlsa),
+                              rates=RATES).quantum_floor(shape).total_seconds
+            for kappa in (1.0, 3.0, 12.0, 1e3, 1e8):
+                for alpha in (1.0, 2.5, 1e3):
+                    cost = quantum_cost(n, d, kappa, sched.config.eps, nnz=n * d, alpha=alpha,
+                                        qlsa=qlsa, profile=get_profile(profile))
+                    assert cost.total_seconds >= floor * (1 - 1e-12)
