@@ -154,7 +154,8 @@ def _true_costs(
             "n": system.n, "choice": decision.choice,
             "classical_solver": decision.classical_solver,
             "measured_classical_seconds": measured, "true_quantum_seconds_modeled": q,
-            "kappa_exact": kappa, "kappa_used": decision.quantum.kappa,
+            "kappa_exact": kappa,
+            "kappa_used": None if decision.quantum_rejection else decision.quantum.kappa,
             "policy_cost": chosen, "oracle_cost": oracle,
             "solver_rounds": len(next(iter(times.values()), [])),
         })
@@ -171,7 +172,7 @@ def case_scheduler(s: Settings, rates: MachineRates, seed: int) -> list[dict[str
     crossovers = sorted(
         paper.gate_time_s * d.predicted_classical_seconds / d.quantum.total_seconds
         for _, _, d in sched.captured
-        if d.quantum.total_seconds > 0
+        if d.quantum is not None and d.quantum_rejection is None and d.quantum.total_seconds > 0
     )
     gate = crossovers[len(crossovers) // 2] if crossovers else paper.gate_time_s
     mixed = dataclasses.replace(paper, name="paper-mixed", gate_time_s=gate)
