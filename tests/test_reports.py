@@ -177,6 +177,27 @@ def test_comparison_plots_say_what_they_cannot_show(tmp_path):
     assert "Off scale, so that the other runs stay readable" in caption
     assert "total seconds: slow (to 2.5e+09 s)" in caption
     assert "measured seconds: slow (to 3e+09 s)" in caption
+    # fast and twin took the same time: a linear time axis, the points at 0 s kept
+    assert "Log time axis" not in caption
+
+
+def test_comparison_time_axis_is_log_only_for_runs_of_very_different_lengths(tmp_path):
+    d = tmp_path / "cmp"
+    # total seconds at the evaluations (steps 0, 3, 6): fast 0, 1.26, 2.52; long 100 × those.
+    # Drawn times span 1.26 … 252 s (2.3 decades), durations differ 100×: a log axis.
+    rows = [_cmp_run(d, "fast", 1.0, (0, 3, 6)), _cmp_run(d, "long", 100.0, (0, 3, 6))]
+    write_json(d / "comparison.json", {"task": "digits", "metric": "accuracy", "target": None,
+                                       "rows": rows})
+    text = read_html(make_report(d).path)
+    [caption] = re.findall(r"comparison_metric_time\.png: ([^<]*)", text)
+    assert caption.endswith("Log time axis: the points at 0 s (before training) are not shown.")
+    assert "Off scale" not in caption  # 2 decades is no reason to cut a run
+    # 30× longer: drawn times span 1.26 … 75.6 s (1.8 decades), so the axis stays linear
+    write_json(d / "comparison.json", {"task": "digits", "metric": "accuracy", "target": None,
+                                       "rows": [rows[0], _cmp_run(d, "long", 30.0, (0, 3, 6))]})
+    text = read_html(make_report(d).path)
+    [caption] = re.findall(r"comparison_metric_time\.png: ([^<]*)", text)
+    assert "Log time axis" not in caption
 
 
 def test_off_scale_and_short_labels():

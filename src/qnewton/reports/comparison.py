@@ -87,15 +87,6 @@ def _plot(ax: Any, pts: list[tuple[float, float]], curve: Curve, n_points: int) 
     ax.plot(*zip(*pts, strict=True), lw=1.4, ms=4 if n_points <= 40 else 0, alpha=0.9, **style)
 
 
-def _time_axis(ax: Any, times: list[float], label: str) -> bool:
-    """Log x when the positive times span more than two decades; returns whether it did."""
-    log = spans_decades(times, 2.0)
-    if log:
-        ax.set_xscale("log")
-    ax.set_xlabel(label + (" (log scale)" if log else ""))
-    return log
-
-
 def off_scale(ends: dict[str, float], decades: float = 3.0) -> set[str]:
     """Runs whose cumulative time ends so far beyond the others' (a gap of more than
     ``decades`` between neighbouring run end times) that drawing them would crush the rest
@@ -110,13 +101,12 @@ def off_scale(ends: dict[str, float], decades: float = 3.0) -> set[str]:
     return {label for _, label in above}
 
 
-def _clip_to(ax: Any, times: list[float], log: bool) -> None:
-    """x limits around ``times`` only (the off-scale runs' later points fall outside)."""
-    pos = [t for t in times if t > 0]
-    if log and pos:
-        ax.set_xlim(min(pos) / 1.5, max(pos) * 1.5)
-    elif times:
-        ax.set_xlim(min(0.0, min(times)), max(times) * 1.05 or 1.0)
+def _x_limits(times: list[float], log: bool) -> tuple[float, float] | None:
+    """x limits that hold ``times`` (positive ones on a log axis) with a small margin."""
+    if log:
+        pos = [t for t in times if t > 0]
+        return (min(pos) / 1.5, max(pos) * 1.5) if pos else None
+    return (min(0.0, min(times)), max(times) * 1.05 or 1.0) if times else None
 
 
 def _value_axis(ax: Any, values: list[float], label: str) -> None:
@@ -185,40 +175,56 @@ def _plot_time(curves: list[Curve], metric: str, target: float | None, plots: Pl
                "cumulative measured seconds (wall clock)"))
     dropped_zero = False
     cut_notes: list[str] = []
+    panels = [("test", key, f"test {metric}", lambda c: c.evaluations(key))]
+    if with_loss:
+        panels.append(("loss", "loss", "training loss (batch)", Curve.train_rows))
     for col, (name, clock, xlabel) in enumerate(clocks):
-        ends = {c.label: t for c in curves if c.run.steps
-                and (t := clock(c.run.steps[-1])) is not None}
+        # One scale per clock, for both rows. A lone far-out run is put off scale first. Log
+        # only when the times drawn span more than two decades *and* the runs' durations differ
+        # by more than one (else a log axis would only stretch out everyone's first steps).
+        ends = {c.label: t for c in curves if (t := clock(c.run.steps[-1])) is not None}
         cut = off_scale(ends)
         if cut:
             cut_notes.append(f"{name} seconds: " + ", ".join(
                 f"{lab} (to {fmt(ends[lab], 2)} s)" for lab in sorted(cut, key=ends.get)))
-        panels = [("test", key, f"test {metric}", lambda c: c.evaluations(key))]
-        if with_loss:
-            panels.append(("loss", "loss", "training loss (batch)", Curve.train_rows))
-        for row_i, (kind, ykey, ylabel, rows_of) in enumerate(panels):
+        shown = [clock(r) for c in curves if c.label not in cut
+                 for _, _, _, rows_of in panels for r in rows_of(c)]
+        log = (spans_decades([t for t in shown if t is not None], 2.0)
+               and spans_decades([t for lab, t in ends.items() if lab not in cut], 1.0))
+        drawn: list[tuple[Any, list[tuple[Curve, list[tuple[float, float]]]]]] = []
+        kept: list[float] = []
+        for row_i, (_kind, ykey, _ylabel, rows_of) in enumerate(panels):
             ax = axes[row_i][col]
             series = []
             for c in curves:
                 pts = [(clock(r), finite(r[ykey])) for r in rows_of(c)]
-                series.append((c, [(t, v) for t, v in pts if t is not None]))
-            kept = [t for c, pts in series if c.label not in cut for t, _ in pts]
-            times = kept or [t for _, pts in series for t, _ in pts]
-            log = _time_axis(ax, times, xlabel)
-            if cut and kept:
-                _clip_to(ax, kept, log)
-                ax.text(0.99, 0.02, "off scale →\n" + "\n".join(sorted(cut, key=ends.get)),
-                        transform=ax.transAxes, ha="right", va="bottom", fontsize=7,
-                        bbox={"facecolor": "white", "alpha": 0.85, "edgecolor": "#999"})
-            values = []
-            for c, pts in series:
+                pts = [(t, v) for t, v in pts if t is not None]
                 if log:
                     dropped_zero |= any(t <= 0 for t, _ in pts)
                     pts = [(t, v) for t, v in pts if t > 0]
-                values += [v for _, v in pts]
+                series.append((c, pts))
+                if c.label not in cut:
+                    kept += [t for t, _ in pts]
+            drawn.append((ax, series))
+        limits = _x_limits(kept, log)
+        for (ax, series), (kind, _, ylabel, _) in zip(drawn, panels, strict=True):
+            if log:
+                ax.set_xscale("log")
+            values = []
+            for c, pts in series:
+                values += [v for t, v in pts if c.label not in cut or limits is None
+                           or t <= limits[1]]
                 _plot(ax, pts, c, len(pts))
+            if limits is not None:
+                ax.set_xlim(*limits)
+            if cut:
+                ax.text(0.99, 0.02, "off scale →\n" + "\n".join(sorted(cut, key=ends.get)),
+                        transform=ax.transAxes, ha="right", va="bottom", fontsize=7,
+                        bbox={"facecolor": "white", "alpha": 0.85, "edgecolor": "#999"})
             if kind == "test" and target is not None:
                 ax.axhline(target, color="black", ls=":", lw=1)
             _value_axis(ax, values, ylabel)
+            ax.set_xlabel(xlabel + (" (log scale)" if log else ""))
             ax.set_title(f"{ylabel} vs {name} time")
             ax.grid(alpha=0.3, which="both" if log else "major")
     extra = ([Line2D([], [], color="black", ls=":", lw=1, label=f"target {fmt(target)}")]
@@ -342,7 +348,7 @@ def _run_card(row: dict[str, Any], run: RunData | None, warnings: list[str]) -> 
         warnings.append(f"{rd}: its own report could not be written ({exc.strerror or exc}); "
                         f"run `qnewton report {rd}` from a writable copy.")
         link = note("no report written for this run (see the warnings).")
-    return f"<div class='card'>{head}{headline_html(run_headline(run))}{link}</div>"
+    return f"<div class='card'>{head}{link}{headline_html(run_headline(run))}</div>"
 
 
 def comparison_report(d: Path) -> ReportPage:

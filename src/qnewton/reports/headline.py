@@ -238,21 +238,27 @@ def modeled_sentence(run: RunData) -> str:
 
 
 def metric_sentence(run: RunData) -> str:
-    evals = run.evaluations()
-    status = run.final_values()[0].get("status")
+    """The run's status (when not completed) and its test metric before and after training:
+    the final value from summary.json (steps.jsonl's last evaluation without one)."""
+    vals, source = run.final_values()
+    status = vals.get("status")
     text = ""
     if status is not None and str(status) != "completed":
         text = f"The run did not complete (status: {status}). "
-    if not evals or not run.metric:
+    metric = run.metric
+    evals = run.evaluations()
+    key = f"test_{metric}" if metric else ""
+    final = finite(vals.get(key)) if metric else None
+    if final is None and evals:
+        final = finite(evals[-1][key])
+    if final is None:
         return text + "No test evaluation was recorded."
-    key = f"test_{run.metric}"
-    first, last = evals[0], evals[-1]
-    if len(evals) == 1:
-        return text + (f"Test {run.metric} {fmt(first[key], 3)} at step {fmt(first['step'])} "
-                       "(the only evaluation).")
-    return text + (f"Test {run.metric} went from {fmt(first[key], 3)} (step "
-                   f"{fmt(first['step'])}) to {fmt(last[key], 3)} (step {fmt(last['step'])}), "
-                   f"over {len(evals)} evaluations.")
+    at = vals.get("metric_at_step", vals.get("steps"))
+    start = evals[0] if evals and finite(evals[0]["step"]) == 0 else None
+    if start is None:
+        return text + f"Test {metric} {fmt(final, 3)} after {fmt(at)} steps (from {source})."
+    return text + (f"Test {metric} went from {fmt(finite(start[key]), 3)} before training to "
+                   f"{fmt(final, 3)} after {fmt(at)} steps.")
 
 
 def kappa_threshold(run: RunData) -> float | None:
