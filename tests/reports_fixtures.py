@@ -32,17 +32,24 @@ def run_config(optimizer: str, hardware: str | None) -> dict:
             "learning_rate": 0.5, "torch_version": "2.13.0"}
 
 
+def newton_counts(step: int) -> tuple[int, int]:
+    """Cumulative (quantum, classical) solves of :func:`newton_solves` after ``step`` steps:
+    two blocks per step, 0.weight routed quantum from its third step (0-based step 2) on."""
+    quantum = max(0, step - 2)
+    return quantum, 2 * step - quantum
+
+
 def steps_rows(n_steps: int, *, newton: bool, eval_at=(0, 3, 6), metric="accuracy") -> list[dict]:
     rows = []
     for step in range(n_steps + 1):
         measured = 0.5 * step
         emulation = 0.1 * step if newton else 0.0
         modeled = 0.02 * step if newton else 0.0
+        quantum, classical = newton_counts(step) if newton else (0, 0)
         row = {"step": step, "epoch": step // 3, "measured_seconds": measured,
                "modeled_quantum_seconds": modeled, "emulation_seconds": emulation,
                "total_seconds": measured - emulation + modeled,
-               "quantum_solves": step if newton else 0,
-               "classical_solves": step if newton else 0}
+               "quantum_solves": quantum, "classical_solves": classical}
         if step == 0:
             row["initial"] = True
         else:
@@ -222,5 +229,85 @@ def row_starting(text: str, first_cell: str) -> list[str]:
 
 
 def notes(text: str) -> list[str]:
-    """The texts of the page's notes (things skipped, missing or unreadable)."""
+    """The texts of the page's notes (things skipped or not recorded)."""
     return [html.unescape(n) for n in re.findall(r"<p class='note'>(.*?)</p>", text)]
+
+
+def warnings(text: str) -> list[str]:
+    """The page's integrity warnings (listed at its top)."""
+    return [html.unescape(w) for w in re.findall(r"<li class='warning'>(.*?)</li>", text)]
+
+
+def headline(text: str) -> list[str]:
+    """The sentences of the page's headline."""
+    [block] = re.findall(r"<div class='headline'>(.*?)</div>", text)
+    return [html.unescape(p) for p in re.findall(r"<p>(.*?)</p>", block)]
+
+
+# -- damaging a result directory ---------------------------------------------------------------
+def keep_lines(path: Path, n: int) -> None:
+    """Cut a JSON-lines file to its first ``n`` lines (as a truncated copy would be)."""
+    lines = path.read_text(encoding="utf-8").splitlines()
+    path.write_text("".join(line + "\n" for line in lines[:n]), encoding="utf-8")
+
+
+def drop_lines(path: Path, numbers) -> None:
+    """Remove the given 1-based lines from a JSON-lines file."""
+    lines = path.read_text(encoding="utf-8").splitlines()
+    path.write_text("".join(line + "\n" for i, line in enumerate(lines, 1)
+                            if i not in set(numbers)), encoding="utf-8")
+
+
+def update_json(path: Path, **changes) -> None:
+    data = json.loads(path.read_text(encoding="utf-8"))
+    data.update(changes)
+    path.write_text(json.dumps(data), encoding="utf-8")
+
+
+# -- a run of realistic length, with chosen routing ratios ------------------------------------
+LONG_BLOCKS = ("fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias", "fc3.weight", "fc3.bias")
+#: modeled quantum / predicted classical seconds of each block (every step)
+LONG_RATIOS = (2.0, 10.0, 100.0, 1000.0, 1e4, 1e5)
+LONG_PHASES = {"forward_backward": 2.0, "curvature": 3.0, "conditioning": 0.5, "estimation": 4.0,
+               "scheduling": 0.3, "solve": 1.0, "update": 0.2}
+
+
+def long_solves(n_steps: int, policy: str = "cost", ratios=LONG_RATIOS) -> list[dict]:
+    rows = []
+    for step in range(n_steps):
+        for block, ratio in zip(LONG_BLOCKS, ratios, strict=True):
+            rows.append(solve_row(step, block, "classical", policy=policy, kappa=1e3,
+                                  kappa_log10=3.0, predicted_classical_seconds=1e-4,
+                                  predicted_quantum_seconds=ratio * 1e-4))
+    return rows
+
+
+def make_long_run(d: Path, n_steps: int = 120, policy: str = "cost") -> Path:
+    """A completed qnewton run of ``n_steps`` steps, six blocks each routed classically, whose
+    files agree with each other (one row per step, one solve per block and step)."""
+    measured = sum(LONG_PHASES.values())
+    write_json(d / "config.json", run_config("qnewton", "paper"))
+    rows = []
+    for step in range(n_steps + 1):
+        t = measured * step / n_steps
+        row = {"step": step, "epoch": step // 12, "measured_seconds": t,
+               "modeled_quantum_seconds": 0, "emulation_seconds": 0.0, "total_seconds": t,
+               "quantum_solves": 0, "classical_solves": 6 * step}
+        if step == 0:
+            row["initial"] = True
+        else:
+            row["loss"] = 2.3 / (1 + 0.1 * step)
+        if step % 12 == 0 or step == n_steps:
+            row.update(test_loss=2.3 / (1 + 0.1 * step), test_accuracy=0.1 + 0.007 * step)
+        rows.append(row)
+    write_jsonl(d / "steps.jsonl", rows)
+    write_jsonl(d / "solves.jsonl", long_solves(n_steps, policy))
+    (d / "events.jsonl").write_text("", encoding="utf-8")
+    write_json(d / "summary.json", {
+        "status": "completed", "task": "digits", "optimizer": "qnewton", "hardware": "paper",
+        "steps": n_steps, "metric": "accuracy", "test_accuracy": rows[-1]["test_accuracy"],
+        "test_loss": rows[-1]["test_loss"], "measured_seconds": measured,
+        "measured_by_phase": dict(LONG_PHASES), "emulation_seconds": 0.0,
+        "modeled_quantum_seconds": 0, "modeled_by_profile": {}, "total_seconds": measured,
+        "quantum_solves": 0, "classical_solves": 6 * n_steps, "gradient_fallbacks": 0})
+    return d

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import math
 import re
+from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 from reports_fixtures import (
@@ -19,12 +22,16 @@ from reports_fixtures import (
     notes,
     read_html,
     row_starting,
+    steps_rows,
+    warnings,
     write_json,
+    write_jsonl,
 )
 
 import qnewton.reports as reports
 from qnewton.registry import Registry
-from qnewton.reports import EXPECTED_FILES, REPORT_KINDS, detect_kind, write_report
+from qnewton.reports import EXPECTED_FILES, REPORT_KINDS, detect_kind, make_report, write_report
+from qnewton.reports.comparison import off_scale, short_label
 
 
 # -- kinds of directory -----------------------------------------------------------------------
@@ -51,7 +58,7 @@ def test_report_kinds_registry_drives_detection_and_building(tmp_path, monkeypat
     assert {name: kind.expected_files for name, kind in REPORT_KINDS.items()} == EXPECTED_FILES
     kinds: Registry[reports.ReportKind] = Registry("report kind")
     kinds.register("notebook", reports.ReportKind(
-        ("notebook.json",), lambda d: ("notebook report", f"<p>{d.name}</p>")))
+        ("notebook.json",), lambda d: reports.ReportPage("notebook report", f"<p>{d.name}</p>")))
     for name, kind in REPORT_KINDS.items():
         kinds.register(name, kind)
     monkeypatch.setattr(reports, "REPORT_KINDS", kinds)
@@ -67,21 +74,27 @@ def test_report_kinds_registry_drives_detection_and_building(tmp_path, monkeypat
 def test_comparison_report(tmp_path):
     d = make_comparison(tmp_path / "cmp")
     assert detect_kind(d) == "comparison"
-    text = read_html(write_report(d))
+    written = make_report(d)
+    text = read_html(written.path)
     assert_self_contained(text)
     for name in ("comparison_metric_step.png", "comparison_metric_time.png",
                  "comparison_times.png"):
         assert_png(d / name)
-    # per-run plots written into the comparison dir with prefixed names
-    for name in RUN_PNGS:
-        assert_png(d / f"run_qnewton-paper_{name}")
-    assert_png(d / "run_adam_loss.png")
-    assert not (d / "run_adam_kappa.png").exists()
-    # nothing written into the run directories themselves
-    assert not (d / "runs" / "adam" / "report.html").exists()
-    assert not (d / "runs" / "adam" / "loss.png").exists()
-    assert ("run directory runs/missing of newton not found or has no steps.jsonl: its curves "
-            "are skipped.") in notes(text)
+    # each run's own report is written into its run directory and linked, not embedded
+    for run_dir, pngs in (("runs/qnewton@paper", RUN_PNGS),
+                          ("runs/adam", ["loss.png", "metric_time.png", "time_breakdown.png"])):
+        run_page = read_html(d / run_dir / "report.html")
+        assert_self_contained(run_page)
+        for name in pngs:
+            assert_png(d / run_dir / name)
+        assert f"href='{quote(run_dir)}/report.html'" in text
+    assert not (d / "runs" / "adam" / "kappa.png").exists()
+    assert not list(d.glob("run_*.png"))  # no copies of the run plots in the comparison dir
+    assert text.count("data:image/png;base64,") == 3
+    # the missing run is an integrity warning, on the page and returned for the CLI
+    missing = ("run directory runs/missing of newton not found or has no steps.jsonl: its "
+               "curves are skipped.")
+    assert warnings(text) == [missing] and written.warnings == (missing,)
     assert kv_value(text, "target") == "0.8"
     # rows: run, optimizer, hardware, final metric, measured, modeled, total, time to target
     # (total), time to target (measured), quantum solves, classical solves
@@ -99,10 +112,103 @@ def test_comparison_with_a_corrupt_run_file_still_reports(tmp_path):
     lines[0] = "{oops"
     (run_dir / "solves.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
     text = read_html(write_report(d))
-    assert any(str(run_dir / "solves.jsonl") in n and "line 1 is not valid JSON" in n
-               for n in notes(text))
-    assert not (d / "run_qnewton-paper_kappa.png").exists()
-    assert_png(d / "run_qnewton-paper_loss.png")
+    [problem] = [w for w in warnings(text) if "solves.jsonl" in w]
+    assert problem.startswith("runs/qnewton@paper: ")
+    assert str(run_dir / "solves.jsonl") in problem and "line 1 is not valid JSON" in problem
+    assert not (run_dir / "kappa.png").exists()
+    assert_png(run_dir / "loss.png")
+    assert "(1 warning)" in text  # next to the link to that run's report
+
+
+def test_comparison_row_that_disagrees_with_its_run_is_a_warning(tmp_path):
+    d = make_comparison(tmp_path / "cmp")
+    data = json.loads((d / "comparison.json").read_text(encoding="utf-8"))
+    data["rows"][0]["total_seconds"] = 9.99  # the run's summary says 2.52
+    data["rows"][0]["quantum_solves"] = 7  # and 4
+    write_json(d / "comparison.json", data)
+    assert make_report(d).warnings[1:] == (
+        "comparison.json's row qnewton@paper disagrees with runs/qnewton@paper/summary.json: "
+        "total_seconds 9.99 vs 2.52; quantum_solves 7 vs 4 (row vs run). The run was rerun or "
+        "resumed after the comparison was written; the table shows comparison.json, the curves "
+        "the run's files.",)
+
+
+def _cmp_run(d: Path, label: str, total_scale: float, evals) -> dict:
+    """A run directory whose times are the fixture's times × ``total_scale``."""
+    run = make_newton_run(d / "runs" / label)
+    rows = steps_rows(6, newton=True, eval_at=evals)
+    for r in rows:
+        for key in ("measured_seconds", "emulation_seconds", "modeled_quantum_seconds",
+                    "total_seconds"):
+            r[key] *= total_scale
+    write_jsonl(run / "steps.jsonl", rows)
+    summary = json.loads((run / "summary.json").read_text(encoding="utf-8"))
+    for key in ("measured_seconds", "emulation_seconds", "modeled_quantum_seconds",
+                "total_seconds"):
+        summary[key] *= total_scale
+    summary["modeled_by_profile"] = {"paper": summary["modeled_quantum_seconds"]}
+    write_json(run / "summary.json", summary)
+    return {"label": label, "optimizer": "qnewton", "hardware": "paper",
+            "final_metric": summary["test_accuracy"], "run_dir": f"runs/{label}",
+            **{k: summary[k] for k in ("measured_seconds", "modeled_quantum_seconds",
+                                        "total_seconds", "quantum_solves",
+                                        "classical_solves")}}
+
+
+def test_comparison_plots_say_what_they_cannot_show(tmp_path):
+    """Few evaluations add the per-step training loss; identical curves are named; a run whose
+    time is many decades beyond the others is put off scale, not allowed to crush them."""
+    d = tmp_path / "cmp"
+    rows = [_cmp_run(d, "fast", 1.0, (0, 3, 6)), _cmp_run(d, "twin", 1.0, (0, 3, 6)),
+            _cmp_run(d, "slow", 1e9, (0, 6))]
+    write_json(d / "comparison.json", {"task": "digits", "metric": "accuracy", "target": None,
+                                       "rows": rows})
+    written = make_report(d)
+    assert written.warnings == ()
+    text = read_html(written.path)
+    assert ("slow: fewer than 3 test evaluations (the test set is evaluated at epoch ends "
+            "unless --eval-every is given), so the test-accuracy points are not a curve; the "
+            "training loss of every step is drawn against both clocks as well.") in notes(text)
+    assert ("fast, twin have identical test-accuracy curves: their lines lie on top of each "
+            "other (told apart by dash and marker).") in notes(text)
+    [caption] = re.findall(r"comparison_metric_time\.png: ([^<]*)", text)
+    assert "test accuracy (top) and training loss (bottom)" in caption
+    # slow ends at 2.52e9 total seconds, fast at 2.52: nine decades apart
+    assert "Off scale, so that the other runs stay readable" in caption
+    assert "total seconds: slow (to 2.5e+09 s)" in caption
+    assert "measured seconds: slow (to 3e+09 s)" in caption
+    # fast and twin took the same time: a linear time axis, the points at 0 s kept
+    assert "Log time axis" not in caption
+
+
+def test_comparison_time_axis_is_log_only_for_runs_of_very_different_lengths(tmp_path):
+    d = tmp_path / "cmp"
+    # total seconds at the evaluations (steps 0, 3, 6): fast 0, 1.26, 2.52; long 100 × those.
+    # Drawn times span 1.26 … 252 s (2.3 decades), durations differ 100×: a log axis.
+    rows = [_cmp_run(d, "fast", 1.0, (0, 3, 6)), _cmp_run(d, "long", 100.0, (0, 3, 6))]
+    write_json(d / "comparison.json", {"task": "digits", "metric": "accuracy", "target": None,
+                                       "rows": rows})
+    text = read_html(make_report(d).path)
+    [caption] = re.findall(r"comparison_metric_time\.png: ([^<]*)", text)
+    assert caption.endswith("Log time axis: the points at 0 s (before training) are not shown.")
+    assert "Off scale" not in caption  # 2 decades is no reason to cut a run
+    # 30× longer: drawn times span 1.26 … 75.6 s (1.8 decades), so the axis stays linear
+    write_json(d / "comparison.json", {"task": "digits", "metric": "accuracy", "target": None,
+                                       "rows": [rows[0], _cmp_run(d, "long", 30.0, (0, 3, 6))]})
+    text = read_html(make_report(d).path)
+    [caption] = re.findall(r"comparison_metric_time\.png: ([^<]*)", text)
+    assert "Log time axis" not in caption
+
+
+def test_off_scale_and_short_labels():
+    assert off_scale({"a": 1.0, "b": 2.0, "c": 5e6}) == {"c"}
+    assert off_scale({"a": 1.0, "b": 2.0, "c": 500.0}) == set()  # < 3 decades apart
+    assert off_scale({"a": 1.0, "b": 5e6, "c": 6e6}) == set()  # never the majority
+    assert off_scale({"a": 0.0, "b": 1.0}) == set()
+    assert short_label("qnewton@paper") == "qnewton@paper"
+    wrapped = short_label("newton-inverse@surface-code-fast-gates")
+    assert all(len(line) <= 22 for line in wrapped.splitlines()) and "\n" in wrapped
+    assert wrapped.replace("\n", "") == "newton-inverse@surface-code-fast-gates"
 
 
 def test_corrupt_comparison_json_raises_naming_it(tmp_path):
@@ -176,7 +282,8 @@ def test_comparison_and_sweep_without_rows(tmp_path):
     write_json(c / "comparison.json", {"task": "digits", "metric": "accuracy", "target": None,
                                        "rows": []})
     text = read_html(write_report(c))
-    assert "Metric curves skipped: no run directory with test evaluations." in notes(text)
+    assert "Curves skipped: no run directory with steps to draw." in notes(text)
+    assert "<h2>Each run</h2>" not in text
     s = tmp_path / "s"
     write_json(s / "sweep.json", {"task": "digits", "param": "gate-time", "optimizer": "qnewton",
                                   "metric": "accuracy", "values": [], "rows": [],

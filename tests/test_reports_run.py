@@ -19,6 +19,7 @@ from reports_fixtures import (
     run_config,
     solve_row,
     steps_rows,
+    warnings,
     write_json,
     write_jsonl,
 )
@@ -41,6 +42,7 @@ def test_newton_run_report(tmp_path):
     assert out == d / "report.html"
     text = read_html(out)
     assert_self_contained(text)
+    assert warnings(text) == []  # the fixture's files agree with each other
     for name in RUN_PNGS:
         assert_png(d / name)
     # one embedded image per registered plot, each written once
@@ -85,8 +87,12 @@ def test_killed_run_drops_torn_last_line_with_a_note(tmp_path):
         fh.write('{"step": 7, "epoch": 2, "loss": 0.2, "meas')
     text = read_html(write_report(d))
     assert_self_contained(text)
-    assert "steps.jsonl: last line was cut short (run killed mid-write?); ignored" in notes(text)
-    assert any(n.startswith("summary.json is missing") for n in notes(text))
+    assert warnings(text) == [
+        "summary.json is missing: the run was killed before it finished, or is still running. "
+        "The final figures come from the last row of steps.jsonl (step 6); per-phase times are "
+        "not available.",
+        "steps.jsonl: last line was cut short (run killed mid-write?); ignored"]
+    assert kv_value(text, "status") == "unknown (summary.json missing)"
     # the last complete row (step 6): measured 3 s, emulation 0.6, modeled 0.12 -> total 2.52
     assert kv_value(text, "steps") == "6"
     assert kv_value(text, MEASURED_ROW) == "3 s"
@@ -102,7 +108,8 @@ def test_torn_last_line_of_solves_keeps_the_other_solves(tmp_path):
     with (d / "solves.jsonl").open("a", encoding="utf-8") as fh:
         fh.write('{"step": 6, "block": "0.wei')
     text = read_html(write_report(d))
-    assert "solves.jsonl: last line was cut short (run killed mid-write?); ignored" in notes(text)
+    assert warnings(text) == [
+        "solves.jsonl: last line was cut short (run killed mid-write?); ignored"]
     assert "(4 quantum, 8 classical)" in text  # the 12 complete solves, not 13
     assert_png(d / "routing.png")
 
@@ -117,8 +124,11 @@ def test_corrupt_middle_line_of_steps_is_a_note_naming_the_file(tmp_path):
     d = make_newton_run(tmp_path / "corrupt", with_summary=False)
     _corrupt_middle_line(d / "steps.jsonl")
     text = read_html(write_report(d))
-    [problem] = [n for n in notes(text) if "steps.jsonl" in n and "line 3" in n]
-    assert str(d / "steps.jsonl") in problem and "not valid JSON" in problem
+    missing, problem = warnings(text)
+    assert missing == ("summary.json is missing: the run was killed before it finished, or is "
+                       "still running. The final figures are unknown: steps.jsonl is unreadable "
+                       "too.")
+    assert str(d / "steps.jsonl") in problem and "line 3 is not valid JSON" in problem
     assert "not shown in this report" in problem
     # steps.jsonl's data is unavailable: nothing over training, and no claim it is merely empty
     assert not (d / "loss.png").exists() and not (d / "metric_time.png").exists()
@@ -133,10 +143,9 @@ def test_corrupt_solves_and_events_are_notes_not_crashes(tmp_path):
     _corrupt_middle_line(d / "solves.jsonl")
     (d / "events.jsonl").write_text('[1, 2]\n{"step": 1, "kind": "retry"}\n', encoding="utf-8")
     text = read_html(write_report(d))
-    assert any(str(d / "solves.jsonl") in n and "line 3 is not valid JSON" in n
-               for n in notes(text))
-    assert any(str(d / "events.jsonl") in n and "line 1 is not a JSON object" in n
-               for n in notes(text))
+    solves, events = warnings(text)
+    assert str(d / "solves.jsonl") in solves and "line 3 is not valid JSON" in solves
+    assert str(d / "events.jsonl") in events and "line 1 is not a JSON object" in events
     assert any(n.startswith("No Hessian solves recorded (solves.jsonl unreadable")
                for n in notes(text))
     assert "Events not shown: events.jsonl is unreadable" in text
@@ -149,8 +158,15 @@ def test_corrupt_summary_falls_back_to_steps_with_a_note(tmp_path):
     d = make_newton_run(tmp_path / "corrupt")
     (d / "summary.json").write_text('{"status": "compl', encoding="utf-8")
     text = read_html(write_report(d))
-    assert any(str(d / "summary.json") in n and "not valid JSON" in n for n in notes(text))
-    assert any(n.startswith("summary.json is unreadable") for n in notes(text))
+    # one clear statement: the file is corrupt, where the figures come from instead
+    [problem] = warnings(text)
+    assert problem.startswith(f"{d / 'summary.json'}: summary.json is not valid JSON (")
+    assert problem.endswith("; restore it from a copy or start a new run. The final figures "
+                            "come from the last row of steps.jsonl (step 6); per-phase times "
+                            "are not available.")
+    page_text = " ".join(notes(text) + warnings(text)) + kv_value(text, "status")
+    assert "missing" not in page_text
+    assert kv_value(text, "status") == "unknown (summary.json unreadable)"
     assert kv_value(text, "final test accuracy (evaluated at step 6)") == "0.94"
 
 
@@ -192,7 +208,10 @@ def test_run_with_empty_steps_and_rows_without_step(tmp_path):
     write_jsonl(d / "solves.jsonl", [{"block": "0.weight", "choice": "quantum"}])
     text = read_html(write_report(d))
     page_notes = notes(text)
-    assert "steps.jsonl: 1 row(s) without a step number ignored." in page_notes
+    assert warnings(text) == [
+        "summary.json is missing: the run was killed before it finished, or is still running. "
+        "The final figures are unknown: steps.jsonl has no rows either.",
+        "steps.jsonl: 1 row(s) without a step number ignored."]
     assert "steps.jsonl has no rows yet: nothing to plot over training." in page_notes
     assert any(n.startswith("Loss/metric plot skipped") for n in page_notes)
     assert any(n.startswith("Time breakdown skipped") for n in page_notes)

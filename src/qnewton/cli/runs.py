@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 
 from qnewton.cli.errors import CLIError
 from qnewton.conditioning import REG_SCHEMES
@@ -185,10 +186,13 @@ def run_sweep(args: argparse.Namespace) -> int:
 
 
 def run_report(args: argparse.Namespace) -> int:
-    from qnewton.reports import write_report
+    """Write the report; integrity warnings go to stderr, the last line says how many."""
+    from qnewton.reports import make_report
 
-    path = write_report(args.directory)
-    print(f"report written to {path}")
+    written = make_report(args.directory)
+    for warning in written.warnings:
+        print(f"qnewton report: warning: {warning}", file=sys.stderr)
+    print(written.message())
     return 0
 
 

@@ -51,10 +51,13 @@ def embed_png(path: Path, caption: str) -> str:
             f"<figcaption>{esc(path.name)}: {esc(caption)}</figcaption></figure>")
 
 
-def new_figure(ncols: int = 1, width: float = 7.5, height: float = 4.2) -> tuple[Figure, Any]:
-    """A figure with ``ncols`` axes side by side (one axes object when ``ncols`` is 1)."""
+def new_figure(ncols: int = 1, width: float = 7.5, height: float = 4.2, nrows: int = 1,
+               squeeze: bool = True, width_ratios: list[float] | None = None
+               ) -> tuple[Figure, Any]:
+    """A figure with ``nrows`` × ``ncols`` axes (one axes object when both are 1 and
+    ``squeeze``)."""
     fig = Figure(figsize=(width, height), layout="constrained")
-    axes = fig.subplots(1, ncols)
+    axes = fig.subplots(nrows, ncols, squeeze=squeeze, width_ratios=width_ratios)
     return fig, axes
 
 

@@ -11,6 +11,7 @@ import html
 import math
 import re
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from qnewton.reports.reading import num
@@ -91,6 +92,12 @@ figure{margin:1em 0}
 figure img{max-width:100%;border:1px solid #ddd}
 figcaption{font-size:.88em;color:#555}
 .note{background:#fff8e1;border-left:4px solid #f0b400;padding:.35em .7em}
+.warnings{background:#fdecea;border-left:4px solid #c62828;padding:.4em .9em;margin:.8em 0}
+.warnings ul{margin:.3em 0;padding-left:1.2em}
+.headline{background:#f4f8f4;border-left:4px solid #2e7d32;padding:.3em .9em;margin:.8em 0;
+font-size:1.02em}.headline p{margin:.35em 0}
+.cards{display:grid;grid-template-columns:repeat(auto-fill,minmax(340px,1fr));gap:.8em}
+.card{border:1px solid #ddd;padding:.4em .8em;font-size:.9em}.card h3{margin:.3em 0}
 .legend{background:#eef5ff;border-left:4px solid #3d7bd9;padding:.4em .8em;font-size:.92em}
 .supported{color:#1a7f37;font-weight:600}.not-supported{color:#c62828;font-weight:600}
 .partly{color:#b26a00;font-weight:600}
@@ -108,10 +115,36 @@ TIME_LEGEND = (
 )
 
 
-def page(title: str, body: str) -> str:
-    """The whole self-contained HTML document."""
+def warnings_box(warnings: Sequence[str]) -> str:
+    """The integrity warnings, listed at the top of the page (empty when there are none)."""
+    if not warnings:
+        return ""
+    items = "".join(f"<li class='warning'>{esc(w)}</li>" for w in warnings)
+    n = len(warnings)
+    return (f"<div class='warnings'><b>{n} integrity warning{'s' if n > 1 else ''}</b> — the "
+            f"files disagree or are damaged; read the figures below with this in mind:"
+            f"<ul>{items}</ul></div>")
+
+
+def page(title: str, body: str, warnings: Sequence[str] = (), lead: str = "") -> str:
+    """The whole self-contained HTML document: title, warnings, ``lead`` (a headline), the
+    time-label legend, then ``body``."""
     return (
         "<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>"
         f"<title>{esc(title)}</title><style>{CSS}</style></head><body>"
-        f"<h1>{esc(title)}</h1>{TIME_LEGEND}{body}</body></html>\n"
+        f"<h1>{esc(title)}</h1>{warnings_box(warnings)}{lead}{TIME_LEGEND}{body}</body></html>\n"
     )
+
+
+@dataclass
+class ReportPage:
+    """What a report builder returns: the page's title and body, the integrity warnings to list
+    at its top, and an optional lead (a headline) shown under them."""
+
+    title: str
+    body: str
+    warnings: list[str] = field(default_factory=list)
+    lead: str = ""
+
+    def html(self) -> str:
+        return page(self.title, self.body, self.warnings, self.lead)

@@ -11,10 +11,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from qnewton.reports.comparison import comparison_plots, comparison_table
 from qnewton.reports.figures import Plots
-from qnewton.reports.html import REPORT_NAME, esc, note, slug, table
+from qnewton.reports.html import REPORT_NAME, ReportPage, esc, note, slug, table
+from qnewton.reports.integrity import check_comparison_row, check_run
 from qnewton.reports.reading import (
     comparison_runs,
     load_comparison,
@@ -34,14 +36,19 @@ def verdict_html(verdict: Any) -> str:
     return f"<span class='{cls}'>{esc(s)}</span>" if cls else esc(s)
 
 
-def _comparison_section(sub_dir: Path, plots: Plots, notes: list[str]) -> str:
-    data = load_comparison(sub_dir)
-    runs = comparison_runs(sub_dir, data, notes)
+def _comparison_section(sub_dir: Path, plots: Plots, warnings: list[str]) -> str:
+    data = load_comparison(sub_dir, warnings)
+    runs = comparison_runs(sub_dir, data, warnings)
+    for row, run in runs:
+        if run is not None:
+            check_run(run)
+            warnings += [f"{row.get('run_dir')}: {w}" for w in run.warnings]
+            warnings += check_comparison_row(row, run, data.get("metric"))
     return comparison_table(data) + comparison_plots(data, runs, plots, main_only=True)
 
 
-def _sweep_section(sub_dir: Path, plots: Plots, notes: list[str]) -> str:
-    data = load_sweep(sub_dir)
+def _sweep_section(sub_dir: Path, plots: Plots, warnings: list[str]) -> str:
+    data = load_sweep(sub_dir, warnings)
     plots_html, cross_html = sweep_parts(data, plots)
     return cross_html + sweep_table(data) + plots_html
 
@@ -65,8 +72,9 @@ def _claims_table(claims: list[dict[str, Any]]) -> str:
                             "details"], rows, raw=True)
 
 
-def reproduce_report(d: Path) -> tuple[str, str]:
-    """(title, body) of the report of reproduction directory ``d``."""
+def reproduce_report(d: Path) -> ReportPage:
+    """The report of reproduction directory ``d``."""
+    warnings: list[str] = []
     data = read_required_json(d / "claims.json")
     claims = [c for c in data.get("claims", []) or [] if isinstance(c, dict)]
     parts = ["<h2>Claims</h2>", _claims_table(claims)]
@@ -79,15 +87,20 @@ def reproduce_report(d: Path) -> tuple[str, str]:
             sub_dir = d / rel
             parts.append(f"<h3>{esc(rel)}</h3>")
             if not (sub_dir / fname).is_file():
+                warnings.append(f"{rel}: no {fname} there; its plots are skipped.")
                 parts.append(note(f"{rel}: no {fname} there; its plots are skipped."))
                 continue
-            sub_notes: list[str] = []
+            sub_warnings: list[str] = []
             try:
-                body = draw_section(sub_dir, Plots(d, prefix=f"{slug(rel)}_"), sub_notes)
-            except (ValueError, OSError) as exc:
+                body = draw_section(sub_dir, Plots(d, prefix=f"{slug(rel)}_"), sub_warnings)
+            except ValueError as exc:
+                warnings.append(f"{rel}: could not be read ({exc}).")
                 parts.append(note(f"{rel}: could not be read ({exc})."))
                 continue
+            warnings += [f"{rel}: {w}" for w in sub_warnings]
             if (sub_dir / REPORT_NAME).is_file():
-                body = f"<p>Full report: <code>{esc(rel)}/{REPORT_NAME}</code></p>" + body
-            parts.append("".join(note(n) for n in sub_notes) + body)
-    return "qnewton reproduction report", "".join(parts)
+                href = esc(quote(f"{rel}/{REPORT_NAME}"))
+                body = (f"<p>Full report: <a href='{href}'><code>{esc(rel)}/{REPORT_NAME}</code>"
+                        "</a></p>" + body)
+            parts.append(body)
+    return ReportPage("qnewton reproduction report", "".join(parts), warnings)

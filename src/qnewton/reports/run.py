@@ -1,8 +1,9 @@
 """The report of one run directory (``config.json`` + ``steps.jsonl``, written by training).
 
-The page is a summary table, then every plot of :data:`~.run_plots.RUN_PLOTS` under its section,
-a per-block table after the Hessian plots, and the run's events. A comparison report reuses the
-same body for each of its runs (:func:`run_body`).
+The page is the integrity warnings (:mod:`.integrity`), a headline (:mod:`.headline`), a summary
+table, then every plot of :data:`~.run_plots.RUN_PLOTS` under its section, a per-block table
+after the Hessian plots, and the run's events. A comparison report links to each run's own
+report and shows its headline.
 """
 
 from __future__ import annotations
@@ -13,7 +14,19 @@ from pathlib import Path
 from typing import Any
 
 from qnewton.reports.figures import Plots
-from qnewton.reports.html import MEASURED, TOTAL, esc, fmt, kv_table, note, secs, table
+from qnewton.reports.headline import headline_html, run_headline
+from qnewton.reports.html import (
+    MEASURED,
+    TOTAL,
+    ReportPage,
+    esc,
+    fmt,
+    kv_table,
+    note,
+    secs,
+    table,
+)
+from qnewton.reports.integrity import check_run
 from qnewton.reports.reading import RunData, finite, load_run, total_of
 from qnewton.reports.run_plots import HESSIAN_BLOCKS, RUN_PLOTS, RUN_SECTIONS, RunSection
 
@@ -24,14 +37,9 @@ def run_summary(run: RunData) -> str:
     """The run's settings and final figures, every time labelled with its clock."""
     vals, source = run.final_values()
     parts = []
-    if "summary.json" in run.unreadable_files:
-        parts.append(note(
-            "summary.json is unreadable (see the note above): the figures below come from "
-            f"{source}; per-phase times are not available."))
-    elif run.summary is None:
-        parts.append(note(
-            "summary.json is missing (the run was killed or is still running): the figures below "
-            f"come from {source}; per-phase times are not available."))
+    if run.summary_problem is not None:
+        parts.append(f"<p>Figures from {esc(source)} (summary.json {esc(run.summary_problem)}; "
+                     "see the warnings at the top).</p>")
     metric = run.metric
     metric_key = f"test_{metric}" if metric else None
     hw = run.hardware
@@ -45,7 +53,10 @@ def run_summary(run: RunData) -> str:
     for key in ("epochs", "batch_size", "seed", "curvature", "policy", "qlsa", "readout"):
         if key in run.cfg:
             pairs.append((f"config: {key}", fmt(run.cfg[key]) if run.cfg[key] is not None
-                          else "—"))
+                          else "— (the optimizer's or task's default)"))
+    used = sorted({str(s["policy"]) for s in run.solves if s.get("policy")})
+    if used:
+        pairs.append(("routing policy used (solves.jsonl)", ", ".join(used)))
     if run.config.get("learning_rate") is not None:
         pairs.append(("learning rate", fmt(run.config["learning_rate"])))
     if metric_key:
@@ -100,7 +111,7 @@ def block_table(run: RunData) -> str:
 
 def events_table(run: RunData, limit: int = EVENTS_SHOWN) -> str:
     if "events.jsonl" in run.unreadable_files:
-        return "<p>Events not shown: events.jsonl is unreadable (see the note above).</p>"
+        return "<p>Events not shown: events.jsonl is unreadable (see the warnings at the top).</p>"
     if not run.events:
         return "<p>No events recorded.</p>"
     rows = []
@@ -126,7 +137,7 @@ def _section(run: RunData, section: RunSection, plots: Plots) -> str:
     entries = [p for p in RUN_PLOTS.values() if p.section == section]
     if section.needs_solves and not run.solves:
         skipped = _join_titles([p.title for p in entries]) if entries else "its"
-        why = ("unreadable, see the note above" if "solves.jsonl" in run.unreadable_files
+        why = ("unreadable, see the warnings" if "solves.jsonl" in run.unreadable_files
                else "empty or absent")
         return note(f"No Hessian solves recorded (solves.jsonl {why}; optimizer "
                     f"{run.optimizer}): {skipped} plots skipped.")
@@ -150,7 +161,19 @@ def run_body(run: RunData, plots: Plots, level: int = 2) -> str:
     return "".join(parts)
 
 
-def run_report(d: Path) -> tuple[str, str]:
-    """(title, body) of the report of run directory ``d``; plots are written into ``d``."""
+def load_checked_run(d: Path) -> RunData:
+    """The run in ``d`` with its integrity checked (warnings in ``run.warnings``)."""
     run = load_run(d)
-    return f"qnewton run report — {d.name}", run_body(run, Plots(d))
+    check_run(run)
+    return run
+
+
+def run_page(run: RunData) -> ReportPage:
+    """The report page of a loaded, checked run; plots are written into its directory."""
+    return ReportPage(f"qnewton run report — {run.path.name}", run_body(run, Plots(run.path)),
+                      list(run.warnings), headline_html(run_headline(run)))
+
+
+def run_report(d: Path) -> ReportPage:
+    """The report of run directory ``d``; plots are written into ``d``."""
+    return run_page(load_checked_run(d))

@@ -21,7 +21,7 @@ from qnewton.reports.figures import (
     new_figure,
     spans_decades,
 )
-from qnewton.reports.html import esc, fmt, kv_table, note, secs, table
+from qnewton.reports.html import ReportPage, esc, fmt, kv_table, note, secs, table
 from qnewton.reports.reading import finite, load_sweep, quantum_share
 
 
@@ -212,9 +212,10 @@ def sweep_table(data: dict[str, Any]) -> str:
                   "run dir"], rows)
 
 
-def sweep_report(d: Path) -> tuple[str, str]:
-    """(title, body) of the report of sweep directory ``d``."""
-    data = load_sweep(d)
+def sweep_report(d: Path) -> ReportPage:
+    """The report of sweep directory ``d``."""
+    warnings: list[str] = []
+    data = load_sweep(d, warnings)
     base = data.get("baseline") if isinstance(data.get("baseline"), dict) else None
     parts = [kv_table([
         ("task", data.get("task", "—")), ("swept parameter", data.get("param", "—")),
@@ -230,4 +231,4 @@ def sweep_report(d: Path) -> tuple[str, str]:
     parts.append("<h2>Rows</h2>" + sweep_table(data))
     parts.append("<h2>Plots</h2>" + plots_html)
     title = f"qnewton sweep report — {data.get('param', '?')} on {data.get('task', d.name)}"
-    return title, "".join(parts)
+    return ReportPage(title, "".join(parts), warnings)

@@ -20,7 +20,7 @@ def _marker(kind: str) -> tuple[str, str]:
 def plot_kappa(run: RunData, plots: Plots) -> str:
     blocks = run.blocks()
     block_colors = dict(zip(blocks, colors(len(blocks)), strict=True))
-    fig, ax = new_figure(width=8.5, height=4.6)
+    fig, ax = new_figure(width=9.5, height=4.6)
     kinds_seen: set[str] = set()
     skipped = 0
     n_exact = 0
@@ -53,7 +53,8 @@ def plot_kappa(run: RunData, plots: Plots) -> str:
                 for k in sorted(kinds_seen)]
     if n_exact:
         handles.append(Line2D([], [], ls="--", marker="x", color="gray", label="exact κ"))
-    ax.legend(handles=handles, fontsize=7, loc="best")
+    # outside the axes: κ of many blocks fills the plot, a legend inside would hide some
+    ax.legend(handles=handles, fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     cap = ("estimated κ per block (marker: upper bound ▼ / lower bound ▲ / exact ● / estimate ■) "
            "and exact κ (dashed, ×) where it was computed.")
     out = plots.save(fig, "kappa.png", cap)

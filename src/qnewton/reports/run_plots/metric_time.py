@@ -42,4 +42,7 @@ def plot_metric_time(run: RunData, plots: Plots) -> str:
            "cumulative measured seconds; two different clocks, drawn on one axis for comparison.")
     if dropped:
         cap += f" Log x axis: {dropped} point(s) at 0 s not shown."
+    if tot and tot == mea:
+        cap += (" Total = measured at every evaluation (nothing was emulated or modeled), so "
+                "the two lines coincide.")
     return plots.save(fig, "metric_time.png", cap)

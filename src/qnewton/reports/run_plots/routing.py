@@ -37,6 +37,8 @@ def plot_routing(run: RunData, plots: Plots) -> str:
     cmap = ListedColormap([NONE_COLOR, CLASSICAL_COLOR, QUANTUM_COLOR])
     ax.imshow(grid, cmap=cmap, vmin=-0.5, vmax=2.5, aspect="auto", interpolation="nearest",
               extent=(s0 - 0.5, s1 + 0.5, len(blocks) - 0.5, -0.5))
+    for i in range(1, len(blocks)):  # white lines between the blocks' rows
+        ax.axhline(i - 0.5, color="white", lw=1.5)
     if retry:
         ax.scatter(*zip(*retry, strict=True), marker="o", facecolors="none", edgecolors="black",
                    s=40, linewidths=1.4)

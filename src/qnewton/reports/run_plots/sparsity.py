@@ -21,7 +21,7 @@ def _last_per_step(rows: list[dict[str, Any]], key: str) -> list[tuple[int, floa
 
 def plot_sparsity(run: RunData, plots: Plots) -> str:
     blocks = run.blocks()
-    fig, (ax1, ax2) = new_figure(2, width=10)
+    fig, (ax1, ax2) = new_figure(2, width=10, height=4.2 + 0.2 * ((len(blocks) + 5) // 6))
     any_d = any_n = False
     all_d: list[float] = []
     all_n: list[float] = []
@@ -46,6 +46,12 @@ def plot_sparsity(run: RunData, plots: Plots) -> str:
         if spans_decades(vals, 1.5):
             ax.set_yscale("log")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7, title="block", title_fontsize=7)
-    return plots.save(fig, "sparsity.png", "row sparsity d and dimension N of the matrix actually "
-                      "solved, per block and step.")
+    # one legend for both panels, below them, so that it never covers a line
+    handles, labels = ax1.get_legend_handles_labels() if any_d else \
+        ax2.get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside lower center", ncols=min(6, len(labels)),
+               fontsize=7, title="block", title_fontsize=7, frameon=False)
+    cap = "row sparsity d and dimension N of the matrix actually solved, per block and step."
+    if all_d and all_d == all_n:
+        cap += " d = N throughout: every block was solved as a dense matrix (the panels agree)."
+    return plots.save(fig, "sparsity.png", cap)
