@@ -24,8 +24,14 @@ def plot_kappa(run: RunData, plots: Plots) -> str:
     kinds_seen: set[str] = set()
     skipped = 0
     n_exact = 0
+    not_estimated: dict[str, int] = {}
     for b in blocks:
         rows = run.solves_of(b)
+        for s in rows:  # decided without κ: a classical-only policy, a guaranteed rejection, ...
+            if s.get("kappa_kind") == "not-estimated":
+                reason = str(s.get("quantum_rejection") or s.get("kappa_method") or "unknown")
+                not_estimated[reason] = not_estimated.get(reason, 0) + 1
+        rows = [s for s in rows if s.get("kappa_kind") != "not-estimated"]
         for kind in sorted({str(s.get("kappa_kind", "estimate")) for s in rows}):
             pts = [(solve_step(s), finite(s.get("kappa"))) for s in rows
                    if str(s.get("kappa_kind", "estimate")) == kind]
@@ -40,8 +46,13 @@ def plot_kappa(run: RunData, plots: Plots) -> str:
         if exact:
             n_exact += len(exact)
             ax.plot(*zip(*exact, strict=True), "x--", color=block_colors[b], lw=1, ms=6)
+    without = ""
+    if not_estimated:
+        without = note(f"{sum(not_estimated.values())} solve(s) decided without a κ estimate ("
+                       + ", ".join(f"{k}: {v}" for k, v in sorted(not_estimated.items()))
+                       + "): κ could not change their decision.")
     if not kinds_seen and not n_exact:
-        return note("κ plot skipped: no finite positive κ in solves.jsonl.")
+        return note("κ plot skipped: no finite positive κ in solves.jsonl.") + without
     ax.set_yscale("log")
     ax.set_xlabel("optimizer step")
     ax.set_ylabel("condition number κ")
@@ -62,4 +73,4 @@ def plot_kappa(run: RunData, plots: Plots) -> str:
         out += note("No exact κ recorded (kappa_exact absent or null): only estimates shown.")
     if skipped:
         out += note(f"{skipped} κ estimate(s) not finite or not positive: not plotted.")
-    return out
+    return out + without
