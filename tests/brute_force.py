@@ -42,3 +42,13 @@ def mean_loss_gradient(model, x, y, params):
     """∇ of the mean cross-entropy w.r.t. the flattened ``params``."""
     grads = torch.autograd.grad(nn.functional.cross_entropy(model(x), y), params)
     return torch.cat([g.reshape(-1) for g in grads])
+
+
+def closure_for(model, x, y, with_outputs=False):
+    """The optimizer's closure for a cross-entropy classifier: per-sample losses (and outputs)."""
+    def closure():
+        out = model(x)
+        losses = nn.functional.cross_entropy(out, y, reduction="none")
+        return (losses, out) if with_outputs else losses
+
+    return closure

@@ -16,10 +16,7 @@ from qnewton.curvature import (
     flatten_block,
     unflatten_block,
 )
-from qnewton.curvature import fisher as fisher_kind
-from qnewton.curvature import ggn as ggn_kind
-from qnewton.curvature import ggn_mc as ggn_mc_kind
-from qnewton.curvature.per_sample import per_sample_rows
+from qnewton.curvature.per_sample import engine, per_sample_rows
 
 DT = torch.float64
 
@@ -204,7 +201,7 @@ def fisher(model, x, y, grouping: str = "tensor", fast_only: bool = False, monke
         def refuse(*args, **kwargs):
             raise AssertionError("the generic per-sample path was taken")
 
-        monkeypatch.setattr(fisher_kind, "seeded_rows", refuse)
+        monkeypatch.setattr(engine, "seeded_rows", refuse)
     res = compute_curvature(losses, blocks, CurvatureConfig(kind="fisher"))
     return blocks, res
 
@@ -261,12 +258,10 @@ def curvature(kind, model, x, y, grouping="tensor", generic: str | None = None,
     blocks = blocks_from_module(model, grouping)
     out = model(x)
     if generic == "refuse":
-        module = {"ggn": ggn_kind, "ggn-mc": ggn_mc_kind, "fisher": fisher_kind}[kind]
-
         def refuse(*args, **kwargs):
             raise AssertionError("the generic per-sample path was taken")
 
-        monkeypatch.setattr(module, "seeded_rows", refuse)
+        monkeypatch.setattr(engine, "seeded_rows", refuse)
     res = compute_curvature(ce(out, y), blocks, CurvatureConfig(kind=kind, **cfg), outputs=out)
     return blocks, res
 

@@ -19,8 +19,7 @@ from qnewton import curvature as C
 from qnewton.bench import suite
 from qnewton.bench.cli import parse_cases
 from qnewton.bench.release import release_block_direction
-from qnewton.curvature import fisher as fisher_kind
-from qnewton.curvature.per_sample import per_sample_rows
+from qnewton.curvature.per_sample import engine, per_sample_rows
 from qnewton.registry import Registry
 from qnewton.solvers import MachineRates
 
@@ -658,7 +657,7 @@ def _factors(model, x, y, use_bn, fast, monkeypatch):
     refused = []
     with monkeypatch.context() as m:
         if not fast:  # the Fisher kind then takes the generic path for every block
-            m.setattr(fisher_kind, "per_sample_rows",
+            m.setattr(engine, "per_sample_rows",
                       lambda *a, **k: refused.append(1) or set())
         res = C.compute_curvature(losses, blocks, C.CurvatureConfig(kind="fisher"))
     assert len(refused) == (0 if fast else 1)

@@ -22,6 +22,7 @@ from per_sample_fixtures import (
 
 from qnewton.curvature import CURVATURES, CurvatureConfig, blocks_from_module, compute_curvature
 from qnewton.curvature import ggn_mc as ggn_mc_kind
+from qnewton.curvature.per_sample import engine
 
 
 @pytest.mark.parametrize("name", ["cnn", "conv1d", "conv2d-groups-nobias", "embedding-padding",
@@ -72,7 +73,7 @@ def test_ggn_mc_rows_are_sampled_ggn_rows(generic, monkeypatch):
     """The fast and the generic path both give the rows J_sᵀ R_s z_s of the kind's own draw."""
     model, x, y = make_case("cnn")
     if generic is None:  # the generic path for every block
-        monkeypatch.setattr(ggn_mc_kind, "per_sample_rows", lambda *a, **k: set())
+        monkeypatch.setattr(engine, "per_sample_rows", lambda *a, **k: set())
     blocks, res = curvature("ggn-mc", model, x, y, generic=generic, monkeypatch=monkeypatch,
                             seed=7)
     assert res.num_outputs == 3

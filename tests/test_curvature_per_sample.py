@@ -32,8 +32,7 @@ from qnewton.curvature import (
     compute_curvature,
     flatten_block,
 )
-from qnewton.curvature import fisher as fisher_kind
-from qnewton.curvature.per_sample import NODE_HANDLERS, check_rows, per_sample_rows
+from qnewton.curvature.per_sample import NODE_HANDLERS, check_rows, engine, per_sample_rows
 from qnewton.curvature.per_sample.handlers import handlers_by_node_type
 
 # --------------------------------------------------------------------------------------------
@@ -133,13 +132,13 @@ def test_batch_norm_in_training_mode_is_caught_by_the_check(monkeypatch):
     x, y = images(8, channels=1, size=8), torch.randint(0, 3, (8,))
     assert fast_blocks(model, x, y) == {"c2.weight", "c2.bias", "head.weight", "head.bias"}
     generic: list[str] = []
-    real = fisher_kind.seeded_rows
+    real = engine.seeded_rows
 
     def spy(root, seeds, s, rest, *args):
         generic.extend(b.name for b in rest)
         return real(root, seeds, s, rest, *args)
 
-    monkeypatch.setattr(fisher_kind, "seeded_rows", spy)
+    monkeypatch.setattr(engine, "seeded_rows", spy)
     blocks, res = fisher(model, x, y)
     assert set(generic) == {"c1.weight", "c1.bias", "bn.weight", "bn.bias"}
     for block, cb in zip(blocks, res.blocks, strict=True):

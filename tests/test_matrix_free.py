@@ -5,7 +5,7 @@ import dataclasses
 
 import pytest
 import torch
-from brute_force import brute_force_curvature, mean_loss_gradient
+from brute_force import brute_force_curvature, closure_for, mean_loss_gradient
 from torch import nn
 
 from qnewton import QNewton
@@ -36,15 +36,6 @@ def tiny_problem(seed=1, n=10):
     x = torch.randn(n, 3, dtype=DT)
     y = torch.randint(0, 2, (n,))
     return model, x, y
-
-
-def closure_for(model, x, y, with_outputs=False):
-    def closure():
-        out = model(x)
-        losses = nn.functional.cross_entropy(out, y, reduction="none")
-        return (losses, out) if with_outputs else losses
-
-    return closure
 
 
 def matrix_free_blocks(kind, model, x, y, grouping="tensor"):

@@ -2,6 +2,7 @@ import copy
 
 import pytest
 import torch
+from brute_force import brute_force_curvature, closure_for
 from torch import nn
 
 from qnewton import QNewton
@@ -18,15 +19,6 @@ def make_problem(seed=0, n=96):
     torch.manual_seed(seed)
     model = nn.Sequential(nn.Linear(4, 6), nn.Tanh(), nn.Linear(6, 3))
     return model, x, y
-
-
-def closure_for(model, x, y, with_outputs=False):
-    def closure():
-        out = model(x)
-        losses = nn.functional.cross_entropy(out, y, reduction="none")
-        return (losses, out) if with_outputs else losses
-
-    return closure
 
 
 def mean_loss(model, x, y):
@@ -204,39 +196,6 @@ def test_factor_blocks_too_big_for_dense_solvers_use_woodbury_or_fall_back():
     assert not [e for e in with_woodbury.ledger.events if e["kind"] == "no-solver"]
 
 
-def brute_force_block(kind, model, x, y, params):
-    """The curvature of the mean loss w.r.t. the flattened ``params``, the slow obvious way."""
-    flat = torch.cat([p.detach().reshape(-1) for p in params])
-    sizes = [p.numel() for p in params]
-    names = {id(p): n for n, p in model.named_parameters()}
-
-    def outputs_at(theta, xs):
-        pieces = dict(zip([names[id(p)] for p in params],
-                          [t.view(p.shape) for t, p in zip(theta.split(sizes), params,
-                                                           strict=True)], strict=True))
-        return torch.func.functional_call(model, pieces, (xs,))
-
-    def mean_loss_at(theta):
-        return nn.functional.cross_entropy(outputs_at(theta, x), y)
-
-    if kind == "hessian":
-        return torch.autograd.functional.hessian(mean_loss_at, flat)
-    total = torch.zeros(flat.numel(), flat.numel(), dtype=torch.float64)
-    for i in range(x.shape[0]):
-        xi, yi = x[i : i + 1], y[i : i + 1]
-        if kind == "fisher":
-            g = torch.autograd.functional.jacobian(
-                lambda t, xi=xi, yi=yi: nn.functional.cross_entropy(outputs_at(t, xi), yi), flat)
-            total += torch.outer(g, g)
-        else:  # ggn: J_sᵀ H_s J_s
-            jac = torch.autograd.functional.jacobian(lambda t, xi=xi: outputs_at(t, xi)[0], flat)
-            out = outputs_at(flat, xi)[0].detach()
-            h_out = torch.autograd.functional.hessian(
-                lambda o, yi=yi: nn.functional.cross_entropy(o[None], yi), out)
-            total += jac.T @ h_out @ jac
-    return total / x.shape[0]
-
-
 @pytest.mark.parametrize("kind", ["hessian", "ggn", "fisher"])
 def test_step_equals_the_dense_newton_step_block_by_block(kind):
     torch.manual_seed(1)
@@ -249,7 +208,7 @@ def test_step_equals_the_dense_newton_step_block_by_block(kind):
     blocks = {"0": [model[0].weight, model[0].bias], "2": [model[2].weight, model[2].bias]}
     expected = {}
     for name, params in blocks.items():
-        h = brute_force_block(kind, model, x, y, params)
+        h = brute_force_curvature(kind, model, x, y, params)
         model.zero_grad()
         nn.functional.cross_entropy(model(x), y).backward()
         g = torch.cat([p.grad.reshape(-1) for p in params])

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from qnewton.curvature.autograd import seeded_rows
 from qnewton.curvature.kind import BuildInputs, CurvatureKind
-from qnewton.curvature.per_sample import per_sample_rows
+from qnewton.curvature.per_sample import factor_rows
 from qnewton.curvature.representation import CurvatureBlock, FactorBlock
 
 
@@ -36,18 +35,7 @@ class FisherCurvature(CurvatureKind):
         losses, config = inputs.losses, inputs.config
         s = losses.numel()
         todo = [b for b, ok in zip(inputs.blocks, inputs.built, strict=True) if ok]
-        factors = {
-            id(b): torch.empty((s, b.numel), dtype=config.dtype, device=b.params[0].device)
-            for b in todo
-        }
-        if todo:
-            seeds = [torch.ones_like(losses)]
-            fast = per_sample_rows(losses, seeds, s, todo, factors, config)
-            rest = [b for b in todo if id(b) not in fast]
-            if rest:
-                n_total = sum(b.numel for b in rest)
-                seeded_rows(losses, seeds, s, rest, factors, config.dtype, config.chunk_size,
-                            n_total * losses.element_size())
+        factors = factor_rows(losses, [torch.ones_like(losses)], s, todo, config)
         return [
             FactorBlock(b.name, "fisher", factors[id(b)], scale=1.0 / s) if ok else None
             for b, ok in zip(inputs.blocks, inputs.built, strict=True)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import torch
 
-from qnewton.curvature.autograd import BatchedVJP, seeded_rows
+from qnewton.curvature.autograd import BatchedVJP
 from qnewton.curvature.kind import BuildInputs, CurvatureKind
-from qnewton.curvature.per_sample import per_sample_rows
+from qnewton.curvature.per_sample import factor_rows
 from qnewton.curvature.representation import CurvatureBlock, FactorBlock
 
 
@@ -71,17 +71,7 @@ class GGNCurvature(CurvatureKind):
         # row s·C + j of the factor is J_sᵀ R_s[:, j]: the per-sample gradient of ⟨seed_j, outputs⟩
         # with seed_j[s] = R_s[:, j]; one backward pass per j on the fast path
         seeds = [sqrt_h[:, :, j].to(outputs.dtype).reshape(outputs.shape) for j in range(c)]
-        m = s * c
-        factors = {
-            id(b): torch.empty((m, b.numel), dtype=config.dtype, device=b.params[0].device)
-            for b in todo
-        }
-        fast = per_sample_rows(outputs, seeds, s, todo, factors, config)
-        rest = [b for b in todo if id(b) not in fast]
-        if rest:
-            n_total = sum(b.numel for b in rest)
-            seeded_rows(outputs, seeds, s, rest, factors, config.dtype, config.chunk_size,
-                        max(n_total, m) * outputs.element_size())
+        factors = factor_rows(outputs, seeds, s, todo, config, min_row_elements=s * c)
         return [
             FactorBlock(b.name, "ggn", factors[id(b)], scale=1.0 / s) if ok else None
             for b, ok in zip(inputs.blocks, inputs.built, strict=True)

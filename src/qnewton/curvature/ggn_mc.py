@@ -15,10 +15,9 @@ import hashlib
 
 import torch
 
-from qnewton.curvature.autograd import seeded_rows
 from qnewton.curvature.ggn import loss_hessian_sqrt
 from qnewton.curvature.kind import BuildInputs, CurvatureKind
-from qnewton.curvature.per_sample import per_sample_rows
+from qnewton.curvature.per_sample import factor_rows
 from qnewton.curvature.representation import CurvatureBlock, FactorBlock
 
 
@@ -67,16 +66,7 @@ class MonteCarloGGNCurvature(CurvatureKind):
         z = draw_directions(outputs, s, c, config.seed, config.dtype)
         v = torch.einsum("sij,sj->si", sqrt_h, z)  # v_s = R_s z_s
         seeds = [v.to(outputs.dtype).reshape(outputs.shape)]
-        factors = {
-            id(b): torch.empty((s, b.numel), dtype=config.dtype, device=b.params[0].device)
-            for b in todo
-        }
-        fast = per_sample_rows(outputs, seeds, s, todo, factors, config)
-        rest = [b for b in todo if id(b) not in fast]
-        if rest:
-            n_total = sum(b.numel for b in rest)
-            seeded_rows(outputs, seeds, s, rest, factors, config.dtype, config.chunk_size,
-                        max(n_total, s * c) * outputs.element_size())
+        factors = factor_rows(outputs, seeds, s, todo, config, min_row_elements=s * c)
         return [
             FactorBlock(b.name, "ggn-mc", factors[id(b)], scale=1.0 / s) if ok else None
             for b, ok in zip(inputs.blocks, inputs.built, strict=True)

@@ -13,8 +13,9 @@
 Fused recurrent kernels (GRU, LSTM) and everything else without a handler take the generic path.
 """
 
-from qnewton.curvature.per_sample.engine import check_rows, per_sample_rows
+from qnewton.curvature.per_sample.engine import check_rows, factor_rows, per_sample_rows
 from qnewton.curvature.per_sample.handler import NodeHandler, Unsupported
 from qnewton.curvature.per_sample.handlers import NODE_HANDLERS
 
-__all__ = ["NODE_HANDLERS", "NodeHandler", "Unsupported", "check_rows", "per_sample_rows"]
+__all__ = ["NODE_HANDLERS", "NodeHandler", "Unsupported", "check_rows", "factor_rows",
+           "per_sample_rows"]

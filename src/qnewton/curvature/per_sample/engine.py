@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from qnewton.curvature.autograd import BatchedVJP, flat_rows, sample_seeds
+from qnewton.curvature.autograd import BatchedVJP, flat_rows, sample_seeds, seeded_rows
 from qnewton.curvature.memory import DEFAULT_CHUNK_BYTES, element_size
 from qnewton.curvature.params import ParamBlock
 from qnewton.curvature.per_sample.graph import Use, parameter_uses
@@ -203,3 +203,26 @@ def _checked(root: torch.Tensor, seeds: Sequence[torch.Tensor], s: int,
         if not bool((err > tol * scale + torch.finfo(config.dtype).tiny).any()):
             passed.add(id(b))
     return passed
+
+
+def factor_rows(root: torch.Tensor, seeds: Sequence[torch.Tensor], num_samples: int,
+                todo: Sequence[ParamBlock], config: CurvatureConfig,
+                min_row_elements: int = 0) -> dict[int, torch.Tensor]:
+    """The ``(S·P, N)`` factor of every block in ``todo`` (P = ``len(seeds)``; row ``s·P + j``
+    is sample s's gradient of ``⟨seeds[j], root⟩``): the one-pass fast path where handlers
+    understand the block, the generic path for the rest. ``min_row_elements`` sizes the generic
+    path's chunks (its seeds are ``root``-shaped rows, which can be wider than the block)."""
+    rows = num_samples * len(seeds)
+    factors = {
+        id(b): torch.empty((rows, b.numel), dtype=config.dtype, device=b.params[0].device)
+        for b in todo
+    }
+    if not todo:
+        return factors
+    fast = per_sample_rows(root, seeds, num_samples, todo, factors, config)
+    rest = [b for b in todo if id(b) not in fast]
+    if rest:
+        width = max(sum(b.numel for b in rest), min_row_elements)
+        seeded_rows(root, seeds, num_samples, rest, factors, config.dtype, config.chunk_size,
+                    width * root.element_size())
+    return factors
