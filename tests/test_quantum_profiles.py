@@ -47,7 +47,8 @@ def test_paper_preset_is_gate_counting_without_overheads():
 
 def test_registry_order_and_names():
     assert HARDWARE_PROFILES.names() == ("paper", "surface-code", "surface-code-optimistic",
-                                         "trapped-ion")
+                                         "trapped-ion", "qdk-surface-code",
+                                         "qdk-surface-code-optimistic", "qdk-trapped-ion")
     for name, prof in HARDWARE_PROFILES.items():
         assert prof.name == name and prof.description
 
@@ -71,7 +72,9 @@ def test_unknown_profile_lists_registered_names():
     with pytest.raises(UnknownNameError) as info:
         get_profile("quantum-annealer")
     assert str(info.value) == ("hardware must be one of paper, surface-code, "
-                               "surface-code-optimistic, trapped-ion; got 'quantum-annealer'")
+                               "surface-code-optimistic, trapped-ion, qdk-surface-code, "
+                               "qdk-surface-code-optimistic, qdk-trapped-ion; "
+                               "got 'quantum-annealer'")
 
 
 @pytest.mark.parametrize(
@@ -134,3 +137,20 @@ def test_profile_from_dict():
         profile_from_dict({"base": "paper", "name": ""})
     with pytest.raises(ValueError, match="mapping"):
         profile_from_dict([("name", "x")])
+
+
+def test_qdk_profiles_carry_their_twin_s_assumptions_and_a_preset():
+    # each qdk-* profile sends the same logical counts as its twin, on the matching qdk preset
+    presets = {"surface-code": "qubit_gate_ns_e3", "surface-code-optimistic": "qubit_gate_ns_e4",
+               "trapped-ion": "qubit_gate_us_e3"}
+    fields = ("t_2q_s", "t_meas_s", "physical_error_rate", "error_budget", "bits_per_entry",
+              "charge_loading", "default_readout")
+    for twin, preset in presets.items():
+        ours, theirs = HARDWARE_PROFILES[twin], HARDWARE_PROFILES[f"qdk-{twin}"]
+        assert theirs.kind == "qdk-estimator" and theirs.qdk_qubit_params == preset
+        assert all(getattr(ours, f) == getattr(theirs, f) for f in fields)
+
+
+def test_qdk_profile_needs_a_known_preset():
+    with pytest.raises(ValueError, match="^qdk_qubit_params must be one of .*qubit_gate_ns_e3"):
+        get_profile("qdk-surface-code", qdk_qubit_params="qubit_gate_xx")

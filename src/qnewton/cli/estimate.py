@@ -12,6 +12,7 @@ import math
 from typing import Any
 
 from qnewton.cli.errors import CLIError
+from qnewton.experiments.estimators import estimator_table, format_estimator_table
 from qnewton.quantum import ATTOSECOND, HARDWARE_PROFILES, QLSA_MODELS, get_profile
 from qnewton.scheduling import (
     DEFAULT_SOLVERS,
@@ -55,6 +56,10 @@ def add_arguments(est: argparse.ArgumentParser) -> None:
                      help=f"comma-separated classical solvers to choose from, among "
                      f"{', '.join(SOLVERS)}")
     est.add_argument("--json", action="store_true", help="print one JSON object")
+    est.add_argument("--compare-estimator", action="store_true",
+                     help="print the qdk-vs-ours table for this system instead: one QLSA run "
+                     "on each fault-tolerant profile, by our model and by the qdk resource "
+                     "estimator (needs the quantum extra: pip install 'qnewton[quantum]')")
 
 
 def _positive_int(name: str, value: float) -> int:
@@ -145,6 +150,10 @@ def _print(report: dict[str, Any]) -> None:
           f"{report['quantum_seconds']:.4g} s")
     detail = {k: q[k] for k in ("seconds_per_query", "runs", "loading_seconds") if k in q}
     print("  " + ", ".join(f"{k}={v:.4g}" for k, v in detail.items()))
+    if q.get("code_distance") is not None:
+        print(f"  surface code ({q['estimator']}): code distance {q['code_distance']}, "
+              f"{q['logical_qubits']:,} logical qubits, {q['physical_qubits']:,} physical "
+              f"qubits incl. {q['factories']} magic-state factories")
     print(f"Classical, {report['classical_seconds_kind']}:")
     allowed = set(report["allowed_solvers"])
     for name, seconds in sorted(report["classical_seconds"].items(), key=lambda kv: kv[1]):
@@ -155,7 +164,25 @@ def _print(report: dict[str, Any]) -> None:
           f"{report['speedup_quantum_over_classical']:.3g})")
 
 
+def compare_report(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """``estimate --compare-estimator``: the qdk-vs-ours rows for the system of ``args``."""
+    n = _positive_int("n", args.n)
+    d = _positive_int("d", args.d)
+    if d > n:
+        raise CLIError(f"--d must be <= --n (a row has at most N nonzeros); got d={d}, n={n}")
+    return estimator_table(n, d, args.kappa, args.eps, alpha=args.alpha, qlsa=args.qlsa)
+
+
 def run(args: argparse.Namespace) -> int:
+    if args.compare_estimator:
+        rows = compare_report(args)
+        if args.json:
+            print(json.dumps(rows))
+        else:
+            print(f"One QLSA run ({args.qlsa}), N={args.n:g}, d={args.d:g}, "
+                  f"kappa={args.kappa:g}, eps={args.eps:g}: modeled runtimes")
+            print(format_estimator_table(rows))
+        return 0
     report = estimate_report(args)
     if args.json:
         print(json.dumps(report))

@@ -11,8 +11,13 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-from qnewton.quantum.fault_tolerant import FaultTolerantEstimate, fault_tolerant_estimate
+from qnewton.quantum.fault_tolerant import (
+    LOGICAL_CYCLES_PER_TOFFOLI,
+    FaultTolerantEstimate,
+    fault_tolerant_estimate,
+)
 from qnewton.quantum.profiles import HardwareProfile, index_bits
+from qnewton.quantum.qdk_estimator import qdk_estimate
 from qnewton.quantum.qlsa import check_qlsa_args, qlsa_queries
 from qnewton.quantum.readout import READOUT_MODES, readout_runs
 from qnewton.validation import check_choice, check_int, check_positive
@@ -51,6 +56,10 @@ class QuantumCost:
         n, d, kappa, eps, alpha: the inputs.
         toffolis_per_query, toffoli_seconds, code_distance, logical_qubits: fault-tolerant detail
             (``None`` for gate-count profiles).
+        physical_qubits, factories: physical qubits (algorithm and magic-state factories) and
+            factories of one run (``None`` for gate-count profiles).
+        estimator: who turned the logical counts into seconds: ``"qnewton"`` (our model),
+            ``"qdk:<preset>"`` (Microsoft's estimator), ``None`` for gate-count profiles.
     """
 
     queries: float
@@ -71,6 +80,9 @@ class QuantumCost:
     toffoli_seconds: float | None = None
     code_distance: int | None = None
     logical_qubits: int | None = None
+    physical_qubits: int | None = None
+    factories: int | None = None
+    estimator: str | None = None
     time_kind: str = field(default="modeled", init=False)
 
     def to_dict(self) -> dict[str, Any]:
@@ -97,6 +109,8 @@ def quantum_cost(
     * queries: :func:`~qnewton.quantum.qlsa.qlsa_queries` ``(qlsa, κ, ε, α)`` (§4.3);
     * seconds_per_query: gate-count profiles ``max(1, ⌈log₂N⌉) · gate_time_s``; fault-tolerant
       profiles ``Toffolis/query · Toffoli time`` (:func:`fault_tolerant_estimate`, §4.4);
+      ``"qdk-estimator"`` profiles the ``qdk`` estimator's runtime of one run / queries
+      (:func:`~qnewton.quantum.qdk_estimator.qdk_estimate`);
     * runs: :func:`readout_runs` for ``readout`` (default: the profile's ``default_readout``);
     * loading (only if ``profile.charge_loading``): ``(nnz·w + N·w_b)/8`` bytes (A's entries with
       column indices, w = bits_per_entry + ⌈log₂N⌉, plus b) at ``loading_bandwidth_bytes_per_s``,
@@ -116,12 +130,24 @@ def quantum_cost(
 
     q = qlsa_queries(qlsa, k, e, a)
     runs = readout_runs(n, mode, profile.readout_error)
-    ft: FaultTolerantEstimate | None = None
+    detail: dict[str, Any] = {}
     if profile.kind == "gate-count":
         per_query = max(1, index_bits(n)) * float(profile.gate_time_s)
+    elif profile.kind == "qdk-estimator":
+        qe = qdk_estimate(n, d, q, profile)
+        per_query = qe.runtime_seconds / q
+        detail = {"toffolis_per_query": qe.ccz_count / q,
+                  "toffoli_seconds": LOGICAL_CYCLES_PER_TOFFOLI * qe.logical_cycle_seconds,
+                  "code_distance": qe.code_distance, "logical_qubits": qe.logical_qubits,
+                  "physical_qubits": qe.physical_qubits, "factories": qe.factories,
+                  "estimator": qe.estimator}
     else:
-        ft = fault_tolerant_estimate(n, d, q, profile)
+        ft: FaultTolerantEstimate = fault_tolerant_estimate(n, d, q, profile)
         per_query = ft.seconds_per_query
+        detail = {"toffolis_per_query": ft.toffolis_per_query,
+                  "toffoli_seconds": ft.toffoli_seconds, "code_distance": ft.code_distance,
+                  "logical_qubits": ft.logical_qubits, "physical_qubits": ft.physical_qubits,
+                  "factories": ft.factories, "estimator": "qnewton"}
     solve = q * per_query * runs
     loading = 0.0
     if profile.charge_loading:
@@ -142,8 +168,5 @@ def quantum_cost(
         kappa=k,
         eps=e,
         alpha=a,
-        toffolis_per_query=None if ft is None else ft.toffolis_per_query,
-        toffoli_seconds=None if ft is None else ft.toffoli_seconds,
-        code_distance=None if ft is None else ft.code_distance,
-        logical_qubits=None if ft is None else ft.logical_qubits,
+        **detail,
     )

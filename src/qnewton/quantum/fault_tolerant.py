@@ -3,7 +3,9 @@
 The logical error model, the logical cycle time and the lattice-surgery layout are those of the
 Azure Resource Estimator's gate-based surface code (Beverland et al., "Assessing requirements to
 scale to practical quantum advantage", arXiv 2211.07629). Data access is a QROAM (Low,
-Kliuchnikov, Schaeffer, arXiv 1812.00954; Berry et al., arXiv 1902.02134). Every time here is a
+Kliuchnikov, Schaeffer, arXiv 1812.00954; Berry et al., arXiv 1902.02134). The error budget is
+split between logical errors and magic-state distillation, and the magic-state factories
+(:mod:`~qnewton.quantum.magic_states`) are counted in the physical qubits. Every time here is a
 **modeled** number of seconds.
 """
 
@@ -12,6 +14,12 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from qnewton.quantum.magic_states import (
+    PHYSICAL_QUBITS_PER_TILE_PER_D2,
+    SURFACE_CODE_PREFACTOR,
+    FactoryPlan,
+    plan_factories,
+)
 from qnewton.quantum.profiles import (
     SURFACE_CODE_THRESHOLD,
     HardwareProfile,
@@ -20,13 +28,21 @@ from qnewton.quantum.profiles import (
 )
 from qnewton.validation import check_int, check_open_unit, check_positive
 
-#: Prefactor A of the logical error rate A·(p/p_th)^((d+1)/2) per logical qubit per logical cycle
-#: (``crossingPrefactor`` = 0.03 of the Azure Resource Estimator's surface code, arXiv 2211.07629;
-#: fitted as in Fowler et al., arXiv 1208.0928, Eq. 11).
-SURFACE_CODE_PREFACTOR = 0.03
+# SURFACE_CODE_PREFACTOR, the prefactor A of the logical error rate A·(p/p_th)^((d+1)/2) per
+# logical qubit per logical cycle, is ``crossingPrefactor`` = 0.03 of the Azure Resource
+# Estimator's surface code (arXiv 2211.07629; fitted as in Fowler et al., arXiv 1208.0928, Eq. 11).
 #: Logical cycles per Toffoli: a CCZ is executed as three multi-qubit Pauli measurements of one
 #: logical cycle each (the Azure Resource Estimator's PSSPC schedule, arXiv 2211.07629).
 LOGICAL_CYCLES_PER_TOFFOLI = 3
+#: T states consumed per Toffoli (CCZ): 4 (Jones, arXiv 1212.5069; the estimator's
+#: ``numTstates`` = 4·``cczCount``, arXiv 2211.07629).
+T_STATES_PER_TOFFOLI = 4
+#: Share of the error budget given to logical (memory and Clifford) errors; the rest goes to
+#: magic-state distillation. The Azure Resource Estimator splits a single error budget equally
+#: among logical errors, T-state distillation and rotation synthesis, and between the first two
+#: when the algorithm has no arbitrary rotations (arXiv 2211.07629; its ``errorBudget``
+#: documentation). A QLSA on our Toffoli counts has no rotations: one half each.
+LOGICAL_BUDGET_SHARE = 0.5
 #: Extra logical qubits of the QLSA itself (block-encoding flag/ancilla qubits, adiabatic or
 #: filtering control qubits, Toffoli workspace). A round, documented number; no source gives one.
 QLSA_ANCILLA_QUBITS = 10
@@ -74,18 +90,23 @@ def toffolis_per_query(n: int, d: int, profile: HardwareProfile) -> float:
     return matrix + vector
 
 
-def logical_qubits(n: int, d: int, profile: HardwareProfile) -> int:
-    """Logical qubits of one QLSA run, including the surface-code layout overhead.
+def algorithmic_qubits(n: int, d: int, profile: HardwareProfile) -> int:
+    """Algorithmic logical qubits of one QLSA run, before the layout.
 
-    Algorithmic qubits ``Q_alg = ⌈√(N·d·w)⌉ + 2⌈log₂N⌉ + w + 10``: the QROAM's ≈√(N·d·w) work
-    qubits at its Toffoli-optimal block size, row and column index registers, the data register,
-    and :data:`QLSA_ANCILLA_QUBITS` further ancillas; then :func:`layout_qubits`.
+    ``Q_alg = ⌈√(N·d·w)⌉ + 2⌈log₂N⌉ + w + 10``: the QROAM's ≈√(N·d·w) work qubits at its
+    Toffoli-optimal block size, row and column index registers, the data register, and
+    :data:`QLSA_ANCILLA_QUBITS` further ancillas.
     """
     n = check_int("n", n, minimum=1)
     d = check_int("d", d, minimum=1)
     w = profile.entry_bits(n)
-    q_alg = math.ceil(math.sqrt(n * d * w)) + 2 * index_bits(n) + w + QLSA_ANCILLA_QUBITS
-    return layout_qubits(q_alg)
+    return math.ceil(math.sqrt(n * d * w)) + 2 * index_bits(n) + w + QLSA_ANCILLA_QUBITS
+
+
+def logical_qubits(n: int, d: int, profile: HardwareProfile) -> int:
+    """Logical qubits of one QLSA run after the surface-code layout:
+    :func:`layout_qubits` of :func:`algorithmic_qubits`."""
+    return layout_qubits(algorithmic_qubits(n, d, profile))
 
 
 def code_distance(
@@ -95,9 +116,9 @@ def code_distance(
 
     ``logical_error_rate(p, d) · (#logical qubits) · (#logical cycles) ≤ error_budget``; the same
     rule as the Azure Resource Estimator's "smallest odd d ≥ 2·log(A/P)/log(p_th/p) − 1" with
-    ``P = budget/(qubits·cycles)``. The whole budget goes to logical (memory/gate) errors;
-    magic-state factories are assumed to keep pace and are not counted. Raises ValueError if no
-    d ≤ :data:`MAX_CODE_DISTANCE` suffices.
+    ``P = budget/(qubits·cycles)``. ``error_budget`` is the share given to logical errors
+    (:func:`fault_tolerant_estimate` passes :data:`LOGICAL_BUDGET_SHARE` of the profile's).
+    Raises ValueError if no d ≤ :data:`MAX_CODE_DISTANCE` suffices.
     """
     p = check_physical_error_rate(physical_error_rate)
     q = check_int("n_logical_qubits", n_logical_qubits, minimum=1)
@@ -120,10 +141,18 @@ class FaultTolerantEstimate:
         toffolis_per_query: Toffolis per block-encoding query (:func:`toffolis_per_query`).
         logical_qubits: logical qubits incl. layout overhead (:func:`logical_qubits`).
         logical_cycles: logical cycles of one run = 3 · Toffolis per query · queries.
-        code_distance: surface-code distance (:func:`code_distance`).
+        code_distance: surface-code distance (:func:`code_distance`) for the logical share
+            :data:`LOGICAL_BUDGET_SHARE` of the error budget.
         logical_cycle_seconds: ``(4·t_2q + 2·t_meas)·code_distance``.
         toffoli_seconds: ``3 · logical_cycle_seconds``.
         seconds_per_query: ``toffolis_per_query · toffoli_seconds``.
+        t_states: T states of one run, ``4 · Toffolis``.
+        factories: magic-state factories running in parallel.
+        factory_physical_qubits: physical qubits of all factories.
+        algorithm_physical_qubits: ``logical_qubits · 2·code_distance²``.
+        physical_qubits: algorithm plus factories.
+        factory: the factory design and its schedule (:class:`~qnewton.quantum.magic_states.
+            FactoryPlan`).
     """
 
     toffolis_per_query: float
@@ -133,16 +162,26 @@ class FaultTolerantEstimate:
     logical_cycle_seconds: float
     toffoli_seconds: float
     seconds_per_query: float
+    t_states: float
+    factories: int
+    factory_physical_qubits: int
+    algorithm_physical_qubits: int
+    physical_qubits: int
+    factory: FactoryPlan
 
 
 def fault_tolerant_estimate(
     n: int, d: int, queries: float, profile: HardwareProfile
 ) -> FaultTolerantEstimate:
-    """Surface-code time per query for a fault-tolerant profile.
+    """Surface-code time per query and physical qubits for a fault-tolerant profile.
 
-    The code distance is chosen so that one complete QLSA run (``queries`` queries, i.e.
-    3·T·queries logical cycles on :func:`logical_qubits` qubits) fails with probability at most
-    ``profile.error_budget``. Toffolis are executed one after another (no Toffoli parallelism).
+    The profile's error budget for one complete QLSA run (``queries`` queries, i.e.
+    3·T·queries logical cycles on :func:`logical_qubits` qubits) is split: the share
+    :data:`LOGICAL_BUDGET_SHARE` bounds the logical failures and fixes the code distance, the rest
+    bounds the T states' errors (each of the 4·T·queries T states may fail with at most that
+    share / their number) and fixes the factory design
+    (:func:`~qnewton.quantum.magic_states.plan_factories`). Toffolis are executed one after
+    another (no Toffoli parallelism); enough factories run beside the algorithm to supply them.
     Inputs: N, row sparsity d, query count, a ``"fault-tolerant"`` profile. Times are modeled.
     """
     if profile.kind != "fault-tolerant":
@@ -150,9 +189,15 @@ def fault_tolerant_estimate(
     tof = toffolis_per_query(n, d, profile)
     qubits = logical_qubits(n, d, profile)
     cycles = LOGICAL_CYCLES_PER_TOFFOLI * tof * check_positive("queries", queries)
-    dist = code_distance(profile.physical_error_rate, qubits, cycles, profile.error_budget)
+    logical_budget = LOGICAL_BUDGET_SHARE * profile.error_budget
+    dist = code_distance(profile.physical_error_rate, qubits, cycles, logical_budget)
     cycle_s = logical_cycle_seconds(profile, dist)
     toffoli_s = LOGICAL_CYCLES_PER_TOFFOLI * cycle_s
+    t_states = T_STATES_PER_TOFFOLI * tof * queries
+    plan = plan_factories(profile.physical_error_rate, t_states,
+                          (profile.error_budget - logical_budget) / t_states,
+                          cycles * cycle_s, logical_cycle_seconds(profile, 1))
+    algorithm_qubits = qubits * PHYSICAL_QUBITS_PER_TILE_PER_D2 * dist * dist
     return FaultTolerantEstimate(
         toffolis_per_query=tof,
         logical_qubits=qubits,
@@ -161,4 +206,10 @@ def fault_tolerant_estimate(
         logical_cycle_seconds=cycle_s,
         toffoli_seconds=toffoli_s,
         seconds_per_query=tof * toffoli_s,
+        t_states=t_states,
+        factories=plan.copies,
+        factory_physical_qubits=plan.physical_qubits,
+        algorithm_physical_qubits=algorithm_qubits,
+        physical_qubits=algorithm_qubits + plan.physical_qubits,
+        factory=plan,
     )

@@ -36,8 +36,14 @@ SURFACE_CODE_THRESHOLD = 0.01
 
 #: ``"gate-count"``: ⌈log₂N⌉ gates per query, no error correction (the paper's model);
 #: ``"fault-tolerant"``: surface code with QROAM data access
-#: (:mod:`~qnewton.quantum.fault_tolerant`).
-PROFILE_KINDS = ("gate-count", "fault-tolerant")
+#: (:mod:`~qnewton.quantum.fault_tolerant`); ``"qdk-estimator"``: the same logical counts sent to
+#: Microsoft's ``qdk`` resource estimator (:mod:`~qnewton.quantum.qdk_estimator`, optional extra
+#: ``qnewton[quantum]``).
+PROFILE_KINDS = ("gate-count", "fault-tolerant", "qdk-estimator")
+#: The ``qdk`` estimator's gate-based qubit presets a ``"qdk-estimator"`` profile may start from
+#: (arXiv 2211.07629, Table I): ``ns`` 50 ns gates and 100 ns measurement, ``us`` 100 µs; ``e3``
+#: / ``e4`` Clifford error rates 1e-3 / 1e-4 (``qubit_gate_us_e3`` assumes T gates of error 1e-6).
+QDK_QUBIT_PRESETS = ("qubit_gate_ns_e3", "qubit_gate_ns_e4", "qubit_gate_us_e3", "qubit_gate_us_e4")
 
 
 def check_physical_error_rate(value: Any) -> float:
@@ -62,8 +68,12 @@ class HardwareProfile:
         gate_time_s: seconds per gate, gate-count profiles only (``None`` otherwise).
         t_2q_s: physical two-qubit gate time in seconds (fault-tolerant only).
         t_meas_s: physical measurement time in seconds (fault-tolerant only).
-        physical_error_rate: physical error rate p, 0 < p < 0.01 (fault-tolerant only).
-        error_budget: allowed logical failure probability of one QLSA run (fault-tolerant only).
+        physical_error_rate: physical error rate p, 0 < p < 0.01 (fault-tolerant and qdk).
+        error_budget: allowed failure probability of one QLSA run (fault-tolerant and qdk),
+            shared by logical errors and magic-state distillation.
+        qdk_qubit_params: the ``qdk`` qubit preset of a ``"qdk-estimator"`` profile, one of
+            :data:`QDK_QUBIT_PRESETS`; its gate time, measurement time and Clifford error rates
+            are replaced by this profile's ``t_2q_s``, ``t_meas_s`` and ``physical_error_rate``.
         bits_per_entry: data bits per stored matrix/vector entry (w_data).
         loading_bandwidth_bytes_per_s: classical bandwidth for loading A and b into the machine.
         charge_loading: whether the data-loading time is charged.
@@ -87,6 +97,7 @@ class HardwareProfile:
     charge_loading: bool = False
     default_readout: str = "state"
     readout_error: float = 0.1
+    qdk_qubit_params: str | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name:
@@ -99,6 +110,8 @@ class HardwareProfile:
             checked["t_2q_s"] = check_positive("t_2q_s", self.t_2q_s)
             checked["t_meas_s"] = check_positive("t_meas_s", self.t_meas_s)
             checked["physical_error_rate"] = check_physical_error_rate(self.physical_error_rate)
+        if self.kind == "qdk-estimator":
+            check_choice("qdk_qubit_params", self.qdk_qubit_params, QDK_QUBIT_PRESETS)
         checked["error_budget"] = check_open_unit("error_budget", self.error_budget)
         checked["bits_per_entry"] = check_int("bits_per_entry", self.bits_per_entry, minimum=1)
         checked["loading_bandwidth_bytes_per_s"] = check_positive(
@@ -178,6 +191,49 @@ for _preset in (
         physical_error_rate=1e-3,
         charge_loading=True,
         default_readout="vector",
+    ),
+    HardwareProfile(
+        name="qdk-surface-code",
+        kind="qdk-estimator",
+        description=(
+            "The surface-code profile's logical counts sent to the qdk resource estimator "
+            "(preset qubit_gate_ns_e3: 50 ns gates, 100 ns measurement, p 1e-3)."
+        ),
+        t_2q_s=50e-9,
+        t_meas_s=100e-9,
+        physical_error_rate=1e-3,
+        charge_loading=True,
+        default_readout="vector",
+        qdk_qubit_params="qubit_gate_ns_e3",
+    ),
+    HardwareProfile(
+        name="qdk-surface-code-optimistic",
+        kind="qdk-estimator",
+        description=(
+            "The surface-code-optimistic profile's logical counts sent to the qdk resource "
+            "estimator (preset qubit_gate_ns_e4: 50 ns gates, 100 ns measurement, p 1e-4)."
+        ),
+        t_2q_s=50e-9,
+        t_meas_s=100e-9,
+        physical_error_rate=1e-4,
+        charge_loading=True,
+        default_readout="vector",
+        qdk_qubit_params="qubit_gate_ns_e4",
+    ),
+    HardwareProfile(
+        name="qdk-trapped-ion",
+        kind="qdk-estimator",
+        description=(
+            "The trapped-ion profile's logical counts sent to the qdk resource estimator "
+            "(preset qubit_gate_us_e3: 100 µs gates and measurement, p 1e-3; its T gates have "
+            "error 1e-6, so its factories are smaller than ours)."
+        ),
+        t_2q_s=100e-6,
+        t_meas_s=100e-6,
+        physical_error_rate=1e-3,
+        charge_loading=True,
+        default_readout="vector",
+        qdk_qubit_params="qubit_gate_us_e3",
     ),
 ):
     HARDWARE_PROFILES.register(_preset.name, _preset)

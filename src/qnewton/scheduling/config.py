@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from qnewton.estimation.methods import KAPPA_METHODS, KappaPolicy
 from qnewton.quantum import QLSA_MODELS, READOUT_MODES, HardwareProfile
 from qnewton.quantum.backends import QLSA_BACKENDS
+from qnewton.quantum.qdk_estimator import require_qdk
 from qnewton.scheduling.policies import POLICIES
 from qnewton.solvers import SOLVERS
 from qnewton.validation import check_choice, check_int, check_open_unit, check_real
@@ -61,6 +62,8 @@ class SchedulerConfig:
     def __post_init__(self) -> None:
         if not isinstance(self.hardware, HardwareProfile):
             raise ValueError(f"hardware must be a HardwareProfile, got {self.hardware!r}")
+        if self.hardware.kind == "qdk-estimator":  # fail at set-up, not at the first solve
+            require_qdk(self.hardware.name)
         POLICIES.check(self.policy)
         QLSA_MODELS.check(self.qlsa)
         QLSA_BACKENDS.check(self.qlsa_backend)
