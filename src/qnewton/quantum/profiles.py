@@ -157,8 +157,8 @@ for _preset in (
         kind="fault-tolerant",
         description=(
             "Surface-code superconducting qubits, realistic: t_2q 50 ns, t_meas 100 ns, "
-            "p 1e-3 (≈35 µs per Toffoli); QROAM data access, loading and vector readout "
-            "charged."
+            "p 1e-3 (≈37 µs per Toffoli); QROAM data access, 15-to-1 factories, loading and "
+            "vector readout charged."
         ),
         t_2q_s=50e-9,
         t_meas_s=100e-9,
@@ -184,7 +184,7 @@ for _preset in (
         kind="fault-tolerant",
         description=(
             "Surface-code trapped ions: t_2q 100 µs, t_meas 100 µs, p 1e-3 (logical cycle "
-            "600 µs·d; ≈50 ms per Toffoli at d≈27–29); loading and vector readout charged."
+            "600 µs·d; ≈56 ms per Toffoli at d≈31); loading and vector readout charged."
         ),
         t_2q_s=100e-6,
         t_meas_s=100e-6,

@@ -2,8 +2,8 @@
 
 The page is the integrity warnings (:mod:`.integrity`), a headline (:mod:`.headline`), a summary
 table, then every plot of :data:`~.run_plots.RUN_PLOTS` under its section, a per-block table
-after the Hessian plots, and the run's events. A comparison report links to each run's own
-report and shows its headline.
+after the Hessian plots, where quantum would pay off (:mod:`.amdahl`), and the run's events. A
+comparison report links to each run's own report and shows its headline.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from qnewton.reports.amdahl import amdahl_html
 from qnewton.reports.figures import Plots
 from qnewton.reports.headline import headline_html, run_headline
 from qnewton.reports.html import (
@@ -31,6 +32,8 @@ from qnewton.reports.reading import RunData, finite, load_run, total_of
 from qnewton.reports.run_plots import HESSIAN_BLOCKS, RUN_PLOTS, RUN_SECTIONS, RunSection
 
 EVENTS_SHOWN = 50
+#: Heading of the section on where quantum would pay off (:mod:`.amdahl`).
+AMDAHL_HEADING = "Where quantum would pay off (Amdahl)"
 
 
 def run_summary(run: RunData) -> str:
@@ -156,6 +159,8 @@ def run_body(run: RunData, plots: Plots, level: int = 2) -> str:
     for section in RUN_SECTIONS:
         parts.append(f"<{h}>{esc(section.heading)}</{h}>")
         parts.append(_section(run, section, plots))
+    parts.append(f"<{h}>{esc(AMDAHL_HEADING)}</{h}>")
+    parts.append(amdahl_html(run))
     parts.append(f"<{h}>Events</{h}>")
     parts.append(events_table(run))
     return "".join(parts)
