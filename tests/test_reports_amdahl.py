@@ -122,3 +122,13 @@ def test_html_section_from_a_run(tmp_path):
     run = load_run(make_newton_run(tmp_path / "run"))
     html = amdahl_html(run)
     assert "Amdahl" in html and "free, instantaneous QLSA" in html
+
+
+def test_blocks_without_kappa_are_named_as_left_out(tmp_path):
+    run = load_run(make_newton_run(tmp_path / "run"))
+    for rec in run.solves:
+        if rec.get("block") == run.blocks()[0]:
+            rec.update(kappa=None, alpha=None, quantum_rejection="guaranteed-rejection")
+    html = amdahl_html(run)
+    assert f"Left out (no solve record with κ, α and a classical prediction): " \
+           f"{run.blocks()[0]} (guaranteed-rejection)" in html.replace("&#x27;", "'")

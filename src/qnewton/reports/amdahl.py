@@ -285,6 +285,16 @@ def amdahl_html(run: RunData) -> str:
         parts.append(note("No solve record has κ, α and a classical prediction: no per-block "
                           "break-even figures."))
         return "".join(parts)
+    done = {b.block for b in evens}
+    left = {}
+    for rec in run.solves:
+        block = str(rec.get("block", "?"))
+        if block not in done:
+            left[block] = str(rec.get("quantum_rejection") or rec.get("kappa_method") or "")
+    if left:
+        parts.append(note("Left out (no solve record with κ, α and a classical prediction): "
+                          + ", ".join(f"{b} ({why})" if why else b for b, why in left.items())
+                          + "."))
     rows = []
     for b in evens:
         rows.append([f"{b.block} at step {b.step}", fmt(b.n), fmt(b.d), fmt(b.kappa), fmt(b.alpha),
