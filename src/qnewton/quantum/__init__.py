@@ -6,7 +6,10 @@ Modules, each importing only those before it (and :mod:`qnewton.registry`,
 * :mod:`~qnewton.quantum.qlsa` — QLSA query-count models and their registry (docs/method.md §4.3);
 * :mod:`~qnewton.quantum.readout` — full runs needed to read the answer out (§4.4);
 * :mod:`~qnewton.quantum.profiles` — hardware profiles and their registry (§4.4);
-* :mod:`~qnewton.quantum.fault_tolerant` — surface-code time per query (§4.4);
+* :mod:`~qnewton.quantum.magic_states` — 15-to-1 magic-state factories (§4.4);
+* :mod:`~qnewton.quantum.fault_tolerant` — surface-code time per query, physical qubits (§4.4);
+* :mod:`~qnewton.quantum.qdk_estimator` — the same logical counts sent to Microsoft's ``qdk``
+  resource estimator, optional extra ``qnewton[quantum]`` (§4.4);
 * :mod:`~qnewton.quantum.cost` — queries × seconds per query × runs + loading (§4.1, §4.3–§4.4).
 
 No quantum computer is ever run: every time these functions produce is **modeled** on a named
