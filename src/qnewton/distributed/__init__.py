@@ -17,11 +17,12 @@ from qnewton.distributed.context import (
     shutdown,
 )
 from qnewton.distributed.ownership import lpt_assignment, makespan, rank_loads
+from qnewton.distributed.run import RunGroup
 from qnewton.distributed.sharding import check_shardable, shard_slice
 from qnewton.distributed.step import DistributedNewton
 
 __all__ = [
-    "DistContext", "DistributedError", "DistributedNewton", "init_from_environment",
+    "DistContext", "DistributedError", "DistributedNewton", "RunGroup", "init_from_environment",
     "launched_world_size", "lpt_assignment", "makespan", "rank_loads", "shard_slice",
     "check_shardable",
     "shutdown",
