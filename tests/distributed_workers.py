@@ -83,32 +83,36 @@ def equality_worker(rank: int, world: int, port: int, out: str) -> None:
     results["matrix-free"] = {"params": params, "records": [
         (r.block, r.rank, r.representation) for r in opt.ledger.records]}
     torch.save(results, os.path.join(out, f"rank{rank}.pt"))
-    dist.destroy_process_group()
+    run_worker(rank, world, port, out)  # the same group: train() finds it initialized
 
 
-def killed_worker(rank: int, world: int, port: int, out: str) -> None:
-    """Rank 1 dies abruptly after one step; rank 0 must stop with a DistributedError."""
-    os.environ["QNEWTON_DIST_TIMEOUT"] = "15"
-    _join(rank, world, port, timeout=15.0)
-    model, x, y = problem(torch.float64)
-    opt = QNewton(model.parameters(), lr=0.5, rates=RATES)
-    mine = shard_slice(BATCH, rank, world)
+RUN_CONFIG = dict(task="digits", tiny=True, optimizer="qnewton", max_steps=5, batch_size=31,
+                  momentum=0.5, reg=0.5, checkpoint_every=1)
 
-    def closure():
-        return nn.functional.cross_entropy(model(x[mine]), y[mine], reduction="none")
 
-    opt.step(closure)
-    if rank == 1:
-        os._exit(3)  # no clean-up, like a crash or kill -9
-    start = time.perf_counter()
+def run_worker(rank: int, world: int, port: int, out: str) -> None:
+    """``train()`` in the caller's process group (as in a user's torchrun script); rank 0
+    dies abruptly after step 3 (checkpoint written), rank 1 must then stop with a
+    DistributedError, not hang."""
+    from qnewton.training import TrainConfig, train
+
+    os.environ["QNEWTON_DIST_TIMEOUT"] = "20"
+
+    def write(outcome: str) -> None:
+        with open(os.path.join(out, f"outcome{rank}.txt"), "w", encoding="utf-8") as fh:
+            fh.write(f"{time.time()}\n{outcome}")
+
+    def die(row):
+        if row["step"] == 3:
+            write("killed")
+            os._exit(3)  # no clean-up, like a crash or kill -9
+
     try:
-        for _ in range(3):
-            opt.step(closure)
-        message = "no error"
+        train(TrainConfig(**RUN_CONFIG), os.path.join(out, "run"), progress=False,
+              on_step=die, rates=RATES)
+        write("finished")
     except DistributedError as exc:
-        message = str(exc)
+        write("distributed-error: " + str(exc))
     except Exception:  # noqa: BLE001 (the test reports any other failure)
-        message = "wrong error: " + traceback.format_exc()
-    with open(os.path.join(out, "rank0.txt"), "w", encoding="utf-8") as fh:
-        fh.write(f"{time.perf_counter() - start:.3f}\n{message}")
+        write("wrong error: " + traceback.format_exc())
     os._exit(0)  # the group cannot be destroyed cleanly with a dead peer
