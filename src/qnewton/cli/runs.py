@@ -131,7 +131,7 @@ def _split_list(name: str, text: str) -> list[str]:
     return items
 
 
-def _launch_ranks(args: argparse.Namespace) -> int | None:
+def _launch_ranks(args: argparse.Namespace, config: TrainConfig) -> int | None:
     """``--nproc N > 1``: start N local ranks (torch's launcher) and return the run's exit
     status; ``None`` when this process should train itself (docs/method.md §4.9)."""
     from qnewton.distributed import launched_world_size
@@ -144,6 +144,9 @@ def _launch_ranks(args: argparse.Namespace) -> int | None:
     from qnewton.distributed.launch import launch
     from qnewton.training.run_dir import check_run_dir, run_dir_path
 
+    if config.batch < args.nproc:
+        raise CLIError(f"--batch-size must be at least the number of ranks ({args.nproc}) so "
+                       f"that every rank gets a sample; got {config.batch}")
     check_run_dir(run_dir_path(args.out), args.resume)  # before any process starts
     return launch(args.nproc, args.raw_argv)
 
@@ -155,7 +158,7 @@ def run_train(args: argparse.Namespace) -> int:
         raise CLIError(f"--nproc must be an integer >= 1 (processes on this machine; 1: no "
                        f"launcher), got {args.nproc}")
     config = train_config(args, args.optimizer, args.hardware)
-    launched = _launch_ranks(args)
+    launched = _launch_ranks(args, config)
     if launched is not None:
         return launched
     summary = train(config, args.out, resume=args.resume, progress=not args.no_progress)

@@ -70,6 +70,7 @@ class DistributedNewton:
         self._ctx: DistContext | None = None
         self._detected = False
         self._batch: GlobalBatch | None = None
+        self._rates_shared = False
         #: per step, the owner rank of each block (the last step's; for reports and tests)
         self.owner: list[int] = []
         self.predicted: list[float] = []
@@ -90,7 +91,7 @@ class DistributedNewton:
         ctx = self.context
         if ctx is None:
             return loss
-        if getattr(self, "_rates_shared", False) is False:
+        if not self._rates_shared:
             rates = scheduler.machine_rates() if ctx.rank == 0 else None
             with ledger.phase("communication"):
                 scheduler.rates = ctx.broadcast_object(rates, 0, "broadcast of machine rates")
