@@ -57,6 +57,25 @@ def train(curvature: str, dtype: torch.dtype, grouping: str, rank: int = 0, worl
     return [p.detach().clone() for p in model.parameters()], opt
 
 
+def first_order(rank: int = 0, world: int = 1) -> list[torch.Tensor]:
+    """Five SGD-with-momentum steps of the training loop's first-order step; on several ranks
+    the gradients are averaged over the global batch (RunGroup)."""
+    from qnewton.accounting import Ledger
+    from qnewton.distributed import DistContext, RunGroup
+    from qnewton.training.loop import _first_order_step
+
+    model, x, y = problem(torch.float64)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    group = RunGroup(DistContext.detect()) if world > 1 else None
+    for step in range(STEPS):
+        part = slice(step * BATCH, (step + 1) * BATCH)
+        mine = shard_slice(BATCH, rank, world)
+        xb, yb = x[part][mine], y[part][mine]
+        _first_order_step(opt, lambda xb=xb, yb=yb: nn.functional.cross_entropy(
+            model(xb), yb, reduction="none"), Ledger(), group)
+    return [p.detach().clone() for p in model.parameters()]
+
+
 def _join(rank: int, world: int, port: int, timeout: float = 30.0) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.set_num_threads(1)
@@ -82,6 +101,7 @@ def equality_worker(rank: int, world: int, port: int, out: str) -> None:
                         matrix_free_bytes=200)
     results["matrix-free"] = {"params": params, "records": [
         (r.block, r.rank, r.representation) for r in opt.ledger.records]}
+    results["sgd"] = first_order(rank, world)
     torch.save(results, os.path.join(out, f"rank{rank}.pt"))
     run_worker(rank, world, port, out)  # the same group: train() finds it initialized
 

@@ -88,6 +88,13 @@ def test_matrix_free_blocks_are_solved_by_all_ranks_together(two_ranks):
     assert len(got["records"]) == len(opt.ledger.records)
 
 
+def test_first_order_training_averages_gradients_over_the_global_batch(two_ranks):
+    single = workers.first_order()
+    for rank in range(2):
+        for a, b in zip(two_ranks[rank]["sgd"], single, strict=True):
+            assert float((a - b).abs().max() / b.abs().max()) <= 1e-12
+
+
 def test_ownership_follows_lpt_on_predicted_seconds(two_ranks):
     run = two_ranks[0][("fisher", torch.float64, "tensor")]
     owned = [i for i, o in enumerate(run["owner"]) if o >= 0]

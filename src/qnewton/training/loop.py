@@ -84,7 +84,8 @@ def _evaluate(task: Task, model: torch.nn.Module, ledger: Ledger) -> dict[str, f
 def _totals(ledger: Ledger) -> dict[str, Any]:
     s = ledger.summary()
     return {k: s[k] for k in ("measured_seconds", "modeled_quantum_seconds", "emulation_seconds",
-                              "total_seconds", "quantum_solves", "classical_solves")}
+                              "total_seconds", "quantum_solves", "classical_solves",
+                              "critical_path_seconds") if k in s}  # the last: distributed runs
 
 
 def _summary(config: TrainConfig, task: Task, ledger: Ledger, state: RunState, status: str,
@@ -197,11 +198,12 @@ def train(config: TrainConfig, out: str | Path, *, resume: bool = False, progres
     caller initialized) every rank trains on its shard of each batch and only rank 0 writes
     (docs/method.md §4.9); otherwise a single process."""
     group = RunGroup.join()  # distributed seam: join torchrun's group, if any
-    try:
-        return _train(config, out, resume=resume, progress=progress, on_step=on_step,
-                      rates=rates, group=group)
-    finally:
-        group.close()
+    # On an error the group is left to the process's exit: tearing it down with a dead peer
+    # can block (nccl), and the error must reach the user.
+    summary = _train(config, out, resume=resume, progress=progress, on_step=on_step,
+                     rates=rates, group=group)
+    group.close()
+    return summary
 
 
 def _train(config: TrainConfig, out: str | Path, *, resume: bool, progress: bool,
