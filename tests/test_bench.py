@@ -509,7 +509,7 @@ def test_results_that_cannot_be_written_are_saved_elsewhere(tmp_path, fake_cases
 LAYERS = (
     ("stats", "settings"),
     ("release", "fixtures"),
-    ("newton_step", "dense_solve", "kappa", "scheduler", "scaling"),
+    ("newton_step", "dense_solve", "kappa", "scheduler", "scaling", "distributed_step"),
     ("cases",),
     ("suite",),
     ("cli",),

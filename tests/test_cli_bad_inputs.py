@@ -108,6 +108,8 @@ TRAIN_CASES = [
     (["--qlsa-backend", "annealer"], "--qlsa-backend must be one of emulated"),
     (["--readout", "psychic"], "--readout must be one of state, vector"),
     (["--kappa-method", "guess"], "--kappa-method must be one of exact,"),
+    (["--nproc", "0"], "--nproc must be an integer >= 1"),
+    (["--nproc", "4", "--batch-size", "3"], "--batch-size must be at least the number of ranks"),
 ]
 
 

@@ -24,6 +24,8 @@ PHASES = (
     "scheduling",
     "solve",
     "update",
+    # collectives of a distributed step (docs/method.md §4.10); never booked inside another phase
+    "communication",
 )
 
 
@@ -88,6 +90,9 @@ class SolveRecord:
     message: str = ""
     quantum_rejection: str | None = None
     representation: str = "dense"
+    #: distributed runs: the rank that solved this block (``-1``: all ranks together, a
+    #: matrix-free block); ``None`` in a single process
+    rank: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -116,6 +121,19 @@ class Ledger:
     updates: dict[str, dict[str, int]] = field(default_factory=dict)
     #: fallback block-steps by reason
     fallback_reasons: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    #: distributed runs: measured seconds of each rank's own block work (condition, analyse,
+    #: schedule, solve), summed over steps; and Σ over steps of the slowest rank's share, the
+    #: solves' critical path (docs/method.md §4.10)
+    rank_seconds: list[float] = field(default_factory=list)
+    critical_path_seconds: float = 0.0
+
+    def add_rank_seconds(self, seconds: list[float]) -> None:
+        """Book one distributed step's measured block-work seconds, by rank."""
+        if len(self.rank_seconds) < len(seconds):
+            self.rank_seconds.extend([0.0] * (len(seconds) - len(self.rank_seconds)))
+        for r, t in enumerate(seconds):
+            self.rank_seconds[r] += float(t)
+        self.critical_path_seconds += max(seconds, default=0.0)
 
     @contextmanager
     def phase(self, name: str) -> Iterator[None]:
@@ -222,6 +240,9 @@ class Ledger:
             "newton_parameter_fraction": moved["newton"] / denominator if denominator else None,
             "updates_by_block": {b: dict(e) for b, e in self.updates.items()},
             "fallback_reasons": dict(self.fallback_reasons),
+            **({"rank_solve_seconds": list(self.rank_seconds),
+                "critical_path_seconds": self.critical_path_seconds,
+                "ranks": len(self.rank_seconds)} if self.rank_seconds else {}),
         }
 
     def write_jsonl(self, path: str | Path) -> None:
@@ -241,6 +262,8 @@ class Ledger:
             "events": list(self.events),
             "updates": {b: dict(e) for b, e in self.updates.items()},
             "fallback_reasons": dict(self.fallback_reasons),
+            "rank_seconds": list(self.rank_seconds),
+            "critical_path_seconds": self.critical_path_seconds,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -254,3 +277,5 @@ class Ledger:
         # Checkpoints written before update counts existed load with none.
         self.updates = {b: dict(e) for b, e in state.get("updates", {}).items()}
         self.fallback_reasons = defaultdict(int, state.get("fallback_reasons", {}))
+        self.rank_seconds = [float(t) for t in state.get("rank_seconds", [])]
+        self.critical_path_seconds = float(state.get("critical_path_seconds", 0.0))

@@ -44,6 +44,7 @@ from qnewton.curvature import (
     group_parameters,
     unflatten_block,
 )
+from qnewton.distributed.step import DistributedNewton
 from qnewton.estimation import kappa_exact
 from qnewton.quantum import HARDWARE_PROFILES, HardwareProfile
 from qnewton.scheduling import DEFAULT_SOLVERS, NoSolverError, Scheduler, SchedulerConfig
@@ -100,6 +101,10 @@ class QNewton(Optimizer):
         seed: seed for the QLSA backend's random draws.
         exact_kappa_max_n: also compute the exact κ (eigvalsh) of systems with N ≤ this, for
             reports; timed as diagnostics, not as training time (0: never).
+        process_group: a ``torch.distributed`` group to run on; ``None``: the default group
+            when one is initialized (``torchrun``), else a single process. Each rank's closure
+            evaluates its shard of the global batch; the step equals one process's step on the
+            whole batch (docs/method.md §4.10).
     """
 
     def __init__(
@@ -135,6 +140,7 @@ class QNewton(Optimizer):
         ledger: Ledger | None = None,
         seed: int = 0,
         exact_kappa_max_n: int = 0,
+        process_group: Any = None,
     ) -> None:
         check_positive("lr", lr)
         CURVATURES.check(curvature)
@@ -188,6 +194,8 @@ class QNewton(Optimizer):
         self.damping_growth = damping_growth
         self.ledger = ledger if ledger is not None else Ledger()
         self._blocks = [self._group_blocks(i, g) for i, g in enumerate(self.param_groups)]
+        # distributed seam 0 (docs/method.md §4.10): inactive in a single process
+        self.distributed = DistributedNewton(process_group)
 
     # -- set-up -------------------------------------------------------------------------------
     def _group_blocks(self, index: int, group: dict[str, Any]) -> list[ParamBlock]:
@@ -233,6 +241,8 @@ class QNewton(Optimizer):
         with ledger.phase("forward_backward"), torch.enable_grad():
             losses, outputs = _unpack_closure_output(closure())
         loss = losses.detach().mean()
+        # distributed seam 1: the global batch's mean loss (all ranks skip alike)
+        loss = self.distributed.global_loss(losses, loss, self.scheduler, ledger)
         if not bool(torch.isfinite(loss)):
             ledger.add_event(step, "non-finite-loss", f"loss is {float(loss)}; update skipped")
             return loss
@@ -243,6 +253,9 @@ class QNewton(Optimizer):
                 losses, all_blocks, self.curvature_config, outputs=outputs,
                 over_budget="matrix-free" if self.matrix_free else "skip",
             )
+        # distributed seam 2: gradients and block modes on the global batch
+        result = self.distributed.combine(result, self.curvature_config,
+                                          "matrix-free" if self.matrix_free else "skip", ledger)
         bad = [b.name for b, g in zip(all_blocks, result.grads, strict=True)
                if not bool(torch.isfinite(g).all())]
         if bad:
@@ -256,12 +269,17 @@ class QNewton(Optimizer):
                              f"{reason}; solved matrix-free (curvature-vector products, CG)",
                              block=name)
 
+        # distributed seam 3: each block solved by its owner rank, directions exchanged
+        solved = self.distributed.solve(
+            step, [(g, b) for g, bs in zip(self.param_groups, self._blocks, strict=True)
+                   for b in bs], result, self._block_direction, self.scheduler, ledger)
         outcomes = iter(enumerate(zip(result.blocks, result.grads, strict=True)))
         updates: list[tuple[dict[str, Any], ParamBlock, torch.Tensor, tuple[str, str | None]]] = []
         for group, blocks in zip(self.param_groups, self._blocks, strict=True):
             for block in blocks:
                 index, (curv, grad) = next(outcomes)
-                direction, how = self._block_direction((step, index), group, block, curv, grad)
+                direction, how = (solved[index] if solved is not None else
+                                  self._block_direction((step, index), group, block, curv, grad))
                 updates.append((group, block, direction, how))
 
         with ledger.phase("update"), torch.no_grad():

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from typing import Any
 
 from qnewton.bench.dense_solve import case_dense_solve
+from qnewton.bench.distributed_step import case_distributed_step
 from qnewton.bench.kappa import case_kappa
 from qnewton.bench.newton_step import case_newton_step
 from qnewton.bench.scaling import case_scaling
@@ -44,6 +45,7 @@ for _name, _function in (
     ("scheduler-quality", case_scheduler),
     ("scheduler-overhead", case_scheduler),
     ("scaling", case_scaling),
+    ("distributed-step", case_distributed_step),
 ):
     BENCH_CASES.register(_name, _function)
 del _name, _function

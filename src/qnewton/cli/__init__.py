@@ -69,6 +69,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # --help (0), or a usage error argparse has printed (2)
         return exc.code if isinstance(exc.code, int) else 2
+    args.raw_argv = argv  # `train --nproc N` relaunches these arguments on N ranks
+    from qnewton.distributed import DistributedError
     from qnewton.training import TrainingError
 
     try:
@@ -77,7 +79,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         message = as_flag_message(str(exc), args.flag_names)
         print(f"qnewton {args.command}: error: {message}", file=sys.stderr)
         return 2
-    except TrainingError as exc:
+    except (TrainingError, DistributedError) as exc:
         print(f"qnewton {args.command}: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 from qnewton.cli.errors import CLIError
@@ -130,11 +131,39 @@ def _split_list(name: str, text: str) -> list[str]:
     return items
 
 
+def _launch_ranks(args: argparse.Namespace, config: TrainConfig) -> int | None:
+    """``--nproc N > 1``: start N local ranks (torch's launcher) and return the run's exit
+    status; ``None`` when this process should train itself (docs/method.md §4.10)."""
+    from qnewton.distributed import launched_world_size
+
+    if args.nproc == 1:
+        return None
+    if launched_world_size() > 1:
+        raise CLIError("--nproc starts the ranks itself; under torchrun (WORLD_SIZE="
+                       f"{launched_world_size()}) leave it out")
+    from qnewton.distributed.launch import launch
+    from qnewton.training.run_dir import check_run_dir, run_dir_path
+
+    if config.batch < args.nproc:
+        raise CLIError(f"--batch-size must be at least the number of ranks ({args.nproc}) so "
+                       f"that every rank gets a sample; got {config.batch}")
+    check_run_dir(run_dir_path(args.out), args.resume)  # before any process starts
+    return launch(args.nproc, args.raw_argv)
+
+
 def run_train(args: argparse.Namespace) -> int:
     from qnewton.training import train
 
+    if isinstance(args.nproc, bool) or args.nproc < 1:
+        raise CLIError(f"--nproc must be an integer >= 1 (processes on this machine; 1: no "
+                       f"launcher), got {args.nproc}")
     config = train_config(args, args.optimizer, args.hardware)
+    launched = _launch_ranks(args, config)
+    if launched is not None:
+        return launched
     summary = train(config, args.out, resume=args.resume, progress=not args.no_progress)
+    if int(os.environ.get("RANK", "0")) != 0:  # under torchrun, rank 0 reports
+        return 0
     keys = ("task", "optimizer", "hardware", "steps", f"test_{summary['metric']}", "test_loss",
             "measured_seconds", "modeled_quantum_seconds", "total_seconds", "quantum_solves",
             "classical_solves", "gradient_fallbacks")
@@ -218,8 +247,13 @@ def add_commands(sub: argparse._SubParsersAction, formatter) -> None:
     tr.add_argument("--out", required=True,
                     help="run directory, created if missing (must not hold another run)")
     tr.add_argument("--resume", action="store_true",
-                    help="continue the run in --out from its checkpoint (same settings)")
-    tr.set_defaults(func=run_train)
+                    help="continue the run in --out from its checkpoint (same settings; any "
+                    "number of ranks)")
+    tr.add_argument("--nproc", type=int, default=1,
+                    help="ranks on this machine (>= 1): > 1 starts them with torch's launcher, "
+                    "like torchrun --standalone --nproc-per-node N -m qnewton train ...; each "
+                    "rank takes a shard of every batch, rank 0 writes the run")
+    tr.set_defaults(func=run_train, raw_argv=None)
 
     cp = sub.add_parser("compare", help="run several optimizers and tabulate",
                         formatter_class=formatter)

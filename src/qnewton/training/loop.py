@@ -18,6 +18,7 @@ import torch
 from qnewton import calibration
 from qnewton.accounting import Ledger
 from qnewton.curvature import CURVATURES
+from qnewton.distributed import RunGroup
 from qnewton.files import (
     RunFileError,
     append_jsonl,
@@ -52,7 +53,7 @@ def build_optimizer(config: TrainConfig, model: torch.nn.Module, rates: MachineR
 
 
 def _first_order_step(optimizer: torch.optim.Optimizer, closure: Callable[[], Any],
-                      ledger: Ledger) -> torch.Tensor:
+                      ledger: Ledger, group: RunGroup | None = None) -> torch.Tensor:
     with ledger.phase("forward_backward"):
         optimizer.zero_grad(set_to_none=True)
         out = closure()
@@ -60,6 +61,9 @@ def _first_order_step(optimizer: torch.optim.Optimizer, closure: Callable[[], An
         loss = losses.mean()
         if bool(torch.isfinite(loss)):
             loss.backward()
+    if group is not None and group.ctx is not None:  # distributed seam: global-batch gradients
+        loss = group.average_gradients(
+            [p for g in optimizer.param_groups for p in g["params"]], losses, ledger)
     if bool(torch.isfinite(loss)):
         with ledger.phase("update"):
             optimizer.step()
@@ -80,7 +84,8 @@ def _evaluate(task: Task, model: torch.nn.Module, ledger: Ledger) -> dict[str, f
 def _totals(ledger: Ledger) -> dict[str, Any]:
     s = ledger.summary()
     return {k: s[k] for k in ("measured_seconds", "modeled_quantum_seconds", "emulation_seconds",
-                              "total_seconds", "quantum_solves", "classical_solves")}
+                              "total_seconds", "quantum_solves", "classical_solves",
+                              "critical_path_seconds") if k in s}  # the last: distributed runs
 
 
 def _summary(config: TrainConfig, task: Task, ledger: Ledger, state: RunState, status: str,
@@ -189,6 +194,21 @@ def _resume_logs(out: Path, step: int) -> dict[str, int]:
 def train(config: TrainConfig, out: str | Path, *, resume: bool = False, progress: bool = True,
           on_step: Callable[[dict[str, Any]], None] | None = None,
           rates: MachineRates | None = None) -> dict[str, Any]:
+    """:func:`_train` on this process's ranks: under ``torchrun`` (or in a process group the
+    caller initialized) every rank trains on its shard of each batch and only rank 0 writes
+    (docs/method.md §4.10); otherwise a single process."""
+    group = RunGroup.join()  # distributed seam: join torchrun's group, if any
+    # On an error the group is left to the process's exit: tearing it down with a dead peer
+    # can block (nccl), and the error must reach the user.
+    summary = _train(config, out, resume=resume, progress=progress, on_step=on_step,
+                     rates=rates, group=group)
+    group.close()
+    return summary
+
+
+def _train(config: TrainConfig, out: str | Path, *, resume: bool, progress: bool,
+           on_step: Callable[[dict[str, Any]], None] | None, rates: MachineRates | None,
+           group: RunGroup) -> dict[str, Any]:
     """Run (or resume) a training run into ``out``; returns the summary.
 
     Everything is checked before any file is written or changed: the directory
@@ -196,10 +216,11 @@ def train(config: TrainConfig, out: str | Path, *, resume: bool = False, progres
     ``batch_size`` larger than the task's training set (``ValueError``; it is an error rather
     than a silent clamp, so config.json always records the batch size used).
 
-    ``rates`` are the classical time models' machine rates (default: calibrated, cached; a
-    resumed run uses the rates it started with). ``on_step`` is called with each step's row
-    after it has been written (for tests and embedding); an exception it raises interrupts the
-    run like Ctrl-C would.
+    ``rates`` are the classical time models' machine rates (default: calibrated, cached, on
+    rank 0 and shared; a resumed run uses the rates it started with). On several ranks, only
+    rank 0 (``group.writer``) writes files; every rank checks everything first. ``on_step`` is
+    called with each step's row after it has been written (for tests and embedding); an
+    exception it raises interrupts the run like Ctrl-C would.
     """
     out = run_dir_path(out)
     check_run_dir(out, resume)
@@ -208,15 +229,21 @@ def train(config: TrainConfig, out: str | Path, *, resume: bool = False, progres
         rates, checkpoint = _read_saved_run(out, config)
     task = load_task(config.task_config())
     _check_batch_size(config, task.x_train.shape[0])
+    group.check_batches(config.batch, task.x_train.shape[0])
+    group.barrier("the ranks' checks of the run directory")  # all checked before rank 0 writes
     if rates is None:
-        rates = calibration.calibrate()
+        rates = group.from_writer(calibration.calibrate, "broadcast of machine rates")
     model = task.model
     ledger = Ledger()
     optimizer = build_optimizer(config, model, rates, ledger)
     if checkpoint is not None:
         state = restore_checkpoint(out / "checkpoint.pt", checkpoint, model, optimizer, ledger)
-        create_run_dir(out)  # only checks that it is still writable
-        newton_blocks = _resume_logs(out, state.step)
+        newton_blocks = {}
+        if group.writer:
+            create_run_dir(out)  # only checks that it is still writable
+            newton_blocks = _resume_logs(out, state.step)
+    elif not group.writer:
+        state, newton_blocks = RunState(), {}
     else:
         state = RunState()
         newton_blocks = {}
@@ -240,19 +267,19 @@ def train(config: TrainConfig, out: str | Path, *, resume: bool = False, progres
     total_steps = config.epochs * batches_per_epoch
     if config.max_steps is not None:
         total_steps = min(total_steps, config.max_steps)
-    bar = _progress_bar(progress, total_steps, state.step)
+    bar = _progress_bar(progress and group.writer, total_steps, state.step)
     status = "completed"
     with_outputs = config.is_newton and CURVATURES[config.curvature].needs_outputs
     try:
         while state.step < total_steps:
             order = _epoch_order(config, state.epoch, n_train)
-            idx = order[state.batch * batch:(state.batch + 1) * batch]
+            idx = group.shard(order[state.batch * batch:(state.batch + 1) * batch])
             closure = _make_closure(task, model, task.x_train[idx], task.y_train[idx],
                                     with_outputs)
             if config.is_newton:
                 loss = optimizer.step(closure)
             else:
-                loss = _first_order_step(optimizer, closure, ledger)
+                loss = _first_order_step(optimizer, closure, ledger, group)
             if not bool(torch.isfinite(loss)):
                 status = f"stopped: non-finite loss ({float(loss)}) at step {state.step + 1}"
                 raise TrainingError(
@@ -272,9 +299,11 @@ def train(config: TrainConfig, out: str | Path, *, resume: bool = False, progres
                                    "loss": float(loss), **_totals(ledger)}
             due = (config.eval_every and state.step % config.eval_every == 0) or (
                 not config.eval_every and epoch_done)
-            if due or state.step == total_steps:
+            if (due or state.step == total_steps) and group.writer:
                 state.last_eval = _evaluate(task, model, ledger)
                 row.update(state.last_eval)
+            if not group.writer:  # distributed: rank 0 writes every file
+                continue
             append_jsonl(out / "solves.jsonl", [r.to_dict() for r in records])
             append_jsonl(out / "events.jsonl", events)
             append_jsonl(out / "steps.jsonl", [row])
@@ -288,6 +317,8 @@ def train(config: TrainConfig, out: str | Path, *, resume: bool = False, progres
     except BaseException as exc:
         if status == "completed":
             status = f"interrupted at step {state.step}: {type(exc).__name__}"
+        if not group.writer:
+            raise
         write_json_atomic(out / "summary.json",
                           _summary(config, task, ledger, state, status, newton_blocks))
         raise
@@ -295,7 +326,8 @@ def train(config: TrainConfig, out: str | Path, *, resume: bool = False, progres
         if bar is not None:
             bar.close()
     summary = _summary(config, task, ledger, state, status, newton_blocks)
-    write_json_atomic(out / "summary.json", summary)
+    if group.writer:
+        write_json_atomic(out / "summary.json", summary)
     return summary
 
 

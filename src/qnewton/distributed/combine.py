@@ -1,0 +1,245 @@
+"""Shards of a batch → the system a single process would solve with the global batch.
+
+Rank ``r`` holds ``S_r`` of the ``S = Σ_r S_r`` samples and computes its blocks from its own
+closure, with its own mean: gradient ``g_r = (1/S_r)·Σ_{s∈r} ∇ℓ_s``, factor-form curvature
+``scale_r·F_rᵀF_r`` (``scale_r = 1/S_r`` for the Fisher and the GGN), dense blocks ``H_r``. The
+global objective is the mean over all ``S`` samples, so (docs/method.md §4.10)
+
+* ``g = Σ_r (S_r/S)·g_r`` — one all-reduce of every block's gradient, weighted;
+* factor form: ``A = Σ_r (S_r/S)·scale_r·F_rᵀF_r = (1/S)·[F_0; F_1; …]ᵀ[F_0; F_1; …]`` after
+  multiplying rank r's rows by ``√(S_r·scale_r)`` (= 1 for the Fisher and GGN: the rows are
+  concatenated unchanged, in rank order — the single process's row order when the shards are
+  contiguous slices of the batch). They are gathered to the block's owner only;
+* dense blocks (the exact Hessian): ``H = Σ_r (S_r/S)·H_r``, reduced to the owner;
+* matrix-free blocks: ``H v = Σ_r (S_r/S)·H_r v`` — every product is an all-reduce, so such a
+  block is solved by all ranks together, in lockstep (:func:`collective_block`).
+
+The memory budget is decided on the *global* batch: a block whose combined factor would exceed
+``max_block_bytes`` becomes matrix-free (or is skipped) exactly where one process would do so.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+
+import torch
+
+from qnewton.accounting import Ledger
+from qnewton.curvature import CURVATURES, CurvatureConfig, CurvatureResult, format_bytes
+from qnewton.curvature.products import MATRIX_FREE_KINDS
+from qnewton.curvature.representation import (
+    CurvatureBlock,
+    DenseBlock,
+    FactorBlock,
+    MatrixFreeBlock,
+)
+from qnewton.distributed.context import DistContext
+
+#: How each block of a combined step is solved: by one ``owned`` rank (factor or dense form),
+#: by all ranks together (``collective``: matrix-free), or by every rank alike without a system
+#: (``none``: skipped over budget; the gradient fallback needs no communication).
+MODES = ("owned", "collective", "none")
+
+
+@dataclass
+class GlobalBatch:
+    """Sample counts of one step's shards.
+
+    Attributes:
+        sizes: ``S_r`` by rank. outputs: C (1 when the kind has no outputs).
+        rows: per block, per rank, the local factor rows (``-1``: not in factor form).
+        modes: per block, one of :data:`MODES`.
+    """
+
+    sizes: list[int]
+    outputs: int
+    rows: list[list[int]]
+    modes: list[str]
+
+    @property
+    def total(self) -> int:
+        return sum(self.sizes)
+
+    def weight(self, rank: int) -> float:
+        """``S_r / S``: rank r's share of the mean."""
+        return self.sizes[rank] / self.total
+
+    def global_rows(self, index: int) -> int | None:
+        """Rows of block ``index``'s combined factor (``None``: not in factor form)."""
+        rows = [r[index] for r in self.rows]
+        return None if min(rows) < 0 else sum(rows)
+
+
+def global_mean_loss(ctx: DistContext, losses: torch.Tensor, ledger: Ledger) -> torch.Tensor:
+    """The mean of the per-sample losses over every rank's shard (the global objective)."""
+    with ledger.phase("communication"):
+        local = losses.detach().to(torch.float64)
+        buf = torch.stack([local.sum(), torch.tensor(float(local.numel()), dtype=torch.float64)])
+        total = ctx.all_reduce(buf, "all-reduce of the loss")
+    return (total[0] / total[1]).to(losses.dtype)
+
+
+def _local_rows(block: CurvatureBlock | None) -> int:
+    return block.factor_rows if isinstance(block, FactorBlock) else -1
+
+
+def _mode(block: CurvatureBlock | None, config: CurvatureConfig, over_budget: str,
+          s: int, c: int) -> tuple[str, str | None]:
+    """The block's mode on the global batch, and why it is over budget (else ``None``)."""
+    if block is None:
+        return "none", None
+    kind = CURVATURES[config.kind]
+    needed = kind.block_bytes(block.n, s, c, config.dtype)
+    over = block.matrix_free or needed > config.max_block_bytes
+    if not over:
+        return "owned", None
+    reason = (f"block {block.name!r} needs {format_bytes(needed)} with the global batch of {s} "
+              f"samples, over the {format_bytes(config.max_block_bytes)} budget "
+              f"(max_block_bytes); {kind.budget_advice(s, c)}")
+    if over_budget == "matrix-free" and config.kind in MATRIX_FREE_KINDS:
+        return "collective", reason
+    return "none", reason
+
+
+def collective_block(ctx: DistContext, local: CurvatureBlock, weight: float,
+                     rank_bound: int | None) -> MatrixFreeBlock:
+    """The global block as products only: ``v ↦ Σ_r w_r·H_r v`` (one all-reduce per product).
+
+    Every rank must make the same sequence of products, which it does when all ranks run the
+    same solve on the same (combined) inputs."""
+    def product(v: torch.Tensor) -> torch.Tensor:
+        return ctx.all_reduce(weight * local.matvec(v), "all-reduce of a curvature product")
+
+    diagonal = None
+    if not (isinstance(local, MatrixFreeBlock) and not local.has_diagonal):
+        def diagonal() -> torch.Tensor:
+            return ctx.all_reduce(weight * local.diagonal(), "all-reduce of a diagonal")
+
+    return MatrixFreeBlock(local.name, local.kind, product, local.n, dtype=local.dtype,
+                           device=local.device, psd=local.psd, diagonal=diagonal,
+                           rank_bound=rank_bound)
+
+
+def combine_result(ctx: DistContext, result: CurvatureResult, config: CurvatureConfig,
+                   over_budget: str, ledger: Ledger) -> tuple[CurvatureResult, GlobalBatch]:
+    """The step's gradients combined, and each block's mode on the global batch.
+
+    Owned blocks stay local here (:func:`gather_owned` sends them to their owners once the
+    owners are known); collective blocks become :func:`collective_block`; blocks over budget
+    are reported in ``skipped`` / ``matrix_free`` with the global batch's figures.
+    """
+    with ledger.phase("communication"):
+        ints = [result.num_samples, result.num_outputs or 1,
+                *(_local_rows(b) for b in result.blocks)]
+        table = ctx.all_gather_ints(ints, "all-gather of the shard sizes")
+        sizes = [row[0] for row in table]
+        outputs = {row[1] for row in table}
+        if len(outputs) != 1:
+            raise ValueError(f"the ranks' models have different output sizes {sorted(outputs)}")
+        c = outputs.pop()
+        s = sum(sizes)
+        weight = sizes[ctx.rank] / s
+        flat = torch.cat([g.reshape(-1) for g in result.grads]) * weight
+        flat = ctx.all_reduce(flat, "all-reduce of the gradients")
+    grads = list(flat.split([g.numel() for g in result.grads]))
+    grads = [g.reshape(old.shape) for g, old in zip(grads, result.grads, strict=True)]
+    blocks: list[CurvatureBlock | None] = []
+    modes: list[str] = []
+    skipped: dict[str, str] = {}
+    matrix_free: dict[str, str] = {}
+    for i, block in enumerate(result.blocks):
+        mode, reason = _mode(block, config, over_budget, s, c)
+        if mode == "collective":
+            rows = [row[2 + i] for row in table]
+            bound = getattr(block, "rank_bound", None)
+            bound = sum(rows) if min(rows) >= 0 else (None if bound is None else s * c)
+            block = collective_block(ctx, block, weight, bound)
+            matrix_free[block.name] = reason
+        elif mode == "none":
+            name = result.blocks[i].name if result.blocks[i] is not None else None
+            if reason is not None and name is not None:
+                skipped[name] = reason
+            block = None
+        blocks.append(block)
+        modes.append(mode)
+    skipped.update({k: v for k, v in result.skipped.items() if k not in skipped})
+    combined = replace(result, blocks=blocks, grads=grads, skipped=skipped,
+                       matrix_free=matrix_free, num_samples=s,
+                       num_outputs=result.num_outputs and c)
+    rows = [[row[2 + i] for i in range(len(result.blocks))] for row in table]
+    return combined, GlobalBatch(sizes, c, rows, modes)
+
+
+def _row_factor(size: int, scale: float) -> float:
+    """``√(S_r·scale_r)``: the multiplier that brings rank r's rows to the ``1/S`` scale (1 for
+    the Fisher and GGN, whose ``scale_r = 1/S_r``)."""
+    value = size * scale
+    return 1.0 if math.isclose(value, 1.0, rel_tol=1e-12) else math.sqrt(value)
+
+
+def gather_owned(ctx: DistContext, blocks: list[CurvatureBlock | None], owner: list[int],
+                 batch: GlobalBatch, ledger: Ledger) -> dict[int, CurvatureBlock]:
+    """Send every owned block's shards to its owner; returns this rank's combined blocks.
+
+    One gather (factor rows, padded to the longest shard) and one reduce (dense blocks) per
+    owner rank, each carrying all of that owner's blocks."""
+    mine: dict[int, CurvatureBlock] = {}
+    with ledger.phase("communication"):
+        for r in range(ctx.world):
+            factors = [i for i, m in enumerate(batch.modes)
+                       if m == "owned" and owner[i] == r and batch.global_rows(i) is not None]
+            dense = [i for i, m in enumerate(batch.modes)
+                     if m == "owned" and owner[i] == r and batch.global_rows(i) is None]
+            if factors:
+                _gather_factors(ctx, r, factors, blocks, batch, mine)
+            if dense:
+                _reduce_dense(ctx, r, dense, blocks, batch, mine)
+    return mine
+
+
+def _gather_factors(ctx: DistContext, dst: int, indices: list[int],
+                    blocks: list[CurvatureBlock | None], batch: GlobalBatch,
+                    mine: dict[int, CurvatureBlock]) -> None:
+    local = [blocks[i] for i in indices]
+    lengths = [sum(batch.rows[r][i] * blocks[i].n for i in indices) for r in range(ctx.world)]
+    dtype = local[0].dtype
+    flat = torch.zeros(max(lengths), dtype=dtype, device=local[0].device)
+    # each rank brings its own rows to the 1/S scale before sending (it knows its scale_r)
+    parts = []
+    for b in local:
+        factor = _row_factor(batch.sizes[ctx.rank], b.scale)
+        parts.append((b.factor if factor == 1.0 else b.factor * factor).reshape(-1))
+    if parts:
+        flat[:lengths[ctx.rank]] = torch.cat(parts).to(dtype)
+    gathered = ctx.gather(flat, dst, f"gather of factor rows to rank {dst}")
+    if gathered is None:
+        return
+    pieces: dict[int, list[torch.Tensor]] = {i: [] for i in indices}
+    for r, buf in enumerate(gathered):
+        buf = buf.to(local[0].device)
+        pos = 0
+        for i in indices:
+            m, n = batch.rows[r][i], blocks[i].n
+            rows = buf[pos:pos + m * n].reshape(m, n)
+            pos += m * n
+            pieces[i].append(rows)
+    for i in indices:
+        b = blocks[i]
+        mine[i] = FactorBlock(b.name, b.kind, torch.cat(pieces[i]), scale=1.0 / batch.total)
+
+
+def _reduce_dense(ctx: DistContext, dst: int, indices: list[int],
+                  blocks: list[CurvatureBlock | None], batch: GlobalBatch,
+                  mine: dict[int, CurvatureBlock]) -> None:
+    weight = batch.weight(ctx.rank)
+    flat = torch.cat([blocks[i].to_dense().reshape(-1) * weight for i in indices])
+    total = ctx.reduce(flat, dst, f"reduce of dense blocks to rank {dst}")
+    if total is None:
+        return
+    pos = 0
+    for i in indices:
+        b = blocks[i]
+        matrix = total[pos:pos + b.n * b.n].reshape(b.n, b.n).to(b.device)
+        pos += b.n * b.n
+        mine[i] = DenseBlock(b.name, b.kind, matrix, psd=b.psd)

@@ -1,0 +1,138 @@
+"""Worker processes for tests/test_distributed.py: each joins a gloo group of two ranks on
+127.0.0.1 and trains the same small model on its shard of the same global batch."""
+
+from __future__ import annotations
+
+import datetime
+import os
+import time
+import traceback
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from qnewton import QNewton
+from qnewton.distributed import DistributedError, shard_slice
+from qnewton.solvers import MachineRates
+
+RATES = MachineRates.user(2e10, 4e10, 1e10)
+#: (curvature, dtype, grouping) runs compared with one process
+CASES = [("fisher", torch.float64, "tensor"), ("ggn", torch.float64, "tensor"),
+         ("fisher", torch.float32, "tensor"), ("ggn", torch.float32, "module"),
+         ("hessian", torch.float64, "tensor")]
+STEPS = 5
+BATCH = 13  # odd: the shards differ in size (7 and 6), so the S_r/S weights matter
+
+
+def problem(dtype: torch.dtype) -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(6, 5), nn.Tanh(), nn.Linear(5, 4), nn.Tanh(),
+                          nn.Linear(4, 3)).to(dtype)
+    gen = torch.Generator().manual_seed(1)
+    x = torch.randn(STEPS * BATCH, 6, generator=gen, dtype=dtype)
+    y = torch.randint(0, 3, (STEPS * BATCH,), generator=gen)
+    return model, x, y
+
+
+def train(curvature: str, dtype: torch.dtype, grouping: str, rank: int = 0, world: int = 1,
+          matrix_free_bytes: int | None = None) -> tuple[list[torch.Tensor], QNewton]:
+    """Five steps on the global batches; rank ``rank`` of ``world`` uses its shard only."""
+    model, x, y = problem(dtype)
+    extra = {} if matrix_free_bytes is None else {"max_block_bytes": matrix_free_bytes}
+    opt = QNewton(model.named_parameters(), lr=0.5, curvature=curvature, grouping=grouping,
+                  reg=0.5, momentum=0.5, clip=0.1, rates=RATES, **extra)
+    for step in range(STEPS):
+        part = slice(step * BATCH, (step + 1) * BATCH)
+        xb, yb = x[part], y[part]
+        mine = shard_slice(BATCH, rank, world)
+        xb, yb = xb[mine], yb[mine]
+
+        def closure(xb=xb, yb=yb):
+            out = model(xb)
+            losses = nn.functional.cross_entropy(out, yb, reduction="none")
+            return (losses, out) if curvature == "ggn" else losses
+
+        opt.step(closure)
+    return [p.detach().clone() for p in model.parameters()], opt
+
+
+def first_order(rank: int = 0, world: int = 1) -> list[torch.Tensor]:
+    """Five SGD-with-momentum steps of the training loop's first-order step; on several ranks
+    the gradients are averaged over the global batch (RunGroup)."""
+    from qnewton.accounting import Ledger
+    from qnewton.distributed import DistContext, RunGroup
+    from qnewton.training.loop import _first_order_step
+
+    model, x, y = problem(torch.float64)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    group = RunGroup(DistContext.detect()) if world > 1 else None
+    for step in range(STEPS):
+        part = slice(step * BATCH, (step + 1) * BATCH)
+        mine = shard_slice(BATCH, rank, world)
+        xb, yb = x[part][mine], y[part][mine]
+        _first_order_step(opt, lambda xb=xb, yb=yb: nn.functional.cross_entropy(
+            model(xb), yb, reduction="none"), Ledger(), group)
+    return [p.detach().clone() for p in model.parameters()]
+
+
+def _join(rank: int, world: int, port: int, timeout: float = 30.0) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", rank=rank, world_size=world,
+                            timeout=datetime.timedelta(seconds=timeout))
+
+
+def equality_worker(rank: int, world: int, port: int, out: str) -> None:
+    """Every case's parameters, owners and rank seconds after STEPS steps → ``out``/rank.pt."""
+    _join(rank, world, port)
+    results = {}
+    for case in CASES:
+        params, opt = train(*case, rank=rank, world=world)
+        summary = opt.ledger.summary()
+        results[case[:2] + (case[2],)] = {
+            "params": params, "owner": opt.distributed.owner,
+            "predicted": opt.distributed.predicted,
+            "records": [(r.block, r.rank) for r in opt.ledger.records],
+            "rank_seconds": summary.get("rank_solve_seconds"),
+            "critical": summary.get("critical_path_seconds"),
+        }
+    params, opt = train("fisher", torch.float64, "tensor", rank=rank, world=world,
+                        matrix_free_bytes=200)
+    results["matrix-free"] = {"params": params, "records": [
+        (r.block, r.rank, r.representation) for r in opt.ledger.records]}
+    results["sgd"] = first_order(rank, world)
+    torch.save(results, os.path.join(out, f"rank{rank}.pt"))
+    run_worker(rank, world, port, out)  # the same group: train() finds it initialized
+
+
+RUN_CONFIG = dict(task="digits", tiny=True, optimizer="qnewton", max_steps=5, batch_size=31,
+                  momentum=0.5, reg=0.5, checkpoint_every=1)
+
+
+def run_worker(rank: int, world: int, port: int, out: str) -> None:
+    """``train()`` in the caller's process group (as in a user's torchrun script); rank 0
+    dies abruptly after step 3 (checkpoint written), rank 1 must then stop with a
+    DistributedError, not hang."""
+    from qnewton.training import TrainConfig, train
+
+    os.environ["QNEWTON_DIST_TIMEOUT"] = "20"
+
+    def write(outcome: str) -> None:
+        with open(os.path.join(out, f"outcome{rank}.txt"), "w", encoding="utf-8") as fh:
+            fh.write(f"{time.time()}\n{outcome}")
+
+    def die(row):
+        if row["step"] == 3:
+            write("killed")
+            os._exit(3)  # no clean-up, like a crash or kill -9
+
+    try:
+        train(TrainConfig(**RUN_CONFIG), os.path.join(out, "run"), progress=False,
+              on_step=die, rates=RATES)
+        write("finished")
+    except DistributedError as exc:
+        write("distributed-error: " + str(exc))
+    except Exception:  # noqa: BLE001 (the test reports any other failure)
+        write("wrong error: " + traceback.format_exc())
+    os._exit(0)  # the group cannot be destroyed cleanly with a dead peer

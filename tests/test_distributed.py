@@ -1,0 +1,174 @@
+"""Distributed steps on gloo (CPU), two processes spawned here: the same parameters as one
+process on the global batch, LPT ownership, and a dead rank that stops the other (no hang)."""
+
+from __future__ import annotations
+
+import itertools
+import multiprocessing
+import socket
+import time
+
+import distributed_workers as workers
+import pytest
+import torch
+
+from qnewton.distributed import lpt_assignment, makespan, shard_slice
+from qnewton.distributed.combine import GlobalBatch
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _spawn(target, out, world: int = 2, timeout: float = 90.0) -> list[int]:
+    ctx = multiprocessing.get_context("spawn")
+    port = _free_port()
+    procs = [ctx.Process(target=target, args=(r, world, port, str(out))) for r in range(world)]
+    for p in procs:
+        p.start()
+    deadline = time.monotonic() + timeout
+    for p in procs:
+        p.join(max(0.1, deadline - time.monotonic()))
+    codes = []
+    for p in procs:
+        if p.is_alive():
+            p.kill()
+            p.join()
+            codes.append(None)
+        else:
+            codes.append(p.exitcode)
+    return codes
+
+
+@pytest.fixture(scope="module")
+def spawned(tmp_path_factory):
+    """One pair of gloo ranks for the whole module (starting processes is the slow part): the
+    equality runs, then a training run whose rank 0 is killed after step 3."""
+    out = tmp_path_factory.mktemp("dist")
+    codes = _spawn(workers.equality_worker, out, timeout=150.0)
+    return out, codes
+
+
+@pytest.fixture(scope="module")
+def two_ranks(spawned):
+    out, _ = spawned
+    return [torch.load(out / f"rank{r}.pt", weights_only=False) for r in range(2)]
+
+
+TOLERANCE = {torch.float64: 1e-10, torch.float32: 1e-5}
+
+
+@pytest.mark.parametrize("case", workers.CASES, ids=lambda c: f"{c[0]}-{c[1]}-{c[2]}")
+def test_two_ranks_equal_one_process_on_the_global_batch(two_ranks, case):
+    single, _ = workers.train(*case)
+    tol = TOLERANCE[case[1]]
+    for rank in range(2):
+        got = two_ranks[rank][case]["params"]
+        for a, b in zip(got, single, strict=True):
+            err = float((a.double() - b.double()).abs().max() / b.double().abs().max())
+            assert err <= tol, f"rank {rank}: relative max error {err:.2e} > {tol:g}"
+    # every block solved once per step, by one rank, and both ranks wrote the same records
+    assert two_ranks[0][case]["records"] == two_ranks[1][case]["records"]
+    owners = {r for _, r in two_ranks[0][case]["records"]}
+    assert owners == {0, 1}
+    assert len(two_ranks[0][case]["rank_seconds"]) == 2
+    assert two_ranks[0][case]["critical"] == pytest.approx(
+        two_ranks[1][case]["critical"])
+
+
+def test_matrix_free_blocks_are_solved_by_all_ranks_together(two_ranks):
+    single, opt = workers.train("fisher", torch.float64, "tensor", matrix_free_bytes=200)
+    got = two_ranks[0]["matrix-free"]
+    for a, b in zip(got["params"], single, strict=True):
+        assert float((a - b).abs().max() / b.abs().max()) <= 1e-10
+    collective = [r for r in got["records"] if r[2] == "matrix-free"]
+    assert collective and all(rank == -1 for _, rank, _ in collective)
+    assert len(got["records"]) == len(opt.ledger.records)
+
+
+def test_first_order_training_averages_gradients_over_the_global_batch(two_ranks):
+    single = workers.first_order()
+    for rank in range(2):
+        for a, b in zip(two_ranks[rank]["sgd"], single, strict=True):
+            assert float((a - b).abs().max() / b.abs().max()) <= 1e-12
+
+
+def test_ownership_follows_lpt_on_predicted_seconds(two_ranks):
+    run = two_ranks[0][("fisher", torch.float64, "tensor")]
+    owned = [i for i, o in enumerate(run["owner"]) if o >= 0]
+    seconds = [run["predicted"][i] for i in owned]
+    assert [run["owner"][i] for i in owned] == lpt_assignment(seconds, 2)
+
+
+def _optimal_makespan(seconds, ranks):
+    return min(makespan(seconds, list(owner), ranks)
+               for owner in itertools.product(range(ranks), repeat=len(seconds)))
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_lpt_is_within_grahams_bound_of_the_optimum(seed):
+    gen = torch.Generator().manual_seed(seed)
+    ranks = 2 + seed % 3
+    seconds = (torch.rand(7, generator=gen) ** 3 * 10).tolist()
+    owner = lpt_assignment(seconds, ranks)
+    best = _optimal_makespan(seconds, ranks)
+    assert makespan(seconds, owner, ranks) <= (4 / 3 - 1 / (3 * ranks)) * best + 1e-12
+    assert sorted(set(owner)) == list(range(ranks))  # 7 jobs on ≤ 4 ranks: all busy
+
+
+def test_lpt_is_deterministic_and_rejects_bad_rank_counts():
+    assert lpt_assignment([3.0, 3.0, 2.0, 2.0, 2.0], 2) == [0, 1, 0, 1, 0]
+    assert lpt_assignment([], 3) == []
+    assert lpt_assignment([float("nan"), 1.0], 2) == [1, 0]
+    with pytest.raises(ValueError, match="ranks must be an integer >= 1"):
+        lpt_assignment([1.0], 0)
+
+
+def test_shards_are_contiguous_and_cover_the_batch():
+    for total, world in [(13, 2), (10, 3), (4, 4), (128, 5)]:
+        parts = [shard_slice(total, r, world) for r in range(world)]
+        assert parts[0].start == 0 and parts[-1].stop == total
+        assert all(a.stop == b.start for a, b in zip(parts, parts[1:], strict=False))
+        sizes = [p.stop - p.start for p in parts]
+        assert max(sizes) - min(sizes) <= 1
+
+
+def test_global_batch_weights_and_rows():
+    batch = GlobalBatch([7, 6], 3, [[21, -1], [18, -1]], ["owned", "owned"])
+    assert batch.total == 13 and batch.weight(0) == pytest.approx(7 / 13)
+    assert batch.global_rows(0) == 39 and batch.global_rows(1) is None
+
+
+def test_a_killed_rank_stops_the_other_and_the_run_resumes_on_one_rank(spawned):
+    """Rank 0 of a two-rank ``train()`` is killed after step 3: rank 1 stops with a clear
+    error within seconds (no hang), and the run resumes from the step-3 checkpoint on a single
+    process to the single-process result."""
+    from qnewton.files import read_jsonl
+    from qnewton.training import TrainConfig, train
+
+    tmp_path, codes = spawned
+    assert codes == [3, 0]
+    outcomes = [(tmp_path / f"outcome{r}.txt").read_text(encoding="utf-8").split("\n", 1)
+                for r in range(2)]
+    assert outcomes[0][1] == "killed"
+    message = outcomes[1][1]
+    assert message.startswith("distributed-error: rank 1 of 2"), message
+    assert "another rank has stopped" in message and "--resume" in message
+    assert float(outcomes[1][0]) - float(outcomes[0][0]) < 20.0
+    run = tmp_path / "run"
+    assert not list(tmp_path.glob("**/*.tmp"))
+    # the rank count may change on --resume: finish on one process
+    config = TrainConfig(**workers.RUN_CONFIG)
+    train(config, run, resume=True, progress=False)
+    train(config, tmp_path / "single", progress=False, rates=workers.RATES)
+    resumed = torch.load(run / "checkpoint.pt", weights_only=False)["model"]
+    single = torch.load(tmp_path / "single" / "checkpoint.pt", weights_only=False)["model"]
+    for name, ref in single.items():
+        err = float((resumed[name].double() - ref.double()).abs().max() / ref.abs().max())
+        assert err <= 1e-5, f"{name}: {err:.2e}"
+    solves = read_jsonl(run / "solves.jsonl")
+    assert {r["rank"] for r in solves if r["step"] < 3} == {0, 1}
+    assert {r["rank"] for r in solves if r["step"] >= 3} == {None}
+    assert [r["step"] for r in read_jsonl(run / "steps.jsonl")] == list(range(6))
