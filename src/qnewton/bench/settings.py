@@ -76,7 +76,7 @@ SETTINGS: dict[str, Settings] = {
                         ("digits-cnn", None), ("digits-gru", None)),
         cost_tiny=False,
         ttt_targets=(("digits", 0.90), ("mnist", 0.85)), ttt_tiny=False, ttt_max_steps=400,
-        ttt_max_seconds=30.0, ttt_eval_every=10, ttt_rounds=1, ttt_adam_lrs=(3e-3, 1e-2),
+        ttt_max_seconds=60.0, ttt_eval_every=10, ttt_rounds=1, ttt_adam_lrs=(3e-3, 1e-2),
         ttt_kfac_lrs=(0.1, 0.3), ttt_ggn_lrs=(0.3, 1.0),
         width_hidden=(16, 64, 256), width_batches=(128, 512), width_task="digits",
         width_fresh_process=True,
