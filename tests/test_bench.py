@@ -8,6 +8,7 @@ import ast
 import json
 import math
 import os
+import statistics
 from pathlib import Path
 
 import pytest
@@ -16,7 +17,7 @@ from torch import nn
 
 from qnewton import bench
 from qnewton import curvature as C
-from qnewton.bench import suite
+from qnewton.bench import peers, suite
 from qnewton.bench.cli import parse_cases
 from qnewton.bench.release import release_block_direction
 from qnewton.curvature.per_sample import engine, per_sample_rows
@@ -508,8 +509,9 @@ def test_results_that_cannot_be_written_are_saved_elsewhere(tmp_path, fake_cases
 #: Modules of qnewton.bench from the bottom up; a module may import only earlier layers.
 LAYERS = (
     ("stats", "settings"),
-    ("release", "fixtures"),
-    ("newton_step", "dense_solve", "kappa", "scheduler", "scaling", "distributed_step"),
+    ("release", "fixtures", "workloads", "peers"),
+    ("newton_step", "dense_solve", "kappa", "scheduler", "scaling", "step_cost", "time_to_target",
+     "width_scaling", "distributed_step"),
     ("cases",),
     ("suite",),
     ("cli",),
@@ -618,6 +620,62 @@ def test_smoke_measurements_are_consistent(smoke_run):
         [r / o for r, o in zip(t["release_seconds"], t["ours_seconds"], strict=True)])
 
 
+def test_smoke_user_facing_cases_are_consistent(smoke_run):
+    """step-cost, time-to-target and width-scaling: structure, and figures that follow from
+    the timings they record (never their speed)."""
+    cases = {c["name"]: c for c in json.loads(smoke_run[1].read_text())["cases"]}
+    smoke = bench.SETTINGS["smoke"]
+    for name in ("step-cost", "step-cost-ggn"):
+        entry = cases[name]
+        assert len(entry["rows"]) == len(smoke.cost_workloads)
+        for row in entry["rows"]:
+            t = entry["timings"][row["name"]]
+            assert len(t["qnewton"]) == len(t["adam"]) == smoke.repeats
+            # the ratio is of the medians of the interleaved timings, per round of the rounds
+            assert row["measured"] == pytest.approx(
+                statistics.median(t["qnewton"]) / statistics.median(t["adam"]))
+            assert row["per_repeat"]["measured"] == pytest.approx(
+                [q / a for q, a in zip(t["qnewton"], t["adam"], strict=True)])
+        assert entry["measured"] == max(r["measured"] for r in entry["rows"])
+        assert entry["qnewton_settings"]["curvature"] == "fisher"  # the CLI's default kind
+    over = cases["step-overhead"]
+    assert len(over["rows"]) == 2 * len(smoke.cost_workloads)
+    for model in over["models"]:
+        for kind, k in model["kinds"].items():
+            assert k["newton_parameter_fraction"] is not None, (model["label"], kind)
+            for phases, share in zip(k["phases_per_step"], k["overhead_per_step"], strict=True):
+                assert share == pytest.approx(
+                    (phases.get("estimation", 0) + phases.get("scheduling", 0))
+                    / sum(phases.values()))
+    ttt = cases["time-to-target"]
+    (task,) = ttt["tasks"]
+    assert task["target"] == smoke.ttt_targets[0][1]
+    qn = task["best"]["qnewton"]
+    for run in (r for runs in task["runs"].values() for r in runs):
+        assert run["steps"] <= smoke.ttt_max_steps
+        if run["status"] == "reached":  # reached at an evaluation, at the target
+            assert run["curve"][-1][2] >= task["target"]
+            assert run["steps"] % smoke.ttt_eval_every == 0
+            assert run["seconds_to_target"] == run["curve"][-1][1]
+    methods = {"qnewton", "adam", "lbfgs", "ggn-cg"} | ({"kfac"} if peers.curvlinops_available()
+                                                        else set())
+    assert set(task["runs"]) == methods
+    for row in ttt["rows"]:
+        peer = row["name"].rsplit("/ ", 1)[1]
+        if peer not in methods:
+            assert row["measured"] is None and row["status"] == peers.KFAC_SKIPPED
+        elif math.isfinite(qn["seconds_to_target"]) and row["measured"]:
+            assert row["measured"] == pytest.approx(
+                qn["seconds_to_target"] / task["best"][peer]["seconds_to_target"])
+    width = cases["width-scaling"]
+    assert [(p["batch"], p["hidden"]) for p in width["points"]] == [
+        (b, h) for b in smoke.width_batches for h in smoke.width_hidden]
+    for p in width["points"]:
+        assert p["peak_memory_bytes"] >= 0 and p["parameters"] > 0
+        assert 0 <= p["newton_parameters_per_step"] <= p["parameters"]
+    assert width["measured"] == min(p["newton_parameter_fraction"] for p in width["points"])
+
+
 def test_smoke_case_selection(tmp_path):
     out = tmp_path / "c.json"
     md = tmp_path / "table.md"
@@ -696,3 +754,148 @@ def test_fast_path_taken_for_linear_and_refused_with_coupling():
         done = per_sample_rows(losses, [torch.ones_like(losses)], 16, blocks, factors,
                                C.CurvatureConfig())
         assert {b.name for b in blocks if id(b) in done} == expect
+
+
+# ------------------------------------------------------------- peers, workloads, extra, rows
+
+
+def _flat(tensors):
+    return torch.cat([t.reshape(-1) for t in tensors])
+
+
+def test_kfac_peer_direction_equals_dense_kfac_inverse_on_a_tiny_model():
+    """Ground truth: for one linear layer, K-FAC (empirical Fisher, weight and bias as separate
+    blocks, curvlinops' default) is blockdiag(B ⊗ A, B) with A = (1/N)·Σ xₙxₙᵀ and
+    B = (1/N)·Σ gₙgₙᵀ (gₙ = softmax − onehot); the peer's direction is that matrix's damped
+    inverse applied to the gradient, (K + λI)⁻¹ g, in the parameters' order (weight, bias)."""
+    pytest.importorskip("curvlinops")
+    gen = torch.Generator().manual_seed(3)
+    n, d, c, lam = 24, 5, 3, 1e-2
+    x = torch.randn(n, d, generator=gen, dtype=torch.float64)
+    y = torch.randint(0, c, (n,), generator=gen)
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(d, c)).double()
+    direction, loss = peers.kfac_direction(model, x, y, lam, fisher_type="empirical",
+                                           heuristic_damping=False)
+    with torch.no_grad():
+        out = model(x)
+    g_out = out.softmax(1) - nn.functional.one_hot(y, c)
+    b = g_out.T @ g_out / n
+    dense = torch.block_diag(torch.kron(b, x.T @ x / n), b)  # W row-major, then bias
+    order = list(range(dense.shape[0]))
+    grad, loss2 = peers.mean_loss_gradient(model, x, y)
+    expected = torch.linalg.solve(dense + lam * torch.eye(len(order), dtype=torch.float64),
+                                  _flat(grad))
+    assert torch.allclose(_flat(direction), expected, rtol=1e-8, atol=1e-12)
+    assert loss == pytest.approx(loss2)
+
+
+def test_ggn_cg_peer_equals_the_dense_damped_ggn_solve():
+    gen = torch.Generator().manual_seed(4)
+    x = torch.randn(12, 4, generator=gen, dtype=torch.float64)
+    y = torch.randint(0, 3, (12,), generator=gen)
+    torch.manual_seed(1)
+    model = nn.Sequential(nn.Linear(4, 3), nn.Tanh(), nn.Linear(3, 3)).double()
+    params = list(model.parameters())
+    names = [k for k, _ in model.named_parameters()]
+    jac = torch.func.jacrev(
+        lambda *th: torch.func.functional_call(model, dict(zip(names, th, strict=True)), (x,)),
+        argnums=tuple(range(len(params))))(*[p.detach() for p in params])
+    j = torch.cat([t.reshape(12, 3, -1) for t in jac], 2)
+    with torch.no_grad():
+        p = model(x).softmax(1)
+    h = torch.diag_embed(p) - p[:, :, None] * p[:, None, :]
+    ggn = torch.einsum("bcn,bcd,bdm->nm", j, h, j) / 12
+    size = ggn.shape[0]
+    sizes = [t.numel() for t in params]
+    for k, e in enumerate(torch.eye(size, dtype=torch.float64)):
+        v = [c.reshape(t.shape) for c, t in zip(e.split(sizes), params, strict=True)]
+        assert torch.allclose(_flat(peers.ggn_product(model, x, v)), ggn[:, k], atol=1e-12)
+    direction, _ = peers.ggn_cg_direction(model, x, y, 1e-2, iterations=size)
+    grad, _ = peers.mean_loss_gradient(model, x, y)
+    expected = torch.linalg.solve(ggn + 1e-2 * torch.eye(size, dtype=torch.float64), _flat(grad))
+    assert torch.allclose(_flat(direction), expected, rtol=1e-7, atol=1e-10)
+
+
+def test_time_to_target_reports_kfac_skipped_without_the_extra(monkeypatch):
+    """Without curvlinops the K-FAC row says how to install it and the case still measures
+    every other peer (not an error); with it (the smoke run,
+    test_smoke_user_facing_cases_are_consistent) the K-FAC peer runs."""
+    import dataclasses
+
+    from qnewton.bench import time_to_target as ttt
+
+    available = False
+    monkeypatch.setattr(ttt, "curvlinops_available", lambda: available)
+    s = dataclasses.replace(bench.SETTINGS["smoke"], ttt_max_steps=2, ttt_eval_every=2,
+                            ttt_targets=(("digits", 0.99),))
+    entry = ttt.case_time_to_target(s, RATES, 0)
+    (task,) = entry["tasks"]
+    assert ("kfac" in task["runs"]) is available
+    (row,) = [r for r in entry["rows"] if r["name"].endswith("/ kfac")]
+    if available:
+        assert row["status"] != peers.KFAC_SKIPPED
+    else:
+        assert row["measured"] is None and row["status"] == peers.KFAC_SKIPPED
+        assert "bench extra" in entry["note"]
+    assert {"adam", "lbfgs", "ggn-cg", "qnewton"} <= set(task["runs"])
+
+
+def test_width_point_in_a_fresh_process():
+    """The subprocess path the quick and full modes use: one tiny point, its JSON back."""
+    from qnewton.bench import width_scaling
+
+    point = width_scaling._run_point({
+        "task": "digits", "hidden": 4, "batch": 16, "repeats": 1, "warmup": 1, "seed": 0,
+        "threads": 1, "rates": RATES.to_dict(), "tiny": True}, fresh_process=True)
+    assert point["hidden"] == 4 and point["batch"] == 16 and len(point["qnewton_seconds"]) == 1
+    assert point["peak_memory_bytes"] >= 0 and point["memory_method"]
+    assert point["newton_parameter_fraction"] == 1.0
+
+
+def test_cnn_and_gru_workloads_train_with_qnewton():
+    from qnewton.bench.workloads import build_qnewton, closure_for, load_workload
+
+    for name in ("digits-cnn", "digits-gru"):
+        w = load_workload(name, 0, batch=8, tiny=True)
+        model = w.make_model()
+        assert model(w.x_train[:3]).shape == (3, 10)
+        before = [p.detach().clone() for p in model.parameters()]
+        opt = build_qnewton(model, RATES, "ggn")
+        idx = w.batch_indices(0, 0)
+        assert idx.shape == (8,)
+        opt.step(closure_for(model, w.x_train[idx], w.y_train[idx], "ggn"))
+        assert opt.ledger.summary()["newton_parameter_fraction"] == 1.0
+        assert all(not torch.equal(a, p) for a, p in zip(before, model.parameters(), strict=True))
+
+
+def test_bench_constraints_pin_the_torch_of_pyproject():
+    root = Path(__file__).resolve().parents[1]
+    pins = {line.split("==")[0]: line.split("==")[1] for line in
+            (root / "scripts" / "bench-constraints.txt").read_text().splitlines()
+            if line and not line.startswith("#")}
+    assert f'"torch=={pins["torch"]}"' in (root / "pyproject.toml").read_text()
+    assert "bench-constraints.txt" in (root / "scripts" / "setup.sh").read_text()
+
+
+def test_markdown_detail_rows_by_hand():
+    entry = {"name": "a", "measured": 2.0, "unit": "x", "baseline": "b", "target": "<= 1",
+             "met": False, "per_repeat": {"measured": [2.0, 3.0], "met": [False, False]},
+             "rows": [
+                 {"name": "m1", "measured": 2.0, "unit": "x", "baseline": "q", "target": "<= 1",
+                  "met": False, "per_repeat": {"measured": [2.0, 1.5], "met": [False, False]}},
+                 {"name": "m2", "measured": None, "status": "skipped: why", "unit": "",
+                  "baseline": "", "target": "", "met": None},
+                 {"name": "m3", "measured": 4.0, "unit": "ms", "baseline": "", "target": "",
+                  "met": None, "per_repeat": {"measured": [4.0, 5.0], "met": []}}]}
+    suite.decide(entry, [0.5, 0.5, 0.5], [0.5, 0.5, 0.5], 2)
+    assert entry["rows"][0]["verdict"] == "missed"
+    assert entry["rows"][2]["spread"] == bench.summarize([4.0, 5.0])
+    assert "verdict" not in entry["rows"][1] and "verdict" not in entry["rows"][2]
+    table = bench.markdown_table({"machine": {"host": "h", "torch": "t", "threads": 1,
+                                              "cpu_count": 2, "date": "d"}, "cases": [entry]})
+    assert table.splitlines()[-3:] == [
+        "| ↳ m1 | 2 | 1.5–2 (n=2) | x | q | <= 1 |  | **no** |",
+        "| ↳ m2 | skipped: why |  |  |  |  |  |  |",
+        "| ↳ m3 | 4 | 4–5 (n=2) | ms |  |  |  |  |",
+    ]

@@ -15,6 +15,18 @@ JSON keeps every raw timing and min/median/max) and compares the measured figure
    conditioning + estimation + scheduling time as a share of the step time.
 5. ``scaling`` (:mod:`~qnewton.bench.scaling`): Newton step time against block size N for ours
    and the release's approach, with fitted log-log exponents.
+6. ``step-cost``, ``step-cost-ggn`` and ``step-overhead`` (:mod:`~qnewton.bench.step_cost`):
+   a QNewton step with the CLI's settings (Fisher, GGN) against an Adam step at the same batch on
+   an MLP (digits, MNIST at batch 128 and 512), a CNN and a GRU, and the scheduler's share of it.
+7. ``time-to-target`` (:mod:`~qnewton.bench.time_to_target`): training time to a test accuracy
+   against Adam, L-BFGS, K-FAC (curvlinops, the optional ``bench`` extra) and a matrix-free GGN
+   Newton-CG (:mod:`~qnewton.bench.peers`).
+8. ``width-scaling`` (:mod:`~qnewton.bench.width_scaling`): step time, peak memory and the
+   parameters moved by Newton directions against the hidden width, one process per point.
+
+Cases 6–8 measure what a user gets: :mod:`~qnewton.bench.workloads` builds QNewton exactly as
+``qnewton train`` does, with overrides only in its ``QNEWTON_SETTINGS``. An entry may carry
+detail ``rows`` (one per model, peer or point), decided by the same rule and listed under it.
 
 How a case is measured and decided:
 
@@ -36,11 +48,15 @@ How a case is measured and decided:
   fraction of systems meeting the target with that round's time fraction; ``scheduler-quality``
   the regret from the k-th of ``repeats`` chunks of every solver's interleaved rounds (chunk
   medians); ``scheduler-overhead`` each training step's share; ``scaling`` the exponents fitted
-  to that round's timings.
+  to that round's timings; ``step-cost``/``step-cost-ggn`` the worst model's QNewton/Adam ratio
+  in that round; ``step-overhead`` the worst model's share in each timed step;
+  ``time-to-target`` the worst task's ratio in each round of training runs; ``width-scaling``
+  the smallest Newton fraction (one figure: it counts every step).
 
 Modules, each importing only those listed before it: :mod:`~qnewton.bench.stats` (pure
 helpers), :mod:`~qnewton.bench.settings` (sizes per mode), :mod:`~qnewton.bench.release`,
-:mod:`~qnewton.bench.fixtures`, one module per case, :mod:`~qnewton.bench.cases` (the
+:mod:`~qnewton.bench.fixtures`, :mod:`~qnewton.bench.workloads`,
+:mod:`~qnewton.bench.peers`, one module per case, :mod:`~qnewton.bench.cases` (the
 :data:`BENCH_CASES` registry; adding a case is one file and one entry there),
 :mod:`~qnewton.bench.suite` (running and writing) and :mod:`~qnewton.bench.cli`.
 

@@ -25,6 +25,9 @@ from qnewton.bench.newton_step import case_newton_step
 from qnewton.bench.scaling import case_scaling
 from qnewton.bench.scheduler import case_scheduler
 from qnewton.bench.settings import Settings
+from qnewton.bench.step_cost import case_step_cost
+from qnewton.bench.time_to_target import case_time_to_target
+from qnewton.bench.width_scaling import case_width_scaling
 from qnewton.registry import Registry
 from qnewton.solvers import MachineRates
 
@@ -45,6 +48,11 @@ for _name, _function in (
     ("scheduler-quality", case_scheduler),
     ("scheduler-overhead", case_scheduler),
     ("scaling", case_scaling),
+    ("step-cost", case_step_cost),
+    ("step-cost-ggn", case_step_cost),
+    ("step-overhead", case_step_cost),
+    ("time-to-target", case_time_to_target),
+    ("width-scaling", case_width_scaling),
     ("distributed-step", case_distributed_step),
 ):
     BENCH_CASES.register(_name, _function)

@@ -134,6 +134,14 @@ def decide(entry: dict[str, Any], before: list[float] | None, after: list[float]
     entry["verdict"], reasons = verdict(bool(entry["met"]), per["met"], loads, cores)
     if reasons:
         entry["noisy_reasons"] = reasons
+    for row in entry.get("rows", ()):
+        # detail rows (one per model, task, ...) are decided by the same rule, same loads
+        rper = row.get("per_repeat") or {}
+        finite = [x for x in rper.get("measured", ()) if x is not None and math.isfinite(x)]
+        if finite:
+            row["spread"] = summarize(finite)
+        if row.get("met") is not None and rper.get("met"):
+            row["verdict"], _ = verdict(bool(row["met"]), rper["met"], loads, cores)
 
 
 def run_suite(
@@ -248,6 +256,7 @@ def markdown_table(result: dict[str, Any]) -> str:
         cells = [c["name"], _fmt(c["measured"]), spread_cell, c["unit"], c["baseline"],
                  str(c["target"]), load_cell, met_cell]
         lines.append("| " + " | ".join(x.replace("|", "/") for x in cells) + " |")
+        lines += [_row_line(row) for row in c.get("rows", ())]
         text = "; ".join(x for x in (c.get("error"), "; ".join(c.get("noisy_reasons", ())),
                                      c.get("note")) if x)
         if text:
@@ -255,6 +264,26 @@ def markdown_table(result: dict[str, Any]) -> str:
     if notes:
         lines += ["", "Notes:", "", *notes]
     return "\n".join(lines) + "\n"
+
+
+def _row_line(row: dict[str, Any]) -> str:
+    """A detail row of an entry (``entry["rows"]``: one model, task or size), under it; no load
+    cell (the entry's applies), no verdict cell for a row without a target (``met`` None)."""
+    spread = row.get("spread")
+    spread_cell = (f"{_fmt(spread['min'])}–{_fmt(spread['max'])} (n={spread['n']})"
+                   if spread else "")
+    if row.get("met") is None:
+        met_cell = ""
+    else:
+        v = row.get("verdict") or ("met" if row["met"] else "missed")
+        met_cell = _VERDICT_CELL.get(v, f"noisy (median: {'yes' if row['met'] else 'no'})")
+    measured = row.get("measured")
+    cells = ["↳ " + str(row["name"]),
+             _fmt(measured) if measured is not None else str(row.get("status", "n/a")),
+             spread_cell,
+             str(row.get("unit", "")), str(row.get("baseline", "")), str(row.get("target", "")),
+             "", met_cell]
+    return "| " + " | ".join(x.replace("|", "/") for x in cells) + " |"
 
 
 def to_jsonable(value: Any) -> Any:
