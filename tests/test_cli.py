@@ -47,10 +47,11 @@ def test_estimate_and_the_scheduler_decide_the_same_way(n, m, reg, hardware, gat
     rates = MachineRates.user(dense_flops_per_s=5e10, gemm_flops_per_s=1e11,
                               bandwidth_bytes_per_s=1e10)
     overrides = {} if gate_time is None else {"gate_time_s": gate_time}
-    # gram_below=0: a Gram matrix formed by the analysis is sunk cost that makes training's own
-    # Woodbury prediction cheaper by 2NM²; a stand-alone estimate cannot have formed one.
+    # gram_below=0, share_gram=False: a Gram matrix formed by the analysis is sunk cost that
+    # makes training's own Woodbury prediction cheaper by 2NM²; a stand-alone estimate cannot
+    # have formed one.
     scheduler = Scheduler(SchedulerConfig(hardware=get_profile(hardware, **overrides),
-                                          gram_below=0), rates=rates)
+                                          gram_below=0, share_gram=False), rates=rates)
     system = factor_system(n, m, reg)
     analysis = scheduler.analyse(system)
     decision = scheduler.decide(system, analysis)

@@ -41,8 +41,8 @@ def count_kappa_calls(monkeypatch):
 
     calls = []
     real = module.analyse_kappa
-    monkeypatch.setattr(module, "analyse_kappa",
-                        lambda system, policy: calls.append(system.n) or real(system, policy))
+    monkeypatch.setattr(module, "analyse_kappa", lambda system, policy, **kw: (
+        calls.append(system.n) or real(system, policy, **kw)))
     return calls
 
 

@@ -35,7 +35,7 @@ def solve(sched, system, step=0):
 
 def test_analysis_gives_a_guaranteed_upper_bound_for_regularized_fisher():
     system = fisher_system(n=200)
-    analysis = scheduler(gram_below=0).analyse(system)  # the Lanczos path
+    analysis = scheduler(gram_below=0, share_gram=False).analyse(system)  # the Lanczos path
     exact = float(torch.linalg.cond(system.to_dense()))
     assert analysis.kappa.kind == "upper"
     assert analysis.kappa.value >= exact * (1 - 1e-9)
@@ -49,7 +49,7 @@ def test_small_systems_get_the_exact_kappa():
     assert analysis.kappa.kind == "exact"
     assert analysis.kappa.value == pytest.approx(float(torch.linalg.cond(system.to_dense())),
                                                  rel=1e-9)
-    lanczos_only = scheduler(exact_below=0, gram_below=0).analyse(system)
+    lanczos_only = scheduler(exact_below=0, gram_below=0, share_gram=False).analyse(system)
     assert lanczos_only.kappa.kind == "upper"
 
 
@@ -67,6 +67,40 @@ def test_low_rank_fisher_gets_the_exact_kappa_from_its_gram_matrix():
     assert relative_error(result.x, torch.linalg.solve(dense, b)) < 1e-8
     wide = fisher_system(n=40, m=12)  # M > N/4: the Gram path does not pay off
     assert scheduler(exact_below=0).analyse(wide).kappa.method != "gram-eigvalsh"
+
+
+def test_a_gram_the_woodbury_solve_forms_anyway_gives_kappa_at_any_rank():
+    # M = 40 > gram_below = 8 and M ≤ N/4: Woodbury is the predicted solver, so the analysis
+    # takes κ from the Gram the solve reuses instead of Lanczos on N-vectors.
+    system = fisher_system(n=400, m=40, reg=1e-2)
+    sched = scheduler(policy="classical", gram_below=8, exact_below=0)
+    assert sched._woodbury_expected(system)
+    analysis = sched.analyse(system)
+    dense = system.to_dense()
+    assert (analysis.kappa.kind, analysis.kappa.method) == ("exact", "gram-eigvalsh")
+    assert analysis.kappa.value == pytest.approx(float(torch.linalg.cond(dense)), rel=1e-8)
+    gram = system.gram()
+    decision = sched.decide(system, analysis)
+    assert decision.classical_solver == "woodbury"
+    sched.run(system, torch.ones(system.n, dtype=torch.float64), decision)
+    assert system.gram() is gram
+    # Not shared (option off, or Woodbury not allowed): Lanczos on N-vectors, no Gram formed.
+    for other in (scheduler(policy="classical", gram_below=8, exact_below=0, share_gram=False),
+                  scheduler(policy="classical", gram_below=8, exact_below=0,
+                            classical_solvers=("cholesky", "cg"))):
+        fresh = fisher_system(n=400, m=40, reg=1e-2)
+        assert other.analyse(fresh).kappa.method != "gram-eigvalsh"
+        assert not fresh.has_gram
+
+
+def test_a_large_shared_gram_gives_a_lanczos_upper_bound_on_kappa():
+    system = fisher_system(n=400, m=60, reg=1e-2)
+    sched = scheduler(policy="classical", gram_below=8, exact_below=0, gram_eig_below=16)
+    analysis = sched.analyse(system)
+    exact = float(torch.linalg.cond(system.to_dense()))
+    assert (analysis.kappa.kind, analysis.kappa.method) == ("upper", "gram-lanczos")
+    assert exact * (1 - 1e-9) <= analysis.kappa.value <= 2 * exact
+    assert analysis.norm >= float(torch.linalg.matrix_norm(system.to_dense(), 2)) * (1 - 1e-9)
 
 
 def test_cost_policy_picks_the_cheaper_prediction():

@@ -42,7 +42,12 @@ class KappaPolicy:
         exact_below: ``"auto"`` gives systems with N ≤ this the exact κ (eigvalsh), cheaper than
             Lanczos's Python-level iterations at that size.
         gram_below: ``"auto"`` gives a regularized factor-form system with M ≤ gram_below rows
-            and M ≤ N/4 the exact κ from its M×M Gram matrix (which a Woodbury solve reuses).
+            and M ≤ N/4 the exact κ from its M×M Gram matrix (which a Woodbury solve reuses),
+            and so does any M when the caller says the solve will form the Gram anyway
+            (``gram_shared``).
+        gram_eig_below: a Gram of order M ≤ this gets its top eigenvalue by eigvalsh (exact κ);
+            a larger one by Lanczos on the M×M Gram (a probabilistic upper bound, ``steps``
+            products of M² flops instead of eigvalsh's ~9M³).
     """
 
     method: str = "auto"
@@ -50,12 +55,14 @@ class KappaPolicy:
     seed: int = 0
     exact_below: int = 128
     gram_below: int = 128
+    gram_eig_below: int = 256
 
     def __post_init__(self) -> None:
         KAPPA_METHODS.check(self.method)
         check_int("lanczos_steps", self.steps, 2)
         check_int("exact_below", self.exact_below, 0)
         check_int("gram_below", self.gram_below, 0)
+        check_int("gram_eig_below", self.gram_eig_below, 0)
         check_int("seed", self.seed)
 
 
@@ -97,28 +104,43 @@ def _exact_from_eigenvalues(eigenvalues: torch.Tensor) -> KappaEstimate:
                          method="eigvalsh")
 
 
-def _exact_from_gram(system: LinearSystem) -> tuple[KappaEstimate, float]:
-    """Exact κ of ``s·FᵀF + λI`` with ``F`` of M < N rows from the M×M Gram ``F Fᵀ``: the block's
-    eigenvalues are ``s·eig(F Fᵀ)`` and N − M zeros, so κ = (s·μ_max + λ)/λ."""
-    top = system.block.scale * max(0.0, float(torch.linalg.eigvalsh(system.gram())[-1]))
+def _kappa_from_gram(system: LinearSystem, policy: KappaPolicy) -> tuple[KappaEstimate, float]:
+    """κ of ``s·FᵀF + λI`` with ``F`` of M < N rows from the M×M Gram ``F Fᵀ``: the block's
+    eigenvalues are ``s·eig(F Fᵀ)`` and N − M zeros, so κ = (s·μ_max + λ)/λ, and only μ_max is
+    needed. Exact (eigvalsh) for M ≤ ``gram_eig_below``; above, Lanczos on the Gram gives μ_max's
+    probabilistic upper bound (:func:`spectral_norm_upper`), so κ is an upper bound."""
+    gram = system.gram()
+    m = gram.shape[0]
+    if m <= policy.gram_eig_below:
+        mu = max(0.0, float(torch.linalg.eigvalsh(gram)[-1]))
+        kind, method = "exact", "gram-eigvalsh"
+    else:
+        mu = spectral_norm_upper(lambda v: gram @ v, m, min(policy.steps, m), policy.seed,
+                                 psd=True, dtype=gram.dtype, device=gram.device)
+        kind, method = "upper", "gram-lanczos"
+    top = system.block.scale * mu
     value = (top + system.shift) / system.shift
-    estimate = KappaEstimate(value=value, log10=math.log10(value), kind="exact",
-                             method="gram-eigvalsh")
+    estimate = KappaEstimate(value=value, log10=math.log10(value), kind=kind, method=method)
     return estimate, top + system.shift
 
 
-def _use_gram(system: LinearSystem, gram_below: int) -> bool:
-    # M ≤ gram_below keeps eigvalsh(M×M) cheap; M ≤ N/4 makes the Gram product much cheaper
-    # than Lanczos on N-vectors, and Woodbury needs that product anyway.
+def _use_gram(system: LinearSystem, gram_below: int, gram_shared: bool) -> bool:
+    # M ≤ gram_below keeps the Gram product cheap next to Lanczos on N-vectors; a Gram the
+    # solve forms anyway (Woodbury) costs nothing extra whatever M. M ≤ N/4 keeps the Gram
+    # product far below forming the N×N matrix.
     m = system.factor_rows
-    return system.psd_plus_shift and m is not None and m <= gram_below and 4 * m <= system.n
+    return (system.psd_plus_shift and m is not None and 4 * m <= system.n
+            and (m <= gram_below or gram_shared))
 
 
-def analyse_kappa(system: LinearSystem, policy: KappaPolicy) -> tuple[KappaEstimate, float]:
+def analyse_kappa(system: LinearSystem, policy: KappaPolicy,
+                  gram_shared: bool = False) -> tuple[KappaEstimate, float]:
     """κ (with its guarantee) and an ‖A‖₂ figure for the block-encoding α.
 
     ``"auto"``, cheapest first: N ≤ ``exact_below`` → exact κ by eigvalsh; a regularized factor
-    block with few rows (``gram_below``) → exact κ from its M×M Gram matrix (reused by Woodbury);
+    block with few rows (``gram_below``), or whose Gram the solve forms anyway (``gram_shared``:
+    Woodbury is the predicted classical choice) → κ from its M×M Gram matrix (reused by Woodbury;
+    exact up to ``gram_eig_below`` rows, a Lanczos upper bound on the Gram above);
     another regularized PSD curvature → one Lanczos run on H gives ‖H‖₂ (a probabilistic upper
     bound) and the guaranteed ``κ ≤ 1 + ‖H‖₂/λ``; otherwise (exact Hessians, pruned systems) the
     Lanczos lower bound. Any other method is run as named, with the norm from Gershgorin (an
@@ -134,8 +156,8 @@ def analyse_kappa(system: LinearSystem, policy: KappaPolicy) -> tuple[KappaEstim
         eigenvalues = torch.linalg.eigvalsh(system.to_dense())
         kappa = _exact_from_eigenvalues(eigenvalues)
         norm = float(eigenvalues.abs().max())
-    elif auto and _use_gram(system, policy.gram_below):
-        kappa, norm = _exact_from_gram(system)
+    elif auto and _use_gram(system, policy.gram_below, gram_shared):
+        kappa, norm = _kappa_from_gram(system, policy)
     elif auto and system.psd_plus_shift:
         norm_h = spectral_norm_upper(system.block.matvec, system.n, **norm_kw)
         kappa = kappa_regularization_bound(norm_h, system.shift)

@@ -38,7 +38,11 @@ class SchedulerConfig:
         cg_rtol: relative residual at which classical CG stops (and which its cost model uses).
         max_dense_bytes: a factor-form system whose N×N matrix would exceed this is never
             handed to a solver that forms the matrix (Cholesky, LU, inverse).
-        exact_below, gram_below: thresholds of the ``"auto"`` κ method (:class:`KappaPolicy`).
+        exact_below, gram_below, gram_eig_below: thresholds of the ``"auto"`` κ method
+            (:class:`KappaPolicy`).
+        share_gram: let the ``"auto"`` κ method use a factor block's M×M Gram matrix at any M
+            when Woodbury is the predicted classical solver (the solve forms that Gram anyway,
+            so κ costs one small eigen-solve instead of Lanczos on N-vectors).
     """
 
     hardware: HardwareProfile
@@ -56,6 +60,8 @@ class SchedulerConfig:
     cg_rtol: float = 1e-6
     exact_below: int = 128
     gram_below: int = 128
+    gram_eig_below: int = 256
+    share_gram: bool = True
     max_dense_bytes: int = 2 * 1024**3
     kappa_policy: KappaPolicy = field(init=False, repr=False, compare=False)
 
@@ -87,4 +93,4 @@ class SchedulerConfig:
         check_int("max_dense_bytes", self.max_dense_bytes, 1)
         object.__setattr__(self, "kappa_policy", KappaPolicy(
             method=self.kappa_method, steps=self.lanczos_steps, exact_below=self.exact_below,
-            gram_below=self.gram_below))
+            gram_below=self.gram_below, gram_eig_below=self.gram_eig_below))

@@ -125,7 +125,8 @@ class Scheduler:
     def analyse(self, system: LinearSystem) -> Analysis:
         """κ by the configured method (:func:`qnewton.estimation.analyse_kappa`), the ‖A‖₂ figure
         it came with, and α = max(1, d·max|Aᵢⱼ|/‖A‖₂) unless α is configured."""
-        kappa, norm = analyse_kappa(system, self._kappa_policy)
+        kappa, norm = analyse_kappa(system, self._kappa_policy,
+                                    gram_shared=self._woodbury_expected(system))
         if self.config.alpha is not None:
             alpha = self.config.alpha
         elif math.isfinite(norm) and norm > 0:
@@ -133,6 +134,22 @@ class Scheduler:
         else:
             alpha = float(max(1, system.d))  # no usable norm: the worst case α ≤ d
         return Analysis(kappa, alpha, norm)
+
+    def _woodbury_expected(self, system: LinearSystem) -> bool:
+        """Whether Woodbury is the best κ-independent classical prediction for a factor-form
+        system, so that its solve will form the M×M Gram the κ analysis can share."""
+        cfg, m = self.config, system.factor_rows
+        if not (cfg.share_gram and cfg.kappa_method == "auto" and system.psd_plus_shift
+                and m is not None and cfg.gram_below < m <= system.n // 4
+                and system.n > cfg.exact_below):
+            return False  # the "auto" κ would not take the shared-Gram path: no rates needed
+        shape = shape_of(system, 1.0)
+        allowed = [name for name in self.classical_candidates(shape)
+                   if not SOLVERS[name].kappa_dependent]
+        if "woodbury" not in allowed:
+            return False
+        predicted = predict_classical(shape, self.machine_rates(), cfg.cg_rtol)
+        return min(allowed, key=lambda name: predicted[name]) == "woodbury"
 
     def analyse_if_needed(self, system: LinearSystem) -> Analysis:
         """:meth:`analyse`, unless κ cannot change the decision (:meth:`skip_reason`): then an
