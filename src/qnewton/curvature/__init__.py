@@ -9,6 +9,8 @@
   :mod:`~qnewton.curvature.ggn`, :mod:`~qnewton.curvature.ggn_mc`);
 * :mod:`~qnewton.curvature.per_sample` — per-sample gradients from one backward pass, one
   handler per layer type (linear, convolution, embedding, layer norm, …);
+* :mod:`~qnewton.curvature.recurrent` — GRU/LSTM unrolled into per-step linear maps
+  (:func:`unfuse_recurrent`), so their per-sample rows take the one-pass path;
 * :mod:`~qnewton.curvature.compute` — :func:`compute_curvature` from an evaluated closure.
 """
 
@@ -32,6 +34,7 @@ from qnewton.curvature.params import (
     group_parameters,
     unflatten_block,
 )
+from qnewton.curvature.recurrent import unfuse_recurrent
 from qnewton.curvature.representation import (
     CurvatureBlock,
     DenseBlock,
@@ -47,5 +50,5 @@ __all__ = [
     "CurvatureResult", "DenseBlock", "FactorBlock", "MatrixFreeBlock", "MatrixFreeError",
     "ParamBlock", "blocks_from_module", "blocks_from_params", "compute_curvature",
     "dense_block_bytes", "estimate_block_bytes", "evaluate_closure", "flatten_block",
-    "format_bytes", "group_parameters", "unflatten_block",
+    "format_bytes", "group_parameters", "unflatten_block", "unfuse_recurrent",
 ]
