@@ -41,6 +41,7 @@ from qnewton.curvature import (
     MatrixFreeError,
     ParamBlock,
     compute_curvature,
+    finite_each,
     group_parameters,
     unflatten_block,
 )
@@ -243,8 +244,8 @@ class QNewton(Optimizer):
                 losses, all_blocks, self.curvature_config, outputs=outputs,
                 over_budget="matrix-free" if self.matrix_free else "skip",
             )
-        bad = [b.name for b, g in zip(all_blocks, result.grads, strict=True)
-               if not bool(torch.isfinite(g).all())]
+        bad = [b.name for b, ok in zip(all_blocks, finite_each(result.grads), strict=True)
+               if not ok]
         if bad:
             ledger.add_event(step, "non-finite-gradient",
                              f"non-finite gradient in {bad}; update skipped", blocks=bad)

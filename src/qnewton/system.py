@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from qnewton.curvature.finite import finite_sum
 from qnewton.curvature.representation import CurvatureBlock
 
 
@@ -142,9 +143,9 @@ class LinearSystem:
         return self.block.max_abs_entry(self.shift)
 
     def all_finite(self) -> bool:
-        """Whether every stored entry of A is finite."""
-        return bool(torch.isfinite(self.dense).all()) if self.dense is not None else (
-            self.block.all_finite())
+        """Whether every stored entry of A is finite (from one sum, :mod:`qnewton.curvature.
+        finite`)."""
+        return finite_sum(self.dense) if self.dense is not None else self.block.all_finite()
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,7 @@ from qnewton.curvature.compute import (
     evaluate_closure,
 )
 from qnewton.curvature.config import CurvatureBudgetError, CurvatureConfig
+from qnewton.curvature.finite import finite_each, finite_sum
 from qnewton.curvature.kind import CurvatureKind
 from qnewton.curvature.kinds import CURVATURES
 from qnewton.curvature.memory import DEFAULT_CHUNK_BYTES, DEFAULT_CHUNK_ROWS, format_bytes
@@ -49,6 +50,7 @@ __all__ = [
     "CurvatureBlock", "CurvatureBudgetError", "CurvatureConfig", "CurvatureKind",
     "CurvatureResult", "DenseBlock", "FactorBlock", "MatrixFreeBlock", "MatrixFreeError",
     "ParamBlock", "blocks_from_module", "blocks_from_params", "compute_curvature",
-    "dense_block_bytes", "estimate_block_bytes", "evaluate_closure", "flatten_block",
+    "dense_block_bytes", "estimate_block_bytes", "evaluate_closure", "finite_each", "finite_sum",
+    "flatten_block",
     "format_bytes", "group_parameters", "unflatten_block", "unfuse_recurrent",
 ]

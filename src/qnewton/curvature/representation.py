@@ -23,6 +23,8 @@ from collections.abc import Callable
 
 import torch
 
+from qnewton.curvature.finite import finite_sum
+
 
 def dense_block_bytes(n: int, dtype: torch.dtype = torch.float64) -> int:
     """Memory in bytes of one dense N×N block of ``dtype``."""
@@ -88,7 +90,8 @@ class CurvatureBlock(ABC):
 
     @abstractmethod
     def all_finite(self) -> bool:
-        """Whether every stored entry is finite."""
+        """Whether every stored entry is finite, judged from one scalar (a sum, :mod:`~qnewton.
+        curvature.finite`), so an overflowing block is reported as not finite too."""
 
 
 class DenseBlock(CurvatureBlock):
@@ -138,7 +141,7 @@ class DenseBlock(CurvatureBlock):
         return False
 
     def all_finite(self) -> bool:
-        return bool(torch.isfinite(self.matrix).all())
+        return finite_sum(self.matrix)
 
 
 class FactorBlock(CurvatureBlock):
@@ -202,7 +205,11 @@ class FactorBlock(CurvatureBlock):
         return True
 
     def all_finite(self) -> bool:
-        return bool(torch.isfinite(self.factor).all())
+        # trace(H) = scale·‖F‖²_F, the sum of the cached diagonal that the max-entry
+        # regularization reads anyway: no extra pass over F.
+        if self._diagonal is None:
+            self.diagonal()
+        return finite_sum(self._diagonal)
 
 
 class MatrixFreeError(RuntimeError):
