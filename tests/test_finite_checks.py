@@ -11,7 +11,7 @@ import torch
 from brute_force import closure_for
 from test_optimizer import RATES, make_problem
 
-import qnewton.optimizer as optimizer_module
+import qnewton.curvature.schedule as schedule_module
 from qnewton import QNewton
 from qnewton.curvature import DenseBlock, FactorBlock, finite_each, finite_sum
 from qnewton.system import LinearSystem
@@ -69,7 +69,7 @@ def test_factor_check_primes_the_cached_diagonal():
 
 
 def _spoil(monkeypatch, what):
-    real = optimizer_module.compute_curvature
+    real = schedule_module.compute_curvature
 
     def spoiled(*args, **kwargs):
         res = real(*args, **kwargs)
@@ -79,7 +79,7 @@ def _spoil(monkeypatch, what):
             res.grads[1][0] = math.inf
         return res
 
-    monkeypatch.setattr(optimizer_module, "compute_curvature", spoiled)
+    monkeypatch.setattr(schedule_module, "compute_curvature", spoiled)
 
 
 def test_non_finite_curvature_takes_the_gradient_fallback(monkeypatch):

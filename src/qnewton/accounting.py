@@ -116,6 +116,12 @@ class Ledger:
     updates: dict[str, dict[str, int]] = field(default_factory=dict)
     #: fallback block-steps by reason
     fallback_reasons: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    #: steps that built curvature and steps that reused earlier curvature
+    curvature_computed: int = 0
+    curvature_reused: int = 0
+    #: the last step's curvature: {"curvature": "computed"|"reused", "curvature_samples": k,
+    #: "batch_samples": S}, taken (and cleared) by :meth:`take_curvature`
+    last_curvature: dict[str, Any] | None = None
 
     @contextmanager
     def phase(self, name: str) -> Iterator[None]:
@@ -166,6 +172,21 @@ class Ledger:
             entry["newton_matrix_free"] += 1
         if kind == "fallback":
             self.fallback_reasons[reason or "unspecified"] += 1
+
+    def add_curvature(self, *, reused: bool, samples: int, of: int) -> None:
+        """Book one step's curvature: built (from ``samples`` of the step's ``of`` samples) or
+        reused from an earlier step (``samples``: how many that curvature was built from)."""
+        if reused:
+            self.curvature_reused += 1
+        else:
+            self.curvature_computed += 1
+        self.last_curvature = {"curvature": "reused" if reused else "computed",
+                               "curvature_samples": int(samples), "batch_samples": int(of)}
+
+    def take_curvature(self) -> dict[str, Any]:
+        """The last step's curvature record (empty if none since the last call), for steps.jsonl."""
+        row, self.last_curvature = self.last_curvature or {}, None
+        return row
 
     def parameter_updates(self) -> dict[str, int]:
         """Parameter-steps moved each way: Σ over blocks of parameters × steps, per
@@ -222,6 +243,8 @@ class Ledger:
             "newton_parameter_fraction": moved["newton"] / denominator if denominator else None,
             "updates_by_block": {b: dict(e) for b, e in self.updates.items()},
             "fallback_reasons": dict(self.fallback_reasons),
+            "curvature_computed": self.curvature_computed,
+            "curvature_reused": self.curvature_reused,
         }
 
     def write_jsonl(self, path: str | Path) -> None:
@@ -241,6 +264,7 @@ class Ledger:
             "events": list(self.events),
             "updates": {b: dict(e) for b, e in self.updates.items()},
             "fallback_reasons": dict(self.fallback_reasons),
+            "curvature_counts": [self.curvature_computed, self.curvature_reused],
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -254,3 +278,4 @@ class Ledger:
         # Checkpoints written before update counts existed load with none.
         self.updates = {b: dict(e) for b, e in state.get("updates", {}).items()}
         self.fallback_reasons = defaultdict(int, state.get("fallback_reasons", {}))
+        self.curvature_computed, self.curvature_reused = state.get("curvature_counts", [0, 0])

@@ -38,9 +38,9 @@ from qnewton.curvature import (
     GROUPINGS,
     CurvatureBlock,
     CurvatureConfig,
+    CurvatureSchedule,
     MatrixFreeError,
     ParamBlock,
-    compute_curvature,
     finite_each,
     group_parameters,
     unflatten_block,
@@ -94,6 +94,11 @@ class QNewton(Optimizer):
         matrix_free: solve blocks over ``max_block_bytes`` from curvature-vector products on the
             closure's graph with CG (default); ``False``: a reported gradient step instead.
         chunk_size: rows per batched backward when building curvature.
+        curvature_batch: build the curvature from a seeded random subset of this many of each
+            step's samples (the gradient always uses all of them); ``None`` (default): all.
+        curvature_every: build the curvature every this many steps and reuse the blocks in
+            between with each step's fresh gradient (default 1: every step). See
+            :class:`~qnewton.curvature.CurvatureSchedule` (docs/method.md §4.7).
         max_retries, damping_growth: retries with more regularization on failure.
         rates: :class:`~qnewton.solvers.MachineRates` for the classical time models; ``None``
             calibrates this machine (cached) at the first step that needs them.
@@ -130,6 +135,8 @@ class QNewton(Optimizer):
         max_block_bytes: int = 2 * 1024**3,
         matrix_free: bool = True,
         chunk_size: int | None = None,
+        curvature_batch: int | None = None,
+        curvature_every: int = 1,
         max_retries: int = 3,
         damping_growth: float = 10.0,
         rates: MachineRates | None = None,
@@ -182,6 +189,7 @@ class QNewton(Optimizer):
         self.curvature_config = CurvatureConfig(
             kind=curvature, max_block_bytes=max_block_bytes, chunk_size=chunk_size
         )
+        self.curvature_schedule = CurvatureSchedule(curvature_batch, curvature_every, seed)
         self.grouping = grouping
         self.matrix_free = bool(matrix_free)
         self.max_retries = max_retries
@@ -240,10 +248,11 @@ class QNewton(Optimizer):
         all_blocks = [b for blocks in self._blocks for b in blocks]
         # The backward passes (gradient, per-sample gradients, HVPs) are booked as curvature.
         with ledger.phase("curvature"), torch.enable_grad():
-            result = compute_curvature(
-                losses, all_blocks, self.curvature_config, outputs=outputs,
-                over_budget="matrix-free" if self.matrix_free else "skip",
-            )
+            result, reused = self.curvature_schedule(
+                losses, all_blocks, self.curvature_config, outputs, step,
+                "matrix-free" if self.matrix_free else "skip")
+        ledger.add_curvature(reused=reused, samples=result.curvature_samples,
+                             of=result.num_samples)
         bad = [b.name for b, ok in zip(all_blocks, finite_each(result.grads), strict=True)
                if not ok]
         if bad:

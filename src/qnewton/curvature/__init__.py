@@ -11,7 +11,9 @@
   handler per layer type (linear, convolution, embedding, layer norm, …);
 * :mod:`~qnewton.curvature.recurrent` — GRU/LSTM unrolled into per-step linear maps
   (:func:`unfuse_recurrent`), so their per-sample rows take the one-pass path;
-* :mod:`~qnewton.curvature.compute` — :func:`compute_curvature` from an evaluated closure.
+* :mod:`~qnewton.curvature.compute` — :func:`compute_curvature` from an evaluated closure;
+* :mod:`~qnewton.curvature.schedule` — curvature subsets and reuse across steps
+  (:class:`CurvatureSchedule`).
 """
 
 from qnewton.curvature.compute import (
@@ -20,6 +22,7 @@ from qnewton.curvature.compute import (
     compute_curvature,
     estimate_block_bytes,
     evaluate_closure,
+    mean_loss_gradients,
 )
 from qnewton.curvature.config import CurvatureBudgetError, CurvatureConfig
 from qnewton.curvature.finite import finite_each, finite_sum
@@ -44,13 +47,14 @@ from qnewton.curvature.representation import (
     MatrixFreeError,
     dense_block_bytes,
 )
+from qnewton.curvature.schedule import CurvatureSchedule, curvature_subset
 
 __all__ = [
     "CURVATURES", "DEFAULT_CHUNK_BYTES", "DEFAULT_CHUNK_ROWS", "GROUPINGS", "OVER_BUDGET",
     "CurvatureBlock", "CurvatureBudgetError", "CurvatureConfig", "CurvatureKind",
-    "CurvatureResult", "DenseBlock", "FactorBlock", "MatrixFreeBlock", "MatrixFreeError",
-    "ParamBlock", "blocks_from_module", "blocks_from_params", "compute_curvature",
-    "dense_block_bytes", "estimate_block_bytes", "evaluate_closure", "finite_each", "finite_sum",
-    "flatten_block",
-    "format_bytes", "group_parameters", "unflatten_block", "unfuse_recurrent",
+    "CurvatureResult", "CurvatureSchedule", "DenseBlock", "FactorBlock", "MatrixFreeBlock",
+    "MatrixFreeError", "ParamBlock", "blocks_from_module", "blocks_from_params",
+    "compute_curvature", "curvature_subset", "dense_block_bytes", "estimate_block_bytes",
+    "evaluate_closure", "finite_each", "finite_sum", "flatten_block", "format_bytes",
+    "group_parameters", "mean_loss_gradients", "unflatten_block", "unfuse_recurrent",
 ]
