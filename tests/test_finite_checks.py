@@ -56,8 +56,10 @@ def test_blocks_and_systems_report_non_finite_entries(bad):
     assert DenseBlock("w", "hessian", h).all_finite()
     h[1, 3] = bad
     assert not DenseBlock("w", "hessian", h).all_finite()
-    huge = torch.full((3, 2), 1e20, dtype=torch.float32)  # squares overflow float32
+    huge = torch.full((3, 2), 1e160, dtype=torch.float64)  # the squares overflow float64
     assert not FactorBlock("w", "fisher", huge).all_finite()
+    # a float32 factor's diagonal is summed in float64: large float32 entries do not overflow
+    assert FactorBlock("w", "fisher", torch.full((3, 2), 1e20, dtype=torch.float32)).all_finite()
 
 
 def test_factor_check_primes_the_cached_diagonal():

@@ -99,6 +99,10 @@ class QNewton(Optimizer):
         curvature_every: build the curvature every this many steps and reuse the blocks in
             between with each step's fresh gradient (default 1: every step). See
             :class:`~qnewton.curvature.CurvatureSchedule` (docs/method.md §4.7).
+        curvature_dtype: the dtype curvature factors are stored in; ``None``: the model's (a
+            float32 model's factors take half the memory). Systems are solved in float64
+            either way. Default float64, which keeps a float32 model's steps identical to
+            earlier releases (docs/method.md §4.7, "Storage and arithmetic dtypes").
         max_retries, damping_growth: retries with more regularization on failure.
         rates: :class:`~qnewton.solvers.MachineRates` for the classical time models; ``None``
             calibrates this machine (cached) at the first step that needs them.
@@ -137,6 +141,7 @@ class QNewton(Optimizer):
         chunk_size: int | None = None,
         curvature_batch: int | None = None,
         curvature_every: int = 1,
+        curvature_dtype: torch.dtype | None = torch.float64,
         max_retries: int = 3,
         damping_growth: float = 10.0,
         rates: MachineRates | None = None,
@@ -187,7 +192,8 @@ class QNewton(Optimizer):
             seed=seed,
         )
         self.curvature_config = CurvatureConfig(
-            kind=curvature, max_block_bytes=max_block_bytes, chunk_size=chunk_size
+            kind=curvature, max_block_bytes=max_block_bytes, chunk_size=chunk_size,
+            dtype=curvature_dtype,
         )
         self.curvature_schedule = CurvatureSchedule(curvature_batch, curvature_every, seed)
         self.grouping = grouping

@@ -125,8 +125,7 @@ class LinearSystem:
             raise ValueError("gram() needs a factor-form system (an unconditioned factor block)")
         if self._gram is not None:
             return self._gram
-        f = self.block.factor
-        gram = f @ f.T
+        gram = self.block.gram()  # in float64 even for a narrower stored factor
         if cache:
             self._gram = gram
         return gram

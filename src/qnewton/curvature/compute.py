@@ -10,7 +10,7 @@ model object is needed. Parameter ``.grad`` fields are never touched and the gra
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 
@@ -20,7 +20,7 @@ from qnewton.curvature.kinds import CURVATURES
 from qnewton.curvature.memory import format_bytes
 from qnewton.curvature.params import ParamBlock, flatten_block
 from qnewton.curvature.products import MATRIX_FREE_KINDS, ProductContext, matrix_free_block
-from qnewton.curvature.representation import CurvatureBlock
+from qnewton.curvature.representation import CurvatureBlock, arithmetic_dtype
 
 #: What :func:`compute_curvature` does with a block over ``max_block_bytes``.
 OVER_BUDGET = ("raise", "skip", "matrix-free")
@@ -35,7 +35,8 @@ class CurvatureResult:
             :class:`~qnewton.curvature.representation.MatrixFreeBlock` for a block over budget
             (``over_budget="matrix-free"``), ``None`` for one skipped (``"skip"``).
         grads: per block, the gradient of the mean loss, flat ``(N,)`` in the block flattening
-            order (the order of ``p.grad.reshape(-1)``), in ``config.dtype``. Always present.
+            order (the order of ``p.grad.reshape(-1)``), in ``config.dtype`` (``None``: the
+            losses' dtype). Always present.
         loss: the mean loss (detached scalar, in the losses' dtype).
         skipped: ``{block name: reason}`` for blocks returned as ``None``.
         matrix_free: ``{block name: reason}`` for blocks returned matrix-free (over budget).
@@ -221,6 +222,8 @@ def compute_curvature(
     kind = CURVATURES[config.kind]
     blocks = list(blocks)
     s, c = _validate_inputs(losses, blocks, kind, outputs)
+    if config.dtype is None:  # the model's dtype: a float32 model's factors stay float32
+        config = replace(config, dtype=losses.dtype)
     mode = over_budget if over_budget is not None else ("skip" if skip_over_budget else "raise")
     if mode not in OVER_BUDGET:
         raise ValueError(f"over_budget must be one of {OVER_BUDGET}, got {over_budget!r}")
@@ -273,7 +276,10 @@ def compute_curvature(
                                       grads=g_blocks, built=built, num_samples=s,
                                       num_outputs=c or 1, config=config, samples=subset))
         if free:
-            ctx = ProductContext(losses, outputs, s, c or 1, config, samples=subset)
+            # nothing is stored, so products compute in the blocks' arithmetic dtype
+            ctx = ProductContext(losses, outputs, s, c or 1,
+                                 replace(config, dtype=arithmetic_dtype(config.dtype)),
+                                 samples=subset)
             for i in free:
                 curv[i] = matrix_free_block(kind.name, blocks[i], g_blocks[i], ctx)
     return CurvatureResult(blocks=curv, grads=grads, loss=loss.detach(), skipped=skipped,

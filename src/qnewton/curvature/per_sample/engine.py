@@ -18,6 +18,7 @@ generic path.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 import torch
@@ -38,6 +39,11 @@ CHECK_SEED = 0
 
 #: Errors a handler may raise on a graph it does not expect; they refuse the fast path.
 _REFUSALS = (Unsupported, ValueError, TypeError, AttributeError, RuntimeError, IndexError)
+
+
+def _resolved(config: CurvatureConfig, root: torch.Tensor) -> CurvatureConfig:
+    """``config`` with ``dtype=None`` (the model's) made concrete: the root's dtype."""
+    return config if config.dtype is not None else replace(config, dtype=root.dtype)
 
 
 def check_rows(num_samples: int, passes: int) -> list[tuple[int, int]]:
@@ -92,6 +98,7 @@ def per_sample_rows(
     stays O(S), like the backward pass), only the selected rows are kept.
     """
     s, npass = num_samples, len(seeds)
+    config = _resolved(config, root)
     if root.grad_fn is None or s < 2 or npass < 1 or root.numel() % s:
         return set()
     params = {id(p): p for b in todo for p in b.params}
@@ -235,6 +242,7 @@ def factor_rows(root: torch.Tensor, seeds: Sequence[torch.Tensor], num_samples: 
     path's chunks (its seeds are ``root``-shaped rows, which can be wider than the block).
     ``samples`` (sorted indices, a curvature subset of k samples): ``(k·P, N)`` factors, row
     ``i·P + j`` for sample ``samples[i]``."""
+    config = _resolved(config, root)
     kept = num_samples if samples is None else samples.numel()
     rows = kept * len(seeds)
     factors = {
