@@ -211,3 +211,29 @@ def test_training_records_curvature_settings_and_per_step_use(tmp_path):
     old = {k: v for k, v in config.to_dict().items()
            if k not in ("curvature_batch", "curvature_every")}
     assert TrainConfig.with_defaults(old)["curvature_every"] == 1
+
+
+def test_reused_factor_blocks_keep_their_gram_matrix(monkeypatch):
+    """F Fᵀ, formed once when a block is built (the κ analysis and Woodbury share it), is kept
+    with the block and not formed again at the steps that reuse it."""
+    from qnewton.curvature import FactorBlock
+
+    formed = []
+    real = FactorBlock.gram
+
+    def counted(self, keep=False):
+        if not self.has_gram:
+            formed.append(self.name)
+        return real(self, keep)
+
+    monkeypatch.setattr(FactorBlock, "gram", counted)
+    torch.manual_seed(0)
+    # 0.weight: N = 320 > 128 with M = 8 rows ≤ N/4, so the κ analysis forms F Fᵀ (and keeps it)
+    model = nn.Sequential(nn.Linear(40, 8), nn.Tanh(), nn.Linear(8, 3)).to(DT)
+    x, y = torch.randn(8, 40, dtype=DT), torch.randint(0, 3, (8,))
+    opt = QNewton(model.named_parameters(), curvature_every=3, classical_solvers=("woodbury",),
+                  hardware="surface-code", rates=RATES)
+    for _ in range(3):
+        opt.step(closure_for(model, x, y))
+    assert formed.count("0.weight") == 1
+    assert {r.solver for r in opt.ledger.records if r.block == "0.weight"} == {"woodbury"}

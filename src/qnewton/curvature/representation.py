@@ -174,6 +174,7 @@ class FactorBlock(CurvatureBlock):
         self.factor = factor
         self.scale = float(scale)
         self._diagonal: torch.Tensor | None = None
+        self._gram: torch.Tensor | None = None
 
     def __repr__(self) -> str:
         return (f"FactorBlock(name={self.name!r}, kind={self.kind!r}, rows={self.factor_rows}, "
@@ -223,12 +224,26 @@ class FactorBlock(CurvatureBlock):
             return self.factor.T @ u
         return sum(self.factor[a:b].to(self.dtype).T @ u[a:b] for a, b in self._chunks(0))
 
-    def gram(self) -> torch.Tensor:
-        """``F Fᵀ`` (M×M) in :attr:`dtype`."""
+    def gram(self, keep: bool = False) -> torch.Tensor:
+        """``F Fᵀ`` (M×M) in :attr:`dtype`; with ``keep`` it is kept with the block, so every
+        system built from the block — at later steps too, when the curvature is reused
+        (:mod:`~qnewton.curvature.schedule`) — shares one ``2·N·M²``-flop product
+        (:meth:`qnewton.system.LinearSystem.gram` keeps it)."""
+        if self._gram is not None:
+            return self._gram
         if self._wide:
-            return self.factor @ self.factor.T
-        parts = (self.factor[:, a:b].to(self.dtype) for a, b in self._chunks(1))
-        return sum(c @ c.T for c in parts)
+            gram = self.factor @ self.factor.T
+        else:
+            parts = (self.factor[:, a:b].to(self.dtype) for a, b in self._chunks(1))
+            gram = sum(c @ c.T for c in parts)
+        if keep:
+            self._gram = gram
+        return gram
+
+    @property
+    def has_gram(self) -> bool:
+        """Whether a kept :meth:`gram` exists (forming it again costs nothing)."""
+        return self._gram is not None
 
     def matvec(self, v: torch.Tensor) -> torch.Tensor:
         if self._wide:
