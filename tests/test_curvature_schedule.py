@@ -123,6 +123,7 @@ def test_subset_draws_are_seeded_sorted_and_vary_by_step():
     assert a.tolist() == sorted(set(a.tolist())) and a.numel() == 10
     assert not torch.equal(a, curvature_subset(100, 10, seed=3, step=8))
     assert not torch.equal(a, curvature_subset(100, 10, seed=4, step=7))
+    assert curvature_subset(100, 10, seed=-1, step=0).numel() == 10  # any integer seed
     for bad in (0, -2, 1.5):
         with pytest.raises(ValueError, match="curvature_batch"):
             CurvatureSchedule(batch=bad)

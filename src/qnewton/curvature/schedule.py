@@ -41,7 +41,8 @@ def curvature_subset(num_samples: int, size: int | None, seed: int,
     if size is None or size >= num_samples:
         return None
     check_int("curvature_batch", size, 1)
-    gen = torch.Generator().manual_seed((int(seed) * 1_000_003 + step) ^ _SUBSET_STREAM)
+    mixed = ((int(seed) * 1_000_003 + step) ^ _SUBSET_STREAM) & 0x7FFF_FFFF_FFFF_FFFF
+    gen = torch.Generator().manual_seed(mixed)
     return torch.randperm(num_samples, generator=gen)[:size].sort().values
 
 
@@ -61,7 +62,7 @@ class CurvatureSchedule:
             check_int("curvature_batch", batch, 1)
         self.batch = batch
         self.every = check_int("curvature_every", every, 1)
-        self.seed = check_int("seed", seed, 0)
+        self.seed = check_int("seed", seed)  # any integer, as QNewton's seed
         self.computed = 0
         self.reused = 0
         self._cache: CurvatureResult | None = None
