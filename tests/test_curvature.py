@@ -309,19 +309,33 @@ def test_fisher_matches_brute_force(grouping):
         )
 
 
-def test_fisher_float32_model_returns_float64():
+@pytest.mark.parametrize("kind", ["fisher", "ggn"])
+def test_float32_model_keeps_float32_factors_and_computes_in_float64(kind):
+    """dtype=None (default): factors stored in the model's float32, every block operation in
+    float64 (exact products of the stored values); float64 ground truth to float32 accuracy."""
     model, x, y, loss_fn = make_mlp_problem()
-    blocks64 = blocks_from_module(model)
-    ref = run(model, x, y, loss_fn, blocks64, "fisher")
+    ref = run(model, x, y, loss_fn, blocks_from_module(model), kind)
     model32 = model.to(torch.float32)
-    res = run(model32, x.float(), y, loss_fn, blocks_from_module(model32), "fisher")
+    res = run(model32, x.float(), y, loss_fn, blocks_from_module(model32), kind)
     for a, b, g in zip(res.blocks, ref.blocks, res.grads, strict=True):
-        assert a.dtype == torch.float64 and g.dtype == torch.float64
-        torch.testing.assert_close(a.factor, b.factor, rtol=1e-4, atol=1e-5)
-    res32 = run(
-        model32, x.float(), y, loss_fn, blocks_from_module(model32), "fisher", dtype=torch.float32
-    )
-    assert res32.blocks[0].dtype == torch.float32
+        assert a.factor.dtype == torch.float32 and a.storage_dtype == torch.float32
+        assert a.dtype == torch.float64 and g.dtype == torch.float32
+        if kind == "fisher":  # GGN rows hold √ of near-zero loss-Hessian eigenvalues: compare FᵀF
+            torch.testing.assert_close(a.factor.double(), b.factor, rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(a.to_dense(), b.to_dense(), rtol=1e-4, atol=1e-6)
+        # the float64 arithmetic on the stored float32 values is exact up to float64 rounding
+        f = a.factor.double()
+        v = torch.randn(a.n, dtype=torch.float64)
+        assert a.to_dense().dtype == torch.float64
+        torch.testing.assert_close(a.to_dense(), a.scale * f.T @ f, rtol=1e-13, atol=1e-15)
+        torch.testing.assert_close(a.matvec(v), a.scale * f.T @ (f @ v), rtol=1e-13, atol=1e-15)
+        torch.testing.assert_close(a.diagonal(), a.scale * (f * f).sum(0), rtol=1e-13,
+                                   atol=1e-15)
+        torch.testing.assert_close(a.gram(), f @ f.T, rtol=1e-13, atol=1e-15)
+    forced = run(model32, x.float(), y, loss_fn, blocks_from_module(model32), kind,
+                 dtype=torch.float64)
+    assert forced.blocks[0].factor.dtype == torch.float64
+    assert forced.grads[0].dtype == torch.float64
 
 
 # --------------------------------------------------------------------------------------------

@@ -126,6 +126,12 @@ class Ledger:
     #: solves' critical path (docs/method.md §4.10)
     rank_seconds: list[float] = field(default_factory=list)
     critical_path_seconds: float = 0.0
+    #: steps that built curvature and steps that reused earlier curvature
+    curvature_computed: int = 0
+    curvature_reused: int = 0
+    #: the last step's curvature: {"curvature": "computed"|"reused", "curvature_samples": k,
+    #: "batch_samples": S}, taken (and cleared) by :meth:`take_curvature`
+    last_curvature: dict[str, Any] | None = None
 
     def add_rank_seconds(self, seconds: list[float]) -> None:
         """Book one distributed step's measured block-work seconds, by rank."""
@@ -185,6 +191,21 @@ class Ledger:
         if kind == "fallback":
             self.fallback_reasons[reason or "unspecified"] += 1
 
+    def add_curvature(self, *, reused: bool, samples: int, of: int) -> None:
+        """Book one step's curvature: built (from ``samples`` of the step's ``of`` samples) or
+        reused from an earlier step (``samples``: how many that curvature was built from)."""
+        if reused:
+            self.curvature_reused += 1
+        else:
+            self.curvature_computed += 1
+        self.last_curvature = {"curvature": "reused" if reused else "computed",
+                               "curvature_samples": int(samples), "batch_samples": int(of)}
+
+    def take_curvature(self) -> dict[str, Any]:
+        """The last step's curvature record (empty if none since the last call), for steps.jsonl."""
+        row, self.last_curvature = self.last_curvature or {}, None
+        return row
+
     def parameter_updates(self) -> dict[str, int]:
         """Parameter-steps moved each way: Σ over blocks of parameters × steps, per
         :data:`UPDATE_KINDS` (and ``newton_matrix_free``, part of ``newton``)."""
@@ -243,6 +264,8 @@ class Ledger:
             **({"rank_solve_seconds": list(self.rank_seconds),
                 "critical_path_seconds": self.critical_path_seconds,
                 "ranks": len(self.rank_seconds)} if self.rank_seconds else {}),
+            "curvature_computed": self.curvature_computed,
+            "curvature_reused": self.curvature_reused,
         }
 
     def write_jsonl(self, path: str | Path) -> None:
@@ -264,6 +287,7 @@ class Ledger:
             "fallback_reasons": dict(self.fallback_reasons),
             "rank_seconds": list(self.rank_seconds),
             "critical_path_seconds": self.critical_path_seconds,
+            "curvature_counts": [self.curvature_computed, self.curvature_reused],
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -279,3 +303,4 @@ class Ledger:
         self.fallback_reasons = defaultdict(int, state.get("fallback_reasons", {}))
         self.rank_seconds = [float(t) for t in state.get("rank_seconds", [])]
         self.critical_path_seconds = float(state.get("critical_path_seconds", 0.0))
+        self.curvature_computed, self.curvature_reused = state.get("curvature_counts", [0, 0])

@@ -38,9 +38,10 @@ from qnewton.curvature import (
     GROUPINGS,
     CurvatureBlock,
     CurvatureConfig,
+    CurvatureSchedule,
     MatrixFreeError,
     ParamBlock,
-    compute_curvature,
+    finite_each,
     group_parameters,
     unflatten_block,
 )
@@ -94,6 +95,15 @@ class QNewton(Optimizer):
         matrix_free: solve blocks over ``max_block_bytes`` from curvature-vector products on the
             closure's graph with CG (default); ``False``: a reported gradient step instead.
         chunk_size: rows per batched backward when building curvature.
+        curvature_batch: build the curvature from a seeded random subset of this many of each
+            step's samples (the gradient always uses all of them); ``None`` (default): all.
+        curvature_every: build the curvature every this many steps and reuse the blocks in
+            between with each step's fresh gradient (default 1: every step). See
+            :class:`~qnewton.curvature.CurvatureSchedule` (docs/method.md §4.7).
+        curvature_dtype: the dtype curvature factors are stored in; ``None``: the model's (a
+            float32 model's factors take half the memory). Systems are solved in float64
+            either way. Default float64, which keeps a float32 model's steps identical to
+            earlier releases (docs/method.md §4.7, "Storage and arithmetic dtypes").
         max_retries, damping_growth: retries with more regularization on failure.
         rates: :class:`~qnewton.solvers.MachineRates` for the classical time models; ``None``
             calibrates this machine (cached) at the first step that needs them.
@@ -134,6 +144,9 @@ class QNewton(Optimizer):
         max_block_bytes: int = 2 * 1024**3,
         matrix_free: bool = True,
         chunk_size: int | None = None,
+        curvature_batch: int | None = None,
+        curvature_every: int = 1,
+        curvature_dtype: torch.dtype | None = torch.float64,
         max_retries: int = 3,
         damping_growth: float = 10.0,
         rates: MachineRates | None = None,
@@ -185,8 +198,10 @@ class QNewton(Optimizer):
             seed=seed,
         )
         self.curvature_config = CurvatureConfig(
-            kind=curvature, max_block_bytes=max_block_bytes, chunk_size=chunk_size
+            kind=curvature, max_block_bytes=max_block_bytes, chunk_size=chunk_size,
+            dtype=curvature_dtype,
         )
+        self.curvature_schedule = CurvatureSchedule(curvature_batch, curvature_every, seed)
         self.grouping = grouping
         self.matrix_free = bool(matrix_free)
         self.max_retries = max_retries
@@ -249,15 +264,16 @@ class QNewton(Optimizer):
         all_blocks = [b for blocks in self._blocks for b in blocks]
         # The backward passes (gradient, per-sample gradients, HVPs) are booked as curvature.
         with ledger.phase("curvature"), torch.enable_grad():
-            result = compute_curvature(
-                losses, all_blocks, self.curvature_config, outputs=outputs,
-                over_budget="matrix-free" if self.matrix_free else "skip",
-            )
+            result, reused = self.curvature_schedule(
+                losses, all_blocks, self.curvature_config, outputs, step,
+                "matrix-free" if self.matrix_free else "skip")
+        ledger.add_curvature(reused=reused, samples=result.curvature_samples,
+                             of=result.num_samples)
         # distributed seam 2: gradients and block modes on the global batch
         result = self.distributed.combine(result, self.curvature_config,
                                           "matrix-free" if self.matrix_free else "skip", ledger)
-        bad = [b.name for b, g in zip(all_blocks, result.grads, strict=True)
-               if not bool(torch.isfinite(g).all())]
+        bad = [b.name for b, ok in zip(all_blocks, finite_each(result.grads), strict=True)
+               if not ok]
         if bad:
             ledger.add_event(step, "non-finite-gradient",
                              f"non-finite gradient in {bad}; update skipped", blocks=bad)

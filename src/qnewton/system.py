@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from qnewton.curvature.finite import finite_sum
 from qnewton.curvature.representation import CurvatureBlock
 
 
@@ -124,16 +125,19 @@ class LinearSystem:
             raise ValueError("gram() needs a factor-form system (an unconditioned factor block)")
         if self._gram is not None:
             return self._gram
-        f = self.block.factor
-        gram = f @ f.T
+        # float64 even for a narrower stored factor; kept with the block (M² ≤ M·N, the factor's
+        # own size, wherever Woodbury applies), so a block reused at later steps
+        # (curvature_every) does not form it again
+        gram = self.block.gram(keep=True)
         if cache:
             self._gram = gram
         return gram
 
     @property
     def has_gram(self) -> bool:
-        """Whether :meth:`gram` has been computed (and a Woodbury solve will reuse it)."""
-        return self._gram is not None
+        """Whether :meth:`gram` has been computed, for this system or kept with its block (and a
+        Woodbury solve will reuse it)."""
+        return self._gram is not None or (self.factor_form and self.block.has_gram)
 
     def max_abs_entry(self) -> float:
         """``max |A_ij|`` without forming A where possible."""
@@ -142,9 +146,9 @@ class LinearSystem:
         return self.block.max_abs_entry(self.shift)
 
     def all_finite(self) -> bool:
-        """Whether every stored entry of A is finite."""
-        return bool(torch.isfinite(self.dense).all()) if self.dense is not None else (
-            self.block.all_finite())
+        """Whether every stored entry of A is finite (from one sum, :mod:`qnewton.curvature.
+        finite`)."""
+        return finite_sum(self.dense) if self.dense is not None else self.block.all_finite()
 
 
 @dataclass(frozen=True)

@@ -47,7 +47,7 @@ def ours_step(
     regularization ``eps``), then the scheduler's analysis, decision and solve."""
     losses = F.cross_entropy(model(x), y, reduction="none")
     blocks = blocks_from_module(model)
-    curv = compute_curvature(losses, blocks, CurvatureConfig(kind="fisher"))
+    curv = compute_curvature(losses, blocks, CurvatureConfig(kind="fisher", dtype=torch.float64))
     cfg = ConditioningConfig(reg_scheme="max-entry", reg=eps)
     directions, solvers, systems = [], [], []
     for block, grad in zip(curv.blocks, curv.grads, strict=True):

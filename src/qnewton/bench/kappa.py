@@ -71,7 +71,8 @@ def _real_blocks(
 
         opt.step(closure)
     losses = F.cross_entropy(model(x), y, reduction="none")  # all training samples
-    curv = compute_curvature(losses, blocks_from_module(model), CurvatureConfig(kind="fisher"))
+    curv = compute_curvature(losses, blocks_from_module(model),
+                             CurvatureConfig(kind="fisher", dtype=torch.float64))
     return [b for b in curv.blocks if b.n >= 64], source + f", Fisher over {x.shape[0]} samples"
 
 

@@ -94,6 +94,12 @@ def add_training_arguments(p: argparse.ArgumentParser) -> None:
                    help="memory budget of one curvature block (dense N×N or factor) in bytes "
                    "(>= 1); "
                    "a block over it takes a reported gradient step")
+    p.add_argument("--curvature-batch", type=int, default=None,
+                   help="build the curvature from a seeded random subset of this many samples "
+                   "of each mini-batch (>= 1; the gradient uses all; default: all samples)")
+    p.add_argument("--curvature-every", type=int, default=d.curvature_every,
+                   help="build the curvature every this many steps and reuse it in between "
+                   "with each step's fresh gradient (>= 1; default 1: every step)")
     p.add_argument("--exact-kappa-max-n", type=int, default=d.exact_kappa_max_n,
                    help="record the exact κ of systems up to this N (>= 0; diagnostics, timed "
                    "apart from training; 0: never)")
@@ -120,6 +126,7 @@ def train_config(args: argparse.Namespace, optimizer: str, hardware: str) -> Tra
         momentum=args.momentum,
         clip=None if check_nonnegative("clip", args.clip) == 0 else args.clip,
         max_block_bytes=args.max_block_bytes, exact_kappa_max_n=args.exact_kappa_max_n,
+        curvature_batch=args.curvature_batch, curvature_every=args.curvature_every,
     )
     return TrainConfig(**fields)
 

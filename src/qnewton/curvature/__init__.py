@@ -9,7 +9,11 @@
   :mod:`~qnewton.curvature.ggn`, :mod:`~qnewton.curvature.ggn_mc`);
 * :mod:`~qnewton.curvature.per_sample` — per-sample gradients from one backward pass, one
   handler per layer type (linear, convolution, embedding, layer norm, …);
-* :mod:`~qnewton.curvature.compute` — :func:`compute_curvature` from an evaluated closure.
+* :mod:`~qnewton.curvature.recurrent` — GRU/LSTM unrolled into per-step linear maps
+  (:func:`unfuse_recurrent`), so their per-sample rows take the one-pass path;
+* :mod:`~qnewton.curvature.compute` — :func:`compute_curvature` from an evaluated closure;
+* :mod:`~qnewton.curvature.schedule` — curvature subsets and reuse across steps
+  (:class:`CurvatureSchedule`).
 """
 
 from qnewton.curvature.compute import (
@@ -18,8 +22,10 @@ from qnewton.curvature.compute import (
     compute_curvature,
     estimate_block_bytes,
     evaluate_closure,
+    mean_loss_gradients,
 )
 from qnewton.curvature.config import CurvatureBudgetError, CurvatureConfig
+from qnewton.curvature.finite import finite_each, finite_sum
 from qnewton.curvature.kind import CurvatureKind
 from qnewton.curvature.kinds import CURVATURES
 from qnewton.curvature.memory import DEFAULT_CHUNK_BYTES, DEFAULT_CHUNK_ROWS, format_bytes
@@ -32,6 +38,7 @@ from qnewton.curvature.params import (
     group_parameters,
     unflatten_block,
 )
+from qnewton.curvature.recurrent import unfuse_recurrent
 from qnewton.curvature.representation import (
     CurvatureBlock,
     DenseBlock,
@@ -40,12 +47,14 @@ from qnewton.curvature.representation import (
     MatrixFreeError,
     dense_block_bytes,
 )
+from qnewton.curvature.schedule import CurvatureSchedule, curvature_subset
 
 __all__ = [
     "CURVATURES", "DEFAULT_CHUNK_BYTES", "DEFAULT_CHUNK_ROWS", "GROUPINGS", "OVER_BUDGET",
     "CurvatureBlock", "CurvatureBudgetError", "CurvatureConfig", "CurvatureKind",
-    "CurvatureResult", "DenseBlock", "FactorBlock", "MatrixFreeBlock", "MatrixFreeError",
-    "ParamBlock", "blocks_from_module", "blocks_from_params", "compute_curvature",
-    "dense_block_bytes", "estimate_block_bytes", "evaluate_closure", "flatten_block",
-    "format_bytes", "group_parameters", "unflatten_block",
+    "CurvatureResult", "CurvatureSchedule", "DenseBlock", "FactorBlock", "MatrixFreeBlock",
+    "MatrixFreeError", "ParamBlock", "blocks_from_module", "blocks_from_params",
+    "compute_curvature", "curvature_subset", "dense_block_bytes", "estimate_block_bytes",
+    "evaluate_closure", "finite_each", "finite_sum", "flatten_block", "format_bytes",
+    "group_parameters", "mean_loss_gradients", "unflatten_block", "unfuse_recurrent",
 ]

@@ -123,15 +123,18 @@ def seeded_rows(
     dtype: torch.dtype,
     chunk_size: int | None,
     row_bytes: int,
+    rows: torch.Tensor | None = None,
 ) -> None:
     """The generic path: row ``s·P + j`` of each block's factor is the gradient of
     ``⟨seeds[j], root⟩`` restricted to sample s (see :func:`sample_seeds`), from one vmapped
-    backward pass per row, ``chunk_rows(chunk_size, S·P, row_bytes)`` rows at a time."""
-    m = num_samples * len(seeds)
+    backward pass per row, ``chunk_rows(chunk_size, S·P, row_bytes)`` rows at a time. With
+    ``rows`` (indices ``s·P + j``, a curvature subset) factor row i is ``rows[i]`` instead."""
+    wanted = torch.arange(num_samples * len(seeds)) if rows is None else rows
+    m = wanted.numel()
     params = [p for b in todo for p in b.params]
     vjp = BatchedVJP()
     k = chunk_rows(chunk_size, m, row_bytes)
     for r0 in range(0, m, k):
         r1 = min(m, r0 + k)
-        batch = sample_seeds(root, seeds, num_samples, torch.arange(r0, r1))
+        batch = sample_seeds(root, seeds, num_samples, wanted[r0:r1])
         store_rows(vjp(root, params, batch), todo, factors, r0, r1, dtype)

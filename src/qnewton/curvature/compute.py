@@ -10,7 +10,7 @@ model object is needed. Parameter ``.grad`` fields are never touched and the gra
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 
@@ -20,7 +20,7 @@ from qnewton.curvature.kinds import CURVATURES
 from qnewton.curvature.memory import format_bytes
 from qnewton.curvature.params import ParamBlock, flatten_block
 from qnewton.curvature.products import MATRIX_FREE_KINDS, ProductContext, matrix_free_block
-from qnewton.curvature.representation import CurvatureBlock
+from qnewton.curvature.representation import CurvatureBlock, arithmetic_dtype
 
 #: What :func:`compute_curvature` does with a block over ``max_block_bytes``.
 OVER_BUDGET = ("raise", "skip", "matrix-free")
@@ -35,11 +35,14 @@ class CurvatureResult:
             :class:`~qnewton.curvature.representation.MatrixFreeBlock` for a block over budget
             (``over_budget="matrix-free"``), ``None`` for one skipped (``"skip"``).
         grads: per block, the gradient of the mean loss, flat ``(N,)`` in the block flattening
-            order (the order of ``p.grad.reshape(-1)``), in ``config.dtype``. Always present.
+            order (the order of ``p.grad.reshape(-1)``), in ``config.dtype`` (``None``: the
+            losses' dtype). Always present.
         loss: the mean loss (detached scalar, in the losses' dtype).
         skipped: ``{block name: reason}`` for blocks returned as ``None``.
         matrix_free: ``{block name: reason}`` for blocks returned matrix-free (over budget).
         kind: the curvature kind. num_samples: S. num_outputs: C for the GGN, else ``None``.
+        samples: the sorted indices of the curvature subset (``None``: all S samples);
+            curvature_samples: how many samples the curvature used (k, or S).
     """
 
     blocks: list[CurvatureBlock | None]
@@ -50,6 +53,8 @@ class CurvatureResult:
     kind: str = "fisher"
     num_samples: int = 0
     num_outputs: int | None = None
+    samples: torch.Tensor | None = None
+    curvature_samples: int = 0
 
 
 def evaluate_closure(closure: Callable[[], object]) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -140,6 +145,42 @@ def _validate_inputs(losses: torch.Tensor, blocks: Sequence[ParamBlock], kind: C
     return s, outputs.numel() // s
 
 
+def check_samples(samples: object, num_samples: int) -> torch.Tensor | None:
+    """``samples`` as sorted, distinct ``int64`` indices in ``[0, S)`` on the CPU (``None``, or
+    all S of them, gives ``None``: no subset); a clear ``ValueError`` otherwise."""
+    if samples is None:
+        return None
+    idx = torch.as_tensor(samples).detach().cpu()
+    if idx.ndim != 1 or idx.numel() == 0 or idx.dtype.is_floating_point or idx.is_complex() or (
+            idx.dtype == torch.bool):
+        raise ValueError("samples must be a non-empty 1-D sequence of integer sample indices, "
+                         f"got {samples!r}")
+    idx = idx.to(torch.int64).sort().values
+    if int(idx[0]) < 0 or int(idx[-1]) >= num_samples:
+        raise ValueError(f"samples must be indices in [0, {num_samples - 1}] (S={num_samples}), "
+                         f"got a range [{int(idx[0])}, {int(idx[-1])}]")
+    if bool((idx[1:] == idx[:-1]).any()):
+        raise ValueError("samples must be distinct indices, got repeated ones")
+    return None if idx.numel() == num_samples else idx
+
+
+def mean_loss_gradients(losses: torch.Tensor, blocks: Sequence[ParamBlock],
+                        dtype: torch.dtype = torch.float64) -> list[torch.Tensor]:
+    """Per block, the flat gradient of ``losses.mean()`` in ``dtype`` (zeros for parameters the
+    losses don't use) — the gradient alone, for steps that reuse earlier curvature. The graph is
+    retained."""
+    params = [p for b in blocks for p in b.params]
+    with torch.enable_grad():
+        g_all = torch.autograd.grad(losses.mean(), params, retain_graph=True, allow_unused=True)
+    grads, pos = [], 0
+    for b in blocks:
+        pieces = [torch.zeros_like(p) if g is None else g
+                  for g, p in zip(g_all[pos : pos + len(b.params)], b.params, strict=True)]
+        pos += len(b.params)
+        grads.append(flatten_block(pieces).to(dtype))
+    return grads
+
+
 def compute_curvature(
     losses: torch.Tensor,
     blocks: Sequence[ParamBlock],
@@ -148,6 +189,7 @@ def compute_curvature(
     *,
     skip_over_budget: bool = False,
     over_budget: str | None = None,
+    samples: Sequence[int] | torch.Tensor | None = None,
 ) -> CurvatureResult:
     """Curvature blocks and mean-loss gradients for ``blocks`` from a built autograd graph.
 
@@ -168,6 +210,11 @@ def compute_curvature(
             :class:`~qnewton.curvature.representation.MatrixFreeBlock` (products on the retained
             graph, nothing of the block's size stored; reason in ``result.matrix_free``). A kind
             without a matrix-free form is skipped instead. The optimizer uses ``"matrix-free"``.
+        samples: a curvature subset (indices of per-sample losses; order and repeats are not
+            allowed to matter: they are sorted, repeats refused): the curvature is that of the
+            mean loss over these k samples (scale 1/k, factors of k or k·C rows in sorted sample
+            order), while the gradients are always the full batch's (docs/method.md §4.7,
+            "Curvature subsampling and reuse"). ``None`` (default) or all S: every sample.
 
     What each kind builds is documented on its class (:data:`qnewton.curvature.CURVATURES`).
     """
@@ -175,18 +222,25 @@ def compute_curvature(
     kind = CURVATURES[config.kind]
     blocks = list(blocks)
     s, c = _validate_inputs(losses, blocks, kind, outputs)
+    if config.dtype is None:  # the model's dtype: a float32 model's factors stay float32
+        config = replace(config, dtype=losses.dtype)
     mode = over_budget if over_budget is not None else ("skip" if skip_over_budget else "raise")
     if mode not in OVER_BUDGET:
         raise ValueError(f"over_budget must be one of {OVER_BUDGET}, got {over_budget!r}")
+    if samples is not None and losses.ndim != 1:
+        raise ValueError("samples (a curvature subset) needs per-sample losses of shape (S,), "
+                         f"got shape {tuple(losses.shape)}")
+    subset = check_samples(samples, s)
+    k = s if subset is None else subset.numel()
 
     built: list[bool] = []
     skipped: dict[str, str] = {}
     matrix_free: dict[str, str] = {}
     free: list[int] = []
     for i, b in enumerate(blocks):
-        needed = kind.block_bytes(b.numel, s, c or 1, config.dtype)
+        needed = kind.block_bytes(b.numel, k, c or 1, config.dtype)
         if needed > config.max_block_bytes:
-            msg = _budget_message(b, kind, needed, s, c or 1, config)
+            msg = _budget_message(b, kind, needed, k, c or 1, config)
             if mode == "raise":
                 raise CurvatureBudgetError(msg)
             if mode == "matrix-free" and kind.name in MATRIX_FREE_KINDS:
@@ -201,7 +255,8 @@ def compute_curvature(
     all_params = [p for b in blocks for p in b.params]
     with torch.enable_grad():
         loss = losses.mean()
-        create_graph = kind.needs_gradient_graph and (any(built) or bool(free))
+        create_graph = (kind.needs_gradient_graph and subset is None
+                        and (any(built) or bool(free)))
         g_all = torch.autograd.grad(
             loss, all_params, retain_graph=True, create_graph=create_graph, allow_unused=True
         )
@@ -214,13 +269,33 @@ def compute_curvature(
             pos += len(b.params)
             g_blocks.append(g_b)
             grads.append(flatten_block([g.detach() for g in g_b]).to(config.dtype))
+        if subset is not None and kind.needs_gradient_graph and (any(built) or bool(free)):
+            # second derivatives of the subset's mean loss (the full gradient has no graph)
+            g_blocks = _subset_gradient_graph(losses[subset.to(losses.device)], blocks)
         curv = kind.build(BuildInputs(losses=losses, outputs=outputs, blocks=blocks,
                                       grads=g_blocks, built=built, num_samples=s,
-                                      num_outputs=c or 1, config=config))
+                                      num_outputs=c or 1, config=config, samples=subset))
         if free:
-            ctx = ProductContext(losses, outputs, s, c or 1, config)
+            # nothing is stored, so products compute in the blocks' arithmetic dtype
+            ctx = ProductContext(losses, outputs, s, c or 1,
+                                 replace(config, dtype=arithmetic_dtype(config.dtype)),
+                                 samples=subset)
             for i in free:
                 curv[i] = matrix_free_block(kind.name, blocks[i], g_blocks[i], ctx)
     return CurvatureResult(blocks=curv, grads=grads, loss=loss.detach(), skipped=skipped,
                            matrix_free=matrix_free, kind=config.kind, num_samples=s,
-                           num_outputs=c)
+                           num_outputs=c, samples=subset, curvature_samples=k)
+
+
+def _subset_gradient_graph(losses: torch.Tensor,
+                           blocks: Sequence[ParamBlock]) -> list[list[torch.Tensor]]:
+    """Per block, the gradient pieces of ``losses.mean()`` with their graph (zeros if unused)."""
+    params = [p for b in blocks for p in b.params]
+    g_all = torch.autograd.grad(losses.mean(), params, retain_graph=True, create_graph=True,
+                                allow_unused=True)
+    out, pos = [], 0
+    for b in blocks:
+        out.append([torch.zeros_like(p) if g is None else g
+                    for g, p in zip(g_all[pos : pos + len(b.params)], b.params, strict=True)])
+        pos += len(b.params)
+    return out

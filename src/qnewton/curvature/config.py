@@ -31,8 +31,12 @@ class CurvatureConfig:
             ``chunk_size`` copies of the graph's intermediates, so lower it for big activations.
             See :mod:`qnewton.curvature.memory`.
             Results do not depend on it.
-        dtype: floating dtype the blocks and gradients are returned in (computation runs in the
-            model's dtype, the results are cast).
+        dtype: floating dtype the blocks are *stored* in and the gradients returned in;
+            ``None`` (default): the model's dtype (that of the losses), so a float32 model's
+            factors take half the memory of float64 ones. Blocks compute in float64 whatever
+            their storage (products, diagonal, explicit and Gram matrices: :data:`~qnewton.
+            curvature.representation.ARITHMETIC_DTYPE`; docs/method.md §4.7, "Storage and
+            arithmetic dtypes"). Matrix-free blocks store nothing and compute in float64.
         seed: seed of the random directions of ``"ggn-mc"``, mixed with the bytes of the outputs
             so that every batch gets its own draw and a call is reproducible; ``None`` draws from
             torch's global RNG instead. Other kinds are deterministic and ignore it.
@@ -41,7 +45,7 @@ class CurvatureConfig:
     kind: str = "fisher"
     max_block_bytes: int = 2 * 1024**3
     chunk_size: int | None = None
-    dtype: torch.dtype = torch.float64
+    dtype: torch.dtype | None = None
     seed: int | None = 0
 
     def __post_init__(self) -> None:
@@ -49,7 +53,9 @@ class CurvatureConfig:
         check_int("max_block_bytes", self.max_block_bytes, 1)
         if self.chunk_size is not None:
             check_int("chunk_size", self.chunk_size, 1)
-        if not isinstance(self.dtype, torch.dtype) or not self.dtype.is_floating_point:
-            raise ValueError(f"dtype must be a floating torch.dtype, got {self.dtype!r}")
+        if self.dtype is not None and (not isinstance(self.dtype, torch.dtype)
+                                       or not self.dtype.is_floating_point):
+            raise ValueError(f"dtype must be a floating torch.dtype or None (the model's), got "
+                             f"{self.dtype!r}")
         if self.seed is not None:
             check_int("seed", self.seed, 0)

@@ -35,8 +35,10 @@ class FisherCurvature(CurvatureKind):
         losses, config = inputs.losses, inputs.config
         s = losses.numel()
         todo = [b for b, ok in zip(inputs.blocks, inputs.built, strict=True) if ok]
-        factors = factor_rows(losses, [torch.ones_like(losses)], s, todo, config)
+        factors = factor_rows(losses, [torch.ones_like(losses)], s, todo, config,
+                              samples=inputs.samples)
+        k = inputs.curvature_samples
         return [
-            FactorBlock(b.name, "fisher", factors[id(b)], scale=1.0 / s) if ok else None
+            FactorBlock(b.name, "fisher", factors[id(b)], scale=1.0 / k) if ok else None
             for b, ok in zip(inputs.blocks, inputs.built, strict=True)
         ]

@@ -71,8 +71,10 @@ class GGNCurvature(CurvatureKind):
         # row s·C + j of the factor is J_sᵀ R_s[:, j]: the per-sample gradient of ⟨seed_j, outputs⟩
         # with seed_j[s] = R_s[:, j]; one backward pass per j on the fast path
         seeds = [sqrt_h[:, :, j].to(outputs.dtype).reshape(outputs.shape) for j in range(c)]
-        factors = factor_rows(outputs, seeds, s, todo, config, min_row_elements=s * c)
+        factors = factor_rows(outputs, seeds, s, todo, config, min_row_elements=s * c,
+                              samples=inputs.samples)
+        k = inputs.curvature_samples
         return [
-            FactorBlock(b.name, "ggn", factors[id(b)], scale=1.0 / s) if ok else None
+            FactorBlock(b.name, "ggn", factors[id(b)], scale=1.0 / k) if ok else None
             for b, ok in zip(inputs.blocks, inputs.built, strict=True)
         ]

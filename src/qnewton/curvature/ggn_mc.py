@@ -66,8 +66,10 @@ class MonteCarloGGNCurvature(CurvatureKind):
         z = draw_directions(outputs, s, c, config.seed, config.dtype)
         v = torch.einsum("sij,sj->si", sqrt_h, z)  # v_s = R_s z_s
         seeds = [v.to(outputs.dtype).reshape(outputs.shape)]
-        factors = factor_rows(outputs, seeds, s, todo, config, min_row_elements=s * c)
+        factors = factor_rows(outputs, seeds, s, todo, config, min_row_elements=s * c,
+                              samples=inputs.samples)
+        k = inputs.curvature_samples
         return [
-            FactorBlock(b.name, "ggn-mc", factors[id(b)], scale=1.0 / s) if ok else None
+            FactorBlock(b.name, "ggn-mc", factors[id(b)], scale=1.0 / k) if ok else None
             for b, ok in zip(inputs.blocks, inputs.built, strict=True)
         ]

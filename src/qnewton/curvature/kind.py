@@ -31,6 +31,8 @@ class BuildInputs:
         built: per block, whether to build it (``False``: over the memory budget).
         num_samples: S. num_outputs: C (1 when there are no outputs).
         config: the :class:`CurvatureConfig`.
+        samples: sorted indices of a curvature subset of k samples, or ``None`` (all S): factor
+            kinds then build k (or k·C) rows with scale 1/k; ``grads`` are then the subset's.
     """
 
     losses: torch.Tensor
@@ -41,6 +43,12 @@ class BuildInputs:
     num_samples: int
     num_outputs: int
     config: CurvatureConfig
+    samples: torch.Tensor | None = None
+
+    @property
+    def curvature_samples(self) -> int:
+        """k, the number of samples the curvature averages over."""
+        return self.num_samples if self.samples is None else self.samples.numel()
 
 
 class CurvatureKind(ABC):

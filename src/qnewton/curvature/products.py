@@ -128,7 +128,27 @@ class ProductContext:
     num_samples: int
     num_outputs: int
     config: CurvatureConfig
+    samples: torch.Tensor | None = None
     _roots: torch.Tensor | None = field(default=None, repr=False)
+
+    @property
+    def kept(self) -> int:
+        """k, the samples the curvature averages over (S without a subset)."""
+        return self.num_samples if self.samples is None else self.samples.numel()
+
+    def mask(self, device: torch.device) -> torch.Tensor | None:
+        """``(S,)`` with 1 on the curvature subset, 0 elsewhere (``None``: all samples)."""
+        if self.samples is None:
+            return None
+        m = torch.zeros(self.num_samples, dtype=self.config.dtype)
+        m[self.samples] = 1
+        return m.to(device)
+
+    def sample_rows(self, r0: int, r1: int, per_sample: int) -> torch.Tensor:
+        """Factor rows ``r0 … r1 − 1`` (``per_sample`` rows per kept sample) as the indices of the
+        samples they belong to."""
+        i = torch.arange(r0, r1) // per_sample
+        return i if self.samples is None else self.samples[i]
 
     def loss_hessian_roots(self) -> torch.Tensor:
         """``R_s`` (S, C, C), the PSD square roots of the per-sample loss Hessians."""
@@ -139,52 +159,61 @@ class ProductContext:
 
 
 def _fisher(block: ParamBlock, ctx: ProductContext, n: int) -> MatrixFreeBlock:
-    losses, s, dtype = ctx.losses, ctx.num_samples, ctx.config.dtype
+    losses, s, k, dtype = ctx.losses, ctx.num_samples, ctx.kept, ctx.config.dtype
     jac = JacobianProducts(losses, block.params)
+    mask = ctx.mask(losses.device)
 
     def product(v: torch.Tensor) -> torch.Tensor:
-        return jac.vjp(jac.jvp(v), dtype) / s
+        jv = jac.jvp(v)
+        if mask is not None:  # J restricted to the curvature subset's rows
+            jv = jv * mask.to(jv.dtype)
+        return jac.vjp(jv, dtype) / k
 
     def seeds(r0: int, r1: int) -> torch.Tensor:
         out = torch.zeros((r1 - r0, s), dtype=losses.dtype, device=losses.device)
-        out[torch.arange(r1 - r0), torch.arange(r0, r1)] = 1
+        out[torch.arange(r1 - r0), ctx.sample_rows(r0, r1, 1).to(losses.device)] = 1
         return out
 
     def diagonal() -> torch.Tensor:
-        return _square_row_sums(losses, block.params, seeds, s, n, ctx.config) / s
+        return _square_row_sums(losses, block.params, seeds, k, n, ctx.config) / k
 
     return MatrixFreeBlock(block.name, "fisher", product, n, dtype=dtype,
                            device=block.params[0].device, psd=True, diagonal=diagonal,
-                           rank_bound=s)
+                           rank_bound=k)
 
 
 def _ggn(block: ParamBlock, ctx: ProductContext, n: int) -> MatrixFreeBlock:
     outputs, s, c, dtype = ctx.outputs, ctx.num_samples, ctx.num_outputs, ctx.config.dtype
+    k = ctx.kept
     jac = JacobianProducts(outputs, block.params)
     plus: list[torch.Tensor] = []
+    mask = ctx.mask(outputs.device)
 
     def product(v: torch.Tensor) -> torch.Tensor:
         if not plus:
             roots = ctx.loss_hessian_roots()
-            plus.append(roots @ roots)  # H⁺_s = R_s², what the dense GGN's factor squares to
+            sq = roots @ roots  # H⁺_s = R_s², what the dense GGN's factor squares to
+            plus.append(sq if mask is None else sq * mask.view(s, 1, 1))
         jv = jac.jvp(v).reshape(s, c).to(dtype)
         hjv = torch.einsum("sij,sj->si", plus[0], jv)
-        return jac.vjp(hjv.reshape(outputs.shape), dtype) / s
+        return jac.vjp(hjv.reshape(outputs.shape), dtype) / k
 
     def seeds(r0: int, r1: int) -> torch.Tensor:
-        # factor row s·C + j is J_sᵀ R_s[:, j]: seed R_s[:, j] at output row s (as in the GGN)
+        # factor row i·C + j is J_sᵀ R_s[:, j] for the i-th kept sample s: seed R_s[:, j] at
+        # output row s (as in the GGN)
         roots = ctx.loss_hessian_roots()
         r = torch.arange(r0, r1, device=outputs.device)
+        smp = ctx.sample_rows(r0, r1, c).to(outputs.device)
         out = torch.zeros((r1 - r0, s, c), dtype=outputs.dtype, device=outputs.device)
-        out[r - r0, r // c, :] = roots[r // c, :, r % c].to(outputs.dtype)
+        out[r - r0, smp, :] = roots[smp, :, r % c].to(outputs.dtype)
         return out.reshape(r1 - r0, *outputs.shape)
 
     def diagonal() -> torch.Tensor:
-        return _square_row_sums(outputs, block.params, seeds, s * c, n, ctx.config) / s
+        return _square_row_sums(outputs, block.params, seeds, k * c, n, ctx.config) / k
 
     return MatrixFreeBlock(block.name, "ggn", product, n, dtype=dtype,
                            device=block.params[0].device, psd=True, diagonal=diagonal,
-                           rank_bound=s * c)
+                           rank_bound=k * c)
 
 
 def matrix_free_block(kind: str, block: ParamBlock, grads: Sequence[torch.Tensor],

@@ -23,6 +23,19 @@ from collections.abc import Callable
 
 import torch
 
+from qnewton.curvature.finite import finite_sum
+from qnewton.curvature.memory import DEFAULT_CHUNK_BYTES, element_size
+
+#: The dtype every block computes in (products, diagonal, explicit matrix, Gram matrix), whatever
+#: the dtype it is stored in: a float32 factor keeps half the memory while the systems built from
+#: it are solved in float64 (docs/method.md §4.7, "Storage and arithmetic dtypes").
+ARITHMETIC_DTYPE = torch.float64
+
+
+def arithmetic_dtype(stored: torch.dtype) -> torch.dtype:
+    """The dtype a block stored in ``stored`` computes in (float64, or wider)."""
+    return torch.promote_types(stored, ARITHMETIC_DTYPE)
+
 
 def dense_block_bytes(n: int, dtype: torch.dtype = torch.float64) -> int:
     """Memory in bytes of one dense N×N block of ``dtype``."""
@@ -88,7 +101,8 @@ class CurvatureBlock(ABC):
 
     @abstractmethod
     def all_finite(self) -> bool:
-        """Whether every stored entry is finite."""
+        """Whether every stored entry is finite, judged from one scalar (a sum, :mod:`~qnewton.
+        curvature.finite`), so an overflowing block is reported as not finite too."""
 
 
 class DenseBlock(CurvatureBlock):
@@ -111,17 +125,17 @@ class DenseBlock(CurvatureBlock):
 
     @property
     def dtype(self) -> torch.dtype:
-        return self.matrix.dtype
+        return arithmetic_dtype(self.matrix.dtype)
 
     @property
     def device(self) -> torch.device:
         return self.matrix.device
 
     def matvec(self, v: torch.Tensor) -> torch.Tensor:
-        return self.matrix @ v
+        return self.matrix.to(self.dtype) @ v
 
     def diagonal(self) -> torch.Tensor:
-        return self.matrix.diagonal().clone()
+        return self.matrix.diagonal().to(self.dtype, copy=True)
 
     def max_abs_entry(self, shift: float = 0.0) -> float:
         if shift == 0.0:
@@ -131,20 +145,23 @@ class DenseBlock(CurvatureBlock):
         return float(shifted.abs().max())
 
     def to_dense(self) -> torch.Tensor:
-        return self.matrix
+        return self.matrix.to(self.dtype)  # the stored matrix itself when already float64
 
     @property
     def owns_dense(self) -> bool:
-        return False
+        return self.matrix.dtype != self.dtype
 
     def all_finite(self) -> bool:
-        return bool(torch.isfinite(self.matrix).all())
+        return finite_sum(self.matrix)
 
 
 class FactorBlock(CurvatureBlock):
     """``H = scale · Fᵀ F`` with ``F`` of shape ``(M, N)``; positive semidefinite by construction.
 
-    The diagonal is computed once and cached (``F`` is not modified after construction).
+    The diagonal is computed once and cached (``F`` is not modified after construction). ``F``
+    may be stored narrower than float64 (a float32 model's rows): every product, the diagonal,
+    the explicit matrix and the Gram matrix are then computed in float64 from float64 copies of
+    chunks of ``F`` (exact products of the stored values), and :attr:`dtype` says float64.
     """
 
     def __init__(self, name: str, kind: str, factor: torch.Tensor, scale: float = 1.0) -> None:
@@ -157,6 +174,7 @@ class FactorBlock(CurvatureBlock):
         self.factor = factor
         self.scale = float(scale)
         self._diagonal: torch.Tensor | None = None
+        self._gram: torch.Tensor | None = None
 
     def __repr__(self) -> str:
         return (f"FactorBlock(name={self.name!r}, kind={self.kind!r}, rows={self.factor_rows}, "
@@ -168,6 +186,11 @@ class FactorBlock(CurvatureBlock):
 
     @property
     def dtype(self) -> torch.dtype:
+        return arithmetic_dtype(self.factor.dtype)
+
+    @property
+    def storage_dtype(self) -> torch.dtype:
+        """The dtype ``F`` is stored in (may be narrower than :attr:`dtype`)."""
         return self.factor.dtype
 
     @property
@@ -178,12 +201,63 @@ class FactorBlock(CurvatureBlock):
     def factor_rows(self) -> int:
         return int(self.factor.shape[0])
 
+    @property
+    def _wide(self) -> bool:
+        return self.factor.dtype == self.dtype
+
+    def _chunks(self, dim: int) -> list[tuple[int, int]]:
+        """Row (``dim=0``) or column ranges whose float64 copies fit DEFAULT_CHUNK_BYTES."""
+        size = self.factor.shape[dim]
+        other = self.factor.shape[1 - dim]
+        k = max(1, DEFAULT_CHUNK_BYTES // max(1, other * element_size(self.dtype)))
+        return [(i, min(size, i + k)) for i in range(0, size, k)]
+
+    def apply_factor(self, v: torch.Tensor) -> torch.Tensor:
+        """``F v`` in :attr:`dtype` (``v``: ``(N,)`` or ``(N, k)``)."""
+        if self._wide:
+            return self.factor @ v
+        return torch.cat([self.factor[a:b].to(self.dtype) @ v for a, b in self._chunks(0)])
+
+    def apply_factor_t(self, u: torch.Tensor) -> torch.Tensor:
+        """``Fᵀ u`` in :attr:`dtype` (``u``: ``(M,)`` or ``(M, k)``)."""
+        if self._wide:
+            return self.factor.T @ u
+        return sum(self.factor[a:b].to(self.dtype).T @ u[a:b] for a, b in self._chunks(0))
+
+    def gram(self, keep: bool = False) -> torch.Tensor:
+        """``F Fᵀ`` (M×M) in :attr:`dtype`; with ``keep`` it is kept with the block, so every
+        system built from the block — at later steps too, when the curvature is reused
+        (:mod:`~qnewton.curvature.schedule`) — shares one ``2·N·M²``-flop product
+        (:meth:`qnewton.system.LinearSystem.gram` keeps it)."""
+        if self._gram is not None:
+            return self._gram
+        if self._wide:
+            gram = self.factor @ self.factor.T
+        else:
+            parts = (self.factor[:, a:b].to(self.dtype) for a, b in self._chunks(1))
+            gram = sum(c @ c.T for c in parts)
+        if keep:
+            self._gram = gram
+        return gram
+
+    @property
+    def has_gram(self) -> bool:
+        """Whether a kept :meth:`gram` exists (forming it again costs nothing)."""
+        return self._gram is not None
+
     def matvec(self, v: torch.Tensor) -> torch.Tensor:
-        return self.scale * (self.factor.T @ (self.factor @ v))
+        if self._wide:
+            return self.scale * (self.factor.T @ (self.factor @ v))
+        return self.scale * self.apply_factor_t(self.apply_factor(v))
 
     def diagonal(self) -> torch.Tensor:
         if self._diagonal is None:
-            self._diagonal = self.scale * (self.factor * self.factor).sum(dim=0)
+            if self._wide:
+                self._diagonal = self.scale * (self.factor * self.factor).sum(dim=0)
+            else:
+                self._diagonal = self.scale * sum(
+                    self.factor[a:b].to(self.dtype).square().sum(dim=0)
+                    for a, b in self._chunks(0))
         return self._diagonal.clone()
 
     def max_abs_entry(self, shift: float = 0.0) -> float:
@@ -195,14 +269,21 @@ class FactorBlock(CurvatureBlock):
         return float((self._diagonal + shift).abs().max())
 
     def to_dense(self) -> torch.Tensor:
-        return self.scale * (self.factor.T @ self.factor)
+        if self._wide:
+            return self.scale * (self.factor.T @ self.factor)
+        parts = (self.factor[a:b].to(self.dtype) for a, b in self._chunks(0))
+        return self.scale * sum(c.T @ c for c in parts)
 
     @property
     def owns_dense(self) -> bool:
         return True
 
     def all_finite(self) -> bool:
-        return bool(torch.isfinite(self.factor).all())
+        # trace(H) = scale·‖F‖²_F, the sum of the cached diagonal that the max-entry
+        # regularization reads anyway: no extra pass over F.
+        if self._diagonal is None:
+            self.diagonal()
+        return finite_sum(self._diagonal)
 
 
 class MatrixFreeError(RuntimeError):

@@ -83,6 +83,8 @@ def run_state(config: TrainConfig, run_dir: Path, out: Path) -> str:
         return "new"
     saved = read_json(run_dir / "config.json", "the run's config.json")
     saved = saved.get("config") if isinstance(saved, dict) else None
+    if isinstance(saved, dict):
+        saved = TrainConfig.with_defaults(saved)
     wanted = config.to_dict()
     if saved != wanted:
         changes = (_setting_changes(saved, wanted) if isinstance(saved, dict)

@@ -53,11 +53,13 @@ class WoodburySolver(ClassicalSolver):
         if not system.factor_form:
             raise SolveError("woodbury needs a factor-form system (empirical Fisher or GGN, "
                              "unpruned)")
-        lam, scale, f = system.shift, system.block.scale, system.block.factor
+        lam, scale, block = system.shift, system.block.scale, system.block
         if not lam > 0:
             raise SolveError(f"woodbury needs a positive diagonal shift, got {lam}")
-        # Reuses the Gram matrix if the scheduler's analysis formed it; never caches one itself.
+        # Reuses the Gram matrix if the scheduler's analysis (or an earlier step that reused the
+        # same curvature block) formed it; the system does not cache it for this solve, the
+        # block keeps it (docs/method.md §4.7, "Curvature subsampling and reuse").
         small = system.gram(cache=False).clone()
         small.diagonal().add_(lam / scale)
-        inner = cholesky_solve(small, f @ b)
-        return (b - f.T @ inner) / lam
+        inner = cholesky_solve(small, block.apply_factor(b))
+        return (b - block.apply_factor_t(inner)) / lam

@@ -33,6 +33,8 @@ class TrainConfig:
     stops early (quick runs); ``eval_every=0`` evaluates on the test set at the end of every
     epoch. Newton-family settings (curvature ... exact_kappa_max_n) are ignored by first-order
     optimizers; ``policy=None`` and ``solvers=None`` take the optimizer's own.
+    ``curvature_batch=None`` builds the curvature from every sample of the mini-batch;
+    ``curvature_every=1`` builds it at every step (docs/method.md §4.7).
     """
 
     task: str = "digits"
@@ -66,6 +68,8 @@ class TrainConfig:
     momentum: float = 0.0
     clip: float | None = 0.1
     max_block_bytes: int = 1024**3
+    curvature_batch: int | None = None
+    curvature_every: int = 1
     exact_kappa_max_n: int = 300
     checkpoint_every: int = 1
 
@@ -109,6 +113,8 @@ class TrainConfig:
         check_real("momentum", self.momentum, low=0.0, high=1.0, high_open=True)
         check_optional(check_positive, "clip", self.clip)
         check_int("max_block_bytes", self.max_block_bytes, 1)
+        check_optional(check_int, "curvature_batch", self.curvature_batch, 1)
+        check_int("curvature_every", self.curvature_every, 1)
         check_int("exact_kappa_max_n", self.exact_kappa_max_n, 0)
 
     def task_config(self) -> TaskConfig:
@@ -134,6 +140,13 @@ class TrainConfig:
         if data["solvers"] is not None:
             data["solvers"] = list(data["solvers"])
         return data
+
+    @classmethod
+    def with_defaults(cls, data: dict[str, Any]) -> dict[str, Any]:
+        """``data`` (a saved ``to_dict``) with the settings added since it was written filled in
+        with their defaults, which reproduce the behaviour of the code that wrote it."""
+        added = {"curvature_batch": None, "curvature_every": 1}
+        return {**{k: v for k, v in added.items() if k not in data}, **data}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:

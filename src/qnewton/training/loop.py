@@ -145,9 +145,10 @@ def _read_saved_run(out: Path, config: TrainConfig) -> tuple[MachineRates, dict[
             "rates" not in saved):
         raise RunFileError(f"{path}: not a qnewton run config (no 'config' and 'rates'); restore "
                            "it from a copy or start a new run with another --out")
-    if saved["config"] != config.to_dict():
-        diff = "; ".join(f"{_flag(k)} {saved['config'].get(k)!r} -> {v!r}"
-                         for k, v in config.to_dict().items() if saved["config"].get(k) != v)
+    saved_config = TrainConfig.with_defaults(saved["config"])
+    if saved_config != config.to_dict():
+        diff = "; ".join(f"{_flag(k)} {saved_config.get(k)!r} -> {v!r}"
+                         for k, v in config.to_dict().items() if saved_config.get(k) != v)
         raise RunDirError(f"--resume with different settings (saved -> given): {diff}; resume "
                           "with the saved settings or start a new run with another --out")
     try:
@@ -296,7 +297,8 @@ def _train(config: TrainConfig, out: str | Path, *, resume: bool, progress: bool
                 state.epoch += 1
                 state.batch = 0
             row: dict[str, Any] = {"step": state.step, "epoch": state.epoch,
-                                   "loss": float(loss), **_totals(ledger)}
+                                   "loss": float(loss), **ledger.take_curvature(),
+                                   **_totals(ledger)}
             due = (config.eval_every and state.step % config.eval_every == 0) or (
                 not config.eval_every and epoch_done)
             if (due or state.step == total_steps) and group.writer:

@@ -73,6 +73,8 @@ class OptimizerSpec:
             shots=config.shots,
             **({"classical_solvers": solvers} if solvers else {}),
             max_block_bytes=config.max_block_bytes,
+            curvature_batch=config.curvature_batch,
+            curvature_every=config.curvature_every,
             exact_kappa_max_n=config.exact_kappa_max_n,
             rates=rates,
             ledger=ledger,

@@ -10,7 +10,9 @@
 * :mod:`~qnewton.curvature.per_sample.engine` — :func:`per_sample_rows`: capture δ, form the
   rows, check them against the generic path (docs/method.md §4.7).
 
-Fused recurrent kernels (GRU, LSTM) and everything else without a handler take the generic path.
+Fused recurrent kernels (GRU, LSTM) and everything else without a handler take the generic path;
+:func:`qnewton.curvature.recurrent.unfuse_recurrent` unrolls GRU/LSTM modules into per-step linear
+maps, which the linear handler understands.
 """
 
 from qnewton.curvature.per_sample.engine import check_rows, factor_rows, per_sample_rows

@@ -18,6 +18,7 @@ generic path.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 import torch
@@ -38,6 +39,11 @@ CHECK_SEED = 0
 
 #: Errors a handler may raise on a graph it does not expect; they refuse the fast path.
 _REFUSALS = (Unsupported, ValueError, TypeError, AttributeError, RuntimeError, IndexError)
+
+
+def _resolved(config: CurvatureConfig, root: torch.Tensor) -> CurvatureConfig:
+    """``config`` with ``dtype=None`` (the model's) made concrete: the root's dtype."""
+    return config if config.dtype is not None else replace(config, dtype=root.dtype)
 
 
 def check_rows(num_samples: int, passes: int) -> list[tuple[int, int]]:
@@ -77,6 +83,7 @@ def per_sample_rows(
     todo: Sequence[ParamBlock],
     factors: dict[int, torch.Tensor],
     config: CurvatureConfig,
+    samples: torch.Tensor | None = None,
 ) -> set[int]:
     """Fill factor rows of the blocks whose parameters the handlers understand; return the ids
     of the blocks filled (and checked).
@@ -85,9 +92,13 @@ def per_sample_rows(
     shaped like ``root``. Row ``s·P + j`` of a block's factor (``(S·P, N)``) becomes the
     gradient of ``⟨seeds[j], root⟩`` restricted to sample s, i.e. of ``Σ_w seeds[j][s, w]·
     root[s, w]``: for the empirical Fisher ``root`` = losses and one seed of ones, for the GGN
-    ``root`` = outputs and seed j = ``R[:, :, j]``.
+    ``root`` = outputs and seed j = ``R[:, :, j]``. With ``samples`` (sorted sample indices, a
+    curvature subset) the factors have ``len(samples)·P`` rows, row ``i·P + j`` for sample
+    ``samples[i]``; the handlers still form rows chunk by chunk over all S samples (their work
+    stays O(S), like the backward pass), only the selected rows are kept.
     """
     s, npass = num_samples, len(seeds)
+    config = _resolved(config, root)
     if root.grad_fn is None or s < 2 or npass < 1 or root.numel() % s:
         return set()
     params = {id(p): p for b in todo for p in b.params}
@@ -139,32 +150,43 @@ def per_sample_rows(
             else:
                 dest.add_(piece)
 
+    kept = s if samples is None else samples.numel()
     for j, seed in enumerate(seeds):
         deltas = _capture(root, seed, wanted, eligible_params)
         for b in eligible:
             if id(b) not in alive:
                 continue
-            rows = factors[id(b)].view(s, npass, b.numel)[:, j]
+            rows = factors[id(b)].view(kept, npass, b.numel)[:, j]
             k = chunk(b)
             try:
                 for r0 in range(0, s, k):
                     r1 = min(s, r0 + k)
+                    if samples is None:
+                        lo, hi, dest = r0, r1, rows[r0:r1]
+                    else:  # the chunk's selected samples: samples[lo:hi]
+                        lo, hi = (int(v) for v in torch.searchsorted(samples, torch.tensor(
+                            [r0, r1], dtype=samples.dtype)))
+                        if lo == hi:
+                            continue
+                        dest = rows.new_empty((r1 - r0, b.numel))
                     col = 0
                     for p in b.params:
-                        fill(p, uses[id(p)], deltas, rows[r0:r1, col : col + p.numel()], r0, r1)
+                        fill(p, uses[id(p)], deltas, dest[:, col : col + p.numel()], r0, r1)
                         col += p.numel()
+                    if samples is not None:
+                        rows[lo:hi] = dest[(samples[lo:hi] - r0).to(dest.device)]
             except _REFUSALS:
                 alive.discard(id(b))
         del deltas
     done = [b for b in eligible if id(b) in alive]
     if not done:
         return set()
-    return _checked(root, seeds, s, done, factors, config)
+    return _checked(root, seeds, s, done, factors, config, samples)
 
 
 def _checked(root: torch.Tensor, seeds: Sequence[torch.Tensor], s: int,
              done: Sequence[ParamBlock], factors: dict[int, torch.Tensor],
-             config: CurvatureConfig) -> set[int]:
+             config: CurvatureConfig, samples: torch.Tensor | None = None) -> set[int]:
     """The blocks whose fast rows agree with the generic computation on the rows of
     :func:`check_rows` and on ``wᵀF`` for random unit weights ``w`` over all S·P rows.
 
@@ -174,13 +196,18 @@ def _checked(root: torch.Tensor, seeds: Sequence[torch.Tensor], s: int,
     combination of the one-pass rows. Three backward passes in all, like three checked rows.
     """
     npass = len(seeds)
-    rows = [i * npass + j for i, j in check_rows(s, npass)]
+    kept = s if samples is None else samples.numel()
+    pairs = check_rows(kept, npass)
+    rows = [i * npass + j for i, j in pairs]  # factor rows
+    sample_of = (lambda i: i) if samples is None else (lambda i: int(samples[i]))
+    root_rows = [sample_of(i) * npass + j for i, j in pairs]  # the same rows, by sample index
     gen = torch.Generator().manual_seed(CHECK_SEED)
-    w = torch.randn((s, npass), generator=gen, dtype=torch.float64)
+    w = torch.randn((kept, npass), generator=gen, dtype=torch.float64)
     w /= torch.linalg.vector_norm(w)
-    combined = sum(w[:, j].to(root.device, root.dtype).unsqueeze(1) * seed.reshape(s, -1)
+    w_all = w if samples is None else w.new_zeros((s, npass)).index_copy_(0, samples, w)
+    combined = sum(w_all[:, j].to(root.device, root.dtype).unsqueeze(1) * seed.reshape(s, -1)
                    for j, seed in enumerate(seeds))
-    check_seeds = torch.cat([sample_seeds(root, seeds, s, rows),
+    check_seeds = torch.cat([sample_seeds(root, seeds, s, root_rows),
                              combined.reshape(1, *root.shape).to(root.dtype)])
     params = [p for b in done for p in b.params]
     exact = BatchedVJP()(root, params, check_seeds)
@@ -207,22 +234,30 @@ def _checked(root: torch.Tensor, seeds: Sequence[torch.Tensor], s: int,
 
 def factor_rows(root: torch.Tensor, seeds: Sequence[torch.Tensor], num_samples: int,
                 todo: Sequence[ParamBlock], config: CurvatureConfig,
-                min_row_elements: int = 0) -> dict[int, torch.Tensor]:
+                min_row_elements: int = 0,
+                samples: torch.Tensor | None = None) -> dict[int, torch.Tensor]:
     """The ``(S·P, N)`` factor of every block in ``todo`` (P = ``len(seeds)``; row ``s·P + j``
     is sample s's gradient of ``⟨seeds[j], root⟩``): the one-pass fast path where handlers
     understand the block, the generic path for the rest. ``min_row_elements`` sizes the generic
-    path's chunks (its seeds are ``root``-shaped rows, which can be wider than the block)."""
-    rows = num_samples * len(seeds)
+    path's chunks (its seeds are ``root``-shaped rows, which can be wider than the block).
+    ``samples`` (sorted indices, a curvature subset of k samples): ``(k·P, N)`` factors, row
+    ``i·P + j`` for sample ``samples[i]``."""
+    config = _resolved(config, root)
+    kept = num_samples if samples is None else samples.numel()
+    rows = kept * len(seeds)
     factors = {
         id(b): torch.empty((rows, b.numel), dtype=config.dtype, device=b.params[0].device)
         for b in todo
     }
     if not todo:
         return factors
-    fast = per_sample_rows(root, seeds, num_samples, todo, factors, config)
+    fast = per_sample_rows(root, seeds, num_samples, todo, factors, config, samples)
     rest = [b for b in todo if id(b) not in fast]
     if rest:
         width = max(sum(b.numel for b in rest), min_row_elements)
+        npass = len(seeds)
+        wanted = None if samples is None else (
+            samples.unsqueeze(1) * npass + torch.arange(npass)).reshape(-1)
         seeded_rows(root, seeds, num_samples, rest, factors, config.dtype, config.chunk_size,
-                    width * root.element_size())
+                    width * root.element_size(), wanted)
     return factors
