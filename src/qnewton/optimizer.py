@@ -346,6 +346,10 @@ class QNewton(Optimizer):
             try:
                 with ledger.phase("conditioning"):
                     system = condition(curv, config)
+                with ledger.phase("solve"):
+                    # the solve's own work done early: the Gram a Woodbury solve will use, which
+                    # the κ analysis shares (docs/method.md §4.8)
+                    self.scheduler.prepare(system)
                 with ledger.phase("estimation"):
                     analysis = self.scheduler.analyse_if_needed(system)
             except MatrixFreeError as exc:

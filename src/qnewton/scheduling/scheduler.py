@@ -151,6 +151,12 @@ class Scheduler:
         predicted = predict_classical(shape, self.machine_rates(), cfg.cg_rtol)
         return min(allowed, key=lambda name: predicted[name]) == "woodbury"
 
+    def prepare(self, system: LinearSystem) -> None:
+        """Do the part of the solve the analysis can share before analysing: form the M×M Gram
+        matrix when Woodbury is the expected solver (the caller books this as solve time)."""
+        if self._woodbury_expected(system):
+            system.gram()
+
     def analyse_if_needed(self, system: LinearSystem) -> Analysis:
         """:meth:`analyse`, unless κ cannot change the decision (:meth:`skip_reason`): then an
         :class:`Analysis` without κ, α or norm, saying why. This is what training calls."""
