@@ -17,6 +17,7 @@ generic path.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING
@@ -232,6 +233,17 @@ def _checked(root: torch.Tensor, seeds: Sequence[torch.Tensor], s: int,
     return passed
 
 
+def _warn_generic(blocks: Sequence[ParamBlock]) -> None:
+    """Say (once per block, Python's warning filter) when a block's rows take the generic path:
+    it costs one backward pass per sample, and for recurrent layers the fix is one call."""
+    for b in blocks:
+        warnings.warn(
+            f"per-sample rows of block {b.name!r} take the generic path (one backward pass per "
+            "sample): no one-pass rule matched its layers. If it is an nn.GRU/nn.LSTM, call "
+            "qnewton.curvature.unfuse_recurrent(model) once after building the model "
+            "(docs/method.md §4.7)", RuntimeWarning, stacklevel=3)
+
+
 def factor_rows(root: torch.Tensor, seeds: Sequence[torch.Tensor], num_samples: int,
                 todo: Sequence[ParamBlock], config: CurvatureConfig,
                 min_row_elements: int = 0,
@@ -253,6 +265,7 @@ def factor_rows(root: torch.Tensor, seeds: Sequence[torch.Tensor], num_samples: 
         return factors
     fast = per_sample_rows(root, seeds, num_samples, todo, factors, config, samples)
     rest = [b for b in todo if id(b) not in fast]
+    _warn_generic(rest)
     if rest:
         width = max(sum(b.numel for b in rest), min_row_elements)
         npass = len(seeds)
