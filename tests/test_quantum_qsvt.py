@@ -166,3 +166,65 @@ def test_block_encoding_is_pennylanes_when_it_does_not_rescale():
     ours = block_encoding(a)
     assert np.allclose(ours, qml.BlockEncode(a, wires=[0, 1, 2]).matrix(), atol=1e-12)
     assert np.allclose(ours @ ours.T, np.eye(8), atol=1e-12)
+
+
+def test_scheduler_records_what_the_polynomial_backend_measured():
+    from qnewton.quantum import get_profile
+    from qnewton.scheduling import Scheduler, SchedulerConfig
+    from qnewton.solvers import MachineRates
+
+    rates = MachineRates.user(dense_flops_per_s=5e10, gemm_flops_per_s=1e11,
+                              bandwidth_bytes_per_s=1e10)
+    sched = Scheduler(SchedulerConfig(hardware=get_profile("paper"), policy="quantum",
+                                      qlsa="qsvt", qlsa_backend="polynomial", eps=0.05),
+                      rates=rates)
+    system = fisher_system(n=10, lam=0.5, seed=2)
+    b = rhs(10)
+    analysis = sched.analyse(system)
+    decision = sched.decide(system, analysis)
+    result = sched.run(system, b, decision)
+    record = sched.record(step=0, block="w", system=system, analysis=analysis,
+                          decision=decision, result=result).to_dict()
+    assert record["choice"] == "quantum" and record["solver"] == "qlsa-polynomial"
+    assert record["qlsa_backend"] == "polynomial"
+    assert record["qlsa_degree"] == result.qlsa["degree"]
+    assert record["qlsa_queries"] == result.qlsa["queries"]
+    assert record["qlsa_degree_formula"] == pytest.approx(result.qlsa["qsvt_formula"])
+    assert 0 < record["success_probability"] <= 1
+    assert record["norm_error"] <= record["qlsa_error"] <= 0.75 * 0.05
+
+
+def test_validate_qlsa_command_prints_the_table_and_writes_json(tmp_path, capsys):
+    import json
+
+    from qnewton.cli import main
+
+    out = tmp_path / "v.json"
+    assert main(["validate-qlsa", "--sizes", "4,6", "--kappas", "5", "--eps", "0.1",
+                 "--backends", "polynomial,emulated", "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "| N | κ | ε | κ_eff | degree D" in text and "measured" in text
+    rows = json.loads(out.read_text())["rows"]
+    assert [r["n"] for r in rows] == [4, 6]
+    for r in rows:
+        assert r["polynomial_error_over_eps"] <= 0.75
+        assert r["emulated_error_over_eps"] == pytest.approx(1.0, rel=1e-9)
+        assert r["degree"] == r["queries"] / r["amplification"]
+    assert main(["validate-qlsa", "--sizes", "4", "--backends", "magic"]) == 2
+    assert "backends must be among polynomial, circuit, emulated" in capsys.readouterr().err
+
+
+def test_training_with_the_polynomial_backend_records_success_probabilities(tmp_path, capsys):
+    import json
+
+    from qnewton.cli import main
+
+    args = ["train", "--task", "digits", "--tiny", "--max-steps", "2", "--batch-size", "64",
+            "--no-progress", "--policy", "quantum", "--reg", "1", "--qlsa-backend",
+            "polynomial", "--out", str(tmp_path / "run")]
+    assert main(args) == 0
+    capsys.readouterr()
+    rows = [json.loads(line) for line in (tmp_path / "run" / "solves.jsonl").open()]
+    quantum = [r for r in rows if r["choice"] == "quantum"]
+    assert quantum and all(r["qlsa_backend"] == "polynomial" for r in quantum)
+    assert all(0 < r["success_probability"] <= 1 and r["qlsa_degree"] >= 1 for r in quantum)
