@@ -228,3 +228,6 @@ def test_training_with_the_polynomial_backend_records_success_probabilities(tmp_
     quantum = [r for r in rows if r["choice"] == "quantum"]
     assert quantum and all(r["qlsa_backend"] == "polynomial" for r in quantum)
     assert all(0 < r["success_probability"] <= 1 and r["qlsa_degree"] >= 1 for r in quantum)
+    assert main(["report", str(tmp_path / "run")]) == 0
+    html = (tmp_path / "run" / "report.html").read_text()
+    assert "QSVT outputs" in html and "median P" in html

@@ -27,6 +27,7 @@ from qnewton.reports.html import (
     table,
 )
 from qnewton.reports.integrity import check_run
+from qnewton.reports.qlsa_outputs import qlsa_output_section
 from qnewton.reports.reading import RunData, finite, load_run, total_of
 from qnewton.reports.run_plots import HESSIAN_BLOCKS, RUN_PLOTS, RUN_SECTIONS, RunSection
 
@@ -156,6 +157,7 @@ def run_body(run: RunData, plots: Plots, level: int = 2) -> str:
     for section in RUN_SECTIONS:
         parts.append(f"<{h}>{esc(section.heading)}</{h}>")
         parts.append(_section(run, section, plots))
+    parts.append(qlsa_output_section(run, h))
     parts.append(f"<{h}>Events</{h}>")
     parts.append(events_table(run))
     return "".join(parts)
