@@ -7,9 +7,9 @@ the QSVT sequence ``Π_{φ₀} U Π_{φ₁} U … U Π_{φ_D}`` (the order of ``
 block encoding ``[[A/α, √(I−(A/α)²)], [√(I−(A/α)²), −A/α]]`` that ``qml.BlockEncode`` builds,
 formed once per solve without BlockEncode's silent rescaling (α ≥ ‖A‖₂ is ours, so κ_eff is
 known), and each projector phase ``qml.PCPhase(±φ_k)`` is controlled on wire 0 being 0 / 1
-(one diagonal gate ``e^{iφ_k(2Π−I)⊗Z₀}``), so the two branches carry P(A/α) and its complex
-conjugate; H on wire 0. Post-selecting wires 0 and 1 on |0⟩ leaves ``Re P(A/α)·b̂ = p(A/α)·b̂``
-(QSVT phases encode p in the real part only). Phases come from
+(``e^{iφ_k(2Π−I)⊗Z₀} = e^{iφ_k Z₁Z₀}``, one ``IsingZZ``), so the two branches carry P(A/α)
+and its complex conjugate; H on wire 0. Post-selecting wires 0 and 1 on |0⟩ leaves
+``Re P(A/α)·b̂ = p(A/α)·b̂`` (QSVT phases encode p in the real part only). Phases come from
 :func:`~qnewton.quantum.phases.symmetric_phases` (Chebyshev basis, Newton), converted with
 ``qml.transform_angles(…, "QSP", "QSVT")``, cached per (κ_eff, ε) polynomial.
 """
@@ -88,8 +88,6 @@ class CircuitQLSA(PolynomialQLSA):
         register = list(range(1, qubits + 2))
         unitary = block_encoding(a)  # once per solve
         device = qml.device("lightning.qubit", wires=qubits + 2)
-        projector = np.concatenate([np.ones(size), -np.ones(size)])  # 2Π − I on the register
-        signs = np.concatenate([projector, -projector])  # ⊗ Z on wire 0
 
         @qml.qnode(device)
         def circuit():
@@ -98,9 +96,10 @@ class CircuitQLSA(PolynomialQLSA):
             for k, phi in enumerate(angles):
                 if k:
                     qml.QubitUnitary(unitary, wires=register)
-                # PCPhase(φ) on wire-0 branch |0⟩ and PCPhase(−φ) on |1⟩ (the controlled pair),
-                # as one diagonal gate: e^{iφ·(2Π−I)⊗Z₀}
-                qml.DiagonalQubitUnitary(np.exp(1j * phi * signs), wires=[0, *register])
+                # PCPhase(φ, dim=size) on the register is e^{iφ(2Π−I)} = e^{iφZ₁} (Π: wire 1
+                # in |0⟩); +φ on the wire-0 branch |0⟩ and −φ on |1⟩ is e^{iφZ₀Z₁} = IsingZZ(−2φ),
+                # a two-qubit gate (a diagonal gate on all wires is ~5× slower in lightning)
+                qml.IsingZZ(-2 * phi, wires=[0, 1])
             qml.Hadamard(0)
             return qml.state()
 
