@@ -9,13 +9,13 @@ import torch
 
 from qnewton.curvature import FactorBlock
 from qnewton.quantum.backends import QLSA_BACKENDS, CircuitLimitError
-from qnewton.quantum.inversion import (
+from qnewton.quantum.backends.inversion import (
     amplification_runs,
     grid_kappa,
     inverse_polynomial,
     spectral_bounds,
 )
-from qnewton.quantum.phases import qsp_value, symmetric_phases
+from qnewton.quantum.backends.phases import qsp_value, symmetric_phases
 from qnewton.solvers import relative_error
 from qnewton.system import LinearSystem
 

@@ -18,8 +18,8 @@ import torch
 from qnewton.curvature import FactorBlock
 from qnewton.quantum.backends import QLSA_BACKENDS
 from qnewton.quantum.backends.circuit import require_pennylane
-from qnewton.quantum.inversion import inverse_polynomial
-from qnewton.quantum.phases import symmetric_phases
+from qnewton.quantum.backends.inversion import inverse_polynomial
+from qnewton.quantum.backends.phases import symmetric_phases
 from qnewton.quantum.qlsa import QLSA_MODELS
 from qnewton.solvers import relative_error
 from qnewton.system import LinearSystem

@@ -10,7 +10,7 @@ known), and each projector phase ``qml.PCPhase(±φ_k)`` is controlled on wire 0
 (``e^{iφ_k(2Π−I)⊗Z₀} = e^{iφ_k Z₁Z₀}``, one ``IsingZZ``), so the two branches carry P(A/α)
 and its complex conjugate; H on wire 0. Post-selecting wires 0 and 1 on |0⟩ leaves
 ``Re P(A/α)·b̂ = p(A/α)·b̂`` (QSVT phases encode p in the real part only). Phases come from
-:func:`~qnewton.quantum.phases.symmetric_phases` (Chebyshev basis, Newton), converted with
+:func:`~qnewton.quantum.backends.phases.symmetric_phases` (Chebyshev basis, Newton), converted with
 ``qml.transform_angles(…, "QSP", "QSVT")``, cached per (κ_eff, ε) polynomial.
 """
 
@@ -21,9 +21,9 @@ import math
 import numpy as np
 import torch
 
+from qnewton.quantum.backends.inversion import InversePolynomial, SpectralBounds
+from qnewton.quantum.backends.phases import symmetric_phases
 from qnewton.quantum.backends.polynomial import PolynomialQLSA
-from qnewton.quantum.inversion import InversePolynomial, SpectralBounds
-from qnewton.quantum.phases import symmetric_phases
 from qnewton.system import LinearSystem
 
 #: Largest block the circuit backend simulates. lightning.qubit ran a degree-201 circuit in

@@ -1,13 +1,14 @@
 """The ``polynomial`` QLSA backend: the exact output of an ideal QSVT inversion circuit, computed
 classically (docs/method.md §4.9).
 
-It block-encodes ``A/α`` (α ≥ ‖A‖₂, :func:`~qnewton.quantum.inversion.spectral_bounds`), builds
-the odd inverse polynomial p for ``(κ_eff, ε)`` in the Chebyshev basis, applies ``p(A/α)`` to
-``b̂ = b/‖b‖`` by the three-term recurrence (D products with A), and returns what the circuit
-hands back: the normalized state ``p(A/α)b̂/√P``, scaled by the norm recovered from the success
-probability ``P = ‖p(A/α)b̂‖²``: ``x̃ = ‖b‖·√P̂/(s·α)·state`` (p(x) ≈ s/x), where ``P̂ = P`` or,
-with ``shots``, a binomial estimate from that many runs. Its error is the polynomial's error at
-A's eigenvalues (deterministic), not a random direction.
+It block-encodes ``A/α`` (α ≥ ‖A‖₂,
+:func:`~qnewton.quantum.backends.inversion.spectral_bounds`), builds the odd inverse polynomial
+p for ``(κ_eff, ε)`` in the Chebyshev basis, applies ``p(A/α)`` to ``b̂ = b/‖b‖`` by the
+three-term recurrence (D products with A), and returns what the circuit hands back: the
+normalized state ``p(A/α)b̂/√P``, scaled by the norm recovered from the success probability
+``P = ‖p(A/α)b̂‖²``: ``x̃ = ‖b‖·√P̂/(s·α)·state`` (p(x) ≈ s/x), where ``P̂ = P`` or, with
+``shots``, a binomial estimate from that many runs. Its error is the polynomial's error at A's
+eigenvalues (deterministic), not a random direction.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import numpy as np
 import torch
 
 from qnewton.quantum.backends.base import QLSABackend
-from qnewton.quantum.inversion import (
+from qnewton.quantum.backends.inversion import (
     InversePolynomial,
     SpectralBounds,
     amplification_runs,
