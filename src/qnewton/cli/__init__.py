@@ -7,7 +7,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from qnewton.cli import estimate, runs
+from qnewton.cli import estimate, runs, validate_qlsa
 from qnewton.cli.errors import CLIError, as_flag_message, flag_names
 
 
@@ -43,6 +43,17 @@ def build_parser() -> argparse.ArgumentParser:
     estimate.add_arguments(est)
     est.set_defaults(func=estimate.run)
     runs.add_commands(sub, FORMATTER)
+    vq = sub.add_parser(
+        "validate-qlsa",
+        help="check the QSVT-output QLSA backends on random regularized Fisher blocks",
+        description="For each block size N, condition number κ and error ε: the inversion "
+        "polynomial's degree against the query models, the success probability, the polynomial "
+        "backend's error against ε and the emulated backend's, the circuit backend's difference "
+        "from the polynomial backend, and measured seconds.",
+        formatter_class=FORMATTER,
+    )
+    validate_qlsa.add_arguments(vq)
+    vq.set_defaults(func=validate_qlsa.run)
     # Listed for --help only: main() hands `qnewton bench ...` to qnewton.bench.main.
     sub.add_parser("bench", add_help=False, help="benchmark suite (see `qnewton bench --help`)")
     for command in sub.choices.values():  # errors are reported with each command's flag names

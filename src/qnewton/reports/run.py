@@ -28,6 +28,7 @@ from qnewton.reports.html import (
     table,
 )
 from qnewton.reports.integrity import check_run
+from qnewton.reports.qlsa_outputs import qlsa_output_section
 from qnewton.reports.reading import RunData, finite, load_run, total_of
 from qnewton.reports.run_plots import HESSIAN_BLOCKS, RUN_PLOTS, RUN_SECTIONS, RunSection
 
@@ -161,6 +162,7 @@ def run_body(run: RunData, plots: Plots, level: int = 2) -> str:
         parts.append(_section(run, section, plots))
     parts.append(f"<{h}>{esc(AMDAHL_HEADING)}</{h}>")
     parts.append(amdahl_html(run))
+    parts.append(qlsa_output_section(run, h))
     parts.append(f"<{h}>Events</{h}>")
     parts.append(events_table(run))
     return "".join(parts)

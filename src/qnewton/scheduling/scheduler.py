@@ -332,6 +332,7 @@ class Scheduler:
         classical = decision.choice == "classical" and result is not None
         kappa, cost = analysis.kappa, decision.quantum
         cfg = self.config
+        out = (result.qlsa if quantum else None) or {}
         return SolveRecord(
             step=step,
             block=block,
@@ -366,4 +367,13 @@ class Scheduler:
             quantum_rejection=decision.quantum_rejection,
             representation=("matrix-free" if system.matrix_free else
                             "factor" if system.factor_form else "dense"),
+            qlsa_backend=cfg.qlsa_backend if quantum else None,
+            kappa_eff=out.get("kappa_eff"),
+            qlsa_degree=out.get("degree"),
+            qlsa_degree_formula=out.get("qsvt_formula"),
+            qlsa_amplification=out.get("amplification"),
+            qlsa_queries=out.get("queries"),
+            success_probability=out.get("success_probability"),
+            norm_error=out.get("norm_error"),
+            qlsa_error=out.get("error"),
         )

@@ -36,6 +36,8 @@ class SolveResult:
         residual: relative residual ‖A x − b‖₂ / ‖b‖₂ (measured after the solve).
         iterations: CG iterations, else ``None``.
         kappa: κ estimate obtained as a by-product (CG Ritz values), else ``None``.
+        qlsa: what a QSVT-output backend measured about its run (degree, queries, success
+            probability, recovered-norm error, ...; docs/method.md §4.11), else ``None``.
     """
 
     x: torch.Tensor
@@ -44,6 +46,7 @@ class SolveResult:
     residual: float
     iterations: int | None = None
     kappa: KappaEstimate | None = None
+    qlsa: dict[str, float | int | str | None] | None = None
 
 
 def check_rhs(system: LinearSystem, b: torch.Tensor) -> None:

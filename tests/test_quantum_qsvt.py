@@ -1,0 +1,233 @@
+"""The QSVT-output QLSA backends (polynomial, circuit) against dense ground truth
+(docs/method.md §4.11)."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from qnewton.curvature import FactorBlock
+from qnewton.quantum.backends import QLSA_BACKENDS, CircuitLimitError
+from qnewton.quantum.backends.inversion import (
+    amplification_runs,
+    grid_kappa,
+    inverse_polynomial,
+    spectral_bounds,
+)
+from qnewton.quantum.backends.phases import qsp_value, symmetric_phases
+from qnewton.solvers import relative_error
+from qnewton.system import LinearSystem
+
+POLY = QLSA_BACKENDS["polynomial"]
+
+
+def fisher_system(n=16, m=8, lam=0.1, seed=0):
+    """A regularized empirical-Fisher block A = FᵀF/m + λI (PSD plus a shift)."""
+    g = torch.Generator().manual_seed(seed)
+    f = torch.randn(m, n, generator=g, dtype=torch.float64)
+    return LinearSystem(block=FactorBlock("w", "fisher", f, scale=1.0 / m), shift=lam, reg=lam,
+                        d=n, nnz=n * n)
+
+
+def rhs(n, seed=1):
+    return torch.randn(n, dtype=torch.float64, generator=torch.Generator().manual_seed(seed))
+
+
+def exact_p_of_a(system, poly, alpha, b_hat):
+    w, v = torch.linalg.eigh(system.to_dense())
+    return v @ (torch.from_numpy(poly(w.numpy() / alpha)) * (v.T @ b_hat))
+
+
+@pytest.mark.parametrize("kappa,eps", [(3.0, 0.1), (20.0, 1e-2), (150.0, 1e-3)])
+def test_inverse_polynomial_is_bounded_and_approximates_inverse(kappa, eps):
+    poly = inverse_polynomial(kappa, eps)
+    assert poly.degree % 2 == 1 and np.all(poly.coefficients[::2] == 0)
+    x = np.linspace(-1, 1, 40001)
+    assert np.max(np.abs(poly(x))) <= 1.0
+    inside = np.linspace(1 / kappa, 1, 20001)
+    rel = np.max(np.abs(poly(inside) * inside / poly.scale - 1))
+    assert rel <= poly.bound <= 0.75 * eps + 1e-15
+    # the documented relation to the qsvt model: D within 0.7–2 × κ·ln(κ/ε)
+    assert 0.7 <= poly.degree / poly.qsvt_formula <= 2.0
+
+
+def test_grid_kappa_rounds_up_by_at_most_one_grid_step():
+    for k in (1.0, 1.3, 17.0, 64.0, 1234.5):
+        g = grid_kappa(k)
+        assert k <= g <= k * 2 ** (1 / 8) * (1 + 1e-12)
+    assert grid_kappa(64.0) == pytest.approx(64.0)
+
+
+@pytest.mark.parametrize("n", [4, 16, 40])
+def test_polynomial_state_is_exact_p_of_a_b(n):
+    system = fisher_system(n=n, seed=n)
+    b = rhs(n)
+    result = POLY.solve(system, b, eps=1e-2)
+    q = result.qlsa
+    bounds = spectral_bounds(system)
+    poly = inverse_polynomial(q["kappa_eff"], 1e-2)
+    b_hat = b / torch.linalg.vector_norm(b)
+    want = exact_p_of_a(system, poly, bounds.alpha, b_hat)
+    state = result.x / torch.linalg.vector_norm(result.x)
+    assert torch.allclose(state, want / torch.linalg.vector_norm(want), atol=1e-10, rtol=0)
+    # success probability is ‖p(A/α) b̂‖², and x̃ = ‖b‖√P/(sα)·state = p(A/α)b/(sα)
+    assert q["success_probability"] == pytest.approx(float(want @ want), rel=1e-10)
+    scaled = want * torch.linalg.vector_norm(b) / (poly.scale * bounds.alpha)
+    assert torch.allclose(result.x, scaled, rtol=1e-10, atol=0)
+    assert q["queries"] == q["degree"] * q["amplification"]
+    assert q["kappa_eff"] >= bounds.kappa_eff and q["lambda_lower_source"] == "conditioning"
+
+
+@pytest.mark.parametrize("eps", [1e-1, 1e-2, 1e-3])
+def test_polynomial_error_is_below_eps_and_deterministic(eps):
+    system = fisher_system(n=24, seed=5)
+    b = rhs(24, seed=2)
+    exact = torch.linalg.solve(system.to_dense(), b)
+    result = POLY.solve(system, b, eps=eps, seed=1)
+    err = relative_error(result.x, exact)
+    assert err <= 0.75 * eps
+    assert result.qlsa["error"] == pytest.approx(err, rel=1e-9)
+    assert result.qlsa["norm_error"] <= err + 1e-15
+    again = POLY.solve(system, b, eps=eps, seed=2)  # no shots: seed-independent
+    assert torch.equal(result.x, again.x)
+
+
+def test_shot_noise_norm_is_unbiased_within_its_standard_error():
+    system = fisher_system(n=12, lam=1.0, seed=3)
+    b = rhs(12, seed=3)
+    ideal = POLY.solve(system, b, eps=1e-2)
+    prob, shots, draws = ideal.qlsa["success_probability"], 4000, 40
+    estimates = np.array([POLY.solve(system, b, eps=1e-2, shots=shots, seed=s)
+                          .qlsa["success_probability_estimate"] for s in range(draws)])
+    se = math.sqrt(prob * (1 - prob) / shots / draws)
+    assert abs(estimates.mean() - prob) < 4 * se
+    norms = [float(torch.linalg.vector_norm(POLY.solve(system, b, eps=1e-2, shots=shots,
+                                                       seed=s).x)) for s in range(3)]
+    ideal_norm = float(torch.linalg.vector_norm(ideal.x))
+    assert all(n != ideal_norm for n in norms)  # the norm carries the shot noise
+
+
+def test_amplification_runs():
+    assert amplification_runs(0.9) == 1
+    assert amplification_runs(0.25) == 2 * math.floor(math.pi / (4 * math.asin(0.5))) + 1
+    p = 1e-4  # ~ (π/4)/√P rounds, two circuit applications each
+    assert amplification_runs(p) == pytest.approx(math.pi / 2 / math.sqrt(p), rel=0.02)
+
+
+def test_symmetric_phases_realize_the_polynomial_in_the_real_part():
+    poly = inverse_polynomial(10.0, 1e-2)
+    phases = symmetric_phases(poly.coefficients)
+    assert phases.size == poly.degree + 1
+    x = np.linspace(-1, 1, 1001)
+    assert np.max(np.abs(qsp_value(phases, x).real - poly(x))) < 1e-12
+
+
+def test_polynomial_backend_refuses_bad_input():
+    system = fisher_system(n=8)
+    with pytest.raises(ValueError, match="eps must be a finite number > 0 and < 1"):
+        POLY.solve(system, rhs(8), eps=0.0)
+    with pytest.raises(ValueError, match="shots must be an integer >= 1"):
+        POLY.solve(system, rhs(8), eps=0.1, shots=0)
+    with pytest.raises(ValueError, match=r"b must have shape \(8,\)"):
+        POLY.solve(system, rhs(9), eps=0.1)
+
+
+def test_circuit_refuses_blocks_above_its_limit():
+    circuit = QLSA_BACKENDS["circuit"]
+    system = fisher_system(n=circuit.max_n + 1)
+    with pytest.raises(CircuitLimitError, match=f"up to N = {circuit.max_n}.*'polynomial'"):
+        circuit.solve(system, rhs(system.n), eps=0.1)
+
+
+@pytest.mark.parametrize("n,lam", [(4, 0.3), (8, 0.2), (16, 0.1), (6, 0.2)])
+def test_circuit_matches_polynomial(n, lam):
+    pytest.importorskip("pennylane")
+    pytest.importorskip("pennylane_lightning")
+    system = fisher_system(n=n, lam=lam, seed=n)
+    b = rhs(n, seed=n)
+    poly = POLY.solve(system, b, eps=0.05)
+    circ = QLSA_BACKENDS["circuit"].solve(system, b, eps=0.05)
+    assert circ.solver == "qlsa-circuit"
+    assert relative_error(circ.x, poly.x) < 1e-8
+    assert circ.qlsa["success_probability"] == pytest.approx(
+        poly.qlsa["success_probability"], rel=1e-8)
+    assert circ.qlsa["degree"] == poly.qlsa["degree"]
+
+
+def test_block_encoding_is_pennylanes_when_it_does_not_rescale():
+    qml = pytest.importorskip("pennylane")
+    from qnewton.quantum.backends.circuit import block_encoding
+
+    rng = np.random.default_rng(0)
+    m = rng.standard_normal((4, 4))
+    a = m @ m.T + np.eye(4)
+    a /= np.sqrt(np.abs(a @ a.T).sum(axis=1).max())  # BlockEncode's own normalization
+    ours = block_encoding(a)
+    assert np.allclose(ours, qml.BlockEncode(a, wires=[0, 1, 2]).matrix(), atol=1e-12)
+    assert np.allclose(ours @ ours.T, np.eye(8), atol=1e-12)
+
+
+def test_scheduler_records_what_the_polynomial_backend_measured():
+    from qnewton.quantum import get_profile
+    from qnewton.scheduling import Scheduler, SchedulerConfig
+    from qnewton.solvers import MachineRates
+
+    rates = MachineRates.user(dense_flops_per_s=5e10, gemm_flops_per_s=1e11,
+                              bandwidth_bytes_per_s=1e10)
+    sched = Scheduler(SchedulerConfig(hardware=get_profile("paper"), policy="quantum",
+                                      qlsa="qsvt", qlsa_backend="polynomial", eps=0.05),
+                      rates=rates)
+    system = fisher_system(n=10, lam=0.5, seed=2)
+    b = rhs(10)
+    analysis = sched.analyse(system)
+    decision = sched.decide(system, analysis)
+    result = sched.run(system, b, decision)
+    record = sched.record(step=0, block="w", system=system, analysis=analysis,
+                          decision=decision, result=result).to_dict()
+    assert record["choice"] == "quantum" and record["solver"] == "qlsa-polynomial"
+    assert record["qlsa_backend"] == "polynomial"
+    assert record["qlsa_degree"] == result.qlsa["degree"]
+    assert record["qlsa_queries"] == result.qlsa["queries"]
+    assert record["qlsa_degree_formula"] == pytest.approx(result.qlsa["qsvt_formula"])
+    assert 0 < record["success_probability"] <= 1
+    assert record["norm_error"] <= record["qlsa_error"] <= 0.75 * 0.05
+
+
+def test_validate_qlsa_command_prints_the_table_and_writes_json(tmp_path, capsys):
+    import json
+
+    from qnewton.cli import main
+
+    out = tmp_path / "v.json"
+    assert main(["validate-qlsa", "--sizes", "4,6", "--kappas", "5", "--eps", "0.1",
+                 "--backends", "polynomial,emulated", "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "| N | κ | ε | κ_eff | degree D" in text and "measured" in text
+    rows = json.loads(out.read_text())["rows"]
+    assert [r["n"] for r in rows] == [4, 6]
+    for r in rows:
+        assert r["polynomial_error_over_eps"] <= 0.75
+        assert r["emulated_error_over_eps"] == pytest.approx(1.0, rel=1e-9)
+        assert r["degree"] == r["queries"] / r["amplification"]
+    assert main(["validate-qlsa", "--sizes", "4", "--backends", "magic"]) == 2
+    assert "backends must be among polynomial, circuit, emulated" in capsys.readouterr().err
+
+
+def test_training_with_the_polynomial_backend_records_success_probabilities(tmp_path, capsys):
+    import json
+
+    from qnewton.cli import main
+
+    args = ["train", "--task", "digits", "--tiny", "--max-steps", "2", "--batch-size", "64",
+            "--no-progress", "--policy", "quantum", "--reg", "1", "--qlsa-backend",
+            "polynomial", "--out", str(tmp_path / "run")]
+    assert main(args) == 0
+    capsys.readouterr()
+    rows = [json.loads(line) for line in (tmp_path / "run" / "solves.jsonl").open()]
+    quantum = [r for r in rows if r["choice"] == "quantum"]
+    assert quantum and all(r["qlsa_backend"] == "polynomial" for r in quantum)
+    assert all(0 < r["success_probability"] <= 1 and r["qlsa_degree"] >= 1 for r in quantum)
+    assert main(["report", str(tmp_path / "run")]) == 0
+    html = (tmp_path / "run" / "report.html").read_text()
+    assert "QSVT outputs" in html and "median P" in html
