@@ -23,6 +23,7 @@ LAYERS = [
     {"solvers"},
     {"calibration", "quantum"},
     {"scheduling"},
+    {"stepping"},
     {"optimizer"},
     {"tasks"},
     {"training"},

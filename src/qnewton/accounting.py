@@ -116,6 +116,8 @@ class Ledger:
     updates: dict[str, dict[str, int]] = field(default_factory=dict)
     #: fallback block-steps by reason
     fallback_reasons: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    #: per step of an adaptive step rule: damping λ, step size α, ρ, accepted, backtracks
+    step_rule: list[dict[str, Any]] = field(default_factory=list)
 
     @contextmanager
     def phase(self, name: str) -> Iterator[None]:
@@ -166,6 +168,10 @@ class Ledger:
             entry["newton_matrix_free"] += 1
         if kind == "fallback":
             self.fallback_reasons[reason or "unspecified"] += 1
+
+    def add_step_rule(self, info: dict[str, Any]) -> None:
+        """Book one step's step-rule figures (damping λ, step size α, ρ, ...)."""
+        self.step_rule.append(dict(info))
 
     def parameter_updates(self) -> dict[str, int]:
         """Parameter-steps moved each way: Σ over blocks of parameters × steps, per
@@ -241,6 +247,7 @@ class Ledger:
             "events": list(self.events),
             "updates": {b: dict(e) for b, e in self.updates.items()},
             "fallback_reasons": dict(self.fallback_reasons),
+            "step_rule": [dict(r) for r in self.step_rule],
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -254,3 +261,4 @@ class Ledger:
         # Checkpoints written before update counts existed load with none.
         self.updates = {b: dict(e) for b, e in state.get("updates", {}).items()}
         self.fallback_reasons = defaultdict(int, state.get("fallback_reasons", {}))
+        self.step_rule = [dict(r) for r in state.get("step_rule", [])]

@@ -49,19 +49,34 @@ from qnewton.quantum import HARDWARE_PROFILES, HardwareProfile
 from qnewton.scheduling import DEFAULT_SOLVERS, NoSolverError, Scheduler, SchedulerConfig
 from qnewton.solvers import MachineRates
 from qnewton.solvers.base import SolveError
+from qnewton.stepping import (
+    BACKTRACK,
+    CLOSURE_CONTRACT,
+    MAX_BACKTRACKS,
+    ON_NONFINITE,
+    AdaptiveState,
+    ClosureError,
+    NonFiniteError,
+    adapt_damping,
+    check_ggn_coverage,
+    check_step_rule,
+    full_quadratic,
+    predicted_reduction,
+    step_size,
+)
 from qnewton.system import LinearSystem
-from qnewton.validation import check_int, check_positive, check_real
+from qnewton.validation import check_choice, check_int, check_positive, check_real
 
 
 def _unpack_closure_output(out: Any) -> tuple[torch.Tensor, torch.Tensor | None]:
     if isinstance(out, tuple | list):
         if len(out) != 2:
-            raise ValueError("closure must return losses or (losses, outputs)")
+            raise ClosureError(f"the closure returned {len(out)} values; {CLOSURE_CONTRACT}")
         losses, outputs = out
     else:
         losses, outputs = out, None
     if not isinstance(losses, torch.Tensor):
-        raise TypeError(f"closure must return a tensor of losses, got {type(losses).__name__}")
+        raise ClosureError(f"the closure returned {type(losses).__name__}; {CLOSURE_CONTRACT}")
     return losses, outputs
 
 
@@ -71,7 +86,16 @@ class QNewton(Optimizer):
     Args:
         params: parameters or param groups; pass ``model.named_parameters()`` to get readable
             block names in the solve records (and to group weight+bias per module).
-        lr: step size β in θ ← θ + β·Δ (> 0).
+        lr: ``step_rule="fixed"``: the step size β in θ ← θ + β·Δ; ``"adaptive"``: a scale on
+            the group's directions before the step size α ∈ (0, 1] is chosen (> 0).
+        step_rule: ``"adaptive"`` (default: Levenberg–Marquardt damping on top of ``reg``,
+            step size from the whole model's quadratic model, backtracking; docs/method.md
+            §4.9) or ``"fixed"`` (the paper's θ ← θ + lr·Δ, fixed ``reg``, optional clip).
+        damping: the adaptive rule's initial Levenberg–Marquardt λ, added to ``reg`` in the
+            conditioning's scheme (``max-entry``: ``(reg + λ)·max|Hᵢⱼ|``).
+        on_nonfinite: ``"skip"`` (default) skips a step whose loss or gradient is not finite,
+            up to ``max_nonfinite`` steps in a row, then raises
+            :class:`~qnewton.stepping.NonFiniteError`; ``"raise"`` raises at once.
         curvature: ``"fisher"`` (empirical Fisher, factor form; default, as in the release),
             ``"ggn"`` (generalized Gauss-Newton; closure must return ``(losses, outputs)``) or
             ``"hessian"`` (exact block Hessian).
@@ -107,6 +131,10 @@ class QNewton(Optimizer):
         params: Iterable[Any],
         lr: float = 1.0,
         *,
+        step_rule: str = "adaptive",
+        damping: float = 1e-2,
+        on_nonfinite: str = "skip",
+        max_nonfinite: int = 3,
         curvature: str = "fisher",
         grouping: str = "tensor",
         reg_scheme: str = "max-entry",
@@ -145,6 +173,9 @@ class QNewton(Optimizer):
         check_int("exact_kappa_max_n", exact_kappa_max_n, 0)
         check_int("max_retries", max_retries, 0)
         check_real("damping_growth", damping_growth, low=1.0, low_open=True)
+        check_step_rule(step_rule, damping)
+        check_choice("on_nonfinite", on_nonfinite, ON_NONFINITE)
+        check_int("max_nonfinite", max_nonfinite, 1)
         if isinstance(hardware, str):
             hardware = HARDWARE_PROFILES[hardware]
         defaults = {
@@ -187,9 +218,24 @@ class QNewton(Optimizer):
         self.exact_kappa_max_n = exact_kappa_max_n
         self.damping_growth = damping_growth
         self.ledger = ledger if ledger is not None else Ledger()
+        self.step_rule = step_rule
+        self.adaptive = AdaptiveState(damping=float(damping))
+        self.on_nonfinite = on_nonfinite
+        self.max_nonfinite = max_nonfinite
+        self._nonfinite_in_a_row = 0
+        #: the step rule's figures of the last step (damping, step size, ρ, ...), or None
+        self.last_step_info: dict[str, Any] | None = None
         self._blocks = [self._group_blocks(i, g) for i, g in enumerate(self.param_groups)]
 
     # -- set-up -------------------------------------------------------------------------------
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        """``torch.optim`` semantics; the new group gets its parameter blocks at once."""
+        super().add_param_group(param_group)
+        if hasattr(self, "_blocks"):  # __init__ builds the blocks of its own groups at its end
+            group = self.param_groups[-1]
+            self._conditioning_config(group, group["reg"])
+            self._blocks.append(self._group_blocks(len(self.param_groups) - 1, group))
+
     def _group_blocks(self, index: int, group: dict[str, Any]) -> list[ParamBlock]:
         names = group.get("param_names")
         if names is None:
@@ -199,6 +245,33 @@ class QNewton(Optimizer):
                 )
             names = [f"group{index}.param{i}" for i in range(len(group["params"]))]
         return group_parameters(zip(names, group["params"], strict=True), self.grouping)
+
+    def _current_blocks(self) -> list[list[ParamBlock]]:
+        """The blocks of each group over the parameters that require grad *now*: a parameter
+        frozen (``requires_grad_(False)``) or unfrozen after construction regroups its group."""
+        for i, group in enumerate(self.param_groups):
+            live = {id(p) for p in group["params"] if p.requires_grad}
+            if live != {id(p) for b in self._blocks[i] for p in b.params}:
+                self._blocks[i] = self._group_blocks(i, group) if live else []
+        return self._blocks
+
+    def state_dict(self) -> dict[str, Any]:
+        """``torch.optim``'s state plus the ledger (solve counts, modeled seconds, events) and
+        the step rule's state, so that a resumed optimizer keeps its accounting."""
+        state = super().state_dict()
+        state["qnewton"] = {"ledger": self.ledger.state_dict(),
+                            "adaptive": self.adaptive.to_dict(),
+                            "nonfinite_in_a_row": self._nonfinite_in_a_row}
+        return state
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        state_dict = dict(state_dict)
+        extra = state_dict.pop("qnewton", None)
+        super().load_state_dict(state_dict)
+        if extra is not None:  # checkpoints of earlier versions carry no ledger
+            self.ledger.load_state_dict(extra["ledger"])
+            self.adaptive = AdaptiveState(**extra["adaptive"])
+            self._nonfinite_in_a_row = int(extra["nonfinite_in_a_row"])
 
     @staticmethod
     def _conditioning_config(group: dict[str, Any], reg: float) -> ConditioningConfig:
@@ -221,22 +294,31 @@ class QNewton(Optimizer):
 
         The closure must run the model under autograd and return per-sample losses of shape
         ``(S,)`` — or ``(losses, outputs)`` for ``curvature="ggn"`` — without calling
-        ``backward`` itself.
+        ``backward`` itself. After the step each parameter's ``.grad`` holds the mean-loss
+        gradient the step used.
         """
         if closure is None:
-            raise ValueError(
-                "QNewton.step needs a closure that returns per-sample losses "
-                "(reduction='none'), or (losses, outputs) for curvature='ggn'"
-            )
+            raise ValueError(f"QNewton.step needs a closure: {CLOSURE_CONTRACT}")
         step = self.step_count
         ledger = self.ledger
+        self.last_step_info = None
+        blocks_by_group = self._current_blocks()
+        all_blocks = [b for blocks in blocks_by_group for b in blocks]
+        if not all_blocks:
+            raise ValueError("QNewton.step: no parameter requires grad (all are frozen)")
+        params = [p for b in all_blocks for p in b.params]
+        for p in params:
+            p.grad = None  # a closure that calls backward() is caught by the grads it leaves
         with ledger.phase("forward_backward"), torch.enable_grad():
             losses, outputs = _unpack_closure_output(closure())
+        if any(p.grad is not None for p in params) or losses.grad_fn is None:
+            raise ClosureError(
+                "the closure called backward() or returned losses without their autograd graph "
+                f"(detached, or computed under no_grad); {CLOSURE_CONTRACT}")
         loss = losses.detach().mean()
         if not bool(torch.isfinite(loss)):
-            ledger.add_event(step, "non-finite-loss", f"loss is {float(loss)}; update skipped")
+            self._nonfinite(step, "non-finite-loss", f"loss is {float(loss)}", [])
             return loss
-        all_blocks = [b for blocks in self._blocks for b in blocks]
         # The backward passes (gradient, per-sample gradients, HVPs) are booked as curvature.
         with ledger.phase("curvature"), torch.enable_grad():
             result = compute_curvature(
@@ -246,9 +328,17 @@ class QNewton(Optimizer):
         bad = [b.name for b, g in zip(all_blocks, result.grads, strict=True)
                if not bool(torch.isfinite(g).all())]
         if bad:
-            ledger.add_event(step, "non-finite-gradient",
-                             f"non-finite gradient in {bad}; update skipped", blocks=bad)
+            self._nonfinite(step, "non-finite-gradient", f"non-finite gradient in {bad}", bad)
             return loss
+        self._nonfinite_in_a_row = 0
+        with torch.no_grad():
+            for b, g in zip(all_blocks, result.grads, strict=True):
+                for p, piece in zip(b.params, unflatten_block(g, b), strict=True):
+                    p.grad = piece.to(p.dtype).clone()
+        if outputs is not None and self.curvature_config.kind in ("ggn", "ggn-mc"):
+            with ledger.phase("curvature"), torch.enable_grad():
+                check_ggn_coverage(losses, outputs, params,
+                                   [p.grad.reshape(-1) for p in params])
         for name, reason in result.skipped.items():
             ledger.add_event(step, "block-over-budget", reason, block=name)
         for name, reason in result.matrix_free.items():
@@ -256,15 +346,19 @@ class QNewton(Optimizer):
                              f"{reason}; solved matrix-free (curvature-vector products, CG)",
                              block=name)
 
+        adaptive = self.step_rule == "adaptive"
+        extra = self.adaptive.damping if adaptive else 0.0
         outcomes = iter(enumerate(zip(result.blocks, result.grads, strict=True)))
         updates: list[tuple[dict[str, Any], ParamBlock, torch.Tensor, tuple[str, str | None]]] = []
-        for group, blocks in zip(self.param_groups, self._blocks, strict=True):
+        for group, blocks in zip(self.param_groups, blocks_by_group, strict=True):
             for block in blocks:
                 index, (curv, grad) = next(outcomes)
-                direction, how = self._block_direction((step, index), group, block, curv, grad)
+                direction, how = self._block_direction((step, index), group, block, curv, grad,
+                                                       extra)
                 updates.append((group, block, direction, how))
 
         with ledger.phase("update"), torch.no_grad():
+            applied = []
             for group, block, direction, (kind, reason) in updates:
                 if not bool(torch.isfinite(direction).all()):
                     ledger.add_event(step, "non-finite-direction",
@@ -273,11 +367,87 @@ class QNewton(Optimizer):
                     continue
                 ledger.add_update(block.name, block.numel, kind, reason=reason,
                                   matrix_free=reason == "matrix-free")
-                self._apply(group, block, direction)
-            for group in self.param_groups:
-                for p in group["params"]:
-                    self.state[p]["step"] = step + 1
+                if adaptive:
+                    applied.append((block, group["lr"] * self._shape(group, block, direction)))
+                else:
+                    self._apply(group, block, direction)
+                    self._check_finite_params(step, block)
+        if adaptive:
+            grads = dict(zip(all_blocks, result.grads, strict=True))
+            self._adaptive_update(step, closure, losses, outputs, loss, applied, grads)
+        for group in self.param_groups:
+            for p in group["params"]:
+                self.state[p]["step"] = step + 1
         return loss
+
+    def _nonfinite(self, step: int, kind: str, message: str, blocks: list[str]) -> None:
+        """Skip the step (parameters untouched), or raise after ``max_nonfinite`` in a row."""
+        self._nonfinite_in_a_row += 1
+        self.ledger.add_event(step, kind, f"{message}; update skipped", blocks=blocks)
+        if self.on_nonfinite == "raise" or self._nonfinite_in_a_row >= self.max_nonfinite:
+            where = f" in blocks {blocks}" if blocks else ""
+            raise NonFiniteError(
+                f"step {step}: {message}{where} ({self._nonfinite_in_a_row} non-finite step(s) "
+                f"in a row; on_nonfinite={self.on_nonfinite!r}, max_nonfinite="
+                f"{self.max_nonfinite}): lower lr, raise reg, or check the data and the loss")
+
+    def _check_finite_params(self, step: int, block: ParamBlock) -> None:
+        if not all(bool(torch.isfinite(p).all()) for p in block.params):
+            raise NonFiniteError(f"step {step}: the parameters of block {block.name!r} became "
+                                 "non-finite after the update (step_rule='fixed'): lower lr, "
+                                 "raise reg or set clip, or use step_rule='adaptive'")
+
+    def _adaptive_update(self, step: int, closure: Callable[[], Any], losses: torch.Tensor,
+                         outputs: torch.Tensor | None, loss: torch.Tensor,
+                         applied: list[tuple[ParamBlock, torch.Tensor]],
+                         grads: dict[ParamBlock, torch.Tensor]) -> None:
+        """θ ← θ + α·Δ with α from the whole model's quadratic model, backtracked until the
+        loss falls; λ adapted from ρ (docs/method.md §4.9, :mod:`qnewton.stepping`)."""
+        ledger, state = self.ledger, self.adaptive
+        info: dict[str, Any] = {"step": step, "damping": state.damping}
+        self.last_step_info = info
+        if not applied:
+            info.update(step_size=0.0, rho=None, accepted=False, backtracks=0)
+            return
+        params = [p for b, _ in applied for p in b.params]
+        delta = torch.cat([d.reshape(-1) for _, d in applied])
+        g_dot_d = float(sum(grads[b] @ d.to(torch.float64) for b, d in applied))
+        if not g_dot_d < 0:  # every block is stationary: nothing to do
+            info.update(step_size=0.0, rho=None, accepted=False, backtracks=0)
+            return
+        with ledger.phase("curvature"), torch.enable_grad():
+            curvature = full_quadratic(self.curvature_config.kind, losses, outputs, params, delta)
+        alpha = step_size(g_dot_d, curvature, 1.0)
+        old = [p.detach().clone() for p in params]
+        sizes = [p.numel() for p in params]
+        base = float(loss)
+        new = math.nan
+        for tries in range(MAX_BACKTRACKS + 1):
+            with ledger.phase("update"), torch.no_grad():
+                for p, p0, piece in zip(params, old, delta.split(sizes), strict=True):
+                    p.copy_(p0 + alpha * piece.view(p.shape))
+            with ledger.phase("forward_backward"), torch.no_grad():
+                trial, _ = _unpack_closure_output(closure())
+                new = float(trial.detach().mean())
+            if math.isfinite(new) and new <= base:
+                break
+            if tries < MAX_BACKTRACKS:
+                alpha *= BACKTRACK
+        accepted = math.isfinite(new) and new <= base
+        predicted = predicted_reduction(alpha, g_dot_d, curvature)
+        rho = (new - base) / predicted if accepted and predicted < 0 else math.nan
+        if not accepted:
+            with torch.no_grad():
+                for p, p0 in zip(params, old, strict=True):
+                    p.copy_(p0)
+            ledger.add_event(step, "step-rejected",
+                             f"no step size down to {alpha:.3g} lowered the loss ({base:.6g} → "
+                             f"{new:.6g}); parameters kept, damping raised", damping=state.damping)
+        state.damping = adapt_damping(state.damping, rho)
+        info.update(step_size=alpha if accepted else 0.0, quadratic_step_size=step_size(
+            g_dot_d, curvature, math.inf), rho=None if math.isnan(rho) else rho,
+            accepted=accepted, backtracks=tries, loss_after=new, next_damping=state.damping)
+        ledger.add_step_rule(info)
 
     def _block_direction(
         self,
@@ -286,6 +456,7 @@ class QNewton(Optimizer):
         block: ParamBlock,
         curv: CurvatureBlock | None,
         grad: torch.Tensor,
+        extra_reg: float = 0.0,
     ) -> tuple[torch.Tensor, tuple[str, str | None]]:
         """The update direction Δ for one block, and how it was obtained: ``("newton", None)``
         (``("newton", "matrix-free")`` for a matrix-free block), ``("fallback", reason)`` for a
@@ -303,7 +474,8 @@ class QNewton(Optimizer):
                                   block=block.name)
             return self._gradient_fallback(grad, None), ("fallback", "non-finite-curvature")
         newton = ("newton", "matrix-free" if curv.matrix_free else None)
-        reg = group["reg"]
+        # The adaptive rule's damping λ adds to the conditioning's reg, in its scheme.
+        reg = group["reg"] + extra_reg if extra_reg else group["reg"]
         config = self._conditioning_config(group, reg)
         last_error = ""
         system: LinearSystem | None = None
@@ -383,6 +555,13 @@ class QNewton(Optimizer):
         return -scale * grad
 
     def _apply(self, group: dict[str, Any], block: ParamBlock, direction: torch.Tensor) -> None:
+        direction = self._shape(group, block, direction)
+        for p, piece in zip(block.params, unflatten_block(direction, block), strict=True):
+            p.add_(piece, alpha=group["lr"])
+
+    def _shape(self, group: dict[str, Any], block: ParamBlock,
+               direction: torch.Tensor) -> torch.Tensor:
+        """The block's update direction after the optional clip and momentum."""
         # The momentum buffer lives in the parameters' dtype: load_state_dict casts state to it,
         # and a resumed run must continue bit for bit.
         direction = direction.to(block.params[0].dtype)
@@ -397,5 +576,4 @@ class QNewton(Optimizer):
                 buf.mul_(group["momentum"]).add_(direction)
             self.state[key]["momentum_buffer"] = buf
             direction = buf
-        for p, piece in zip(block.params, unflatten_block(direction, block), strict=True):
-            p.add_(piece, alpha=group["lr"])
+        return direction

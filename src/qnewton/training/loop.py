@@ -270,6 +270,9 @@ def train(config: TrainConfig, out: str | Path, *, resume: bool = False, progres
                 state.batch = 0
             row: dict[str, Any] = {"step": state.step, "epoch": state.epoch,
                                    "loss": float(loss), **_totals(ledger)}
+            info = getattr(optimizer, "last_step_info", None)
+            if info is not None:  # the adaptive step rule's λ, α, ρ (docs/method.md §4.9)
+                row["step_rule"] = {k: v for k, v in info.items() if k != "step"}
             due = (config.eval_every and state.step % config.eval_every == 0) or (
                 not config.eval_every and epoch_done)
             if due or state.step == total_steps:
