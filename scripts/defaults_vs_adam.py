@@ -21,7 +21,7 @@ from torch import nn
 from qnewton import QNewton
 
 
-def data(n: int = 512) -> tuple[torch.Tensor, torch.Tensor]:
+def data(n: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
     d = load_digits()
     x = torch.tensor(d.data[:n] / 16.0, dtype=torch.float32)
     return x, torch.tensor(d.target[:n])

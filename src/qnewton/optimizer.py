@@ -12,10 +12,14 @@ Stage 8 of the pipeline (docs/method.md §3). Each step:
    descent direction, retries with ``damping_growth``× more regularization, up to ``max_retries``
    times, then falls back to a scaled gradient step ``Δ = −g / max|Aᵢⱼ|``;
 6. applies optional element-wise clipping and (SGD-style, as in the code release) momentum to Δ,
-   and updates θ ← θ + lr·Δ.
+   and moves θ by the step rule (:mod:`qnewton.stepping`, docs/method.md §4.9): ``"adaptive"``
+   (default) damps the blocks' systems with a Levenberg–Marquardt λ, takes the step size α from
+   the whole model's quadratic model and backtracks until the loss falls; ``"fixed"`` (the
+   paper's) updates θ ← θ + lr·Δ.
 
 Non-finite loss or gradients skip the update (parameters are left untouched) and are reported in
-the ledger's events; non-finite curvature sends that block to the gradient fallback. A block whose
+the ledger's events; ``max_nonfinite`` of them in a row raise :class:`~qnewton.stepping.
+NonFiniteError`. Non-finite curvature sends that block to the gradient fallback. A block whose
 curvature would exceed ``max_block_bytes`` is solved matrix-free (curvature-vector products and
 CG, docs/method.md §4.7) and reported as such. The ledger counts, per block, the steps moved by a
 Newton direction and by a fallback (:meth:`~qnewton.accounting.Ledger.add_update`).
