@@ -279,3 +279,27 @@ def test_ggn_refuses_a_loss_term_that_bypasses_the_outputs():
         opt.step(with_penalty)
     assert all(torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
     opt.step(closure_for(model, x, y, with_outputs=True))  # the plain GGN closure is accepted
+
+
+def test_fixed_mode_reproduces_the_pre_adaptive_digits_trajectory():
+    # The paper mode with the old training settings (lr 0.3, reg 5e-3, clip 0.1) on a digits MLP
+    # and two alternating mini-batches: the losses and final parameters the optimizer produced
+    # before the adaptive rule existed (commit bae6467, same script), bit for bit.
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    x = torch.tensor(d.data[:256] / 16.0, dtype=torch.float32)
+    y = torch.tensor(d.target[:256])
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(64, 16), nn.Tanh(), nn.Linear(16, 16), nn.Tanh(),
+                          nn.Linear(16, 10))
+    opt = QNewton(model.named_parameters(), step_rule="fixed", lr=0.3, reg=5e-3, clip=0.1,
+                  rates=RATES)
+    losses = []
+    for i in range(6):
+        xb, yb = x[(i % 2) * 128:(i % 2 + 1) * 128], y[(i % 2) * 128:(i % 2 + 1) * 128]
+        losses.append(float(opt.step(
+            lambda xb=xb, yb=yb: nn.functional.cross_entropy(model(xb), yb, reduction="none"))))
+    assert losses == [2.315443515777588, 2.227090358734131, 2.0812110900878906,
+                      1.9058115482330322, 1.7169595956802368, 1.5108238458633423]
+    assert float(model[4].bias.detach().sum()) == 0.5268136858940125
