@@ -22,7 +22,7 @@ from qnewton import QNewton
 from qnewton.calibration import calibrate
 
 
-def data(n: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
+def data(n: int = 128) -> tuple[torch.Tensor, torch.Tensor]:
     d = load_digits()
     x = torch.tensor(d.data[:n] / 16.0, dtype=torch.float32)
     return x, torch.tensor(d.target[:n])

@@ -165,6 +165,7 @@ def test_step_size_and_damping_rules():
     assert adapt_damping(1.0, 0.9) == pytest.approx(2 / 3)  # ρ > 3/4 → ×2/3
     assert adapt_damping(1.0, 0.5) == 1.0
     assert adapt_damping(1.0, math.nan) == 1.5  # a rejected step counts as ρ < 1/4
+    assert adapt_damping(1.0, 0.9, floor=0.8) == 0.8  # never below the initial damping
 
 
 def _problem():

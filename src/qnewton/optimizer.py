@@ -95,8 +95,8 @@ class QNewton(Optimizer):
         step_rule: ``"adaptive"`` (default: Levenberg–Marquardt damping on top of ``reg``,
             step size from the whole model's quadratic model, backtracking; docs/method.md
             §4.9) or ``"fixed"`` (the paper's θ ← θ + lr·Δ, fixed ``reg``, optional clip).
-        damping: the adaptive rule's initial Levenberg–Marquardt λ, added to ``reg`` in the
-            conditioning's scheme (``max-entry``: ``(reg + λ)·max|Hᵢⱼ|``).
+        damping: the adaptive rule's initial and smallest Levenberg–Marquardt λ, added to
+            ``reg`` in the conditioning's scheme (``max-entry``: ``(reg + λ)·max|Hᵢⱼ|``).
         on_nonfinite: ``"skip"`` (default) skips a step whose loss or gradient is not finite,
             up to ``max_nonfinite`` steps in a row, then raises
             :class:`~qnewton.stepping.NonFiniteError`; ``"raise"`` raises at once.
@@ -224,6 +224,7 @@ class QNewton(Optimizer):
         self.ledger = ledger if ledger is not None else Ledger()
         self.step_rule = step_rule
         self.adaptive = AdaptiveState(damping=float(damping))
+        self.damping_floor = float(damping)  # λ adapts upwards from here (docs/method.md §4.9)
         self.on_nonfinite = on_nonfinite
         self.max_nonfinite = max_nonfinite
         self._nonfinite_in_a_row = 0
@@ -447,7 +448,7 @@ class QNewton(Optimizer):
             ledger.add_event(step, "step-rejected",
                              f"no step size down to {alpha:.3g} lowered the loss ({base:.6g} → "
                              f"{new:.6g}); parameters kept, damping raised", damping=state.damping)
-        state.damping = adapt_damping(state.damping, rho)
+        state.damping = adapt_damping(state.damping, rho, floor=self.damping_floor)
         info.update(step_size=alpha if accepted else 0.0, quadratic_step_size=step_size(
             g_dot_d, curvature, math.inf), rho=None if math.isnan(rho) else rho,
             accepted=accepted, backtracks=tries, loss_after=new, next_damping=state.damping)

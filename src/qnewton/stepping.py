@@ -11,7 +11,10 @@ overshoots (docs/method.md §4.9). Two rules, in :data:`STEP_RULES`:
   1. ``A_b`` carries a Levenberg–Marquardt damping λ on top of ``reg`` (the conditioning then
      uses ``reg + λ`` in its scheme: for ``max-entry``, ``(reg + λ)·max|H_b,ij|``), adapted from
      the ratio ρ of the actual to the predicted reduction (Martens 2010 §4.1; Martens & Grosse
-     2015 §6.5): ρ < 1/4 → λ·3/2, ρ > 3/4 → λ·2/3;
+     2015 §6.5): ρ < 1/4 → λ·3/2, ρ > 3/4 → λ·2/3, never below its initial value ``damping``
+     (on mini-batches the empirical Fisher's model under-predicts the batch's own decrease,
+     ρ ≈ 1.5 step after step, and an unbounded decrease fits each batch at the cost of the
+     others; pass a tiny ``damping`` to let λ vanish, e.g. for full-batch convex problems);
   2. the step size α for the concatenated update of all blocks minimizes the quadratic model of
      the *whole* curvature C (cross terms included) along Δ (Martens & Grosse 2015 §7):
      ``α* = −gᵀΔ / ΔᵀCΔ``, with ``ΔᵀCΔ`` from one curvature-vector product of the full model
@@ -181,11 +184,11 @@ def predicted_reduction(alpha: float, g_dot_d: float, curvature: float) -> float
     return alpha * g_dot_d + 0.5 * alpha * alpha * curvature
 
 
-def adapt_damping(damping: float, rho: float) -> float:
+def adapt_damping(damping: float, rho: float, floor: float = DAMPING_MIN) -> float:
     """The Levenberg–Marquardt rule (Martens 2010 §4.1): more damping when the quadratic model
-    over-promised (ρ < 1/4), less when it predicted well (ρ > 3/4)."""
+    over-promised (ρ < 1/4), less when it predicted well (ρ > 3/4), never below ``floor``."""
     if not math.isfinite(rho) or rho < RHO_LOW:
         damping *= DAMPING_INCREASE
     elif rho > RHO_HIGH:
         damping *= DAMPING_DECREASE
-    return min(DAMPING_MAX, max(DAMPING_MIN, damping))
+    return min(DAMPING_MAX, max(floor, DAMPING_MIN, damping))
