@@ -136,7 +136,7 @@ class QNewton(Optimizer):
         lr: float = 1.0,
         *,
         step_rule: str = "adaptive",
-        damping: float = 1e-2,
+        damping: float = 1.0,
         on_nonfinite: str = "skip",
         max_nonfinite: int = 3,
         curvature: str = "fisher",

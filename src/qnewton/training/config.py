@@ -51,7 +51,7 @@ class TrainConfig:
     grouping: str = "tensor"
     reg_scheme: str = "max-entry"
     step_rule: str = "adaptive"
-    damping: float = 1e-2
+    damping: float = 1.0
     reg: float = 1e-3
     prune_ratio: float | None = None
     prune_count: int | None = None
