@@ -23,7 +23,7 @@ LAYERS = [
     {"solvers"},
     {"calibration", "quantum"},
     {"scheduling"},
-    {"distributed"},
+    {"distributed", "stepping"},
     {"optimizer"},
     {"tasks"},
     {"training"},

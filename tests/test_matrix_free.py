@@ -112,8 +112,8 @@ def test_a_block_over_budget_is_newton_solved_by_matrix_free_cg(kind):
     # just below the smaller block's storage: both blocks are over budget
     budget = CURVATURES[kind].block_bytes(min(sizes.values()), x.shape[0], 2) - 1
     lr, reg = 0.7, 0.3
-    opt = QNewton(model.named_parameters(), lr=lr, curvature=kind, reg=reg, grouping="module",
-                  max_block_bytes=budget, exact_kappa_max_n=100, rates=RATES)
+    opt = QNewton(model.named_parameters(), step_rule="fixed", lr=lr, curvature=kind, reg=reg,
+                  grouping="module", max_block_bytes=budget, exact_kappa_max_n=100, rates=RATES)
     opt.scheduler.config = dataclasses.replace(opt.scheduler.config, cg_rtol=1e-13)
     expected = {}
     for name, params in blocks.items():

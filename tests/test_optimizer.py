@@ -203,7 +203,9 @@ def test_step_equals_the_dense_newton_step_block_by_block(kind):
     x = torch.randn(10, 3, dtype=torch.float64)
     y = torch.randint(0, 2, (10,))
     lr, reg = 0.7, 0.3
-    opt = QNewton(model.named_parameters(), lr=lr, curvature=kind, reg=reg, policy="classical",
+    # the paper's update θ ← θ − lr·A⁻¹g: the fixed step rule
+    opt = QNewton(model.named_parameters(), step_rule="fixed", lr=lr, curvature=kind, reg=reg,
+                  policy="classical",
                   classical_solvers=("cholesky",), grouping="module", rates=RATES)
     blocks = {"0": [model[0].weight, model[0].bias], "2": [model[2].weight, model[2].bias]}
     expected = {}

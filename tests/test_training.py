@@ -42,6 +42,10 @@ def test_run_writes_every_file_with_consistent_schemas(tmp_path):
     assert [r["step"] for r in steps] == list(range(summary["steps"] + 1))
     measured = [r["measured_seconds"] for r in steps]
     assert measured == sorted(measured)  # cumulative
+    # the adaptive step rule (the default) logs its damping λ, step size α and ρ every step
+    rule = [r["step_rule"] for r in steps[1:]]
+    assert all(r["damping"] > 0 and 0 <= r["step_size"] <= 1 and "rho" in r for r in rule)
+    assert any(r["accepted"] for r in rule)
     solves = read_jsonl(run / "solves.jsonl")
     blocks = len(summary["newton_solved_blocks"])
     assert len(solves) >= summary["steps"] * blocks

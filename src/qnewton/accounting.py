@@ -157,6 +157,8 @@ class Ledger:
         for r, t in enumerate(seconds):
             self.rank_seconds[r] += float(t)
         self.critical_path_seconds += max(seconds, default=0.0)
+    #: per step of an adaptive step rule: damping λ, step size α, ρ, accepted, backtracks
+    step_rule: list[dict[str, Any]] = field(default_factory=list)
 
     @contextmanager
     def phase(self, name: str) -> Iterator[None]:
@@ -222,6 +224,9 @@ class Ledger:
         """The last step's curvature record (empty if none since the last call), for steps.jsonl."""
         row, self.last_curvature = self.last_curvature or {}, None
         return row
+    def add_step_rule(self, info: dict[str, Any]) -> None:
+        """Book one step's step-rule figures (damping λ, step size α, ρ, ...)."""
+        self.step_rule.append(dict(info))
 
     def parameter_updates(self) -> dict[str, int]:
         """Parameter-steps moved each way: Σ over blocks of parameters × steps, per
@@ -305,6 +310,7 @@ class Ledger:
             "rank_seconds": list(self.rank_seconds),
             "critical_path_seconds": self.critical_path_seconds,
             "curvature_counts": [self.curvature_computed, self.curvature_reused],
+            "step_rule": [dict(r) for r in self.step_rule],
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -321,3 +327,4 @@ class Ledger:
         self.rank_seconds = [float(t) for t in state.get("rank_seconds", [])]
         self.critical_path_seconds = float(state.get("critical_path_seconds", 0.0))
         self.curvature_computed, self.curvature_reused = state.get("curvature_counts", [0, 0])
+        self.step_rule = [dict(r) for r in state.get("step_rule", [])]

@@ -12,10 +12,14 @@ Stage 8 of the pipeline (docs/method.md §3). Each step:
    descent direction, retries with ``damping_growth``× more regularization, up to ``max_retries``
    times, then falls back to a scaled gradient step ``Δ = −g / max|Aᵢⱼ|``;
 6. applies optional element-wise clipping and (SGD-style, as in the code release) momentum to Δ,
-   and updates θ ← θ + lr·Δ.
+   and moves θ by the step rule (:mod:`qnewton.stepping`, docs/method.md §4.12): ``"adaptive"``
+   (default) damps the blocks' systems with a Levenberg–Marquardt λ, takes the step size α from
+   the whole model's quadratic model and backtracks until the loss falls; ``"fixed"`` (the
+   paper's) updates θ ← θ + lr·Δ.
 
 Non-finite loss or gradients skip the update (parameters are left untouched) and are reported in
-the ledger's events; non-finite curvature sends that block to the gradient fallback. A block whose
+the ledger's events; ``max_nonfinite`` of them in a row raise :class:`~qnewton.stepping.
+NonFiniteError`. Non-finite curvature sends that block to the gradient fallback. A block whose
 curvature would exceed ``max_block_bytes`` is solved matrix-free (curvature-vector products and
 CG, docs/method.md §4.7) and reported as such. The ledger counts, per block, the steps moved by a
 Newton direction and by a fallback (:meth:`~qnewton.accounting.Ledger.add_update`).
@@ -51,20 +55,25 @@ from qnewton.quantum import HARDWARE_PROFILES, HardwareProfile
 from qnewton.scheduling import DEFAULT_SOLVERS, NoSolverError, Scheduler, SchedulerConfig
 from qnewton.solvers import MachineRates
 from qnewton.solvers.base import SolveError
+from qnewton.stepping import (
+    BACKTRACK,
+    CLOSURE_CONTRACT,
+    MAX_BACKTRACKS,
+    ON_NONFINITE,
+    AdaptiveState,
+    ClosureError,
+    NonFiniteError,
+    adapt_damping,
+    check_ggn_coverage,
+    check_step_rule,
+    full_quadratic,
+    gradient_fallback,
+    predicted_reduction,
+    step_size,
+    unpack_closure_output,
+)
 from qnewton.system import LinearSystem
-from qnewton.validation import check_int, check_positive, check_real
-
-
-def _unpack_closure_output(out: Any) -> tuple[torch.Tensor, torch.Tensor | None]:
-    if isinstance(out, tuple | list):
-        if len(out) != 2:
-            raise ValueError("closure must return losses or (losses, outputs)")
-        losses, outputs = out
-    else:
-        losses, outputs = out, None
-    if not isinstance(losses, torch.Tensor):
-        raise TypeError(f"closure must return a tensor of losses, got {type(losses).__name__}")
-    return losses, outputs
+from qnewton.validation import check_choice, check_int, check_positive, check_real
 
 
 class QNewton(Optimizer):
@@ -73,7 +82,16 @@ class QNewton(Optimizer):
     Args:
         params: parameters or param groups; pass ``model.named_parameters()`` to get readable
             block names in the solve records (and to group weight+bias per module).
-        lr: step size β in θ ← θ + β·Δ (> 0).
+        lr: ``step_rule="fixed"``: the step size β in θ ← θ + β·Δ; ``"adaptive"``: a scale on
+            the group's directions before the step size α ∈ (0, 1] is chosen (> 0).
+        step_rule: ``"adaptive"`` (default: Levenberg–Marquardt damping on top of ``reg``,
+            step size from the whole model's quadratic model, backtracking; docs/method.md
+            §4.12) or ``"fixed"`` (the paper's θ ← θ + lr·Δ, fixed ``reg``, optional clip).
+        damping: the adaptive rule's initial and smallest Levenberg–Marquardt λ, added to
+            ``reg`` in the conditioning's scheme (``max-entry``: ``(reg + λ)·max|Hᵢⱼ|``).
+        on_nonfinite: ``"skip"`` (default) skips a step whose loss or gradient is not finite,
+            up to ``max_nonfinite`` steps in a row, then raises
+            :class:`~qnewton.stepping.NonFiniteError`; ``"raise"`` raises at once.
         curvature: ``"fisher"`` (empirical Fisher, factor form; default, as in the release),
             ``"ggn"`` (generalized Gauss-Newton; closure must return ``(losses, outputs)``) or
             ``"hessian"`` (exact block Hessian).
@@ -122,6 +140,10 @@ class QNewton(Optimizer):
         params: Iterable[Any],
         lr: float = 1.0,
         *,
+        step_rule: str = "adaptive",
+        damping: float = 1.0,
+        on_nonfinite: str = "skip",
+        max_nonfinite: int = 3,
         curvature: str = "fisher",
         grouping: str = "tensor",
         reg_scheme: str = "max-entry",
@@ -164,6 +186,9 @@ class QNewton(Optimizer):
         check_int("exact_kappa_max_n", exact_kappa_max_n, 0)
         check_int("max_retries", max_retries, 0)
         check_real("damping_growth", damping_growth, low=1.0, low_open=True)
+        check_step_rule(step_rule, damping)
+        check_choice("on_nonfinite", on_nonfinite, ON_NONFINITE)
+        check_int("max_nonfinite", max_nonfinite, 1)
         if isinstance(hardware, str):
             hardware = HARDWARE_PROFILES[hardware]
         defaults = {
@@ -208,11 +233,27 @@ class QNewton(Optimizer):
         self.exact_kappa_max_n = exact_kappa_max_n
         self.damping_growth = damping_growth
         self.ledger = ledger if ledger is not None else Ledger()
+        self.step_rule = step_rule
+        self.adaptive = AdaptiveState(damping=float(damping))
+        self.damping_floor = float(damping)  # λ adapts upwards from here (docs/method.md §4.12)
+        self.on_nonfinite = on_nonfinite
+        self.max_nonfinite = max_nonfinite
+        self._nonfinite_in_a_row = 0
+        #: the step rule's figures of the last step (damping, step size, ρ, ...), or None
+        self.last_step_info: dict[str, Any] | None = None
         self._blocks = [self._group_blocks(i, g) for i, g in enumerate(self.param_groups)]
         # distributed seam 0 (docs/method.md §4.10): inactive in a single process
         self.distributed = DistributedNewton(process_group)
 
     # -- set-up -------------------------------------------------------------------------------
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        """``torch.optim`` semantics; the new group gets its parameter blocks at once."""
+        super().add_param_group(param_group)
+        if hasattr(self, "_blocks"):  # __init__ builds the blocks of its own groups at its end
+            group = self.param_groups[-1]
+            self._conditioning_config(group, group["reg"])
+            self._blocks.append(self._group_blocks(len(self.param_groups) - 1, group))
+
     def _group_blocks(self, index: int, group: dict[str, Any]) -> list[ParamBlock]:
         names = group.get("param_names")
         if names is None:
@@ -222,6 +263,33 @@ class QNewton(Optimizer):
                 )
             names = [f"group{index}.param{i}" for i in range(len(group["params"]))]
         return group_parameters(zip(names, group["params"], strict=True), self.grouping)
+
+    def _current_blocks(self) -> list[list[ParamBlock]]:
+        """The blocks of each group over the parameters that require grad *now*: a parameter
+        frozen (``requires_grad_(False)``) or unfrozen after construction regroups its group."""
+        for i, group in enumerate(self.param_groups):
+            live = {id(p) for p in group["params"] if p.requires_grad}
+            if live != {id(p) for b in self._blocks[i] for p in b.params}:
+                self._blocks[i] = self._group_blocks(i, group) if live else []
+        return self._blocks
+
+    def state_dict(self) -> dict[str, Any]:
+        """``torch.optim``'s state plus the ledger (solve counts, modeled seconds, events) and
+        the step rule's state, so that a resumed optimizer keeps its accounting."""
+        state = super().state_dict()
+        state["qnewton"] = {"ledger": self.ledger.state_dict(),
+                            "adaptive": self.adaptive.to_dict(),
+                            "nonfinite_in_a_row": self._nonfinite_in_a_row}
+        return state
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        state_dict = dict(state_dict)
+        extra = state_dict.pop("qnewton", None)
+        super().load_state_dict(state_dict)
+        if extra is not None:  # checkpoints of earlier versions carry no ledger
+            self.ledger.load_state_dict(extra["ledger"])
+            self.adaptive = AdaptiveState(**extra["adaptive"])
+            self._nonfinite_in_a_row = int(extra["nonfinite_in_a_row"])
 
     @staticmethod
     def _conditioning_config(group: dict[str, Any], reg: float) -> ConditioningConfig:
@@ -244,24 +312,33 @@ class QNewton(Optimizer):
 
         The closure must run the model under autograd and return per-sample losses of shape
         ``(S,)`` — or ``(losses, outputs)`` for ``curvature="ggn"`` — without calling
-        ``backward`` itself.
+        ``backward`` itself. After the step each parameter's ``.grad`` holds the mean-loss
+        gradient the step used.
         """
         if closure is None:
-            raise ValueError(
-                "QNewton.step needs a closure that returns per-sample losses "
-                "(reduction='none'), or (losses, outputs) for curvature='ggn'"
-            )
+            raise ValueError(f"QNewton.step needs a closure: {CLOSURE_CONTRACT}")
         step = self.step_count
         ledger = self.ledger
+        self.last_step_info = None
+        blocks_by_group = self._current_blocks()
+        all_blocks = [b for blocks in blocks_by_group for b in blocks]
+        if not all_blocks:
+            raise ValueError("QNewton.step: no parameter requires grad (all are frozen)")
+        params = [p for b in all_blocks for p in b.params]
+        for p in params:
+            p.grad = None  # a closure that calls backward() is caught by the grads it leaves
         with ledger.phase("forward_backward"), torch.enable_grad():
-            losses, outputs = _unpack_closure_output(closure())
+            losses, outputs = unpack_closure_output(closure())
+        if any(p.grad is not None for p in params) or losses.grad_fn is None:
+            raise ClosureError(
+                "the closure called backward() or returned losses without their autograd graph "
+                f"(detached, or computed under no_grad); {CLOSURE_CONTRACT}")
         loss = losses.detach().mean()
         # distributed seam 1: the global batch's mean loss (all ranks skip alike)
         loss = self.distributed.global_loss(losses, loss, self.scheduler, ledger)
         if not bool(torch.isfinite(loss)):
-            ledger.add_event(step, "non-finite-loss", f"loss is {float(loss)}; update skipped")
+            self._nonfinite(step, "non-finite-loss", f"loss is {float(loss)}", [])
             return loss
-        all_blocks = [b for blocks in self._blocks for b in blocks]
         # The backward passes (gradient, per-sample gradients, HVPs) are booked as curvature.
         with ledger.phase("curvature"), torch.enable_grad():
             result, reused = self.curvature_schedule(
@@ -275,9 +352,17 @@ class QNewton(Optimizer):
         bad = [b.name for b, ok in zip(all_blocks, finite_each(result.grads), strict=True)
                if not ok]
         if bad:
-            ledger.add_event(step, "non-finite-gradient",
-                             f"non-finite gradient in {bad}; update skipped", blocks=bad)
+            self._nonfinite(step, "non-finite-gradient", f"non-finite gradient in {bad}", bad)
             return loss
+        self._nonfinite_in_a_row = 0
+        with torch.no_grad():
+            for b, g in zip(all_blocks, result.grads, strict=True):
+                for p, piece in zip(b.params, unflatten_block(g, b), strict=True):
+                    p.grad = piece.to(p.dtype).clone()
+        if outputs is not None and self.curvature_config.kind in ("ggn", "ggn-mc"):
+            with ledger.phase("curvature"), torch.enable_grad():
+                check_ggn_coverage(losses, outputs, params,
+                                   [p.grad.reshape(-1) for p in params])
         for name, reason in result.skipped.items():
             ledger.add_event(step, "block-over-budget", reason, block=name)
         for name, reason in result.matrix_free.items():
@@ -285,20 +370,27 @@ class QNewton(Optimizer):
                              f"{reason}; solved matrix-free (curvature-vector products, CG)",
                              block=name)
 
+        adaptive = self.step_rule == "adaptive"
+        extra = self.adaptive.damping if adaptive else 0.0
         # distributed seam 3: each block solved by its owner rank, directions exchanged
         solved = self.distributed.solve(
             step, [(g, b) for g, bs in zip(self.param_groups, self._blocks, strict=True)
-                   for b in bs], result, self._block_direction, self.scheduler, ledger)
+                   for b in bs], result,
+            lambda key, group, block, curv, grad: self._block_direction(
+                key, group, block, curv, grad, extra),
+            self.scheduler, ledger)
         outcomes = iter(enumerate(zip(result.blocks, result.grads, strict=True)))
         updates: list[tuple[dict[str, Any], ParamBlock, torch.Tensor, tuple[str, str | None]]] = []
-        for group, blocks in zip(self.param_groups, self._blocks, strict=True):
+        for group, blocks in zip(self.param_groups, blocks_by_group, strict=True):
             for block in blocks:
                 index, (curv, grad) = next(outcomes)
                 direction, how = (solved[index] if solved is not None else
-                                  self._block_direction((step, index), group, block, curv, grad))
+                                  self._block_direction((step, index), group, block, curv, grad,
+                                                        extra))
                 updates.append((group, block, direction, how))
 
         with ledger.phase("update"), torch.no_grad():
+            applied = []
             for group, block, direction, (kind, reason) in updates:
                 if not bool(torch.isfinite(direction).all()):
                     ledger.add_event(step, "non-finite-direction",
@@ -307,11 +399,87 @@ class QNewton(Optimizer):
                     continue
                 ledger.add_update(block.name, block.numel, kind, reason=reason,
                                   matrix_free=reason == "matrix-free")
-                self._apply(group, block, direction)
-            for group in self.param_groups:
-                for p in group["params"]:
-                    self.state[p]["step"] = step + 1
+                if adaptive:
+                    applied.append((block, group["lr"] * self._shape(group, block, direction)))
+                else:
+                    self._apply(group, block, direction)
+                    self._check_finite_params(step, block)
+        if adaptive:
+            grads = dict(zip(all_blocks, result.grads, strict=True))
+            self._adaptive_update(step, closure, losses, outputs, loss, applied, grads)
+        for group in self.param_groups:
+            for p in group["params"]:
+                self.state[p]["step"] = step + 1
         return loss
+
+    def _nonfinite(self, step: int, kind: str, message: str, blocks: list[str]) -> None:
+        """Skip the step (parameters untouched), or raise after ``max_nonfinite`` in a row."""
+        self._nonfinite_in_a_row += 1
+        self.ledger.add_event(step, kind, f"{message}; update skipped", blocks=blocks)
+        if self.on_nonfinite == "raise" or self._nonfinite_in_a_row >= self.max_nonfinite:
+            where = f" in blocks {blocks}" if blocks else ""
+            raise NonFiniteError(
+                f"step {step}: {message}{where} ({self._nonfinite_in_a_row} non-finite step(s) "
+                f"in a row; on_nonfinite={self.on_nonfinite!r}, max_nonfinite="
+                f"{self.max_nonfinite}): lower lr, raise reg, or check the data and the loss")
+
+    def _check_finite_params(self, step: int, block: ParamBlock) -> None:
+        if not all(bool(torch.isfinite(p).all()) for p in block.params):
+            raise NonFiniteError(f"step {step}: the parameters of block {block.name!r} became "
+                                 "non-finite after the update (step_rule='fixed'): lower lr, "
+                                 "raise reg or set clip, or use step_rule='adaptive'")
+
+    def _adaptive_update(self, step: int, closure: Callable[[], Any], losses: torch.Tensor,
+                         outputs: torch.Tensor | None, loss: torch.Tensor,
+                         applied: list[tuple[ParamBlock, torch.Tensor]],
+                         grads: dict[ParamBlock, torch.Tensor]) -> None:
+        """θ ← θ + α·Δ with α from the whole model's quadratic model, backtracked until the
+        loss falls; λ adapted from ρ (docs/method.md §4.12, :mod:`qnewton.stepping`)."""
+        ledger, state = self.ledger, self.adaptive
+        info: dict[str, Any] = {"step": step, "damping": state.damping}
+        self.last_step_info = info
+        if not applied:
+            info.update(step_size=0.0, rho=None, accepted=False, backtracks=0)
+            return
+        params = [p for b, _ in applied for p in b.params]
+        delta = torch.cat([d.reshape(-1) for _, d in applied])
+        g_dot_d = float(sum(grads[b] @ d.to(torch.float64) for b, d in applied))
+        if not g_dot_d < 0:  # every block is stationary: nothing to do
+            info.update(step_size=0.0, rho=None, accepted=False, backtracks=0)
+            return
+        with ledger.phase("curvature"), torch.enable_grad():
+            curvature = full_quadratic(self.curvature_config.kind, losses, outputs, params, delta)
+        alpha = step_size(g_dot_d, curvature, 1.0)
+        old = [p.detach().clone() for p in params]
+        sizes = [p.numel() for p in params]
+        base = float(loss)
+        new = math.nan
+        for tries in range(MAX_BACKTRACKS + 1):
+            with ledger.phase("update"), torch.no_grad():
+                for p, p0, piece in zip(params, old, delta.split(sizes), strict=True):
+                    p.copy_(p0 + alpha * piece.view(p.shape))
+            with ledger.phase("forward_backward"), torch.no_grad():
+                trial, _ = unpack_closure_output(closure())
+                new = float(trial.detach().mean())
+            if math.isfinite(new) and new <= base:
+                break
+            if tries < MAX_BACKTRACKS:
+                alpha *= BACKTRACK
+        accepted = math.isfinite(new) and new <= base
+        predicted = predicted_reduction(alpha, g_dot_d, curvature)
+        rho = (new - base) / predicted if accepted and predicted < 0 else math.nan
+        if not accepted:
+            with torch.no_grad():
+                for p, p0 in zip(params, old, strict=True):
+                    p.copy_(p0)
+            ledger.add_event(step, "step-rejected",
+                             f"no step size down to {alpha:.3g} lowered the loss ({base:.6g} → "
+                             f"{new:.6g}); parameters kept, damping raised", damping=state.damping)
+        state.damping = adapt_damping(state.damping, rho, floor=self.damping_floor)
+        info.update(step_size=alpha if accepted else 0.0, quadratic_step_size=step_size(
+            g_dot_d, curvature, math.inf), rho=None if math.isnan(rho) else rho,
+            accepted=accepted, backtracks=tries, loss_after=new, next_damping=state.damping)
+        ledger.add_step_rule(info)
 
     def _block_direction(
         self,
@@ -320,6 +488,7 @@ class QNewton(Optimizer):
         block: ParamBlock,
         curv: CurvatureBlock | None,
         grad: torch.Tensor,
+        extra_reg: float = 0.0,
     ) -> tuple[torch.Tensor, tuple[str, str | None]]:
         """The update direction Δ for one block, and how it was obtained: ``("newton", None)``
         (``("newton", "matrix-free")`` for a matrix-free block), ``("fallback", reason)`` for a
@@ -330,14 +499,15 @@ class QNewton(Optimizer):
             # nothing to solve: the block is at a stationary point
             return torch.zeros_like(grad), ("stationary", None)
         if curv is None:
-            return self._gradient_fallback(grad, None), ("fallback", "over-budget")
+            return gradient_fallback(grad, None), ("fallback", "over-budget")
         if not curv.all_finite():
             self.ledger.add_event(step, "non-finite-curvature",
                                   f"curvature of {block.name} is not finite; gradient step",
                                   block=block.name)
-            return self._gradient_fallback(grad, None), ("fallback", "non-finite-curvature")
+            return gradient_fallback(grad, None), ("fallback", "non-finite-curvature")
         newton = ("newton", "matrix-free" if curv.matrix_free else None)
-        reg = group["reg"]
+        # The adaptive rule's damping λ adds to the conditioning's reg, in its scheme.
+        reg = group["reg"] + extra_reg if extra_reg else group["reg"]
         config = self._conditioning_config(group, reg)
         last_error = ""
         system: LinearSystem | None = None
@@ -355,14 +525,14 @@ class QNewton(Optimizer):
             except MatrixFreeError as exc:
                 ledger.add_event(step, "matrix-free-failed", f"{block.name}: {exc}; gradient step",
                                  block=block.name)
-                return self._gradient_fallback(grad, None), ("fallback", "matrix-free-failed")
+                return gradient_fallback(grad, None), ("fallback", "matrix-free-failed")
             with ledger.phase("scheduling"):
                 try:
                     decision = self.scheduler.decide(system, analysis)
                 except NoSolverError as exc:
                     ledger.add_event(step, "no-solver", f"{block.name}: {exc}; gradient step",
                                      block=block.name)
-                    return self._gradient_fallback(grad, system), ("fallback", "no-solver")
+                    return gradient_fallback(grad, system), ("fallback", "no-solver")
             result = None
             with ledger.phase("solve"):
                 try:
@@ -390,7 +560,7 @@ class QNewton(Optimizer):
             ledger.add_event(step, "solve-retry" if not final else "gradient-fallback",
                              f"{block.name}: {last_error}", block=block.name, attempt=attempt)
             reg, config = self._more_damping(group, config, reg)
-        return self._gradient_fallback(grad, system), ("fallback", "solve-failed")
+        return gradient_fallback(grad, system), ("fallback", "solve-failed")
 
     def _more_damping(
         self, group: dict[str, Any], config: ConditioningConfig, reg: float
@@ -404,23 +574,14 @@ class QNewton(Optimizer):
         reg = reg * self.damping_growth
         return reg, self._conditioning_config(group, reg)
 
-    @staticmethod
-    def _gradient_fallback(grad: torch.Tensor, system: LinearSystem | None) -> torch.Tensor:
-        """Δ = −g/max|Aᵢⱼ| (the caller has reported why the Newton step was not taken)."""
-        # Scale by 1/max|A_ij|, the step's natural unit for A (max|A_ij| ≤ ‖A‖₂ ≤ N·max|A_ij|, so
-        # this is 1 to N times a Newton step along A's top eigendirection); without a system, a
-        # plain gradient step.
-        scale = 1.0
-        if system is not None:
-            try:
-                top = system.max_abs_entry()  # an upper bound for a matrix-free Hessian
-            except MatrixFreeError:
-                top = math.nan
-            if math.isfinite(top) and top > 0:
-                scale = 1.0 / top
-        return -scale * grad
-
     def _apply(self, group: dict[str, Any], block: ParamBlock, direction: torch.Tensor) -> None:
+        direction = self._shape(group, block, direction)
+        for p, piece in zip(block.params, unflatten_block(direction, block), strict=True):
+            p.add_(piece, alpha=group["lr"])
+
+    def _shape(self, group: dict[str, Any], block: ParamBlock,
+               direction: torch.Tensor) -> torch.Tensor:
+        """The block's update direction after the optional clip and momentum."""
         # The momentum buffer lives in the parameters' dtype: load_state_dict casts state to it,
         # and a resumed run must continue bit for bit.
         direction = direction.to(block.params[0].dtype)
@@ -435,5 +596,4 @@ class QNewton(Optimizer):
                 buf.mul_(group["momentum"]).add_(direction)
             self.state[key]["momentum_buffer"] = buf
             direction = buf
-        for p, piece in zip(block.params, unflatten_block(direction, block), strict=True):
-            p.add_(piece, alpha=group["lr"])
+        return direction

@@ -19,8 +19,10 @@ from qnewton.quantum import HARDWARE_PROFILES, QLSA_MODELS
 from qnewton.quantum.backends import QLSA_BACKENDS
 from qnewton.scheduling import POLICIES
 from qnewton.solvers import SOLVERS
+from qnewton.stepping import DAMPING_MAX, DAMPING_MIN, STEP_RULES
 from qnewton.tasks import TASKS
 from qnewton.training import OPTIMIZERS, TrainConfig
+from qnewton.training.optimizers import PAPER_MODE_LR
 from qnewton.validation import check_choice, check_nonnegative
 
 DEFAULTS = TrainConfig()
@@ -44,7 +46,8 @@ def add_training_arguments(p: argparse.ArgumentParser) -> None:
                    f"task's: {batch})")
     p.add_argument("--lr", type=float, default=None,
                    help="learning rate (> 0; default: the optimizer's: " + ", ".join(
-                       f"{n} {s.default_lr:g}" for n, s in OPTIMIZERS.items()) + ")")
+                       f"{n} {s.default_lr:g}" for n, s in OPTIMIZERS.items())
+                   + f"; Newton family with --step-rule fixed: {PAPER_MODE_LR:g})")
     p.add_argument("--seed", type=int, default=d.seed,
                    help="seed for data split, init and QLSA, in [0, 2**32 - 1]")
     p.add_argument("--hidden", type=int, default=None,
@@ -56,6 +59,13 @@ def add_training_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--grouping", default=d.grouping,
                    help=f"parameter blocks: {_names(GROUPINGS)} (module: weight and bias of a "
                    "layer together)")
+    p.add_argument("--step-rule", default=d.step_rule,
+                   help=f"one of {', '.join(STEP_RULES)}: adaptive = Levenberg-Marquardt damping "
+                   "and a step size from the whole model's quadratic model (docs/method.md §4.12); "
+                   "fixed = the paper's θ ← θ + lr·Δ with fixed --reg and --clip")
+    p.add_argument("--damping", type=float, default=d.damping,
+                   help="adaptive rule: initial Levenberg-Marquardt damping λ, added to --reg "
+                   f"(in [{DAMPING_MIN:g}, {DAMPING_MAX:g}])")
     p.add_argument("--reg", type=float, default=d.reg,
                    help="regularization strength, >= 0 (max-entry: λ = reg·max|Hij|)")
     p.add_argument("--reg-scheme", default=d.reg_scheme, help=f"one of {_names(REG_SCHEMES)}")
@@ -89,7 +99,7 @@ def add_training_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--momentum", type=float, default=d.momentum,
                    help="momentum on Newton steps, in [0, 1)")
     p.add_argument("--clip", type=float, default=d.clip,
-                   help="element-wise clip of Newton steps (>= 0; 0 disables)")
+                   help="element-wise clip of Newton steps (>= 0; 0 disables; default: none)")
     p.add_argument("--max-block-bytes", type=int, default=d.max_block_bytes,
                    help="memory budget of one curvature block (dense N×N or factor) in bytes "
                    "(>= 1); "
@@ -124,7 +134,8 @@ def train_config(args: argparse.Namespace, optimizer: str, hardware: str) -> Tra
         gate_time=args.gate_time, eps=args.eps, kappa_method=args.kappa_method,
         kappa_threshold=args.kappa_threshold, alpha=args.alpha, shots=args.shots,
         momentum=args.momentum,
-        clip=None if check_nonnegative("clip", args.clip) == 0 else args.clip,
+        clip=None if args.clip is None or check_nonnegative("clip", args.clip) == 0
+        else args.clip, step_rule=args.step_rule, damping=args.damping,
         max_block_bytes=args.max_block_bytes, exact_kappa_max_n=args.exact_kappa_max_n,
         curvature_batch=args.curvature_batch, curvature_every=args.curvature_every,
     )

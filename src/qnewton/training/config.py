@@ -13,6 +13,7 @@ from qnewton.quantum import HARDWARE_PROFILES, QLSA_MODELS, READOUT_MODES
 from qnewton.quantum.backends import QLSA_BACKENDS
 from qnewton.scheduling import POLICIES
 from qnewton.solvers import SOLVERS
+from qnewton.stepping import check_step_rule
 from qnewton.tasks import TASKS, TaskConfig
 from qnewton.training.optimizers import OPTIMIZERS
 from qnewton.validation import (
@@ -51,7 +52,9 @@ class TrainConfig:
     curvature: str = "fisher"
     grouping: str = "tensor"
     reg_scheme: str = "max-entry"
-    reg: float = 5e-3
+    step_rule: str = "adaptive"
+    damping: float = 1.0
+    reg: float = 1e-3
     prune_ratio: float | None = None
     prune_count: int | None = None
     policy: str | None = None
@@ -66,7 +69,7 @@ class TrainConfig:
     alpha: float | None = None
     shots: int | None = None
     momentum: float = 0.0
-    clip: float | None = 0.1
+    clip: float | None = None
     max_block_bytes: int = 1024**3
     curvature_batch: int | None = None
     curvature_every: int = 1
@@ -112,6 +115,7 @@ class TrainConfig:
         check_optional(check_int, "shots", self.shots, 1)
         check_real("momentum", self.momentum, low=0.0, high=1.0, high_open=True)
         check_optional(check_positive, "clip", self.clip)
+        check_step_rule(self.step_rule, self.damping)
         check_int("max_block_bytes", self.max_block_bytes, 1)
         check_optional(check_int, "curvature_batch", self.curvature_batch, 1)
         check_int("curvature_every", self.curvature_every, 1)
@@ -123,7 +127,14 @@ class TrainConfig:
 
     @property
     def learning_rate(self) -> float:
-        return self.lr if self.lr is not None else OPTIMIZERS[self.optimizer].default_lr
+        """``lr``, else the optimizer's default (for the Newton family under
+        ``step_rule="fixed"``: its paper-mode preset, see :class:`OptimizerSpec`)."""
+        if self.lr is not None:
+            return self.lr
+        spec = OPTIMIZERS[self.optimizer]
+        if spec.newton and self.step_rule == "fixed":
+            return spec.fixed_lr
+        return spec.default_lr
 
     @property
     def batch(self) -> int:

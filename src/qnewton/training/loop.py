@@ -299,6 +299,9 @@ def _train(config: TrainConfig, out: str | Path, *, resume: bool, progress: bool
             row: dict[str, Any] = {"step": state.step, "epoch": state.epoch,
                                    "loss": float(loss), **ledger.take_curvature(),
                                    **_totals(ledger)}
+            info = getattr(optimizer, "last_step_info", None)
+            if info is not None:  # the adaptive step rule's λ, α, ρ (docs/method.md §4.12)
+                row["step_rule"] = {k: v for k, v in info.items() if k != "step"}
             due = (config.eval_every and state.step % config.eval_every == 0) or (
                 not config.eval_every and epoch_done)
             if (due or state.step == total_steps) and group.writer:

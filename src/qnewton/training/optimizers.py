@@ -21,6 +21,13 @@ if TYPE_CHECKING:
     from qnewton.training.config import TrainConfig
 
 
+#: The paper mode's (``step_rule="fixed"``) learning rate when none is given, with
+#: ``reg=5e-3, clip=0.1``: tuned on digits before the adaptive rule existed (with the paper's
+#: λ = reg·max|F| the empirical-Fisher step grows like 1/‖g‖ as the gradient shrinks, and
+#: without the element-wise clip late steps diverged). ``qnewton reproduce`` runs it.
+PAPER_MODE_LR = 0.3
+
+
 @dataclass(frozen=True)
 class OptimizerSpec:
     """A named optimizer.
@@ -33,6 +40,8 @@ class OptimizerSpec:
         policy: the Newton family's routing policy (``None`` for first-order optimizers).
         solvers: the classical solvers it may use (``None``: the scheduler's default).
         build_first_order: for first-order optimizers, ``(params, lr) -> torch.optim.Optimizer``.
+        fixed_lr: the Newton family's learning rate under ``step_rule="fixed"`` when none is
+            given (the paper mode's preset).
     """
 
     name: str
@@ -41,6 +50,7 @@ class OptimizerSpec:
     policy: str | None = None
     solvers: tuple[str, ...] | None = None
     build_first_order: Callable[[Any, float], torch.optim.Optimizer] | None = None
+    fixed_lr: float = PAPER_MODE_LR
 
     def build(self, config: TrainConfig, model: torch.nn.Module, rates: MachineRates,
               ledger: Ledger) -> torch.optim.Optimizer:
@@ -53,6 +63,8 @@ class OptimizerSpec:
         return QNewton(
             model.named_parameters(),
             lr=lr,
+            step_rule=config.step_rule,
+            damping=config.damping,
             curvature=config.curvature,
             grouping=config.grouping,
             reg_scheme=config.reg_scheme,
@@ -90,11 +102,10 @@ OPTIMIZERS.register("momentum", OptimizerSpec(
     build_first_order=lambda params, lr: torch.optim.SGD(params, lr=lr, momentum=0.9)))
 OPTIMIZERS.register("adam", OptimizerSpec(
     "adam", 3e-3, build_first_order=lambda params, lr: torch.optim.Adam(params, lr=lr)))
-# Newton-family learning rates were tuned on digits (see README): with the paper's relative
-# regularization λ = reg·max|F|, the empirical-Fisher step grows like 1/‖g‖ as the gradient
-# shrinks, so the run defaults also clip the step element-wise (an option of the code release).
-OPTIMIZERS.register("newton", OptimizerSpec("newton", 0.3, newton=True, policy="classical"))
+# The Newton family's default lr is QNewton's (1.0: under the adaptive step rule it scales the
+# directions before the step size α ∈ (0, 1] is chosen); the fixed rule's preset is fixed_lr.
+OPTIMIZERS.register("newton", OptimizerSpec("newton", 1.0, newton=True, policy="classical"))
 OPTIMIZERS.register("newton-inverse", OptimizerSpec(
-    "newton-inverse", 0.3, newton=True, policy="classical", solvers=("inverse",)))
-OPTIMIZERS.register("qnewton", OptimizerSpec("qnewton", 0.3, newton=True, policy="cost"))
-OPTIMIZERS.register("quantum", OptimizerSpec("quantum", 0.3, newton=True, policy="quantum"))
+    "newton-inverse", 1.0, newton=True, policy="classical", solvers=("inverse",)))
+OPTIMIZERS.register("qnewton", OptimizerSpec("qnewton", 1.0, newton=True, policy="cost"))
+OPTIMIZERS.register("quantum", OptimizerSpec("quantum", 1.0, newton=True, policy="quantum"))

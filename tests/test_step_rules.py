@@ -1,0 +1,306 @@
+"""QNewton's step rules (issue 9): convergence at the defaults, quadratic convergence, the
+fixed paper mode, non-finite handling and torch.optim conformance."""
+
+import copy
+import math
+
+import numpy as np
+import pytest
+import torch
+from brute_force import brute_force_curvature, closure_for
+from torch import nn
+
+from qnewton import QNewton
+from qnewton.solvers import MachineRates
+from qnewton.stepping import (
+    ClosureError,
+    NonFiniteError,
+    adapt_damping,
+    full_quadratic,
+    predicted_reduction,
+    step_size,
+)
+
+RATES = MachineRates.user(dense_flops_per_s=5e10, gemm_flops_per_s=1e11,
+                          bandwidth_bytes_per_s=1e10)
+
+
+class GRUNet(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.gru = nn.GRU(3, 5, batch_first=True)
+        self.head = nn.Linear(5, 3)
+
+    def forward(self, x):
+        out, _ = self.gru(x.reshape(x.shape[0], 4, 3))
+        return self.head(out[:, -1])
+
+
+def _models():
+    return {
+        "tanh-mlp": (lambda: nn.Sequential(nn.Linear(6, 8), nn.Tanh(), nn.Linear(8, 3)), "ggn",
+                     "ce", 6),
+        "cnn": (lambda: nn.Sequential(nn.Unflatten(1, (1, 4, 4)), nn.Conv2d(1, 2, 3), nn.ReLU(),
+                                      nn.Flatten(), nn.Linear(8, 3)), "fisher", "ce", 16),
+        "mse-regression": (lambda: nn.Sequential(nn.Linear(6, 8), nn.Tanh(), nn.Linear(8, 1)),
+                           "ggn", "mse", 6),
+        "batchnorm-mlp": (lambda: nn.Sequential(nn.Linear(6, 8), nn.BatchNorm1d(8), nn.ReLU(),
+                                                nn.Linear(8, 3)), "hessian", "ce", 6),
+        "gru": (GRUNet, "fisher", "ce", 12),
+    }
+
+
+@pytest.mark.parametrize("name", list(_models()))
+def test_defaults_lower_the_loss_on_non_convex_models(name):
+    # The models of the issue, where the full block-wise Newton step at lr 1.0 diverged.
+    factory, curvature, loss_kind, inputs = _models()[name]
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(48, inputs, generator=g)
+    y = torch.randint(0, 3, (48,), generator=g)
+    target = x[:, :2].sum(dim=1)
+    torch.manual_seed(0)
+    model = factory()
+    opt = QNewton(model.named_parameters(), curvature=curvature, rates=RATES)
+
+    def losses_and_outputs():
+        out = model(x)
+        if loss_kind == "mse":
+            return (out.squeeze(1) - target) ** 2, out
+        return nn.functional.cross_entropy(out, y, reduction="none"), out
+
+    def closure():
+        losses, out = losses_and_outputs()
+        return (losses, out) if curvature == "ggn" else losses
+
+    with torch.no_grad():
+        start = float(losses_and_outputs()[0].mean())
+    seen = [float(opt.step(closure)) for _ in range(4)]
+    with torch.no_grad():
+        end = float(losses_and_outputs()[0].mean())
+    assert all(math.isfinite(v) for v in seen)
+    assert seen[0] == pytest.approx(start)
+    # never worse (rejected steps keep θ), strictly better after the few steps
+    assert all(b <= a for a, b in zip([*seen, end], [*seen, end][1:], strict=False))
+    assert end < 0.95 * start
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+    rule = opt.ledger.step_rule
+    assert [r["step"] for r in rule] == [0, 1, 2, 3]
+    assert all(r["damping"] > 0 and 0 <= r["step_size"] <= 1 for r in rule)
+
+
+def test_quadratic_convergence_to_sklearns_optimum_with_the_exact_hessian():
+    sklearn = pytest.importorskip("sklearn.linear_model")
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(200, 4, generator=g, dtype=torch.float64)
+    logits = x @ torch.tensor([1.0, -2.0, 0.5, 0.0], dtype=torch.float64) + 0.3
+    y = (torch.rand(200, generator=g, dtype=torch.float64) < torch.sigmoid(logits)).double()
+    ref = sklearn.LogisticRegression(C=np.inf, tol=1e-14, max_iter=10_000).fit(
+        x.numpy(), y.numpy())
+    z = x.numpy() @ ref.coef_[0] + ref.intercept_[0]
+    optimum = float(np.mean(np.logaddexp(0.0, z) - y.numpy() * z))
+
+    torch.manual_seed(0)
+    model = nn.Linear(4, 1).double()  # weight and bias: one "<root>" block under module grouping
+    opt = QNewton(model.named_parameters(), curvature="hessian", grouping="module", reg=0.0,
+                  damping=1e-12, rates=RATES)
+
+    def closure():
+        return nn.functional.binary_cross_entropy_with_logits(model(x).squeeze(1), y,
+                                                              reduction="none")
+
+    errors = [float(opt.step(closure)) - optimum for _ in range(8)]
+    assert [r.block for r in opt.ledger.records][:1] == ["<root>"]
+    with torch.no_grad():
+        final = float(closure().mean())
+    assert abs(final - optimum) < 1e-8
+    theta = torch.cat([model.weight.detach().reshape(-1), model.bias.detach()])
+    want = torch.tensor([*ref.coef_[0], ref.intercept_[0]], dtype=torch.float64)
+    torch.testing.assert_close(theta, want, rtol=0, atol=1e-6)
+    # quadratic: near the optimum each error is at most a constant times the previous squared
+    near = [(a, b) for a, b in zip(errors, errors[1:], strict=False) if 1e-10 < a < 1e-2]
+    assert len(near) >= 2
+    assert all(b <= 20.0 * a * a for a, b in near)
+
+
+def test_fixed_mode_is_the_papers_update_and_adaptive_the_scaled_one():
+    torch.manual_seed(1)
+    model = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 2)).double()
+    x, y = torch.randn(10, 3, dtype=torch.float64), torch.randint(0, 2, (10,))
+    twin = copy.deepcopy(model)
+    fixed = QNewton(model.named_parameters(), step_rule="fixed", lr=1.0, reg=0.3,
+                    curvature="fisher", rates=RATES)
+    adaptive = QNewton(twin.named_parameters(), reg=0.3 - 1e-2, damping=1e-2,
+                       curvature="fisher", rates=RATES)
+    start = [p.detach().clone() for p in model.parameters()]
+    fixed.step(closure_for(model, x, y))
+    adaptive.step(closure_for(twin, x, y))
+    # same damped block directions (reg + λ = 0.3); adaptive moves α of the way along them
+    alpha = adaptive.ledger.step_rule[0]["step_size"]
+    assert 0 < alpha <= 1
+    for p0, p, q in zip(start, model.parameters(), twin.parameters(), strict=True):
+        torch.testing.assert_close(q - p0, alpha * (p - p0), rtol=1e-9, atol=1e-12)
+    assert fixed.ledger.step_rule == []
+
+
+@pytest.mark.parametrize("kind", ["hessian", "ggn", "fisher"])
+def test_full_quadratic_matches_the_brute_force_whole_model_curvature(kind):
+    torch.manual_seed(2)
+    model = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 2)).double()
+    x, y = torch.randn(9, 3, dtype=torch.float64), torch.randint(0, 2, (9,))
+    params = list(model.parameters())
+    c = brute_force_curvature(kind, model, x, y, params)
+    delta = torch.randn(c.shape[0], dtype=torch.float64)
+    out = model(x)
+    losses = nn.functional.cross_entropy(out, y, reduction="none")
+    got = full_quadratic(kind, losses, out, params, delta)
+    assert got == pytest.approx(float(delta @ c @ delta), rel=1e-10)
+
+
+def test_step_size_and_damping_rules():
+    assert step_size(-2.0, 4.0, 1.0) == 0.5  # α* = −gᵀΔ/ΔᵀCΔ
+    assert step_size(-8.0, 4.0, 1.0) == 1.0  # capped
+    assert step_size(-1.0, -3.0, 1.0) == 1.0  # no minimum along Δ: the cap, backtracking decides
+    assert predicted_reduction(0.5, -2.0, 4.0) == pytest.approx(-0.5)
+    assert adapt_damping(1.0, 0.1) == 1.5  # Martens 2010 §4.1: ρ < 1/4 → ×3/2
+    assert adapt_damping(1.0, 0.9) == pytest.approx(2 / 3)  # ρ > 3/4 → ×2/3
+    assert adapt_damping(1.0, 0.5) == 1.0
+    assert adapt_damping(1.0, math.nan) == 1.5  # a rejected step counts as ρ < 1/4
+    assert adapt_damping(1.0, 0.9, floor=0.8) == 0.8  # never below the initial damping
+
+
+def _problem():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(32, 4, generator=g)
+    y = torch.randint(0, 3, (32,), generator=g)
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(4, 6), nn.Tanh(), nn.Linear(6, 3)), x, y
+
+
+def test_repeated_non_finite_steps_raise_naming_the_step():
+    model, x, y = _problem()
+    opt = QNewton(model.parameters(), rates=RATES, max_nonfinite=3)
+
+    def closure():
+        return nn.functional.cross_entropy(model(x), y, reduction="none") * float("nan")
+
+    assert math.isnan(float(opt.step(closure)))
+    assert math.isnan(float(opt.step(closure)))
+    with pytest.raises(NonFiniteError, match=r"step 0: loss is nan.*3 non-finite"):
+        opt.step(closure)
+    strict = QNewton(model.parameters(), rates=RATES, on_nonfinite="raise")
+    with pytest.raises(NonFiniteError, match="on_nonfinite='raise'"):
+        strict.step(closure)
+    with pytest.raises(ValueError, match="on_nonfinite must be one of"):
+        QNewton(model.parameters(), on_nonfinite="ignore")
+
+
+def test_fixed_mode_parameters_that_become_non_finite_raise_naming_the_block():
+    model, x, y = _problem()
+    opt = QNewton(model.named_parameters(), step_rule="fixed", lr=1e38, reg=1e-12, rates=RATES)
+    with pytest.raises(NonFiniteError, match=r"step 0: the parameters of block '0\.weight'"):
+        opt.step(closure_for(model, x, y))
+
+
+def test_add_param_group_and_parameters_frozen_after_construction():
+    model, x, y = _problem()
+    opt = QNewton([("0.weight", model[0].weight), ("0.bias", model[0].bias)], rates=RATES)
+    opt.add_param_group({"params": [("2.weight", model[2].weight), ("2.bias", model[2].bias)],
+                         "reg": 1e-2})
+    assert opt.param_groups[1]["reg"] == 1e-2 and opt.param_groups[1]["lr"] == 1.0
+    opt.step(closure_for(model, x, y))
+    assert {r.block for r in opt.ledger.records} == {"0.weight", "0.bias", "2.weight", "2.bias"}
+
+    model[0].weight.requires_grad_(False)
+    frozen = model[0].weight.detach().clone()
+    opt.step(closure_for(model, x, y))
+    assert torch.equal(model[0].weight, frozen)
+    assert {r.block for r in opt.ledger.records if r.step == 1} == {"0.bias", "2.weight",
+                                                                     "2.bias"}
+    unnamed = QNewton(model[2].parameters(), rates=RATES)
+    unnamed.add_param_group({"params": [model[0].bias]})
+    unnamed.step(closure_for(model, x, y))
+    assert len({r.block for r in unnamed.ledger.records}) == 3
+
+
+def test_grad_holds_the_gradient_the_step_used():
+    model, x, y = _problem()
+    twin = copy.deepcopy(model)
+    nn.functional.cross_entropy(twin(x), y).backward()
+    opt = QNewton(model.parameters(), rates=RATES)
+    opt.step(closure_for(model, x, y))
+    for p, q in zip(model.parameters(), twin.parameters(), strict=True):
+        torch.testing.assert_close(p.grad, q.grad)
+
+
+def test_state_dict_carries_the_ledger_and_the_damping():
+    model, x, y = _problem()
+    opt = QNewton(model.parameters(), rates=RATES)
+    for _ in range(3):
+        opt.step(closure_for(model, x, y))
+    twin = copy.deepcopy(model)
+    resumed = QNewton(twin.parameters(), rates=RATES)
+    resumed.load_state_dict(copy.deepcopy(opt.state_dict()))
+    assert resumed.ledger.summary()["classical_solves"] == opt.ledger.summary()[
+        "classical_solves"] > 0
+    assert resumed.ledger.measured_seconds == opt.ledger.measured_seconds
+    assert resumed.ledger.step_rule == opt.ledger.step_rule
+    assert resumed.adaptive == opt.adaptive
+    opt.step(closure_for(model, x, y))
+    resumed.step(closure_for(twin, x, y))
+    for a, b in zip(model.parameters(), twin.parameters(), strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-6)
+
+
+def test_a_closure_that_calls_backward_is_told_what_to_return():
+    model, x, y = _problem()
+    opt = QNewton(model.parameters(), rates=RATES)
+
+    def lbfgs_habit():
+        loss = nn.functional.cross_entropy(model(x), y)
+        loss.backward()
+        return loss
+
+    with pytest.raises(ClosureError, match=r"called backward\(\).*per-sample losses of shape"):
+        opt.step(lbfgs_habit)
+    with pytest.raises(ClosureError, match="per-sample losses"):
+        opt.step(lambda: nn.functional.cross_entropy(model(x), y).item())
+
+
+def test_ggn_refuses_a_loss_term_that_bypasses_the_outputs():
+    model, x, y = _problem()
+    opt = QNewton(model.parameters(), curvature="ggn", rates=RATES)
+
+    def with_penalty():
+        out = model(x)
+        penalty = 1e-2 * sum(p.square().sum() for p in model.parameters())
+        return nn.functional.cross_entropy(out, y, reduction="none") + penalty, out
+
+    before = [p.detach().clone() for p in model.parameters()]
+    with pytest.raises(ClosureError, match="other than through the returned outputs"):
+        opt.step(with_penalty)
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
+    opt.step(closure_for(model, x, y, with_outputs=True))  # the plain GGN closure is accepted
+
+
+def test_fixed_mode_reproduces_the_pre_adaptive_digits_trajectory():
+    # The paper mode with the old training settings (lr 0.3, reg 5e-3, clip 0.1) on a digits MLP
+    # and two alternating mini-batches: the losses and final parameters the optimizer produced
+    # before the adaptive rule existed (commit bae6467, same script), bit for bit.
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    x = torch.tensor(d.data[:256] / 16.0, dtype=torch.float32)
+    y = torch.tensor(d.target[:256])
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(64, 16), nn.Tanh(), nn.Linear(16, 16), nn.Tanh(),
+                          nn.Linear(16, 10))
+    opt = QNewton(model.named_parameters(), step_rule="fixed", lr=0.3, reg=5e-3, clip=0.1,
+                  rates=RATES)
+    losses = []
+    for i in range(6):
+        xb, yb = x[(i % 2) * 128:(i % 2 + 1) * 128], y[(i % 2) * 128:(i % 2 + 1) * 128]
+        losses.append(float(opt.step(
+            lambda xb=xb, yb=yb: nn.functional.cross_entropy(model(xb), yb, reduction="none"))))
+    assert losses == [2.315443515777588, 2.227090358734131, 2.0812110900878906,
+                      1.9058115482330322, 1.7169595956802368, 1.5108238458633423]
+    assert float(model[4].bias.detach().sum()) == 0.5268136858940125
