@@ -17,12 +17,10 @@ Stage 8 of the pipeline (docs/method.md §3). Each step:
    the whole model's quadratic model and backtracks until the loss falls; ``"fixed"`` (the
    paper's) updates θ ← θ + lr·Δ.
 
-Non-finite loss or gradients skip the update (parameters are left untouched) and are reported in
-the ledger's events; ``max_nonfinite`` of them in a row raise :class:`~qnewton.stepping.
-NonFiniteError`. Non-finite curvature sends that block to the gradient fallback. A block whose
-curvature would exceed ``max_block_bytes`` is solved matrix-free (curvature-vector products and
-CG, docs/method.md §4.7) and reported as such. The ledger counts, per block, the steps moved by a
-Newton direction and by a fallback (:meth:`~qnewton.accounting.Ledger.add_update`).
+Non-finite values are skipped and reported (``max_nonfinite`` in a row raise
+:class:`~qnewton.stepping.NonFiniteError`); non-finite curvature takes the gradient fallback; a
+block over ``max_block_bytes`` is solved matrix-free (docs/method.md §4.7). The ledger counts, per
+block, the steps moved by a Newton direction and by a fallback.
 """
 
 from __future__ import annotations
@@ -64,6 +62,7 @@ from qnewton.stepping import (
     ClosureError,
     NonFiniteError,
     adapt_damping,
+    check_finite_params,
     check_ggn_coverage,
     check_step_rule,
     full_quadratic,
@@ -239,6 +238,7 @@ class QNewton(Optimizer):
         self.on_nonfinite = on_nonfinite
         self.max_nonfinite = max_nonfinite
         self._nonfinite_in_a_row = 0
+        self._ggn_checked = False  # the GGN coverage check runs at the first GGN step
         #: the step rule's figures of the last step (damping, step size, ρ, ...), or None
         self.last_step_info: dict[str, Any] | None = None
         self._blocks = [self._group_blocks(i, g) for i, g in enumerate(self.param_groups)]
@@ -346,6 +346,14 @@ class QNewton(Optimizer):
                 "matrix-free" if self.matrix_free else "skip")
         ledger.add_curvature(reused=reused, samples=result.curvature_samples,
                              of=result.num_samples)
+        if (outputs is not None and self.curvature_config.kind in ("ggn", "ggn-mc")
+                and not self._ggn_checked):
+            # once per optimizer (one extra backward), on this rank's own gradients
+            with ledger.phase("curvature"), torch.enable_grad():
+                check_ggn_coverage(losses, outputs, params, [
+                    g for b, gb in zip(all_blocks, result.grads, strict=True)
+                    for g in (piece.reshape(-1) for piece in unflatten_block(gb, b))])
+            self._ggn_checked = True
         # distributed seam 2: gradients and block modes on the global batch
         result = self.distributed.combine(result, self.curvature_config,
                                           "matrix-free" if self.matrix_free else "skip", ledger)
@@ -359,10 +367,6 @@ class QNewton(Optimizer):
             for b, g in zip(all_blocks, result.grads, strict=True):
                 for p, piece in zip(b.params, unflatten_block(g, b), strict=True):
                     p.grad = piece.to(p.dtype).clone()
-        if outputs is not None and self.curvature_config.kind in ("ggn", "ggn-mc"):
-            with ledger.phase("curvature"), torch.enable_grad():
-                check_ggn_coverage(losses, outputs, params,
-                                   [p.grad.reshape(-1) for p in params])
         for name, reason in result.skipped.items():
             ledger.add_event(step, "block-over-budget", reason, block=name)
         for name, reason in result.matrix_free.items():
@@ -403,7 +407,7 @@ class QNewton(Optimizer):
                     applied.append((block, group["lr"] * self._shape(group, block, direction)))
                 else:
                     self._apply(group, block, direction)
-                    self._check_finite_params(step, block)
+                    check_finite_params(step, block)
         if adaptive:
             grads = dict(zip(all_blocks, result.grads, strict=True))
             self._adaptive_update(step, closure, losses, outputs, loss, applied, grads)
@@ -422,12 +426,6 @@ class QNewton(Optimizer):
                 f"step {step}: {message}{where} ({self._nonfinite_in_a_row} non-finite step(s) "
                 f"in a row; on_nonfinite={self.on_nonfinite!r}, max_nonfinite="
                 f"{self.max_nonfinite}): lower lr, raise reg, or check the data and the loss")
-
-    def _check_finite_params(self, step: int, block: ParamBlock) -> None:
-        if not all(bool(torch.isfinite(p).all()) for p in block.params):
-            raise NonFiniteError(f"step {step}: the parameters of block {block.name!r} became "
-                                 "non-finite after the update (step_rule='fixed'): lower lr, "
-                                 "raise reg or set clip, or use step_rule='adaptive'")
 
     def _adaptive_update(self, step: int, closure: Callable[[], Any], losses: torch.Tensor,
                          outputs: torch.Tensor | None, loss: torch.Tensor,
@@ -449,6 +447,8 @@ class QNewton(Optimizer):
             return
         with ledger.phase("curvature"), torch.enable_grad():
             curvature = full_quadratic(self.curvature_config.kind, losses, outputs, params, delta)
+        samples = losses.numel()
+        curvature = self.distributed.global_mean(curvature, samples, "all-reduce of ΔᵀCΔ", ledger)
         alpha = step_size(g_dot_d, curvature, 1.0)
         old = [p.detach().clone() for p in params]
         sizes = [p.numel() for p in params]
@@ -459,8 +459,8 @@ class QNewton(Optimizer):
                 for p, p0, piece in zip(params, old, delta.split(sizes), strict=True):
                     p.copy_(p0 + alpha * piece.view(p.shape))
             with ledger.phase("forward_backward"), torch.no_grad():
-                trial, _ = unpack_closure_output(closure())
-                new = float(trial.detach().mean())
+                new = float(unpack_closure_output(closure())[0].detach().mean())
+            new = self.distributed.global_mean(new, samples, "all-reduce of trial loss", ledger)
             if math.isfinite(new) and new <= base:
                 break
             if tries < MAX_BACKTRACKS:

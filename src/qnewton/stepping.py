@@ -33,7 +33,7 @@ from typing import Any
 
 import torch
 
-from qnewton.curvature import MatrixFreeError
+from qnewton.curvature import MatrixFreeError, finite_each
 from qnewton.curvature.ggn import loss_hessian_sqrt
 from qnewton.curvature.products import JacobianProducts
 from qnewton.system import LinearSystem
@@ -223,3 +223,12 @@ def gradient_fallback(grad: torch.Tensor, system: LinearSystem | None) -> torch.
         if math.isfinite(top) and top > 0:
             scale = 1.0 / top
     return -scale * grad
+
+
+def check_finite_params(step: int, block: Any) -> None:
+    """Raise :class:`NonFiniteError` if a fixed-rule update made the block's parameters
+    non-finite (one sum per tensor, :func:`~qnewton.curvature.finite_each`)."""
+    if not all(finite_each(list(block.params))):
+        raise NonFiniteError(f"step {step}: the parameters of block {block.name!r} became "
+                             "non-finite after the update (step_rule='fixed'): lower lr, "
+                             "raise reg or set clip, or use step_rule='adaptive'")

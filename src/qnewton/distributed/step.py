@@ -98,6 +98,18 @@ class DistributedNewton:
             self._rates_shared = True
         return global_mean_loss(ctx, losses, ledger)
 
+    def global_mean(self, value: float, samples: int, what: str, ledger: Ledger) -> float:
+        """The sample-weighted mean over ranks of a per-rank mean ``value`` over ``samples``
+        samples (``value`` in a single process): the adaptive step rule's trial loss and
+        whole-model curvature ΔᵀCΔ of the global objective (docs/method.md §4.10)."""
+        ctx = self.context
+        if ctx is None:
+            return value
+        with ledger.phase("communication"):
+            buf = torch.tensor([value * samples, float(samples)], dtype=torch.float64)
+            total = ctx.all_reduce(buf, what)
+        return float(total[0] / total[1])
+
     def combine(self, result: CurvatureResult, config: CurvatureConfig, over_budget: str,
                 ledger: Ledger) -> CurvatureResult:
         """The step's curvature result on the global batch (``result`` in a single process)."""
