@@ -153,6 +153,7 @@ def test_reuse_builds_every_k_steps_and_solves_the_stale_curvature(monkeypatch):
     model, x, y = problem(s=16)
     calls = _counting(monkeypatch)
     opt = QNewton(model.named_parameters(), lr=1.0, clip=None, reg=0.1, curvature_every=3,
+                  step_rule="fixed",
                   policy="classical", classical_solvers=("cholesky",), rates=RATES)
     closure = closure_for(model, x, y)
     blocks = [b for bs in opt._blocks for b in bs]

@@ -294,8 +294,9 @@ def test_fixed_mode_reproduces_the_pre_adaptive_digits_trajectory():
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(64, 16), nn.Tanh(), nn.Linear(16, 16), nn.Tanh(),
                           nn.Linear(16, 10))
+    # float64 factor storage, as the code of that commit kept them
     opt = QNewton(model.named_parameters(), step_rule="fixed", lr=0.3, reg=5e-3, clip=0.1,
-                  rates=RATES)
+                  curvature_dtype=torch.float64, rates=RATES)
     losses = []
     for i in range(6):
         xb, yb = x[(i % 2) * 128:(i % 2 + 1) * 128], y[(i % 2) * 128:(i % 2 + 1) * 128]

@@ -117,10 +117,11 @@ class QNewton(Optimizer):
         curvature_every: build the curvature every this many steps and reuse the blocks in
             between with each step's fresh gradient (default 1: every step). See
             :class:`~qnewton.curvature.CurvatureSchedule` (docs/method.md §4.7).
-        curvature_dtype: the dtype curvature factors are stored in; ``None``: the model's (a
-            float32 model's factors take half the memory). Systems are solved in float64
-            either way. Default float64, which keeps a float32 model's steps identical to
-            earlier releases (docs/method.md §4.7, "Storage and arithmetic dtypes").
+        curvature_dtype: the dtype curvature factors are stored in; ``None`` (default): the
+            model's (a float32 model's factors take half the memory); ``torch.float64`` keeps
+            a float32 model's steps identical to releases before this option. Systems are
+            solved in float64 either way (docs/method.md §4.7, "Storage and arithmetic
+            dtypes").
         max_retries, damping_growth: retries with more regularization on failure.
         rates: :class:`~qnewton.solvers.MachineRates` for the classical time models; ``None``
             calibrates this machine (cached) at the first step that needs them.
@@ -167,7 +168,7 @@ class QNewton(Optimizer):
         chunk_size: int | None = None,
         curvature_batch: int | None = None,
         curvature_every: int = 1,
-        curvature_dtype: torch.dtype | None = torch.float64,
+        curvature_dtype: torch.dtype | None = None,
         max_retries: int = 3,
         damping_growth: float = 10.0,
         rates: MachineRates | None = None,
@@ -441,7 +442,7 @@ class QNewton(Optimizer):
             return
         params = [p for b, _ in applied for p in b.params]
         delta = torch.cat([d.reshape(-1) for _, d in applied])
-        g_dot_d = float(sum(grads[b] @ d.to(torch.float64) for b, d in applied))
+        g_dot_d = float(sum(grads[b].to(torch.float64) @ d.to(torch.float64) for b, d in applied))
         if not g_dot_d < 0:  # every block is stationary: nothing to do
             info.update(step_size=0.0, rho=None, accepted=False, backtracks=0)
             return

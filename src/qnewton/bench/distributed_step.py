@@ -84,9 +84,9 @@ def _worker(rank: int, port: int, out: str, spec: dict[str, Any]) -> None:
         single = QNewton(single_model.named_parameters(), process_group=solo, **kw)
         inner = single._block_direction
 
-        def timed(key, group, block, curv, grad):  # per-block work of the one-rank step
+        def timed(key, group, block, curv, grad, *extra):  # per-block work of one rank's step
             start = time.perf_counter()
-            found = inner(key, group, block, curv, grad)
+            found = inner(key, group, block, curv, grad, *extra)
             block_seconds[block.name] = time.perf_counter() - start
             return found
 

@@ -22,7 +22,7 @@ from qnewton.solvers import SOLVERS
 from qnewton.stepping import DAMPING_MAX, DAMPING_MIN, STEP_RULES
 from qnewton.tasks import TASKS
 from qnewton.training import OPTIMIZERS, TrainConfig
-from qnewton.training.optimizers import PAPER_MODE_LR
+from qnewton.training.optimizers import CURVATURE_DTYPES, PAPER_MODE_LR
 from qnewton.validation import check_choice, check_nonnegative
 
 DEFAULTS = TrainConfig()
@@ -110,9 +110,14 @@ def add_training_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--curvature-every", type=int, default=d.curvature_every,
                    help="build the curvature every this many steps and reuse it in between "
                    "with each step's fresh gradient (>= 1; default 1: every step)")
+    p.add_argument("--curvature-dtype", choices=tuple(CURVATURE_DTYPES),
+                   default=d.curvature_dtype,
+                   help="store curvature factors in the model's dtype or in float64 (systems "
+                   "are solved in float64 either way; default: %(default)s)")
     p.add_argument("--exact-kappa-max-n", type=int, default=d.exact_kappa_max_n,
-                   help="record the exact κ of systems up to this N (>= 0; diagnostics, timed "
-                   "apart from training; 0: never)")
+                   help="opt-in diagnostics: record the exact κ (eigvalsh) of systems up to "
+                   "this N, e.g. 300, for the report's κ plots (>= 0; timed apart from training; "
+                   "default 0: never)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -138,6 +143,7 @@ def train_config(args: argparse.Namespace, optimizer: str, hardware: str) -> Tra
         else args.clip, step_rule=args.step_rule, damping=args.damping,
         max_block_bytes=args.max_block_bytes, exact_kappa_max_n=args.exact_kappa_max_n,
         curvature_batch=args.curvature_batch, curvature_every=args.curvature_every,
+        curvature_dtype=args.curvature_dtype,
     )
     return TrainConfig(**fields)
 

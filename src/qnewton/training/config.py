@@ -15,7 +15,7 @@ from qnewton.scheduling import POLICIES
 from qnewton.solvers import SOLVERS
 from qnewton.stepping import check_step_rule
 from qnewton.tasks import TASKS, TaskConfig
-from qnewton.training.optimizers import OPTIMIZERS
+from qnewton.training.optimizers import CURVATURE_DTYPES, OPTIMIZERS
 from qnewton.validation import (
     check_choice,
     check_int,
@@ -35,7 +35,8 @@ class TrainConfig:
     epoch. Newton-family settings (curvature ... exact_kappa_max_n) are ignored by first-order
     optimizers; ``policy=None`` and ``solvers=None`` take the optimizer's own.
     ``curvature_batch=None`` builds the curvature from every sample of the mini-batch;
-    ``curvature_every=1`` builds it at every step (docs/method.md §4.7).
+    ``curvature_every=1`` builds it at every step; ``curvature_dtype`` stores curvature factors
+    in the model's dtype (``"model"``) or in float64 (docs/method.md §4.7).
     """
 
     task: str = "digits"
@@ -73,7 +74,8 @@ class TrainConfig:
     max_block_bytes: int = 1024**3
     curvature_batch: int | None = None
     curvature_every: int = 1
-    exact_kappa_max_n: int = 300
+    curvature_dtype: str = "model"
+    exact_kappa_max_n: int = 0
     checkpoint_every: int = 1
 
     def __post_init__(self) -> None:
@@ -119,6 +121,7 @@ class TrainConfig:
         check_int("max_block_bytes", self.max_block_bytes, 1)
         check_optional(check_int, "curvature_batch", self.curvature_batch, 1)
         check_int("curvature_every", self.curvature_every, 1)
+        check_choice("curvature_dtype", self.curvature_dtype, CURVATURE_DTYPES)
         check_int("exact_kappa_max_n", self.exact_kappa_max_n, 0)
 
     def task_config(self) -> TaskConfig:
@@ -156,7 +159,8 @@ class TrainConfig:
     def with_defaults(cls, data: dict[str, Any]) -> dict[str, Any]:
         """``data`` (a saved ``to_dict``) with the settings added since it was written filled in
         with their defaults, which reproduce the behaviour of the code that wrote it."""
-        added = {"curvature_batch": None, "curvature_every": 1}
+        added = {"curvature_batch": None, "curvature_every": 1, "curvature_dtype": "float64",
+                 "step_rule": "fixed"}
         return {**{k: v for k, v in added.items() if k not in data}, **data}
 
     @classmethod

@@ -27,6 +27,10 @@ if TYPE_CHECKING:
 #: without the element-wise clip late steps diverged). ``qnewton reproduce`` runs it.
 PAPER_MODE_LR = 0.3
 
+#: ``TrainConfig.curvature_dtype`` → ``QNewton(curvature_dtype=...)``: factors stored in the
+#: model's dtype (``None``), or in float64 (the storage of runs written before the option).
+CURVATURE_DTYPES: dict[str, torch.dtype | None] = {"model": None, "float64": torch.float64}
+
 
 @dataclass(frozen=True)
 class OptimizerSpec:
@@ -87,6 +91,7 @@ class OptimizerSpec:
             max_block_bytes=config.max_block_bytes,
             curvature_batch=config.curvature_batch,
             curvature_every=config.curvature_every,
+            curvature_dtype=CURVATURE_DTYPES[config.curvature_dtype],
             exact_kappa_max_n=config.exact_kappa_max_n,
             rates=rates,
             ledger=ledger,
