@@ -218,3 +218,13 @@ def test_conditioning_records_a_true_lower_bound_on_the_smallest_eigenvalue():
     for system in (hessian_system(), fisher_system()):
         smallest = float(torch.linalg.eigvalsh(system.to_dense())[0])
         assert 0 < system.min_eig_lower <= smallest * (1 + 1e-9)
+
+
+def test_drop_gram_forgets_the_gram_kept_with_the_block():
+    # Benchmarks time a Woodbury solve that must form its Gram; the block keeps one once formed.
+    system = fisher_system(n=400, m=40, reg=1e-2)
+    gram = system.gram(cache=False).clone()
+    assert system.has_gram and system.block.has_gram  # kept with the block
+    system.drop_gram()
+    assert not system.has_gram and not system.block.has_gram
+    torch.testing.assert_close(system.gram(), gram)

@@ -139,6 +139,13 @@ class LinearSystem:
         Woodbury solve will reuse it)."""
         return self._gram is not None or (self.factor_form and self.block.has_gram)
 
+    def drop_gram(self) -> None:
+        """Forget the Gram matrix cached by this system and kept with its block (to time a
+        solve that must form it, as benchmarks do)."""
+        self._gram = None
+        if self.factor_form:
+            self.block.drop_gram()
+
     def max_abs_entry(self) -> float:
         """``max |A_ij|`` without forming A where possible."""
         if self.dense is not None:

@@ -245,6 +245,10 @@ class FactorBlock(CurvatureBlock):
         """Whether a kept :meth:`gram` exists (forming it again costs nothing)."""
         return self._gram is not None
 
+    def drop_gram(self) -> None:
+        """Forget the kept :meth:`gram`."""
+        self._gram = None
+
     def matvec(self, v: torch.Tensor) -> torch.Tensor:
         if self._wide:
             return self.scale * (self.factor.T @ (self.factor @ v))
