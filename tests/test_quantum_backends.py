@@ -32,6 +32,22 @@ def test_emulated_qlsa_has_exactly_the_allowed_error(eps):
     assert not torch.equal(result.x, other.x)
 
 
+@pytest.mark.parametrize("m,expected", [(8, "woodbury"), (30, "cholesky"), (60, "cholesky")])
+def test_emulated_qlsa_solves_exactly_with_the_smaller_system(monkeypatch, m, expected):
+    # Woodbury's capacitance matrix is M×M: with M ≥ N rows it is larger than A itself.
+    import qnewton.quantum.backends.emulated as module
+
+    used, real = [], module.solve_classical
+    monkeypatch.setattr(module, "solve_classical",
+                        lambda name, *a, **kw: used.append(name) or real(name, *a, **kw))
+    system = factor_system(n=30, m=m)
+    b = torch.ones(system.n, dtype=torch.float64)
+    result = EMULATED.solve(system, b, eps=1e-2, seed=1)
+    assert used == [expected]
+    exact = torch.linalg.solve(system.to_dense(), b)
+    assert relative_error(result.x, exact) == pytest.approx(1e-2, rel=1e-9)
+
+
 def test_emulated_qlsa_shot_noise_shrinks_with_more_shots():
     system = factor_system(n=20)
     b = torch.randn(20, dtype=torch.float64, generator=torch.Generator().manual_seed(4))

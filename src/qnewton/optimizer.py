@@ -117,11 +117,10 @@ class QNewton(Optimizer):
         curvature_every: build the curvature every this many steps and reuse the blocks in
             between with each step's fresh gradient (default 1: every step). See
             :class:`~qnewton.curvature.CurvatureSchedule` (docs/method.md §4.7).
-        curvature_dtype: the dtype curvature factors are stored in; ``None`` (default): the
-            model's (a float32 model's factors take half the memory); ``torch.float64`` keeps
-            a float32 model's steps identical to releases before this option. Systems are
-            solved in float64 either way (docs/method.md §4.7, "Storage and arithmetic
-            dtypes").
+        curvature_dtype: the dtype curvature factors are stored in (default float64);
+            ``None``: the model's, which halves a float32 model's factor memory but makes every
+            product cast the factor to float64 chunk by chunk (docs/method.md §4.7, "Storage and
+            arithmetic dtypes"). Systems are solved in float64 either way.
         max_retries, damping_growth: retries with more regularization on failure.
         rates: :class:`~qnewton.solvers.MachineRates` for the classical time models; ``None``
             calibrates this machine (cached) at the first step that needs them.
@@ -168,7 +167,7 @@ class QNewton(Optimizer):
         chunk_size: int | None = None,
         curvature_batch: int | None = None,
         curvature_every: int = 1,
-        curvature_dtype: torch.dtype | None = None,
+        curvature_dtype: torch.dtype | None = torch.float64,
         max_retries: int = 3,
         damping_growth: float = 10.0,
         rates: MachineRates | None = None,

@@ -112,8 +112,9 @@ def add_training_arguments(p: argparse.ArgumentParser) -> None:
                    "with each step's fresh gradient (>= 1; default 1: every step)")
     p.add_argument("--curvature-dtype", choices=tuple(CURVATURE_DTYPES),
                    default=d.curvature_dtype,
-                   help="store curvature factors in the model's dtype or in float64 (systems "
-                   "are solved in float64 either way; default: %(default)s)")
+                   help="store curvature factors in float64 or in the model's dtype ('model': "
+                   "half the memory for a float32 model, but every product casts them back; "
+                   "systems are solved in float64 either way; default: %(default)s)")
     p.add_argument("--exact-kappa-max-n", type=int, default=d.exact_kappa_max_n,
                    help="opt-in diagnostics: record the exact κ (eigvalsh) of systems up to "
                    "this N, e.g. 300, for the report's κ plots (>= 0; timed apart from training; "

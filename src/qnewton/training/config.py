@@ -36,7 +36,8 @@ class TrainConfig:
     optimizers; ``policy=None`` and ``solvers=None`` take the optimizer's own.
     ``curvature_batch=None`` builds the curvature from every sample of the mini-batch;
     ``curvature_every=1`` builds it at every step; ``curvature_dtype`` stores curvature factors
-    in the model's dtype (``"model"``) or in float64 (docs/method.md §4.7).
+    in float64 (default) or in the model's dtype (``"model"``: less memory, slower products;
+    docs/method.md §4.7).
     """
 
     task: str = "digits"
@@ -74,7 +75,7 @@ class TrainConfig:
     max_block_bytes: int = 1024**3
     curvature_batch: int | None = None
     curvature_every: int = 1
-    curvature_dtype: str = "model"
+    curvature_dtype: str = "float64"
     exact_kappa_max_n: int = 0
     checkpoint_every: int = 1
 

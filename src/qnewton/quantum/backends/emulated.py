@@ -46,8 +46,8 @@ def recover_norm(system: LinearSystem, direction: torch.Tensor, b: torch.Tensor)
 
 class EmulatedQLSA(QLSABackend):
     """x̃ with ‖x̃ − x‖₂ = ε·‖x‖₂ exactly, x = A⁻¹b computed classically (Woodbury when it
-    applies, else Cholesky). With ``shots``, the state is read out by sampling and its norm
-    recovered classically, so the result carries finite-shot noise as well."""
+    applies with fewer factor rows than N, else Cholesky). With ``shots``, the state is read out
+    by sampling and its norm recovered classically, so the result carries finite-shot noise."""
 
     name = "emulated"
 
@@ -60,8 +60,12 @@ class EmulatedQLSA(QLSABackend):
         check_open_unit("eps", eps)
         if shots is not None:
             check_int("shots", shots, 1)
+        # Woodbury only when it is the small system (M < N rows): with M ≥ N its M×M capacitance
+        # matrix is larger than A itself.
+        rows = system.factor_rows
         name = self.exact_solver or (
-            "woodbury" if "woodbury" in applicable_solvers(system) else "cholesky")
+            "woodbury" if "woodbury" in applicable_solvers(system) and rows is not None
+            and rows < system.n else "cholesky")
         generator = torch.Generator().manual_seed(int(seed))
         start = time.perf_counter()
         exact = solve_classical(name, system, b).x
