@@ -61,6 +61,14 @@ class GGNCurvature(CurvatureKind):
         return (f"use curvature='fisher' ({num_samples} rows), fewer samples per step or a "
                 "larger budget")
 
+    def seeds(self, sqrt_h: torch.Tensor, outputs: torch.Tensor, inputs: BuildInputs
+              ) -> list[torch.Tensor]:
+        """The backward seeds: row s·P + j of the factor is the per-sample gradient of
+        ⟨seed_j, outputs⟩. Here P = C, seed_j[s] = R_s[:, j], so row s·C + j is J_sᵀ R_s[:, j]
+        (one backward pass per j on the fast path)."""
+        c = inputs.num_outputs
+        return [sqrt_h[:, :, j].to(outputs.dtype).reshape(outputs.shape) for j in range(c)]
+
     def build(self, inputs: BuildInputs) -> list[CurvatureBlock | None]:
         todo = [b for b, ok in zip(inputs.blocks, inputs.built, strict=True) if ok]
         if not todo:
@@ -68,13 +76,10 @@ class GGNCurvature(CurvatureKind):
         losses, outputs, config = inputs.losses, inputs.outputs, inputs.config
         s, c = inputs.num_samples, inputs.num_outputs
         sqrt_h = loss_hessian_sqrt(losses, outputs, s, c, config.dtype)
-        # row s·C + j of the factor is J_sᵀ R_s[:, j]: the per-sample gradient of ⟨seed_j, outputs⟩
-        # with seed_j[s] = R_s[:, j]; one backward pass per j on the fast path
-        seeds = [sqrt_h[:, :, j].to(outputs.dtype).reshape(outputs.shape) for j in range(c)]
-        factors = factor_rows(outputs, seeds, s, todo, config, min_row_elements=s * c,
-                              samples=inputs.samples)
+        factors = factor_rows(outputs, self.seeds(sqrt_h, outputs, inputs), s, todo, config,
+                              min_row_elements=s * c, samples=inputs.samples)
         k = inputs.curvature_samples
         return [
-            FactorBlock(b.name, "ggn", factors[id(b)], scale=1.0 / k) if ok else None
+            FactorBlock(b.name, self.name, factors[id(b)], scale=1.0 / k) if ok else None
             for b, ok in zip(inputs.blocks, inputs.built, strict=True)
         ]

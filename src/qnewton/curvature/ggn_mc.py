@@ -15,10 +15,8 @@ import hashlib
 
 import torch
 
-from qnewton.curvature.ggn import loss_hessian_sqrt
-from qnewton.curvature.kind import BuildInputs, CurvatureKind
-from qnewton.curvature.per_sample import factor_rows
-from qnewton.curvature.representation import CurvatureBlock, FactorBlock
+from qnewton.curvature.ggn import GGNCurvature
+from qnewton.curvature.kind import BuildInputs
 
 
 def draw_directions(outputs: torch.Tensor, s: int, c: int, seed: int | None,
@@ -36,15 +34,13 @@ def draw_directions(outputs: torch.Tensor, s: int, c: int, seed: int | None,
     return torch.randn((s, c), dtype=dtype, generator=gen).to(outputs.device)
 
 
-class MonteCarloGGNCurvature(CurvatureKind):
+class MonteCarloGGNCurvature(GGNCurvature):
     """``S`` factor rows ``J_sᵀ R_s z_s`` with ``z_s ~ N(0, I_C)``, ``scale = 1/S``: an unbiased,
     rank-≤S estimate of the GGN (:mod:`qnewton.curvature.ggn`). The draws are seeded by
     ``CurvatureConfig.seed`` and the outputs (see :func:`draw_directions`) (docs/method.md §4.7).
     """
 
     name = "ggn-mc"
-    psd = True
-    needs_outputs = True
 
     def stored_elements(self, n: int, num_samples: int, num_outputs: int) -> int:
         return num_samples * n
@@ -56,20 +52,10 @@ class MonteCarloGGNCurvature(CurvatureKind):
     def budget_advice(self, num_samples: int, num_outputs: int) -> str:
         return "use fewer samples per step or a larger budget"
 
-    def build(self, inputs: BuildInputs) -> list[CurvatureBlock | None]:
-        todo = [b for b, ok in zip(inputs.blocks, inputs.built, strict=True) if ok]
-        if not todo:
-            return [None] * len(inputs.blocks)
-        losses, outputs, config = inputs.losses, inputs.outputs, inputs.config
+    def seeds(self, sqrt_h: torch.Tensor, outputs: torch.Tensor, inputs: BuildInputs
+              ) -> list[torch.Tensor]:
+        """One seed, v_s = R_s z_s: row s is J_sᵀ v_s."""
         s, c = inputs.num_samples, inputs.num_outputs
-        sqrt_h = loss_hessian_sqrt(losses, outputs, s, c, config.dtype)
-        z = draw_directions(outputs, s, c, config.seed, config.dtype)
-        v = torch.einsum("sij,sj->si", sqrt_h, z)  # v_s = R_s z_s
-        seeds = [v.to(outputs.dtype).reshape(outputs.shape)]
-        factors = factor_rows(outputs, seeds, s, todo, config, min_row_elements=s * c,
-                              samples=inputs.samples)
-        k = inputs.curvature_samples
-        return [
-            FactorBlock(b.name, "ggn-mc", factors[id(b)], scale=1.0 / k) if ok else None
-            for b, ok in zip(inputs.blocks, inputs.built, strict=True)
-        ]
+        z = draw_directions(outputs, s, c, inputs.config.seed, inputs.config.dtype)
+        v = torch.einsum("sij,sj->si", sqrt_h, z)
+        return [v.to(outputs.dtype).reshape(outputs.shape)]

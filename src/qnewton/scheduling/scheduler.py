@@ -125,8 +125,9 @@ class Scheduler:
     def analyse(self, system: LinearSystem) -> Analysis:
         """κ by the configured method (:func:`qnewton.estimation.analyse_kappa`), the ‖A‖₂ figure
         it came with, and α = max(1, d·max|Aᵢⱼ|/‖A‖₂) unless α is configured."""
-        kappa, norm = analyse_kappa(system, self._kappa_policy,
-                                    gram_shared=self._woodbury_expected(system))
+        # a Gram that exists already (Scheduler.prepare, or kept with a reused block) is free
+        shared = system.has_gram or self._woodbury_expected(system)
+        kappa, norm = analyse_kappa(system, self._kappa_policy, gram_shared=shared)
         if self.config.alpha is not None:
             alpha = self.config.alpha
         elif math.isfinite(norm) and norm > 0:
