@@ -91,8 +91,8 @@ def equality_worker(rank: int, world: int, port: int, out: str) -> None:
         params, opt = train(*case, rank=rank, world=world)
         summary = opt.ledger.summary()
         results[case[:2] + (case[2],)] = {
-            "params": params, "owner": opt.distributed.owner,
-            "predicted": opt.distributed.predicted,
+            "params": params, "owner": opt.path.owner,
+            "predicted": opt.path.predicted,
             "records": [(r.block, r.rank) for r in opt.ledger.records],
             "rank_seconds": summary.get("rank_solve_seconds"),
             "critical": summary.get("critical_path_seconds"),

@@ -156,7 +156,7 @@ def test_reuse_builds_every_k_steps_and_solves_the_stale_curvature(monkeypatch):
                   step_rule="fixed",
                   policy="classical", classical_solvers=("cholesky",), rates=RATES)
     closure = closure_for(model, x, y)
-    blocks = [b for bs in opt._blocks for b in bs]
+    blocks = [b for _, b in opt.partition.current(opt.param_groups)]
     stale = None
     for step in range(7):
         before = [torch.cat([p.detach().reshape(-1) for p in b.params]) for b in blocks]

@@ -115,6 +115,40 @@ class SolveRecord:
         return asdict(self)
 
 
+def check_phase(name: str) -> None:
+    if name not in PHASES:
+        raise ValueError(f"phase must be one of {PHASES}, got {name!r}")
+
+
+@dataclass
+class PhaseClock:
+    """Measured seconds by phase (and diagnostic seconds) of one piece of work, kept apart from
+    any ledger until the caller books them (:meth:`Ledger.add_seconds`): a block solve returns
+    its clock with its outcome instead of writing to the ledger itself."""
+
+    seconds: dict[str, float] = field(default_factory=lambda: defaultdict(float))
+    diagnostic_seconds: float = 0.0
+
+    @contextmanager
+    def phase(self, name: str) -> Iterator[None]:
+        """Add the wall-clock time of the ``with`` body to the measured phase ``name``."""
+        check_phase(name)
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[name] += time.perf_counter() - start
+
+    @contextmanager
+    def diagnostics(self) -> Iterator[None]:
+        """Time work done only for reporting (never measured training time)."""
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.diagnostic_seconds += time.perf_counter() - start
+
+
 @dataclass
 class Ledger:
     """Accumulates measured phase seconds, modeled quantum seconds and per-solve records.
@@ -163,13 +197,18 @@ class Ledger:
     @contextmanager
     def phase(self, name: str) -> Iterator[None]:
         """Add the wall-clock time of the ``with`` body to the measured phase ``name``."""
-        if name not in PHASES:
-            raise ValueError(f"phase must be one of {PHASES}, got {name!r}")
+        check_phase(name)
         start = time.perf_counter()
         try:
             yield
         finally:
             self.measured[name] += time.perf_counter() - start
+
+    def add_seconds(self, clock: PhaseClock) -> None:
+        """Book the measured and diagnostic seconds of a :class:`PhaseClock`."""
+        for name, seconds in clock.seconds.items():
+            self.measured[name] += seconds
+        self.diagnostic_seconds += clock.diagnostic_seconds
 
     @contextmanager
     def diagnostics(self) -> Iterator[None]:

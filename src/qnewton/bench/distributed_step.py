@@ -82,15 +82,6 @@ def _worker(rank: int, port: int, out: str, spec: dict[str, Any]) -> None:
     if rank == 0:
         single_model = _model(spec["hidden"], spec["seed"])
         single = QNewton(single_model.named_parameters(), process_group=solo, **kw)
-        inner = single._block_direction
-
-        def timed(key, group, block, curv, grad, *extra):  # per-block work of one rank's step
-            start = time.perf_counter()
-            found = inner(key, group, block, curv, grad, *extra)
-            block_seconds[block.name] = time.perf_counter() - start
-            return found
-
-        single._block_direction = timed
     rows: list[dict[str, Any]] = []
     for r in range(rounds):
         part = slice(r * spec["batch"], (r + 1) * spec["batch"])
@@ -105,6 +96,10 @@ def _worker(rank: int, port: int, out: str, spec: dict[str, Any]) -> None:
                 start = time.perf_counter()
                 single.step(lambda: F.cross_entropy(single_model(xb), yb, reduction="none"))
                 row["single"] = time.perf_counter() - start
+                jobs = single.partition.current(single.param_groups)
+                for (_, block), outcome in zip(jobs, single.last_outcomes, strict=True):
+                    # each block's solve, measured
+                    block_seconds[block.name] = sum(outcome.clock.seconds.values())
                 after = single.ledger.measured
                 row["single_local"] = sum(after[p] - before.get(p, 0.0)
                                           for p in ("forward_backward", "curvature"))
@@ -126,10 +121,10 @@ def _worker(rank: int, port: int, out: str, spec: dict[str, Any]) -> None:
         if r >= spec["warmup"]:
             rows.append(row)
     if rank == 0:
-        blocks = [(b.name, b.numel) for bs in single._blocks for b in bs]
+        blocks = [(b.name, b.numel) for _, b in single.partition.current(single.param_groups)]
         result = {"rows": rows, "blocks": [
             {"name": name, "n": n, "seconds": block_seconds[name]} for name, n in blocks],
-            "owner": pair.distributed.owner, "predicted": pair.distributed.predicted}
+            "owner": pair.path.owner, "predicted": pair.path.predicted}
         Path(out, "result.json").write_text(json.dumps(result), encoding="utf-8")
     dist.barrier()
     dist.destroy_process_group()

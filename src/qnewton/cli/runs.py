@@ -11,19 +11,14 @@ import json
 import os
 import sys
 
-from qnewton.cli.errors import CLIError
-from qnewton.conditioning import REG_SCHEMES
-from qnewton.curvature import CURVATURES, GROUPINGS
-from qnewton.estimation import KAPPA_METHODS
-from qnewton.quantum import HARDWARE_PROFILES, QLSA_MODELS
-from qnewton.quantum.backends import QLSA_BACKENDS
-from qnewton.scheduling import POLICIES
-from qnewton.solvers import SOLVERS
-from qnewton.stepping import DAMPING_MAX, DAMPING_MIN, STEP_RULES
+from qnewton.cli.errors import CLIError, as_flag_message
+from qnewton.options import Option
+from qnewton.quantum import HARDWARE_PROFILES
 from qnewton.tasks import TASKS
 from qnewton.training import OPTIMIZERS, TrainConfig
-from qnewton.training.optimizers import CURVATURE_DTYPES, PAPER_MODE_LR
-from qnewton.validation import check_choice, check_nonnegative
+from qnewton.training.config import RUN_FIELDS, RUN_OPTIONS
+from qnewton.training.optimizers import PAPER_MODE_LR
+from qnewton.validation import check_choice
 
 DEFAULTS = TrainConfig()
 
@@ -33,7 +28,8 @@ def _names(registry) -> str:
 
 
 def add_training_arguments(p: argparse.ArgumentParser) -> None:
-    """The flags of a training run (shared by train, compare and sweep)."""
+    """The flags of a training run (shared by train, compare and sweep): the run's own, then one
+    per method option of :data:`qnewton.options.OPTIONS`, with its help text."""
     d = DEFAULTS
     batch = ", ".join(f"{name} {spec.default_batch_size}" for name, spec in TASKS.items())
     multiples = "".join(f"; {name}: a multiple of {spec.hidden_multiple_of}"
@@ -55,97 +51,39 @@ def add_training_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tiny", action="store_true", help="tiny data and model (smoke tests)")
     p.add_argument("--max-steps", type=int, default=None,
                    help="stop after this many steps (>= 1; default: all epochs)")
-    p.add_argument("--curvature", default=d.curvature, help=f"one of {_names(CURVATURES)}")
-    p.add_argument("--grouping", default=d.grouping,
-                   help=f"parameter blocks: {_names(GROUPINGS)} (module: weight and bias of a "
-                   "layer together)")
-    p.add_argument("--step-rule", default=d.step_rule,
-                   help=f"one of {', '.join(STEP_RULES)}: adaptive = Levenberg-Marquardt damping "
-                   "and a step size from the whole model's quadratic model (docs/method.md §4.12); "
-                   "fixed = the paper's θ ← θ + lr·Δ with fixed --reg and --clip")
-    p.add_argument("--damping", type=float, default=d.damping,
-                   help="adaptive rule: initial Levenberg-Marquardt damping λ, added to --reg "
-                   f"(in [{DAMPING_MIN:g}, {DAMPING_MAX:g}])")
-    p.add_argument("--reg", type=float, default=d.reg,
-                   help="regularization strength, >= 0 (max-entry: λ = reg·max|Hij|)")
-    p.add_argument("--reg-scheme", default=d.reg_scheme, help=f"one of {_names(REG_SCHEMES)}")
-    p.add_argument("--prune-ratio", type=float, default=None,
-                   help="symmetric pruning: keep this fraction of each row, in (0, 1] (not "
-                   "with --prune-count)")
-    p.add_argument("--prune-count", type=int, default=None,
-                   help="symmetric pruning: keep this many entries per row (>= 1; not with "
-                   "--prune-ratio)")
-    p.add_argument("--policy", default=None,
-                   help=f"routing policy, one of {_names(POLICIES)} (default: the optimizer's)")
-    p.add_argument("--solvers", default=None,
-                   help=f"comma-separated classical solvers among {_names(SOLVERS)} "
-                   "(default: the optimizer's)")
-    p.add_argument("--qlsa", default=d.qlsa, help=f"QLSA query model, one of {_names(QLSA_MODELS)}")
-    p.add_argument("--qlsa-backend", default=d.qlsa_backend,
-                   help=f"how quantum answers are produced, one of {_names(QLSA_BACKENDS)}")
-    p.add_argument("--readout", default=None, help="state or vector (default: the profile's)")
     p.add_argument("--gate-time", type=float, default=None,
                    help="override the profile's gate time, in seconds (> 0)")
-    p.add_argument("--eps", type=float, default=d.eps, help="QLSA relative error, in (0, 1)")
-    p.add_argument("--kappa-method", default=d.kappa_method,
-                   help=f"κ estimator for the decisions, one of {_names(KAPPA_METHODS)}")
-    p.add_argument("--kappa-threshold", type=float, default=d.kappa_threshold,
-                   help="κ above which the threshold policy routes classically (>= 1)")
-    p.add_argument("--alpha", type=float, default=None,
-                   help="block-encoding normalization α, > 0 (default: estimated per block)")
-    p.add_argument("--shots", type=int, default=None,
-                   help="read QLSA answers out with this many shots, >= 1 (default: exact "
-                   "amplitudes)")
-    p.add_argument("--momentum", type=float, default=d.momentum,
-                   help="momentum on Newton steps, in [0, 1)")
-    p.add_argument("--clip", type=float, default=d.clip,
-                   help="element-wise clip of Newton steps (>= 0; 0 disables; default: none)")
-    p.add_argument("--max-block-bytes", type=int, default=d.max_block_bytes,
-                   help="memory budget of one curvature block (dense N×N or factor) in bytes "
-                   "(>= 1); "
-                   "a block over it takes a reported gradient step")
-    p.add_argument("--curvature-batch", type=int, default=None,
-                   help="build the curvature from a seeded random subset of this many samples "
-                   "of each mini-batch (>= 1; the gradient uses all; default: all samples)")
-    p.add_argument("--curvature-every", type=int, default=d.curvature_every,
-                   help="build the curvature every this many steps and reuse it in between "
-                   "with each step's fresh gradient (>= 1; default 1: every step)")
-    p.add_argument("--curvature-dtype", choices=tuple(CURVATURE_DTYPES),
-                   default=d.curvature_dtype,
-                   help="store curvature factors in float64 or in the model's dtype ('model': "
-                   "half the memory for a float32 model, but every product casts them back; "
-                   "systems are solved in float64 either way; default: %(default)s)")
-    p.add_argument("--exact-kappa-max-n", type=int, default=d.exact_kappa_max_n,
-                   help="opt-in diagnostics: record the exact κ (eigvalsh) of systems up to "
-                   "this N, e.g. 300, for the report's κ plots (>= 0; timed apart from training; "
-                   "default 0: never)")
+    for option in RUN_OPTIONS:
+        if option.field == "hardware":
+            continue  # each command declares --hardware itself (compare takes several)
+        default = option.train_default
+        shown = "" if default is None else f" (default: {default})"
+        p.add_argument(option.flag, dest=option.field, type=_parser(option), default=default,
+                       help=option.help + shown)
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def _parser(option: Option):
+    """The flag's argparse type: the option's parser, its error named by the flag."""
+    def parse(text: str):
+        try:
+            return option.parse(text)
+        except ValueError as exc:
+            flags = {option.field: option.flag, option.name: option.flag}
+            raise argparse.ArgumentTypeError(as_flag_message(str(exc), flags)) from None
+
+    parse.__name__ = option.field
+    return parse
 
 
 def train_config(args: argparse.Namespace, optimizer: str, hardware: str) -> TrainConfig:
     """The :class:`TrainConfig` of the parsed flags. An invalid setting raises ``ValueError``
     with the library's argument name, which :func:`qnewton.cli.main` reports as the flag."""
-    solvers = None
-    if args.solvers is not None:
-        solvers = tuple(s.strip() for s in args.solvers.split(",") if s.strip())
-        if not solvers:
-            raise CLIError(f"--solvers needs a comma-separated list among {_names(SOLVERS)}")
-    fields = dict(
-        task=args.task, optimizer=optimizer, hardware=hardware, epochs=args.epochs,
-        batch_size=args.batch_size, lr=args.lr, seed=args.seed, hidden=args.hidden,
-        tiny=args.tiny, max_steps=args.max_steps, curvature=args.curvature,
-        grouping=args.grouping, reg=args.reg, reg_scheme=args.reg_scheme,
-        prune_ratio=args.prune_ratio, prune_count=args.prune_count, policy=args.policy,
-        solvers=solvers, qlsa=args.qlsa, qlsa_backend=args.qlsa_backend, readout=args.readout,
-        gate_time=args.gate_time, eps=args.eps, kappa_method=args.kappa_method,
-        kappa_threshold=args.kappa_threshold, alpha=args.alpha, shots=args.shots,
-        momentum=args.momentum,
-        clip=None if args.clip is None or check_nonnegative("clip", args.clip) == 0
-        else args.clip, step_rule=args.step_rule, damping=args.damping,
-        max_block_bytes=args.max_block_bytes, exact_kappa_max_n=args.exact_kappa_max_n,
-        curvature_batch=args.curvature_batch, curvature_every=args.curvature_every,
-        curvature_dtype=args.curvature_dtype,
-    )
+    fields = {name: getattr(args, name) for name, _, _ in RUN_FIELDS
+              if name not in ("optimizer", "eval_every", "checkpoint_every")
+              and hasattr(args, name)}
+    fields.update({o.field: getattr(args, o.field) for o in RUN_OPTIONS})
+    fields.update(optimizer=optimizer, hardware=hardware)
     return TrainConfig(**fields)
 
 

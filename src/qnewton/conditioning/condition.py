@@ -95,7 +95,7 @@ def condition(block: CurvatureBlock, config: ConditioningConfig) -> LinearSystem
         raise ValueError(f"block must be a CurvatureBlock, got {type(block).__name__}")
     if not isinstance(config, ConditioningConfig):
         raise ValueError(f"config must be a ConditioningConfig, got {type(config).__name__}")
-    if isinstance(block, MatrixFreeBlock):
+    if block.matrix_free:
         return condition_matrix_free(block, config)
     n = block.n
     lam = regularization_lambda(block, config.reg_scheme, config.reg)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from qnewton.curvature.representation import CurvatureBlock, DenseBlock
+from qnewton.curvature.representation import CurvatureBlock
 from qnewton.estimation.dense import gershgorin_upper
 from qnewton.estimation.krylov import spectral_norm_upper
 from qnewton.registry import Registry
@@ -27,8 +27,8 @@ def _spectral(block: CurvatureBlock, strength: float, spectral_norm: float | Non
     if spectral_norm is None:
         spectral_norm = spectral_norm_upper(block.matvec, block.n, psd=block.psd,
                                             dtype=block.dtype, device=block.device)
-        if isinstance(block, DenseBlock):
-            spectral_norm = min(spectral_norm, gershgorin_upper(block.matrix))
+        if not block.matrix_free and block.factor_rows is None:  # explicit entries
+            spectral_norm = min(spectral_norm, gershgorin_upper(block.to_dense()))
     return strength * spectral_norm
 
 

@@ -26,7 +26,7 @@ from qnewton.curvature.compute import (
 )
 from qnewton.curvature.config import CurvatureBudgetError, CurvatureConfig
 from qnewton.curvature.finite import finite_each, finite_sum
-from qnewton.curvature.kind import CurvatureKind
+from qnewton.curvature.kind import ClosureError, CurvatureKind
 from qnewton.curvature.kinds import CURVATURES
 from qnewton.curvature.memory import DEFAULT_CHUNK_BYTES, DEFAULT_CHUNK_ROWS, format_bytes
 from qnewton.curvature.params import (
@@ -38,6 +38,7 @@ from qnewton.curvature.params import (
     group_parameters,
     unflatten_block,
 )
+from qnewton.curvature.partition import BlockPartition
 from qnewton.curvature.recurrent import unfuse_recurrent
 from qnewton.curvature.representation import (
     CurvatureBlock,
@@ -51,7 +52,8 @@ from qnewton.curvature.schedule import CurvatureSchedule, curvature_subset
 
 __all__ = [
     "CURVATURES", "DEFAULT_CHUNK_BYTES", "DEFAULT_CHUNK_ROWS", "GROUPINGS", "OVER_BUDGET",
-    "CurvatureBlock", "CurvatureBudgetError", "CurvatureConfig", "CurvatureKind",
+    "BlockPartition", "ClosureError", "CurvatureBlock", "CurvatureBudgetError",
+    "CurvatureConfig", "CurvatureKind",
     "CurvatureResult", "CurvatureSchedule", "DenseBlock", "FactorBlock", "MatrixFreeBlock",
     "MatrixFreeError", "ParamBlock", "blocks_from_module", "blocks_from_params",
     "compute_curvature", "curvature_subset", "dense_block_bytes", "estimate_block_bytes",

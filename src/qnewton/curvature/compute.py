@@ -19,7 +19,7 @@ from qnewton.curvature.kind import BuildInputs, CurvatureKind
 from qnewton.curvature.kinds import CURVATURES
 from qnewton.curvature.memory import format_bytes
 from qnewton.curvature.params import ParamBlock, flatten_block
-from qnewton.curvature.products import MATRIX_FREE_KINDS, ProductContext, matrix_free_block
+from qnewton.curvature.products import ProductContext
 from qnewton.curvature.representation import CurvatureBlock, arithmetic_dtype
 
 #: What :func:`compute_curvature` does with a block over ``max_block_bytes``.
@@ -243,7 +243,7 @@ def compute_curvature(
             msg = _budget_message(b, kind, needed, k, c or 1, config)
             if mode == "raise":
                 raise CurvatureBudgetError(msg)
-            if mode == "matrix-free" and kind.name in MATRIX_FREE_KINDS:
+            if mode == "matrix-free" and kind.has_matrix_free:
                 matrix_free[b.name] = msg
                 free.append(i)
             else:
@@ -281,7 +281,7 @@ def compute_curvature(
                                  replace(config, dtype=arithmetic_dtype(config.dtype)),
                                  samples=subset)
             for i in free:
-                curv[i] = matrix_free_block(kind.name, blocks[i], g_blocks[i], ctx)
+                curv[i] = kind.matrix_free(blocks[i], g_blocks[i], ctx)
     return CurvatureResult(blocks=curv, grads=grads, loss=loss.detach(), skipped=skipped,
                            matrix_free=matrix_free, kind=config.kind, num_samples=s,
                            num_outputs=c, samples=subset, curvature_samples=k)

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 
 from qnewton.curvature.kind import BuildInputs, CurvatureKind
+from qnewton.curvature.params import ParamBlock
 from qnewton.curvature.per_sample import factor_rows
+from qnewton.curvature.products import JacobianProducts, ProductContext, fisher_block
 from qnewton.curvature.representation import CurvatureBlock, FactorBlock
 
 
@@ -21,6 +25,7 @@ class FisherCurvature(CurvatureKind):
 
     name = "fisher"
     psd = True
+    has_matrix_free = True
 
     def stored_elements(self, n: int, num_samples: int, num_outputs: int) -> int:
         return num_samples * n
@@ -42,3 +47,13 @@ class FisherCurvature(CurvatureKind):
             FactorBlock(b.name, "fisher", factors[id(b)], scale=1.0 / k) if ok else None
             for b, ok in zip(inputs.blocks, inputs.built, strict=True)
         ]
+
+    def matrix_free(self, block: ParamBlock, grads: Sequence[torch.Tensor],
+                    ctx: ProductContext) -> CurvatureBlock:
+        return fisher_block(block, ctx, self.name)
+
+    def quadratic(self, losses: torch.Tensor, outputs: torch.Tensor | None,
+                  params: Sequence[torch.Tensor], delta: torch.Tensor) -> float:
+        """``(1/S)·‖J Δ‖²`` with ``J = ∂losses/∂θ`` (one double-backward product)."""
+        jv = JacobianProducts(losses, params).jvp(delta.to(torch.float64)).to(torch.float64)
+        return float(jv.square().sum() / losses.numel())

@@ -2,36 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 
-from qnewton.curvature.autograd import BatchedVJP
-from qnewton.curvature.kind import BuildInputs, CurvatureKind
+from qnewton.curvature.kind import BuildInputs, ClosureError, CurvatureKind
+from qnewton.curvature.loss_hessian import loss_hessian_sqrt
+from qnewton.curvature.params import ParamBlock
 from qnewton.curvature.per_sample import factor_rows
+from qnewton.curvature.products import JacobianProducts, ProductContext, ggn_block
 from qnewton.curvature.representation import CurvatureBlock, FactorBlock
-
-
-def loss_hessian_sqrt(
-    losses: torch.Tensor, outputs: torch.Tensor, s: int, c: int, dtype: torch.dtype
-) -> torch.Tensor:
-    """Symmetric PSD square roots ``R_s`` (shape ``(S, C, C)``) of the per-sample loss Hessians
-    with respect to the outputs; negative eigenvalues are clamped to 0."""
-    (d,) = torch.autograd.grad(
-        losses.sum(), outputs, create_graph=True, retain_graph=True, allow_unused=True
-    )
-    if d is None:
-        raise ValueError("the losses do not depend on the outputs returned for the GGN")
-    if not d.requires_grad:  # loss linear in the outputs
-        return torch.zeros((s, c, c), dtype=dtype, device=outputs.device)
-    seeds = torch.zeros((c, s, c), dtype=d.dtype, device=d.device)
-    idx = torch.arange(c, device=d.device)
-    seeds[idx, :, idx] = 1
-    (hrows,) = BatchedVJP()(d, [outputs], seeds.reshape(c, *outputs.shape))
-    # hrows[j, s, :] = ∂(Σ_s' d[s', j])/∂o_s = H_s[j, :]
-    h = hrows.detach().reshape(c, s, c).permute(1, 0, 2).to(dtype)
-    h = (h + h.transpose(1, 2)) / 2
-    evals, evecs = torch.linalg.eigh(h)
-    root = evals.clamp(min=0).sqrt()
-    return (evecs * root.unsqueeze(1)) @ evecs.transpose(1, 2)
 
 
 class GGNCurvature(CurvatureKind):
@@ -49,6 +29,7 @@ class GGNCurvature(CurvatureKind):
     name = "ggn"
     psd = True
     needs_outputs = True
+    has_matrix_free = True
 
     def stored_elements(self, n: int, num_samples: int, num_outputs: int) -> int:
         return num_samples * num_outputs * n
@@ -83,3 +64,50 @@ class GGNCurvature(CurvatureKind):
             FactorBlock(b.name, self.name, factors[id(b)], scale=1.0 / k) if ok else None
             for b, ok in zip(inputs.blocks, inputs.built, strict=True)
         ]
+
+    def matrix_free(self, block: ParamBlock, grads: Sequence[torch.Tensor],
+                    ctx: ProductContext) -> CurvatureBlock:
+        return ggn_block(block, ctx, self.name)
+
+    def quadratic(self, losses: torch.Tensor, outputs: torch.Tensor | None,
+                  params: Sequence[torch.Tensor], delta: torch.Tensor) -> float:
+        """``(1/S)·Σ_s ‖R_s J_s Δ‖²`` with ``J = ∂outputs/∂θ`` and ``R_s²`` the per-sample loss
+        Hessian, negative eigenvalues clamped as in the blocks (one double-backward product)."""
+        s = losses.numel()
+        c = outputs.numel() // s
+        jv = JacobianProducts(outputs, params).jvp(delta.to(torch.float64))
+        jv = jv.reshape(s, c).to(torch.float64)
+        roots = loss_hessian_sqrt(losses, outputs, s, c, torch.float64)
+        return float(torch.einsum("sij,sj->si", roots, jv).square().sum() / s)
+
+    def check_closure(self, losses: torch.Tensor, outputs: torch.Tensor | None,
+                      params: Sequence[torch.Tensor], grads: Sequence[torch.Tensor]) -> None:
+        """Refuse a GGN whose losses depend on the parameters other than through ``outputs``.
+
+        The GGN models the loss as a function of the outputs only; a term added to the
+        per-sample losses directly (an L2 penalty, say) would be silently missing from the
+        curvature. Compares the mean-loss gradient ``grads`` (flat, per parameter) with the one
+        through the outputs, ``Jᵀ ∂L/∂outputs`` (one extra backward).
+        """
+        (d_out,) = torch.autograd.grad(losses.mean(), outputs, retain_graph=True,
+                                       allow_unused=True)
+        if d_out is None:
+            raise ClosureError("the losses do not depend on the outputs returned for the GGN; "
+                               "return the model outputs the losses are computed from")
+        via = torch.autograd.grad(outputs, list(params), grad_outputs=d_out, retain_graph=True,
+                                  allow_unused=True)
+        worst, where = 0.0, -1
+        for i, (g, v) in enumerate(zip(grads, via, strict=True)):
+            v = torch.zeros_like(g) if v is None else v.reshape(-1).to(g.dtype)
+            # relative to the gradient's size, with an absolute floor for a zero gradient (1e-6:
+            # well above float32 round-off of a mean over the batch, far below a penalty's share)
+            err = float((g - v).abs().max()) / max(float(g.abs().max()), 1e-6)
+            if err > worst:
+                worst, where = err, i
+        if worst > 1e-4:
+            raise ClosureError(
+                f"curvature={self.name!r}: the losses depend on parameter {where} (in the "
+                f"optimizer's order) other than through the returned outputs (gradients differ "
+                f"by {worst:.2g} relative): the GGN would miss that term's curvature. Put such "
+                "terms (e.g. an L2 penalty) in the outputs' loss, use curvature='hessian' or "
+                "'fisher', or return the outputs the whole loss is computed from")

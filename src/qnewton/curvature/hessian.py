@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 
 from qnewton.curvature.autograd import BatchedVJP, flat_rows
 from qnewton.curvature.kind import BuildInputs, CurvatureKind
 from qnewton.curvature.memory import chunk_rows
 from qnewton.curvature.params import ParamBlock, flatten_block
+from qnewton.curvature.products import ProductContext, hessian_block, split_flat
 from qnewton.curvature.representation import CurvatureBlock, DenseBlock
 
 
@@ -33,6 +36,7 @@ class HessianCurvature(CurvatureKind):
     psd = False
     per_sample = False
     needs_gradient_graph = True
+    has_matrix_free = True
 
     def stored_elements(self, n: int, num_samples: int, num_outputs: int) -> int:
         return n * n
@@ -68,3 +72,23 @@ class HessianCurvature(CurvatureKind):
                 h[r0:r1] = flat_rows(rows, r1 - r0).detach().to(config.dtype)
             symmetrize_(h)
         return DenseBlock(block.name, "hessian", h, psd=False)
+
+    def matrix_free(self, block: ParamBlock, grads: Sequence[torch.Tensor],
+                    ctx: ProductContext) -> CurvatureBlock:
+        return hessian_block(block, grads, ctx)
+
+    def quadratic(self, losses: torch.Tensor, outputs: torch.Tensor | None,
+                  params: Sequence[torch.Tensor], delta: torch.Tensor) -> float:
+        """``Δ·∂(gᵀΔ)/∂θ`` (one gradient with its graph, one double backward)."""
+        params = list(params)
+        grads = torch.autograd.grad(losses.mean(), params, create_graph=True, retain_graph=True,
+                                    allow_unused=True)
+        live = [i for i, g in enumerate(grads) if g is not None and g.requires_grad]
+        if not live:
+            return 0.0
+        pieces = split_flat(delta.to(torch.float64), params)
+        hv = torch.autograd.grad([grads[i] for i in live], [params[i] for i in live],
+                                 grad_outputs=[pieces[i].to(grads[i].dtype) for i in live],
+                                 retain_graph=True, allow_unused=True)
+        return float(sum((pieces[i].to(torch.float64) * h.to(torch.float64)).sum()
+                         for i, h in zip(live, hv, strict=True) if h is not None))

@@ -15,6 +15,12 @@ from qnewton.curvature.representation import CurvatureBlock
 
 if TYPE_CHECKING:
     from qnewton.curvature.config import CurvatureConfig
+    from qnewton.curvature.products import ProductContext
+
+
+class ClosureError(ValueError):
+    """The closure broke the contract :meth:`QNewton.step` relies on (or returned what the
+    curvature kind cannot model faithfully)."""
 
 
 @dataclass
@@ -54,11 +60,19 @@ class BuildInputs:
 class CurvatureKind(ABC):
     """One kind of curvature: how to size, describe and build its blocks.
 
+    Besides building its blocks, a kind owns everything else that depends on what it is: its
+    matrix-free form for blocks over the memory budget (:meth:`matrix_free`), the whole model's
+    quadratic ``ΔᵀCΔ`` the adaptive step rule needs (:meth:`quadratic`), and the checks of a
+    closure it could otherwise model silently wrong (:meth:`check_closure`). Adding a kind is
+    one file with one subclass and one line in :mod:`qnewton.curvature.kinds`.
+
     Attributes:
         name: registry name. psd: whether its blocks are positive semidefinite.
         needs_outputs: the closure must return ``(losses, outputs)``.
         per_sample: the losses must be per-sample, shape ``(S,)``.
         needs_gradient_graph: the mean-loss gradient must keep its graph (second derivatives).
+        has_matrix_free: :meth:`matrix_free` gives a block (else a block over budget is skipped,
+            and takes a reported gradient step).
     """
 
     name: str
@@ -66,6 +80,7 @@ class CurvatureKind(ABC):
     needs_outputs: bool = False
     per_sample: bool = True
     needs_gradient_graph: bool = False
+    has_matrix_free: bool = False
 
     @abstractmethod
     def stored_elements(self, n: int, num_samples: int, num_outputs: int) -> int:
@@ -87,3 +102,23 @@ class CurvatureKind(ABC):
     @abstractmethod
     def build(self, inputs: BuildInputs) -> list[CurvatureBlock | None]:
         """One block per parameter block (``None`` where ``inputs.built`` is ``False``)."""
+
+    def matrix_free(self, block: ParamBlock, grads: Sequence[torch.Tensor],
+                    ctx: ProductContext) -> CurvatureBlock:
+        """The block as curvature-vector products on the closure's graph (nothing of its size
+        stored), for a block over the memory budget; ``grads`` are its mean-loss gradient pieces
+        (with their graph when :attr:`needs_gradient_graph`). Only when :attr:`has_matrix_free`."""
+        raise NotImplementedError(f"curvature {self.name!r} has no matrix-free form")
+
+    def quadratic(self, losses: torch.Tensor, outputs: torch.Tensor | None,
+                  params: Sequence[torch.Tensor], delta: torch.Tensor) -> float | None:
+        """``ΔᵀCΔ`` of the *whole* model (every block and the cross terms between them) from the
+        closure's retained graph; ``delta`` is flat over ``params``, in their order. ``None``:
+        no whole-model form, and the step rule uses the blocks' own (block-diagonal) model."""
+        return None
+
+    def check_closure(self, losses: torch.Tensor, outputs: torch.Tensor | None,  # noqa: B027
+                      params: Sequence[torch.Tensor], grads: Sequence[torch.Tensor]) -> None:
+        """Raise :class:`ClosureError` if this closure would be modeled silently wrong; run once
+        per optimizer, on the first step's own graph (``grads``: flat mean-loss gradient per
+        parameter). Default: nothing to check."""

@@ -26,23 +26,27 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import torch
 
 from qnewton.curvature.autograd import BatchedVJP, flat_rows
-from qnewton.curvature.config import CurvatureConfig
-from qnewton.curvature.ggn import loss_hessian_sqrt
+from qnewton.curvature.loss_hessian import loss_hessian_sqrt
 from qnewton.curvature.memory import chunk_rows
 from qnewton.curvature.params import ParamBlock
 from qnewton.curvature.representation import MatrixFreeBlock
 
 Product = Callable[[torch.Tensor], torch.Tensor]
 
-#: Curvature kinds that have a matrix-free form (the others are skipped when over budget).
-MATRIX_FREE_KINDS = ("hessian", "fisher", "ggn")
+
+class ProductSettings(Protocol):
+    """What the products need of a :class:`~qnewton.curvature.CurvatureConfig`."""
+
+    chunk_size: int | None
+    dtype: torch.dtype
 
 
-def _split(v: torch.Tensor, params: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+def split_flat(v: torch.Tensor, params: Sequence[torch.Tensor]) -> list[torch.Tensor]:
     """A flat ``(N,)`` vector as tensors shaped like ``params``, in their dtype."""
     sizes = [p.numel() for p in params]
     return [piece.reshape(p.shape).to(p.dtype)
@@ -68,7 +72,7 @@ def hessian_product(grads: Sequence[torch.Tensor], params: Sequence[torch.Tensor
     def product(v: torch.Tensor) -> torch.Tensor:
         if not live:  # the loss is at most linear in the block: H = 0
             return torch.zeros_like(v)
-        pieces = _split(v, params)
+        pieces = split_flat(v, params)
         out = torch.autograd.grad([grads[i] for i in live], params,
                                   grad_outputs=[pieces[i].to(grads[i].dtype) for i in live],
                                   retain_graph=True, allow_unused=True)
@@ -92,7 +96,7 @@ class JacobianProducts:
         """``J v`` for a flat ``(N,)`` vector, shaped like ``y``."""
         if not self.live:
             return torch.zeros_like(self.y).detach()
-        pieces = _split(v, self.params)
+        pieces = split_flat(v, self.params)
         (jv,) = torch.autograd.grad([t for _, t in self.live], self.u,
                                     grad_outputs=[pieces[i].to(t.dtype) for i, t in self.live],
                                     retain_graph=True, allow_unused=True)
@@ -106,7 +110,7 @@ class JacobianProducts:
 
 
 def _square_row_sums(y: torch.Tensor, params: Sequence[torch.Tensor], seeds_for: Callable[
-        [int, int], torch.Tensor], rows: int, n: int, config: CurvatureConfig) -> torch.Tensor:
+        [int, int], torch.Tensor], rows: int, n: int, config: ProductSettings) -> torch.Tensor:
     """``Σ_r (row_r)²`` over ``rows`` factor rows ``row_r = (∂y/∂θ)ᵀ seed_r``, in chunks."""
     vjp = BatchedVJP()
     k = chunk_rows(config.chunk_size, rows, n * y.element_size())
@@ -127,7 +131,7 @@ class ProductContext:
     outputs: torch.Tensor | None
     num_samples: int
     num_outputs: int
-    config: CurvatureConfig
+    config: ProductSettings
     samples: torch.Tensor | None = None
     _roots: torch.Tensor | None = field(default=None, repr=False)
 
@@ -158,8 +162,19 @@ class ProductContext:
         return self._roots
 
 
-def _fisher(block: ParamBlock, ctx: ProductContext, n: int) -> MatrixFreeBlock:
+def hessian_block(block: ParamBlock, grads: Sequence[torch.Tensor],
+                  ctx: ProductContext) -> MatrixFreeBlock:
+    """The matrix-free exact-Hessian block (``grads``: the block's gradient pieces with graph)."""
+    return MatrixFreeBlock(block.name, "hessian",
+                           hessian_product(grads, block.params, ctx.config.dtype), block.numel,
+                           dtype=ctx.config.dtype, device=block.params[0].device, psd=False)
+
+
+def fisher_block(block: ParamBlock, ctx: ProductContext, kind: str = "fisher"
+                 ) -> MatrixFreeBlock:
+    """The matrix-free empirical-Fisher block ``(1/k)·JᵀJ``, ``J = ∂losses/∂θ_b``."""
     losses, s, k, dtype = ctx.losses, ctx.num_samples, ctx.kept, ctx.config.dtype
+    n = block.numel
     jac = JacobianProducts(losses, block.params)
     mask = ctx.mask(losses.device)
 
@@ -177,14 +192,16 @@ def _fisher(block: ParamBlock, ctx: ProductContext, n: int) -> MatrixFreeBlock:
     def diagonal() -> torch.Tensor:
         return _square_row_sums(losses, block.params, seeds, k, n, ctx.config) / k
 
-    return MatrixFreeBlock(block.name, "fisher", product, n, dtype=dtype,
+    return MatrixFreeBlock(block.name, kind, product, n, dtype=dtype,
                            device=block.params[0].device, psd=True, diagonal=diagonal,
                            rank_bound=k)
 
 
-def _ggn(block: ParamBlock, ctx: ProductContext, n: int) -> MatrixFreeBlock:
+def ggn_block(block: ParamBlock, ctx: ProductContext, kind: str = "ggn") -> MatrixFreeBlock:
+    """The matrix-free GGN block ``(1/k)·Jᵀ H⁺ J``, ``J = ∂outputs/∂θ_b`` (the exact GGN's
+    products, also for the Monte-Carlo GGN, whose expectation it is)."""
     outputs, s, c, dtype = ctx.outputs, ctx.num_samples, ctx.num_outputs, ctx.config.dtype
-    k = ctx.kept
+    k, n = ctx.kept, block.numel
     jac = JacobianProducts(outputs, block.params)
     plus: list[torch.Tensor] = []
     mask = ctx.mask(outputs.device)
@@ -211,23 +228,6 @@ def _ggn(block: ParamBlock, ctx: ProductContext, n: int) -> MatrixFreeBlock:
     def diagonal() -> torch.Tensor:
         return _square_row_sums(outputs, block.params, seeds, k * c, n, ctx.config) / k
 
-    return MatrixFreeBlock(block.name, "ggn", product, n, dtype=dtype,
+    return MatrixFreeBlock(block.name, kind, product, n, dtype=dtype,
                            device=block.params[0].device, psd=True, diagonal=diagonal,
                            rank_bound=k * c)
-
-
-def matrix_free_block(kind: str, block: ParamBlock, grads: Sequence[torch.Tensor],
-                      ctx: ProductContext) -> MatrixFreeBlock:
-    """The :class:`MatrixFreeBlock` of ``block`` for curvature ``kind`` (one of
-    :data:`MATRIX_FREE_KINDS`); ``grads`` are the block's mean-loss gradient pieces (with their
-    graph for the Hessian)."""
-    n = block.numel
-    if kind == "hessian":
-        return MatrixFreeBlock(block.name, "hessian",
-                               hessian_product(grads, block.params, ctx.config.dtype), n,
-                               dtype=ctx.config.dtype, device=block.params[0].device, psd=False)
-    if kind == "fisher":
-        return _fisher(block, ctx, n)
-    if kind == "ggn":
-        return _ggn(block, ctx, n)
-    raise ValueError(f"curvature {kind!r} has no matrix-free form (only {MATRIX_FREE_KINDS})")

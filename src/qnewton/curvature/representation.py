@@ -58,6 +58,13 @@ class CurvatureBlock(ABC):
     psd: bool
     #: Whether only products are available (no entries): see :class:`MatrixFreeBlock`.
     matrix_free: bool = False
+    #: The representation's name in solve records (``"dense"``, ``"factor"``, ...).
+    representation: str = "dense"
+
+    @property
+    def has_diagonal(self) -> bool:
+        """Whether :meth:`diagonal` is available."""
+        return True
 
     @property
     @abstractmethod
@@ -171,6 +178,7 @@ class FactorBlock(CurvatureBlock):
         if not scale > 0:
             raise ValueError(f"scale must be > 0 (scale·FᵀF is then PSD), got {scale}")
         self.name, self.kind, self.psd = name, kind, True
+        self.representation = "factor"
         self.factor = factor
         self.scale = float(scale)
         self._diagonal: torch.Tensor | None = None
@@ -317,6 +325,7 @@ class MatrixFreeBlock(CurvatureBlock):
     """
 
     matrix_free = True
+    representation = "matrix-free"
 
     def __init__(self, name: str, kind: str, product: Callable[[torch.Tensor], torch.Tensor],
                  n: int, *, dtype: torch.dtype, device: torch.device | str, psd: bool,

@@ -27,7 +27,6 @@ import torch
 
 from qnewton.accounting import Ledger
 from qnewton.curvature import CURVATURES, CurvatureConfig, CurvatureResult, format_bytes
-from qnewton.curvature.products import MATRIX_FREE_KINDS
 from qnewton.curvature.representation import (
     CurvatureBlock,
     DenseBlock,
@@ -65,6 +64,14 @@ class GlobalBatch:
         """``S_r / S``: rank r's share of the mean."""
         return self.sizes[rank] / self.total
 
+    @classmethod
+    def local(cls, result: CurvatureResult) -> GlobalBatch:
+        """One process's batch: every block with a system is owned (``none``: no system)."""
+        rows = [b.factor_rows if b is not None and b.factor_rows is not None else -1
+                for b in result.blocks]
+        return cls([result.num_samples], result.num_outputs or 1, [rows],
+                   ["owned" if b is not None else "none" for b in result.blocks])
+
     def global_rows(self, index: int) -> int | None:
         """Rows of block ``index``'s combined factor (``None``: not in factor form)."""
         rows = [r[index] for r in self.rows]
@@ -81,7 +88,8 @@ def global_mean_loss(ctx: DistContext, losses: torch.Tensor, ledger: Ledger) -> 
 
 
 def _local_rows(block: CurvatureBlock | None) -> int:
-    return block.factor_rows if isinstance(block, FactorBlock) else -1
+    rows = None if block is None else block.factor_rows
+    return -1 if rows is None else rows
 
 
 def _mode(block: CurvatureBlock | None, config: CurvatureConfig, over_budget: str,
@@ -97,7 +105,7 @@ def _mode(block: CurvatureBlock | None, config: CurvatureConfig, over_budget: st
     reason = (f"block {block.name!r} needs {format_bytes(needed)} with the global batch of {s} "
               f"samples, over the {format_bytes(config.max_block_bytes)} budget "
               f"(max_block_bytes); {kind.budget_advice(s, c)}")
-    if over_budget == "matrix-free" and config.kind in MATRIX_FREE_KINDS:
+    if over_budget == "matrix-free" and kind.has_matrix_free:
         return "collective", reason
     return "none", reason
 
@@ -112,7 +120,7 @@ def collective_block(ctx: DistContext, local: CurvatureBlock, weight: float,
         return ctx.all_reduce(weight * local.matvec(v), "all-reduce of a curvature product")
 
     diagonal = None
-    if not (isinstance(local, MatrixFreeBlock) and not local.has_diagonal):
+    if local.has_diagonal:
         def diagonal() -> torch.Tensor:
             return ctx.all_reduce(weight * local.diagonal(), "all-reduce of a diagonal")
 

@@ -12,6 +12,15 @@ from __future__ import annotations
 import heapq
 import math
 from collections.abc import Sequence
+from typing import TYPE_CHECKING, Protocol
+
+from qnewton.scheduling import Scheduler
+from qnewton.solvers import predict_classical
+from qnewton.system import SystemShape
+
+if TYPE_CHECKING:
+    from qnewton.curvature import CurvatureBlock
+    from qnewton.distributed.combine import GlobalBatch
 
 
 def lpt_assignment(seconds: Sequence[float], ranks: int) -> list[int]:
@@ -45,3 +54,52 @@ def rank_loads(seconds: Sequence[float], owner: Sequence[int], ranks: int) -> li
 def makespan(seconds: Sequence[float], owner: Sequence[int], ranks: int) -> float:
     """The slowest rank's predicted total (the step's critical path for the solves)."""
     return max(rank_loads(seconds, owner, ranks), default=0.0)
+
+
+class WorkAssignment(Protocol):
+    """Which rank solves which block of a step."""
+
+    def assign(self, blocks: Sequence[CurvatureBlock | None], batch: GlobalBatch
+               ) -> tuple[list[int], list[float]]:
+        """The owner rank of each block (``-1``: no single owner) and the predicted seconds
+        the assignment balanced (empty when it predicts none)."""
+
+
+class LocalAssignment:
+    """One process: it owns every block it has a system for; nothing is predicted."""
+
+    def assign(self, blocks: Sequence[CurvatureBlock | None], batch: GlobalBatch
+               ) -> tuple[list[int], list[float]]:
+        return [0 if mode == "owned" else -1 for mode in batch.modes], []
+
+
+def predicted_seconds(scheduler: Scheduler, n: int, rows: int | None) -> float:
+    """The scheduler's predicted seconds for a block of N = ``n`` (factor form with ``rows``
+    rows, else dense), before conditioning: the best allowed classical solver's prediction at
+    κ = 1 with this machine's rates. It stands for the owner's wall clock whatever the decision
+    (a quantum solve is emulated by classical linear algebra of the same order)."""
+    shape = SystemShape(n=n, nnz=n * n, d=n, kappa=1.0, factor_rows=rows)
+    predicted = predict_classical(shape, scheduler.machine_rates(), scheduler.config.cg_rtol)
+    allowed = [predicted[name] for name in scheduler.classical_candidates(shape)
+               if name in predicted]
+    return min(allowed or predicted.values() or [0.0])
+
+
+class LPTAssignment:
+    """Several ranks: :func:`lpt_assignment` of the owned blocks on the scheduler's predicted
+    seconds, the same on every rank without communicating."""
+
+    def __init__(self, scheduler: Scheduler, ranks: int) -> None:
+        self.scheduler, self.ranks = scheduler, ranks
+
+    def assign(self, blocks: Sequence[CurvatureBlock | None], batch: GlobalBatch
+               ) -> tuple[list[int], list[float]]:
+        predicted = [predicted_seconds(self.scheduler, b.n, batch.global_rows(i))
+                     if mode == "owned" else 0.0
+                     for i, (b, mode) in enumerate(zip(blocks, batch.modes, strict=True))]
+        owned = [i for i, m in enumerate(batch.modes) if m == "owned"]
+        owner = [-1] * len(blocks)
+        for i, r in zip(owned, lpt_assignment([predicted[i] for i in owned], self.ranks),
+                        strict=True):
+            owner[i] = r
+        return owner, predicted

@@ -147,10 +147,10 @@ class Scheduler:
         shape = shape_of(system, 1.0)
         allowed = [name for name in self.classical_candidates(shape)
                    if not SOLVERS[name].kappa_dependent]
-        if "woodbury" not in allowed:
+        if not any(SOLVERS[name].forms_gram for name in allowed):
             return False
         predicted = predict_classical(shape, self.machine_rates(), cfg.cg_rtol)
-        return min(allowed, key=lambda name: predicted[name]) == "woodbury"
+        return SOLVERS[min(allowed, key=lambda name: predicted[name])].forms_gram
 
     def prepare(self, system: LinearSystem) -> None:
         """Do the part of the solve the analysis can share before analysing: form the M×M Gram
@@ -366,8 +366,7 @@ class Scheduler:
             residual=result.residual if result is not None else None,
             kappa_ritz=result.kappa.value if result is not None and result.kappa else None,
             quantum_rejection=decision.quantum_rejection,
-            representation=("matrix-free" if system.matrix_free else
-                            "factor" if system.factor_form else "dense"),
+            representation="dense" if system.dense is not None else system.block.representation,
             qlsa_backend=cfg.qlsa_backend if quantum else None,
             kappa_eff=out.get("kappa_eff"),
             qlsa_degree=out.get("degree"),

@@ -43,6 +43,17 @@ def applicable_solvers(system: LinearSystem) -> tuple[str, ...]:
     return tuple(name for name, solver in SOLVERS.items() if solver.applicable(shape))
 
 
+def reference_solver(system: LinearSystem) -> str:
+    """The exact solver an emulation or a diagnostic takes as its reference for ``system``: one
+    that works on the factor (Woodbury) when it is the smaller system (M < N rows: with M ≥ N its
+    M×M capacitance matrix is larger than A), else Cholesky."""
+    rows = system.factor_rows
+    shape = shape_of(system)
+    if rows is not None and rows < system.n and SOLVERS["woodbury"].applicable(shape):
+        return "woodbury"
+    return "cholesky"
+
+
 def predict_classical(shape: SystemShape, rates: MachineRates, rtol: float) -> dict[str, float]:
     """Predicted seconds of every solver applicable to ``shape``, in registry order."""
     return {name: solver.predict_seconds(shape, rates, rtol)
@@ -58,6 +69,6 @@ def solve_classical(name: str, system: LinearSystem, b: torch.Tensor, *,
 
 __all__ = [
     "SOLVERS", "ClassicalSolver", "DenseFactorizationSolver", "MachineRates", "SolveError",
-    "SolveResult", "applicable_solvers", "cg_iterations", "predict_classical", "relative_error",
-    "shape_of", "solve_classical",
+    "SolveResult", "applicable_solvers", "cg_iterations", "predict_classical", "reference_solver",
+    "relative_error", "shape_of", "solve_classical",
 ]

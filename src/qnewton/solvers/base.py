@@ -97,11 +97,14 @@ class ClassicalSolver(ABC):
             applies to a matrix-free system.
         kappa_dependent: whether its predicted time depends on κ (CG); the scheduler estimates
             κ only when such a solver could win the classical choice (docs/method.md §4.5).
+        forms_gram: whether its solve forms the M×M Gram matrix of a factor-form system, which
+            the κ analysis can then share (Woodbury; docs/method.md §4.8).
     """
 
     name: str
     forms_matrix: bool = False
     kappa_dependent: bool = False
+    forms_gram: bool = False
 
     def applicable(self, shape: SystemShape) -> bool:
         """Whether it can solve a system of this shape (all SPD systems, unless overridden)."""

@@ -27,6 +27,7 @@ class WoodburySolver(ClassicalSolver):
     """
 
     name = "woodbury"
+    forms_gram = True
 
     def applicable(self, shape: SystemShape) -> bool:
         return shape.factor_rows is not None and shape.shift_positive

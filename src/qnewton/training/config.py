@@ -1,105 +1,60 @@
-"""Everything that determines a training run, validated once (saved as ``config.json``)."""
+"""Everything that determines a training run, validated once (saved as ``config.json``).
+
+The run's own settings are :data:`RUN_FIELDS`; the method's are the options of
+:data:`qnewton.options.OPTIONS` that have a flag, derived from that one declaration.
+"""
 
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
 from typing import Any
 
-from qnewton.conditioning import REG_SCHEMES, ConditioningConfig
-from qnewton.curvature import CURVATURES, GROUPINGS
-from qnewton.estimation import KAPPA_METHODS
-from qnewton.quantum import HARDWARE_PROFILES, QLSA_MODELS, READOUT_MODES
-from qnewton.quantum.backends import QLSA_BACKENDS
-from qnewton.scheduling import POLICIES
-from qnewton.solvers import SOLVERS
-from qnewton.stepping import check_step_rule
+from qnewton.conditioning import ConditioningConfig
+from qnewton.options import OPTIONS
+from qnewton.quantum import HARDWARE_PROFILES
 from qnewton.tasks import TASKS, TaskConfig
-from qnewton.training.optimizers import CURVATURE_DTYPES, OPTIMIZERS
-from qnewton.validation import (
-    check_choice,
-    check_int,
-    check_open_unit,
-    check_optional,
-    check_positive,
-    check_real,
-)
+from qnewton.training.optimizers import OPTIMIZERS
+from qnewton.validation import check_int, check_optional, check_positive
+
+#: The run's own settings (name, type, default), before the method's options.
+RUN_FIELDS: list[tuple[str, Any, Any]] = [
+    ("task", str, "digits"),
+    ("optimizer", str, "qnewton"),
+    ("epochs", int, 10),
+    ("batch_size", int | None, None),
+    ("lr", float | None, None),
+    ("seed", int, 0),
+    ("hidden", int | None, None),
+    ("tiny", bool, False),
+    ("max_steps", int | None, None),
+    ("eval_every", int, 0),
+    ("gate_time", float | None, None),
+    ("checkpoint_every", int, 1),
+]
+#: The method's options a run stores (those with a flag), :data:`qnewton.options.OPTIONS`.
+RUN_OPTIONS = tuple(o for o in OPTIONS if o.flag is not None)
 
 
-@dataclass(frozen=True)
-class TrainConfig:
+class _TrainConfigBase:
     """Everything that determines a training run.
 
     ``lr=None`` takes the optimizer's default, ``batch_size=None`` the task's. ``max_steps``
     stops early (quick runs); ``eval_every=0`` evaluates on the test set at the end of every
-    epoch. Newton-family settings (curvature ... exact_kappa_max_n) are ignored by first-order
-    optimizers; ``policy=None`` and ``solvers=None`` take the optimizer's own.
-    ``curvature_batch=None`` builds the curvature from every sample of the mini-batch;
-    ``curvature_every=1`` builds it at every step; ``curvature_dtype`` stores curvature factors
-    in float64 (default) or in the model's dtype (``"model"``: less memory, slower products;
-    docs/method.md §4.7).
+    epoch; ``gate_time`` overrides the hardware profile's gate time (seconds). The method's
+    settings are :data:`RUN_OPTIONS` (ignored by first-order optimizers); ``policy=None`` and
+    ``solvers=None`` take the optimizer's own.
     """
-
-    task: str = "digits"
-    optimizer: str = "qnewton"
-    hardware: str = "paper"
-    epochs: int = 10
-    batch_size: int | None = None
-    lr: float | None = None
-    seed: int = 0
-    hidden: int | None = None
-    tiny: bool = False
-    max_steps: int | None = None
-    eval_every: int = 0
-    curvature: str = "fisher"
-    grouping: str = "tensor"
-    reg_scheme: str = "max-entry"
-    step_rule: str = "adaptive"
-    damping: float = 1.0
-    reg: float = 1e-3
-    prune_ratio: float | None = None
-    prune_count: int | None = None
-    policy: str | None = None
-    solvers: tuple[str, ...] | None = None
-    qlsa: str = "jennings"
-    qlsa_backend: str = "emulated"
-    readout: str | None = None
-    gate_time: float | None = None
-    eps: float = 1e-2
-    kappa_threshold: float = 1e4
-    kappa_method: str = "auto"
-    alpha: float | None = None
-    shots: int | None = None
-    momentum: float = 0.0
-    clip: float | None = None
-    max_block_bytes: int = 1024**3
-    curvature_batch: int | None = None
-    curvature_every: int = 1
-    curvature_dtype: str = "float64"
-    exact_kappa_max_n: int = 0
-    checkpoint_every: int = 1
 
     def __post_init__(self) -> None:
         TASKS.check(self.task)
         OPTIMIZERS.check(self.optimizer)
+        for option in RUN_OPTIONS:
+            value = getattr(self, option.field)
+            if option.check is not None:
+                checked = option.check(value)
+                if isinstance(checked, tuple):  # a normalized list (solvers)
+                    object.__setattr__(self, option.field, checked)
         HARDWARE_PROFILES.check(self.hardware)
-        QLSA_MODELS.check(self.qlsa)
-        QLSA_BACKENDS.check(self.qlsa_backend)
-        CURVATURES.check(self.curvature)
-        GROUPINGS.check(self.grouping)
-        REG_SCHEMES.check(self.reg_scheme)
-        KAPPA_METHODS.check(self.kappa_method)
-        if self.policy is not None:
-            POLICIES.check(self.policy)
-        if self.solvers is not None:
-            solvers = tuple(self.solvers)
-            if not solvers:
-                raise ValueError("solvers must name at least one classical solver or be None")
-            for name in solvers:
-                check_choice("solvers", name, SOLVERS)
-            object.__setattr__(self, "solvers", solvers)
-        if self.readout is not None:
-            check_choice("readout", self.readout, READOUT_MODES)
         check_optional(check_int, "batch_size", self.batch_size, 1)
         check_int("epochs", self.epochs, 1)
         check_int("checkpoint_every", self.checkpoint_every, 1)
@@ -112,18 +67,12 @@ class TrainConfig:
         self.task_config()
         ConditioningConfig(reg_scheme=self.reg_scheme, reg=self.reg,
                            prune_ratio=self.prune_ratio, prune_count=self.prune_count)
-        check_open_unit("eps", self.eps)
-        check_real("kappa_threshold", self.kappa_threshold, low=1.0)
-        check_optional(check_positive, "alpha", self.alpha)
-        check_optional(check_int, "shots", self.shots, 1)
-        check_real("momentum", self.momentum, low=0.0, high=1.0, high_open=True)
-        check_optional(check_positive, "clip", self.clip)
-        check_step_rule(self.step_rule, self.damping)
-        check_int("max_block_bytes", self.max_block_bytes, 1)
-        check_optional(check_int, "curvature_batch", self.curvature_batch, 1)
-        check_int("curvature_every", self.curvature_every, 1)
-        check_choice("curvature_dtype", self.curvature_dtype, CURVATURE_DTYPES)
-        check_int("exact_kappa_max_n", self.exact_kappa_max_n, 0)
+
+    def newton_options(self) -> dict[str, Any]:
+        """The optimizer keywords of this run's method settings (``None`` for ``policy`` and
+        ``solvers`` left to the optimizer's own)."""
+        return {o.name: (o.to_optimizer or (lambda v: v))(getattr(self, o.field))
+                for o in RUN_OPTIONS}
 
     def task_config(self) -> TaskConfig:
         """The task this run trains on."""
@@ -165,9 +114,18 @@ class TrainConfig:
         return {**{k: v for k, v in added.items() if k not in data}, **data}
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+    def from_dict(cls, data: dict[str, Any]) -> Any:
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = set(data) - names
         if unknown:
             raise ValueError(f"unknown config keys {sorted(unknown)}; allowed: {sorted(names)}")
         return cls(**data)
+
+
+TrainConfig = dataclasses.make_dataclass(
+    "TrainConfig",
+    [(name, kind, dataclasses.field(default=default)) for name, kind, default in RUN_FIELDS]
+    + [(o.field, Any, dataclasses.field(default=o.train_default)) for o in RUN_OPTIONS],
+    bases=(_TrainConfigBase,), frozen=True)
+TrainConfig.__module__ = __name__
+TrainConfig.__doc__ = _TrainConfigBase.__doc__

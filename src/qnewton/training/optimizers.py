@@ -7,30 +7,21 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 
+from qnewton.accounting import Ledger
 from qnewton.optimizer import QNewton
 from qnewton.quantum import get_profile
 from qnewton.registry import Registry
-
-if TYPE_CHECKING:
-    from qnewton.accounting import Ledger
-    from qnewton.solvers import MachineRates
-    from qnewton.training.config import TrainConfig
-
+from qnewton.solvers import MachineRates
 
 #: The paper mode's (``step_rule="fixed"``) learning rate when none is given, with
 #: ``reg=5e-3, clip=0.1``: tuned on digits before the adaptive rule existed (with the paper's
 #: λ = reg·max|F| the empirical-Fisher step grows like 1/‖g‖ as the gradient shrinks, and
 #: without the element-wise clip late steps diverged). ``qnewton reproduce`` runs it.
 PAPER_MODE_LR = 0.3
-
-#: ``TrainConfig.curvature_dtype`` → ``QNewton(curvature_dtype=...)``: factors stored in the
-#: model's dtype (``None``), or in float64 (the storage of runs written before the option).
-CURVATURE_DTYPES: dict[str, torch.dtype | None] = {"model": None, "float64": torch.float64}
-
 
 @dataclass(frozen=True)
 class OptimizerSpec:
@@ -56,47 +47,22 @@ class OptimizerSpec:
     build_first_order: Callable[[Any, float], torch.optim.Optimizer] | None = None
     fixed_lr: float = PAPER_MODE_LR
 
-    def build(self, config: TrainConfig, model: torch.nn.Module, rates: MachineRates,
+    def build(self, config: Any, model: torch.nn.Module, rates: MachineRates,
               ledger: Ledger) -> torch.optim.Optimizer:
-        """The optimizer for ``model`` with the run's settings."""
+        """The optimizer for ``model`` with the settings of ``config`` (a
+        :class:`~qnewton.training.TrainConfig`, which imports this registry)."""
         lr = config.learning_rate
         if not self.newton:
             return self.build_first_order(model.parameters(), lr)
         overrides = {} if config.gate_time is None else {"gate_time_s": config.gate_time}
-        solvers = config.solvers or self.solvers
-        return QNewton(
-            model.named_parameters(),
-            lr=lr,
-            step_rule=config.step_rule,
-            damping=config.damping,
-            curvature=config.curvature,
-            grouping=config.grouping,
-            reg_scheme=config.reg_scheme,
-            reg=config.reg,
-            prune_ratio=config.prune_ratio,
-            prune_count=config.prune_count,
-            momentum=config.momentum,
-            clip=config.clip,
-            policy=config.policy or self.policy,
-            qlsa=config.qlsa,
-            qlsa_backend=config.qlsa_backend,
-            hardware=get_profile(config.hardware, **overrides),
-            readout=config.readout,
-            eps=config.eps,
-            kappa_threshold=config.kappa_threshold,
-            kappa_method=config.kappa_method,
-            alpha=config.alpha,
-            shots=config.shots,
-            **({"classical_solvers": solvers} if solvers else {}),
-            max_block_bytes=config.max_block_bytes,
-            curvature_batch=config.curvature_batch,
-            curvature_every=config.curvature_every,
-            curvature_dtype=CURVATURE_DTYPES[config.curvature_dtype],
-            exact_kappa_max_n=config.exact_kappa_max_n,
-            rates=rates,
-            ledger=ledger,
-            seed=config.seed,
-        )
+        options = config.newton_options()
+        options["hardware"] = get_profile(config.hardware, **overrides)
+        options["policy"] = options["policy"] or self.policy
+        solvers = options.pop("classical_solvers") or self.solvers
+        if solvers:
+            options["classical_solvers"] = solvers
+        return QNewton(model.named_parameters(), lr=lr, rates=rates, ledger=ledger,
+                       seed=config.seed, **options)
 
 
 OPTIMIZERS: Registry[OptimizerSpec] = Registry("optimizer")

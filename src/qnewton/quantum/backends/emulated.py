@@ -8,7 +8,7 @@ import time
 import torch
 
 from qnewton.quantum.backends.base import QLSABackend
-from qnewton.solvers import applicable_solvers, solve_classical
+from qnewton.solvers import reference_solver, solve_classical
 from qnewton.solvers.base import SolveError, SolveResult, check_rhs, finish
 from qnewton.system import LinearSystem
 from qnewton.validation import check_int, check_open_unit
@@ -60,12 +60,7 @@ class EmulatedQLSA(QLSABackend):
         check_open_unit("eps", eps)
         if shots is not None:
             check_int("shots", shots, 1)
-        # Woodbury only when it is the small system (M < N rows): with M ≥ N its M×M capacitance
-        # matrix is larger than A itself.
-        rows = system.factor_rows
-        name = self.exact_solver or (
-            "woodbury" if "woodbury" in applicable_solvers(system) and rows is not None
-            and rows < system.n else "cholesky")
+        name = self.exact_solver or reference_solver(system)
         generator = torch.Generator().manual_seed(int(seed))
         start = time.perf_counter()
         exact = solve_classical(name, system, b).x

@@ -30,7 +30,7 @@ from qnewton.quantum.backends.inversion import (
     sampled_probability,
     spectral_bounds,
 )
-from qnewton.solvers import applicable_solvers, solve_classical
+from qnewton.solvers import reference_solver, solve_classical
 from qnewton.solvers.base import SolveError, SolveResult, check_rhs, finish, relative_error
 from qnewton.system import LinearSystem
 from qnewton.validation import check_int, check_open_unit
@@ -106,8 +106,7 @@ class PolynomialQLSA(QLSABackend):
 
 def _errors(system: LinearSystem, b: torch.Tensor, x: torch.Tensor) -> dict[str, float]:
     """The output's relative error and recovered-norm error against a classical solve."""
-    name = "woodbury" if "woodbury" in applicable_solvers(system) else "cholesky"
-    exact = solve_classical(name, system, b).x.to(torch.float64)
+    exact = solve_classical(reference_solver(system), system, b).x.to(torch.float64)
     norm = float(torch.linalg.vector_norm(exact))
     got = float(torch.linalg.vector_norm(x))
     return {"error": relative_error(x, exact),

@@ -1,0 +1,92 @@
+"""The protocol every step rule implements: how far the optimizer moves along the directions.
+
+Block-diagonal Newton solves each block's system on its own; the blocks' directions then add up
+while the block-diagonal model ignores the cross terms, so how far to go is a decision of its own
+(docs/method.md §4.12). A step rule owns that decision, its state (:meth:`StepRule.state_dict`)
+and its per-step record; adding one is one file with one subclass and one line in
+:mod:`qnewton.stepping.rules`.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import torch
+
+from qnewton.accounting import Ledger
+from qnewton.curvature import CurvatureBlock, CurvatureKind, ParamBlock
+
+
+class GlobalMean(Protocol):
+    """The sample-weighted mean over ranks of a per-rank mean (the value itself in one process):
+    what a step rule needs of the communicator (:class:`qnewton.distributed.StepPath`)."""
+
+    def global_mean(self, value: float, samples: int, what: str, ledger: Ledger) -> float: ...
+
+
+@dataclass
+class Move:
+    """One block's proposed update: ``lr`` (the group's) and the shaped direction (after clip and
+    momentum, in the parameters' dtype, not yet scaled by ``lr``)."""
+
+    block: ParamBlock
+    lr: float
+    direction: torch.Tensor
+
+
+@dataclass
+class StepContext:
+    """What a step rule may use at one step.
+
+    Attributes:
+        step: the optimizer step. closure: re-evaluates the losses (trial evaluations).
+        losses, outputs: the step's closure output, with its graph retained. loss: their mean
+            over the global batch (before the update).
+        grads: per block, the global mean-loss gradient, flat float64.
+        kind: the curvature kind (its whole-model quadratic, :meth:`CurvatureKind.quadratic`).
+        local_blocks: per block, this rank's curvature block (``None`` where none was built), for
+            a kind without a whole-model quadratic.
+        comm: the communicator (:class:`GlobalMean`). ledger: where the rule books its phases,
+            events and per-step record.
+    """
+
+    step: int
+    closure: Callable[[], Any]
+    losses: torch.Tensor
+    outputs: torch.Tensor | None
+    loss: torch.Tensor
+    grads: dict[ParamBlock, torch.Tensor]
+    kind: CurvatureKind
+    local_blocks: dict[ParamBlock, CurvatureBlock | None]
+    comm: GlobalMean
+    ledger: Ledger
+
+
+class StepRule(ABC):
+    """How far to move along the block directions, with the state that decides it.
+
+    Attributes:
+        name: registry name (``step_rule=``).
+    """
+
+    name: str
+
+    @property
+    def damping(self) -> float:
+        """Extra regularization for the blocks' systems, added to ``reg`` in its scheme (0: the
+        conditioning's own ``reg`` alone)."""
+        return 0.0
+
+    @abstractmethod
+    def apply(self, ctx: StepContext, moves: Sequence[Move]) -> dict[str, Any] | None:
+        """Move the parameters; returns this step's record (``None``: nothing to record)."""
+
+    def state_dict(self) -> dict[str, Any]:
+        """The rule's state, for the optimizer's ``state_dict`` (empty: stateless)."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:  # noqa: B027 - stateless default
+        """Restore :meth:`state_dict`'s output."""
