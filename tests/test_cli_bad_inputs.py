@@ -109,6 +109,8 @@ TRAIN_CASES = [
     (["--readout", "psychic"], "--readout must be one of state, vector"),
     (["--kappa-method", "guess"], "--kappa-method must be one of exact,"),
     (["--nproc", "0"], "--nproc must be an integer >= 1"),
+    (["--curvature-batch", "100000"], "--curvature-batch must be at most the mini-batch size, 64"),
+    (["--threads", "0"], "--threads must be an integer >= 1"),
     (["--nproc", "4", "--batch-size", "3"], "--batch-size must be at least the number of ranks"),
 ]
 
