@@ -18,6 +18,7 @@ The cache is one file per (host, torch version, threads).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -26,6 +27,7 @@ import re
 import warnings
 from collections.abc import Callable
 from pathlib import Path
+
 import torch
 
 from qnewton.calibration.load import CpuSnapshot, ProbeLoad, probe_load, snapshot
@@ -108,10 +110,8 @@ def _write_cache(path: Path, rates: MachineRates) -> bool:
         tmp.write_text(json.dumps(rates.to_dict(), indent=2), encoding="utf-8")
         os.replace(tmp, path)
     except OSError:
-        try:
-            tmp.unlink()
-        except OSError:
-            pass
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
         return False
     return True
 

@@ -8,7 +8,6 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import qnewton
-
 from qnewton.cli import calibrate, estimate, runs, validate_qlsa
 from qnewton.cli.errors import CLIError, as_flag_message, flag_names
 

@@ -14,7 +14,6 @@ import torch
 
 from qnewton.solvers.rates import now_iso
 
-
 THREADS_HELP = ("torch CPU threads of each process (>= 1; default: torch's own choice); the "
                 "machine rates are calibrated per thread count, and config.json / summary.json "
                 "record it with the load average")
