@@ -107,9 +107,9 @@ def newton_time_verdict(diff: TimingDifference, quantum_solves: int, explicit_in
     Within the noise of the repeats (:func:`~qnewton.experiments.timing.timing_difference`: the
     95% interval of the difference of the medians contains 0): noise. Beyond it, a reduction
     only counts for the quantum claim if qnewton actually routed systems to the QLSA: with 0
-    quantum solves it ran classical solves only, so a difference from classical Newton is not a quantum effect, and a reduction
-    against the release's explicit inverse comes from the classical solver choice
-    (Woodbury/Cholesky instead of ``torch.inverse``): partly, at most.
+    quantum solves it ran classical solves only, so a difference from classical Newton is not a
+    quantum effect, and a reduction against the release's explicit inverse comes from the
+    classical solver choice (Woodbury/Cholesky instead of ``torch.inverse``): partly, at most.
     """
     red = diff.reduction
     zero = quantum_solves == 0
