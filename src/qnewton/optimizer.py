@@ -216,7 +216,7 @@ class QNewton(Optimizer):
                 alpha=alpha,
                 classical_solvers=tuple(classical_solvers),
                 shots=shots,
-                max_dense_bytes=max_block_bytes,
+                max_dense_bytes=max_block_bytes, budget_name="max_block_bytes",
             ),
             rates=rates,
             seed=seed,
