@@ -95,6 +95,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exc.code if isinstance(exc.code, int) else 2
     args.raw_argv = argv  # `train --nproc N` relaunches these arguments on N ranks
     from qnewton.distributed import DistributedError
+    from qnewton.distributed.context import PEER_STOPPED_EXIT
     from qnewton.training import TrainingError
 
     try:
@@ -103,7 +104,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         message = as_flag_message(str(exc), args.flag_names)
         print(f"qnewton {args.command}: error: {message}", file=sys.stderr)
         return 2
-    except (TrainingError, DistributedError) as exc:
+    except DistributedError as exc:  # another rank stopped first: the launcher names it
+        print(f"qnewton {args.command}: {exc}", file=sys.stderr)
+        return PEER_STOPPED_EXIT
+    except TrainingError as exc:
         print(f"qnewton {args.command}: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
