@@ -38,6 +38,7 @@ from qnewton.training.run_dir import (
     TrainingError,
     check_run_dir,
     create_run_dir,
+    discard_unstarted_run,
     load_checkpoint,
     restore_checkpoint,
     run_dir_path,
@@ -235,6 +236,7 @@ def _train(config: TrainConfig, out: str | Path, *, resume: bool, progress: bool
     out = run_dir_path(out)
     check_run_dir(out, resume)
     checkpoint = None
+    created = False
     if resume:
         rates, checkpoint = _read_saved_run(out, config)
     task = load_task(config.task_config())
@@ -257,6 +259,7 @@ def _train(config: TrainConfig, out: str | Path, *, resume: bool, progress: bool
     else:
         state = RunState()
         newton_blocks = {}
+        created = not out.exists()
         create_run_dir(out)
         for name in LOGS:
             (out / name).write_text("", encoding="utf-8")
@@ -333,6 +336,9 @@ def _train(config: TrainConfig, out: str | Path, *, resume: bool, progress: bool
         if status == "completed":
             status = f"interrupted at step {state.step}: {type(exc).__name__}"
         if not group.writer:
+            raise
+        if checkpoint is None and state.step == 0:  # nothing finished: leave --out reusable
+            discard_unstarted_run(out, created)
             raise
         write_json_atomic(out / "summary.json",
                           _summary(config, task, ledger, state, status, newton_blocks, rates))
