@@ -202,7 +202,7 @@ def calibrate(cache_dir: str | Path | None = None, force: bool = False, *,
         rounds=ROUNDS, load_average_before=load.load_average_before,
         load_average_after=load.load_average_after, other_busy_cores=load.other_busy_cores,
         own_cpu_ratio=load.own_cpu_ratio, under_load=load.under_load, cache_path=str(path),
-        cached=False, note=note, checked_at=now_iso())
+        cached=False, note=note)
     rates = MachineRates(source="calibrated", host=host, torch_version=version, threads=threads,
                          measured_at=now_iso(), provenance=prov, **fields)
     if load.under_load:

@@ -52,10 +52,11 @@ def run(args: argparse.Namespace) -> int:
             return 0
         _print(describe(cached))
         return 0
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # said below, in this command's words
         rates = calibrate(force=True)
     _print(describe(rates))
-    for w in caught:
-        print(f"qnewton calibrate: warning: {w.message}")
+    if rates.provenance is not None and rates.provenance.under_load:
+        print("qnewton calibrate: not cached: the machine was under load during the probe; "
+              "run it again when the machine is idle")
     return 0
