@@ -170,3 +170,57 @@ def test_train_reports_an_unwritable_directory(tmp_path, capsys):
 def test_report_on_a_directory_without_results(tmp_path, capsys):
     assert main(["report", str(tmp_path)]) == 2
     assert "config.json" in capsys.readouterr().err
+
+
+def test_version_prints_the_package_version(capsys):
+    import qnewton
+
+    assert main(["--version"]) == 0
+    assert capsys.readouterr().out.strip() == f"qnewton {qnewton.__version__}"
+
+
+def test_calibrate_show_and_reset(tmp_path, monkeypatch, capsys):
+    from qnewton import calibration
+    from qnewton.calibration.load import CpuSnapshot
+    from qnewton.calibration.probe import ProbeTimes
+
+    monkeypatch.setenv("QNEWTON_CACHE_DIR", str(tmp_path))
+    times = ProbeTimes(gemm_s=0.05, cholesky_s=0.02, matvec_s=0.005, call_s=6e-5, cg_s=3e-4,
+                       cg_iterations=8, rounds=3)
+    ticks = iter(range(100))
+
+    def quiet():  # one core's worth of CPU per second, for this process only
+        t = float(next(ticks))
+        return CpuSnapshot(t, t, t, 0.1)
+
+    monkeypatch.setattr(calibration, "measure", lambda rounds: times)
+    monkeypatch.setattr(calibration, "snapshot", quiet)
+    assert main(["calibrate", "--show"]) == 0
+    assert "no cached rates" in capsys.readouterr().out
+    assert main(["calibrate"]) == 0
+    out = capsys.readouterr().out
+    assert "60 µs" in out and "cached" in out and "measured on a quiet machine" in out
+    assert main(["calibrate", "--show"]) == 0
+    shown = capsys.readouterr().out
+    assert "60 µs" in shown and str(calibration.cache_path()) in shown
+    assert main(["calibrate", "--reset"]) == 0
+    assert "removed" in capsys.readouterr().out and calibration.read_cache() is None
+    assert main(["calibrate", "--show", "--reset"]) == 2  # one action at a time
+
+
+def test_train_threads_and_load_average_are_recorded(tmp_path, capsys):
+    import torch
+
+    before = torch.get_num_threads()
+    try:
+        assert main(train_args(tmp_path / "run", "--threads", "1")) == 0
+    finally:
+        torch.set_num_threads(before)
+    capsys.readouterr()
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    for machine in (config["machine_at_start"], summary["machine_at_end"]):
+        assert machine["threads"] == 1 and len(machine["load_average"]) == 3
+    # the rates that routed the run, with their provenance, in both files
+    assert summary["rates"] == config["rates"] and summary["rates"]["threads"] == 1
+    assert summary["rates"]["provenance"]["note"]

@@ -109,6 +109,8 @@ TRAIN_CASES = [
     (["--readout", "psychic"], "--readout must be one of state, vector"),
     (["--kappa-method", "guess"], "--kappa-method must be one of exact,"),
     (["--nproc", "0"], "--nproc must be an integer >= 1"),
+    (["--curvature-batch", "100000"], "--curvature-batch must be at most the mini-batch size, 64"),
+    (["--threads", "0"], "--threads must be an integer >= 1"),
     (["--nproc", "4", "--batch-size", "3"], "--batch-size must be at least the number of ranks"),
 ]
 
@@ -380,3 +382,35 @@ def test_estimate_beyond_the_cost_models_range_is_an_error_not_a_traceback(capsy
     code, out, err = run_cli(capsys, ["estimate", *good, "--kappa", "1e300"])
     assert code == 2 and out == "" and "Traceback" not in err
     assert "beyond the range of the cost models" in err and "--kappa" in err
+
+
+# -- validate-qlsa --out ----------------------------------------------------------------------
+@pytest.mark.parametrize("target, message", [
+    ("missing/rows.json", "the directory"),
+    ("a-directory", "must be a file path, got the directory"),
+])
+def test_validate_qlsa_refuses_a_bad_out_before_the_work(tmp_path, capsys, monkeypatch, target,
+                                                         message):
+    import qnewton.cli.validate_qlsa as command
+
+    def no_validation(*args, **kwargs):
+        raise AssertionError("the validation ran before --out was checked")
+
+    monkeypatch.setattr(command, "validate_qlsa", no_validation)
+    (tmp_path / "a-directory").mkdir()
+    before = sorted(p.name for p in tmp_path.iterdir())
+    code, out, err = run_cli(capsys, ["validate-qlsa", "--sizes", "4", "--kappas", "10",
+                                      "--out", str(tmp_path / target)])
+    assert code == 2 and out == "" and "Traceback" not in err
+    assert "--out" in err and message in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == before  # no .tmp left behind
+
+
+def test_a_failed_atomic_write_leaves_no_tmp_file(tmp_path):
+    from qnewton.files import write_json_atomic
+
+    target = tmp_path / "rows.json"
+    target.mkdir()  # os.replace onto a directory fails after the .tmp is written
+    with pytest.raises(OSError):
+        write_json_atomic(target, {"rows": []})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["rows.json"]

@@ -172,3 +172,57 @@ def test_a_killed_rank_stops_the_other_and_the_run_resumes_on_one_rank(spawned):
     assert {r["rank"] for r in solves if r["step"] < 3} == {0, 1}
     assert {r["rank"] for r in solves if r["step"] >= 3} == {None}
     assert [r["step"] for r in read_jsonl(run / "steps.jsonl")] == list(range(6))
+
+
+def _failures(*entries):
+    """``{rank: ProcessFailure}`` in the order given (the order the launcher saw them)."""
+    from torch.distributed.elastic.multiprocessing.errors import ProcessFailure
+
+    return {rank: ProcessFailure(local_rank=rank, pid=1000 + rank, exitcode=code, error_file="")
+            for rank, code in entries}
+
+
+@pytest.mark.parametrize(("entries", "first"), [
+    # rank 1 killed; rank 0 lost its peer (exit 75) or was stopped by the launcher (SIGTERM)
+    (((0, 75), (1, -9)), 1),
+    (((0, -15), (1, -9)), 1),
+    # rank 1 raised an error of its own; rank 0 stopped because of it
+    (((0, 75), (1, 1)), 1),
+    # both terminated: the one the launcher saw first
+    (((1, -15), (0, -15)), 1),
+])
+def test_the_launcher_names_the_rank_that_stopped_first(monkeypatch, capsys, entries, first):
+    import torch.distributed.launcher.api as launcher_api
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+
+    from qnewton.distributed.launch import first_failed_rank, launch
+
+    failures = _failures(*entries)
+    assert first_failed_rank(failures) == first
+
+    def elastic_launch(config, entrypoint):
+        def run(*args):
+            raise ChildFailedError("qnewton", failures)
+        return run
+
+    monkeypatch.setattr(launcher_api, "elastic_launch", elastic_launch)
+    code = launch(2, ["train"])
+    err = capsys.readouterr().err
+    assert f"rank {first} of 2" in err and "2 rank(s) stopped" in err
+    expected = failures[first].exitcode
+    assert code == (expected if 0 < expected < 256 else 1)
+
+
+def test_a_rank_that_lost_its_peer_exits_with_the_peer_stopped_status(monkeypatch, capsys):
+    import qnewton.training
+    from qnewton.cli import main
+    from qnewton.distributed import DistributedError
+    from qnewton.distributed.context import PEER_STOPPED_EXIT
+
+    def train(*args, **kwargs):
+        raise DistributedError("rank 0 of 2: all-reduce failed; another rank has stopped")
+
+    monkeypatch.setattr(qnewton.training, "train", train)
+    code = main(["train", "--task", "digits", "--tiny", "--no-progress", "--out", "unused"])
+    assert code == PEER_STOPPED_EXIT
+    assert "another rank has stopped" in capsys.readouterr().err

@@ -1,7 +1,9 @@
 """Verdicts of the claims table from constructed runs and timings, whose answers are worked out
-by hand: a timing difference counts only beyond the spread of repeated runs."""
+by hand: a timing difference counts only beyond the noise of repeated runs, judged from their
+medians and median absolute deviations, which one outlier cannot move."""
 
 import json
+import math
 
 import pytest
 
@@ -15,11 +17,12 @@ from qnewton.experiments.timing import (
 
 
 @pytest.mark.parametrize(("ours", "reference", "noise", "reduction"), [
-    # ranges [1.0, 1.2] and [1.15, 1.3] overlap: medians 1.1 vs 1.25 are noise
+    # medians 1.1 vs 1.25, MADs 0.1 and 0.05: se = √(π/2)·1.4826·MAD/√3 = 0.1073 and 0.0536,
+    # half-width 1.96·0.1199 = 0.235 > 0.15: noise
     ([1.0, 1.2, 1.1], [1.15, 1.3, 1.25], True, 1 - 1.1 / 1.25),
-    # [1.0, 1.1] entirely below [1.2, 1.4]: a difference, medians 1.05 vs 1.3
+    # medians 1.05 vs 1.3, MADs 0.05 and 0.1: half-width 0.235 < 0.25: a difference
     ([1.0, 1.1, 1.05], [1.2, 1.4, 1.3], False, 1 - 1.05 / 1.3),
-    # ranges touching at 2.0 count as overlapping
+    # two runs each, MADs 0.5: se 0.657 each, half-width 1.82 > 1.0: noise
     ([1.0, 2.0], [2.0, 3.0], True, 1 - 1.5 / 2.5),
     # slower beyond the spread: a negative reduction
     ([3.0, 3.2, 3.1], [1.0, 1.1, 1.2], False, 1 - 3.1 / 1.1),
@@ -31,11 +34,44 @@ def test_timing_difference_against_the_spread(ours, reference, noise, reduction)
     assert diff.ours.low == min(ours) and diff.ours.high == max(ours)
 
 
+def _se(values):
+    """√(π/2)·1.4826·MAD/√n by hand (no floor needed for these values)."""
+    med = sorted(values)[len(values) // 2]
+    mad = sorted(abs(v - med) for v in values)[len(values) // 2]
+    return math.sqrt(math.pi / 2) * 1.4826 * mad / math.sqrt(len(values))
+
+
+def test_one_outlier_among_three_repeats_does_not_make_a_difference_noise():
+    # the case of issue 22: SGD 0.0223, 0.0225 and 0.237 s against qnewton ≈ 0.207 s was
+    # reported "821.4% more total time than SGD ... no difference (noise)"
+    sgd = [0.0223, 0.0225, 0.237]
+    qnewton = [0.2049, 0.20732, 0.2101]
+    diff = timing_difference(qnewton, sgd)
+    assert not diff.noise and diff.known
+    assert f"{-100 * diff.reduction:.1f}" == "821.4"
+    # SGD's MAD is 0.0002 (σ 0.0003): the 0.237 s repeat does not widen it
+    half = 1.96 * math.hypot(_se(qnewton), _se(sgd))
+    assert diff.interval == pytest.approx((0.20732 - 0.0225 - half, 0.20732 - 0.0225 + half))
+    assert diff.ours.outliers == () and diff.reference.outliers == (0.237,)
+    assert diff.reference.text() == "median 0.0225 s (runs 0.0223, 0.0225, 0.237 s; outlier 0.237)"
+    # the min–max ranges overlap ([0.0223, 0.237] holds all of qnewton's runs): the old rule
+    assert min(qnewton) <= max(sgd)
+
+
+def test_a_claim_from_the_outlier_case_is_not_noise(tmp_path):
+    claims = _claims(tmp_path, [0.2049, 0.20732, 0.2101], [4.0, 4.2, 3.9], [1.25, 1.3, 1.2],
+                     [0.0223, 0.0225, 0.237], 0)
+    sgd = claims[2]
+    assert sgd["verdict"] == "not supported" and sgd["ours"] == "821.4% more total time than SGD"
+    assert "runs 0.0223, 0.0225, 0.237 s; outlier 0.237" in sgd["details"]
+
+
 def test_single_runs_have_no_known_noise():
     diff = timing_difference([1.0], [2.0, 2.1])
     assert not diff.known and diff.reduction == pytest.approx(1 - 1.0 / 2.05)
     assert spread_of([1.0, None]) is None  # a repeat without a time: no spread at all
-    assert spread_of([3.0, 1.0, 2.0]).text() == "median 2 s (1–3 s, 3 runs)"
+    assert spread_of([3.0, 1.0, 2.0]).text() == "median 2 s (runs 3, 1, 2 s)"
+    assert spread_of([float(v) for v in range(1, 12)]).text() == "median 6 s (1–11 s, 11 runs)"
     with pytest.raises(ValueError, match="reference median must be > 0"):
         timing_difference([1.0], [0.0])
 
@@ -87,9 +123,9 @@ def _claims(base, q, newton, inverse, sgd, quantum_solves, q_accuracy=0.9):
       "155.0% more total time than SGD"]),
     # within the spread of every reference: noise, whatever the medians say
     (5, [1.0, 4.0, 3.0], [NOISE_VERDICT] * 3,
-     ["median 25.0% less total time, within the spread of the repeats",
-      "median 140.0% more total time, within the spread of the repeats",
-      "median 50.0% more total time than SGD, within the spread of the repeats"]),
+     ["median 25.0% less total time, within the noise of the repeats",
+      "median 140.0% more total time, within the noise of the repeats",
+      "median 50.0% more total time than SGD, within the noise of the repeats"]),
 ])
 def test_time_claim_verdicts(tmp_path, quantum_solves, q, expected, ours):
     claims = _claims(tmp_path, q, [4.0, 4.2, 3.9], [1.25, 1.3, 1.2], [2.0, 2.1, 1.9],
@@ -101,8 +137,8 @@ def test_time_claim_verdicts(tmp_path, quantum_solves, q, expected, ours):
 def test_time_claim_details_name_the_medians_and_spreads(tmp_path):
     claims = _claims(tmp_path, [1.0, 1.1, 1.05], [4.0, 4.2, 3.9], [1.25, 1.3, 1.2],
                      [2.0, 2.1, 1.9], 0)
-    assert ("qnewton median 1.05 s (1–1.1 s, 3 runs), newton median 4 s (3.9–4.2 s, 3 runs)"
-            in claims[0]["details"])
+    assert ("qnewton median 1.05 s (runs 1, 1.1, 1.05 s), newton median 4 s (runs 4, 4.2, "
+            "3.9 s); difference" in claims[0]["details"])
     assert "not from quantum" in claims[0]["details"]
     assert "Woodbury/Cholesky replacing the explicit inverse" in claims[1]["details"]
 

@@ -166,6 +166,7 @@ def test_invalid_hyper_parameters_name_the_argument():
         ({"hardware": "abacus"}, "abacus"),
         ({"reg": -1.0}, "reg"),
         ({"grouping": "layer"}, "grouping must be one of"),
+        ({"max_block_bytes": 0}, "^max_block_bytes must be an integer >= 1, got 0$"),
     ]
     for kwargs, message in cases:
         with pytest.raises(ValueError, match=message):
@@ -185,7 +186,9 @@ def test_factor_blocks_too_big_for_dense_solvers_use_woodbury_or_fall_back():
     dense_only.step(closure_for(model, x, y))
     no_solver = [e for e in dense_only.ledger.events if e["kind"] == "no-solver"]
     assert [e["block"] for e in no_solver] == ["0.weight"]
-    assert "max_dense_bytes" in no_solver[0]["message"]
+    # the budget is named as the caller named it
+    assert "max_block_bytes=100000" in no_solver[0]["message"]
+    assert "max_dense_bytes" not in no_solver[0]["message"]
     assert "0.weight" not in {r.block for r in dense_only.ledger.records}
 
     with_woodbury = QNewton(model.named_parameters(), policy="classical", rates=RATES,

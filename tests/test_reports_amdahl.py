@@ -43,9 +43,32 @@ def test_phase_shares_sum_to_one_and_give_amdahl_bound():
     total = sum(PHASE_SECONDS.values())
     assert s.measured_seconds == pytest.approx(total)
     assert s.shares["solve"] == pytest.approx(1.3 / total)
-    assert s.seconds["other"] == pytest.approx(0.2 + 2.8 + 0.1 + 0.03)
-    assert s.amdahl_max_speedup == pytest.approx(1.0 / (1.0 - 1.3 / total))
+    assert s.seconds["overhead"] == pytest.approx(2.8 + 0.1)  # estimation + scheduling
+    assert s.seconds["other"] == pytest.approx(0.2 + 0.03)
+    classical = total - 2.9  # the classical option needs no κ estimation or routing
+    assert s.classical_seconds == pytest.approx(classical)
+    assert s.amdahl_max_speedup == pytest.approx(1.0 / (1.0 - 1.3 / classical))
+    assert s.net_max_speedup == pytest.approx(classical / (classical - 1.3 + 2.9))
     assert phase_shares({"solve": 2.0}).amdahl_max_speedup == math.inf
+
+
+def test_emulation_is_not_removable_and_routed_solves_count_at_their_classical_price():
+    # 0.5 s of the 1.3 s solve phase emulated quantum solves that would cost 0.2 s classically
+    s = phase_shares(PHASE_SECONDS, emulation_seconds=0.5, routed_classical_seconds=0.2)
+    total = sum(PHASE_SECONDS.values())
+    classical = total - 0.5 - 2.9 + 0.2
+    removable = (1.3 - 0.5) + 0.2
+    assert s.seconds["solve"] == pytest.approx(0.8) and s.seconds["emulation"] == 0.5
+    assert s.classical_seconds == pytest.approx(classical)
+    assert s.removable_seconds == pytest.approx(removable)
+    assert s.amdahl_max_speedup == pytest.approx(1.0 / (1.0 - removable / classical))
+    assert s.net_max_speedup == pytest.approx(classical / (classical - removable + 2.9))
+    assert s.net_max_speedup < 1.0  # 2.9 s of κ estimation and routing to save 1.0 s
+    # all the solve time was emulation and nothing is routed: nothing is removable
+    only = phase_shares({"solve": 1.0, "curvature": 1.0}, emulation_seconds=1.0)
+    assert only.removable_share == 0.0 and only.amdahl_max_speedup == 1.0
+    with pytest.raises(ValueError, match="exceeds the solve phase"):
+        phase_shares({"solve": 1.0}, emulation_seconds=2.0)
 
 
 @pytest.mark.parametrize(("bad", "match"), [
@@ -122,6 +145,8 @@ def test_html_section_from_a_run(tmp_path):
     run = load_run(make_newton_run(tmp_path / "run"))
     html = amdahl_html(run)
     assert "Amdahl" in html and "free, instantaneous QLSA" in html
+    assert "emulation of quantum solves (neither option spends it: not removable)" in html
+    assert "only the quantum option needs them" in html
 
 
 def test_blocks_without_kappa_are_named_as_left_out(tmp_path):

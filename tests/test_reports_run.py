@@ -263,3 +263,68 @@ def test_run_plot_names_are_checked():
         RUN_PLOTS["no-such-plot"]
     with pytest.raises(ValueError, match="already registered"):
         RUN_PLOTS.register("loss", RUN_PLOTS["loss"])
+
+
+class CapturedPlots:
+    """A :class:`~qnewton.reports.figures.Plots` stand-in that keeps each figure and caption."""
+
+    def __init__(self) -> None:
+        self.figures: dict[str, tuple[object, str]] = {}
+
+    def save(self, fig, name, caption):
+        self.figures[name] = (fig, caption)
+        return caption
+
+
+def _loaded(d):
+    from qnewton.reports.reading import load_run
+
+    return load_run(d)
+
+
+def test_a_dense_run_s_sparsity_figure_has_one_panel_and_says_why(tmp_path):
+    from qnewton.reports.run_plots.sparsity import plot_sparsity
+
+    d = make_newton_run(tmp_path / "run")
+    rows = [dict(r, d=r["n"]) for r in newton_solves()]  # every block solved dense: d = N
+    write_jsonl(d / "solves.jsonl", rows)
+    plots = CapturedPlots()
+    plot_sparsity(_loaded(d), plots)
+    fig, caption = plots.figures["sparsity.png"]
+    assert len(fig.axes) == 1 and "one panel shows both" in caption
+    # a sparse block (d < N) gets both panels
+    plots = CapturedPlots()
+    plot_sparsity(_loaded(make_newton_run(tmp_path / "sparse")), plots)
+    fig, caption = plots.figures["sparsity.png"]
+    assert len(fig.axes) == 2 and "row sparsity d (left)" in caption
+
+
+@pytest.mark.parametrize("modeled, small", [(1e-4, "modeled"), (1e4, "measured")])
+def test_the_time_breakdown_caption_names_the_clock_its_figure_hides(tmp_path, modeled, small):
+    from qnewton.reports.run_plots.time_breakdown import plot_time_breakdown
+
+    d = make_newton_run(tmp_path / "run")
+    run = _loaded(d)
+    vals, _ = run.final_values()
+    vals.update(modeled_quantum_seconds=modeled, modeled_by_profile={"paper": modeled})
+    plots = CapturedPlots()
+    plot_time_breakdown(run, plots)
+    fig, caption = plots.figures["time_breakdown.png"]
+    kept = vals["measured_seconds"] - vals["emulation_seconds"]
+    assert f"in the total the {small} part is too thin to see" in caption
+    assert f"({kept:.3g} s)" in caption and f"({modeled:.3g} s)" in caption
+    # the figure's bars carry the same numbers as the caption
+    heights = {round(p.get_height(), 12) for ax in fig.axes for p in ax.patches}
+    assert round(modeled, 12) in heights
+
+
+def test_the_summary_shows_the_settings_a_default_resolved_to(tmp_path):
+    d = make_newton_run(tmp_path / "run")
+    cfg = run_config("qnewton", "paper")
+    cfg["config"].update(batch_size=None, policy=None, readout=None)
+    write_json(d / "config.json", cfg)
+    text = read_html(write_report(d))
+    assert kv_value(text, "config: batch_size").startswith("128 (the digits task's default)")
+    assert kv_value(text, "config: policy") == "cost (the qnewton optimizer's default)"
+    assert "the profile's default" in kv_value(text, "config: readout")
+    assert "—" not in kv_value(text, "config: batch_size")

@@ -266,6 +266,16 @@ def test_a_closure_that_calls_backward_is_told_what_to_return():
         opt.step(lambda: nn.functional.cross_entropy(model(x), y).item())
 
 
+def test_an_empty_batch_is_refused_and_moves_nothing():
+    model, x, y = _problem()
+    opt = QNewton(model.parameters(), rates=RATES)
+    before = [p.detach().clone() for p in model.parameters()]
+    empty = closure_for(model, x[:0], y[:0])
+    with pytest.raises(ClosureError, match="no losses"):
+        opt.step(empty)
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
+
+
 def test_ggn_refuses_a_loss_term_that_bypasses_the_outputs():
     model, x, y = _problem()
     opt = QNewton(model.parameters(), curvature="ggn", rates=RATES)

@@ -196,3 +196,35 @@ def test_directory_errors_are_clear_and_write_nothing(tmp_path):
 def test_invalid_configuration_names_the_setting(kwargs, message):
     with pytest.raises(ValueError, match=message):
         TrainConfig(**kwargs)
+
+
+@pytest.mark.parametrize("existed", [False, True])
+def test_a_refusal_at_the_first_step_leaves_the_out_folder_reusable(tmp_path, monkeypatch,
+                                                                    existed):
+    """A setting refused only when the first step runs (here: the optimizer's step raises)
+    used to leave config.json and empty logs without a checkpoint: a folder that could be
+    neither resumed nor reused."""
+    import qnewton.training.loop as loop
+
+    out = tmp_path / "run"
+    if existed:
+        out.mkdir()
+    real_build = loop.build_optimizer
+
+    class Refusing:
+        def __init__(self, inner):
+            self.inner = inner
+
+        def step(self, closure):
+            raise ValueError("late refusal at the first step")
+
+        def __getattr__(self, name):
+            return getattr(self.inner, name)
+
+    monkeypatch.setattr(loop, "build_optimizer", lambda *a: Refusing(real_build(*a)))
+    with pytest.raises(ValueError, match="late refusal"):
+        train(tiny(), out, progress=False, rates=RATES)
+    assert out.exists() is existed and (not existed or list(out.iterdir()) == [])
+    monkeypatch.setattr(loop, "build_optimizer", real_build)
+    summary = train(tiny(), out, progress=False, rates=RATES)  # the same --out works
+    assert summary["status"] == "completed"

@@ -9,6 +9,7 @@ is dropped (and counted), any other unreadable line is corruption and raises
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from dataclasses import dataclass, field
@@ -31,8 +32,31 @@ def write_json_atomic(path: str | Path, data: Any) -> None:
     """Write JSON to ``path`` via a temporary file and rename, so readers never see half a file."""
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(dumps(data, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(dumps(data, indent=2) + "\n", encoding="utf-8")
+        os.replace(tmp, path)
+    except BaseException:  # no half-written .tmp is left behind
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        raise
+
+
+def check_writable_file(path: str | Path, name: str) -> Path:
+    """``path`` as a file that can be written: its directory exists and is writable, and it is
+    not a directory. Raises ValueError naming ``name`` otherwise (checked before any work)."""
+    path = Path(path)
+    if str(path) in ("", "."):
+        raise ValueError(f"{name} must be a file path, got {str(path)!r}")
+    if path.is_dir():
+        raise ValueError(f"{name} must be a file path, got the directory {str(path)!r}")
+    parent = path.parent
+    if not parent.is_dir():
+        raise ValueError(f"{name} {str(path)!r}: the directory {str(parent)!r} does not exist")
+    if not os.access(parent, os.W_OK):
+        raise ValueError(f"{name} {str(path)!r}: the directory {str(parent)!r} is not writable")
+    if path.exists() and not os.access(path, os.W_OK):
+        raise ValueError(f"{name} {str(path)!r} exists and is not writable")
+    return path
 
 
 def read_json(path: str | Path, what: str = "file") -> Any:

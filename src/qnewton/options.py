@@ -239,7 +239,8 @@ def scheduler_config(opts: Mapping[str, Any]) -> SchedulerConfig:
         qlsa_backend=opts["qlsa_backend"], readout=opts["readout"], eps=opts["eps"],
         kappa_threshold=opts["kappa_threshold"], kappa_method=opts["kappa_method"],
         alpha=opts["alpha"], classical_solvers=tuple(opts["classical_solvers"]),
-        shots=opts["shots"], max_dense_bytes=opts["max_block_bytes"])
+        shots=opts["shots"], max_dense_bytes=opts["max_block_bytes"],
+        budget_name="max_block_bytes")
 
 
 def curvature_config(opts: Mapping[str, Any]) -> CurvatureConfig:

@@ -7,7 +7,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from qnewton.cli import estimate, runs, validate_qlsa
+import qnewton
+from qnewton.cli import calibrate, estimate, runs, validate_qlsa
 from qnewton.cli.errors import CLIError, as_flag_message, flag_names
 
 
@@ -31,6 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="qnewton",
         description="Newton's-method training with hybrid quantum-classical scheduling.",
     )
+    parser.add_argument("--version", action="version", version=f"qnewton {qnewton.__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     est = sub.add_parser(
         "estimate",
@@ -54,6 +56,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     validate_qlsa.add_arguments(vq)
     vq.set_defaults(func=validate_qlsa.run)
+    cal = sub.add_parser(
+        "calibrate",
+        help="measure, show or reset this machine's rates for the classical time models",
+        description="The rates (dense and GEMM flop rates, memory bandwidth, per-call and "
+        "per-iteration overheads) decide where each Hessian system is routed. Without a flag: "
+        "measure now and cache them unless the machine was under load during the probe; "
+        "--show: print the cached rates and their provenance; --reset: delete the cache.",
+        formatter_class=FORMATTER,
+    )
+    calibrate.add_arguments(cal)
+    cal.set_defaults(func=calibrate.run)
     # Listed for --help only: main() hands `qnewton bench ...` to qnewton.bench.main.
     sub.add_parser("bench", add_help=False, help="benchmark suite (see `qnewton bench --help`)")
     for command in sub.choices.values():  # errors are reported with each command's flag names
@@ -82,6 +95,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exc.code if isinstance(exc.code, int) else 2
     args.raw_argv = argv  # `train --nproc N` relaunches these arguments on N ranks
     from qnewton.distributed import DistributedError
+    from qnewton.distributed.context import PEER_STOPPED_EXIT
     from qnewton.training import TrainingError
 
     try:
@@ -90,7 +104,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         message = as_flag_message(str(exc), args.flag_names)
         print(f"qnewton {args.command}: error: {message}", file=sys.stderr)
         return 2
-    except (TrainingError, DistributedError) as exc:
+    except DistributedError as exc:  # another rank stopped first: the launcher names it
+        print(f"qnewton {args.command}: {exc}", file=sys.stderr)
+        return PEER_STOPPED_EXIT
+    except TrainingError as exc:
         print(f"qnewton {args.command}: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -17,6 +17,7 @@ from qnewton.quantum import HARDWARE_PROFILES
 from qnewton.tasks import TASKS
 from qnewton.training import OPTIMIZERS, TrainConfig
 from qnewton.training.config import RUN_FIELDS, RUN_OPTIONS
+from qnewton.training.machine import THREADS_HELP, set_threads
 from qnewton.training.optimizers import PAPER_MODE_LR
 from qnewton.validation import check_choice
 
@@ -121,6 +122,7 @@ def run_train(args: argparse.Namespace) -> int:
         raise CLIError(f"--nproc must be an integer >= 1 (processes on this machine; 1: no "
                        f"launcher), got {args.nproc}")
     config = train_config(args, args.optimizer, args.hardware)
+    set_threads(args.threads)
     launched = _launch_ranks(args, config)
     if launched is not None:
         return launched
@@ -216,6 +218,7 @@ def add_commands(sub: argparse._SubParsersAction, formatter) -> None:
                     help="ranks on this machine (>= 1): > 1 starts them with torch's launcher, "
                     "like torchrun --standalone --nproc-per-node N -m qnewton train ...; each "
                     "rank takes a shard of every batch, rank 0 writes the run")
+    tr.add_argument("--threads", type=int, default=None, help=THREADS_HELP)
     tr.set_defaults(func=run_train, raw_argv=None)
 
     cp = sub.add_parser("compare", help="run several optimizers and tabulate",

@@ -11,7 +11,7 @@ from qnewton.experiments.qlsa_validation import (
     validate_qlsa,
     validation_markdown,
 )
-from qnewton.files import write_json_atomic
+from qnewton.files import check_writable_file, write_json_atomic
 
 
 def _list(text: str, convert, flag: str) -> list:
@@ -35,12 +35,21 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     backends = tuple(name.strip() for name in args.backends.split(",") if name.strip())
+    if args.out:
+        try:  # before the work, which takes seconds to minutes
+            check_writable_file(args.out, "--out")
+        except ValueError as exc:
+            raise CLIError(str(exc)) from None
     rows = validate_qlsa(_list(args.sizes, int, "--sizes"), _list(args.kappas, float, "--kappas"),
                          _list(args.eps, float, "--eps"), seed=args.seed, backends=backends)
     print(validation_markdown(rows))
     print("\nAll seconds are measured wall clock on this machine (emulating the quantum run); "
           "circuit s excludes phase finding (phases s, cached per polynomial).")
     if args.out:
-        write_json_atomic(args.out, {"rows": rows, "time_kind": "measured"})
+        try:
+            write_json_atomic(args.out, {"rows": rows, "time_kind": "measured"})
+        except OSError as exc:  # the table above is the result; say why the file is missing
+            raise CLIError(f"--out {args.out}: could not write the rows ({exc.strerror or exc}); "
+                           "the table above has them") from None
         print(f"rows written to {args.out}")
     return 0

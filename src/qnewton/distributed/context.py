@@ -28,6 +28,12 @@ DEFAULT_TIMEOUT_S = 300.0
 T = TypeVar("T")
 
 
+#: Exit status of a rank that stopped because another rank had stopped (``qnewton train`` on a
+#: :class:`DistributedError`): the launcher then names the rank that stopped first, not this
+#: one. 75 is sysexits' EX_TEMPFAIL ("try again later"): the run resumes with --resume.
+PEER_STOPPED_EXIT = 75
+
+
 class DistributedError(RuntimeError):
     """A collective failed or timed out: another rank has stopped (crash, kill, lost host)."""
 

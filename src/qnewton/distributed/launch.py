@@ -10,9 +10,13 @@ No restarts: a rank that fails stops the run (the others stop at their next coll
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from qnewton.distributed.context import PEER_STOPPED_EXIT
 
 
 def strip_nproc(argv: Sequence[str]) -> list[str]:
@@ -27,6 +31,28 @@ def strip_nproc(argv: Sequence[str]) -> list[str]:
         elif not arg.startswith("--nproc="):
             out.append(arg)
     return out
+
+
+def _cause_order(exitcode: int) -> int:
+    """0: a root cause (killed by a signal other than SIGTERM, or an error of its own); 1:
+    SIGTERM (what the launcher sends the ranks still running once one has failed); 2: stopped
+    because another rank had stopped (:data:`PEER_STOPPED_EXIT`)."""
+    if exitcode == PEER_STOPPED_EXIT:
+        return 2
+    if exitcode == -signal.SIGTERM:
+        return 1
+    return 0
+
+
+def first_failed_rank(failures: Mapping[int, Any]) -> int:
+    """The rank whose failure stopped the run, from the launcher's ``{rank: failure}`` (each
+    with ``exitcode`` and ``timestamp``, in the order the launcher saw them): root causes before
+    ranks the launcher terminated before ranks that stopped because a peer had; then the
+    earliest timestamp (whole seconds), then the order seen. Sorting by rank named rank 0 when
+    rank 1 had been killed and rank 0 merely lost its peer."""
+    order = {rank: i for i, rank in enumerate(failures)}
+    return min(failures, key=lambda r: (_cause_order(int(failures[r].exitcode)),
+                                        failures[r].timestamp, order[r]))
 
 
 def launch(nproc: int, argv: Sequence[str]) -> int:
@@ -45,11 +71,13 @@ def launch(nproc: int, argv: Sequence[str]) -> int:
     try:
         elastic_launch(config, entrypoint=sys.executable)("-m", "qnewton", *strip_nproc(argv))
     except ChildFailedError as exc:
-        failures = sorted(exc.failures.items())
-        rank, failure = failures[0]
-        print(f"qnewton: rank {rank} of {nproc} failed with exit status {failure.exitcode} "
-              f"(its message is above); {len(failures)} rank(s) failed in all",
-              file=sys.stderr)
+        failures = exc.failures
+        rank = first_failed_rank(failures)
+        failure = failures[rank]
+        how = (f"was killed by signal {-failure.exitcode}" if failure.exitcode < 0
+               else f"failed with exit status {failure.exitcode}")
+        print(f"qnewton: rank {rank} of {nproc} {how} first (its message, if any, is above); "
+              f"{len(failures)} rank(s) stopped in all", file=sys.stderr)
         code = failure.exitcode
         return code if isinstance(code, int) and 0 < code < 256 else 1
     return 0

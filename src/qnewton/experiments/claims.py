@@ -47,7 +47,8 @@ def reproduce(out: str | Path, *, quick: bool = False, tiny: bool = False,
 
     Timing claims rest on ``repeats`` interleaved runs of every optimizer (default 3, 2 with
     ``tiny``; at least 2): runs that no profile can change (first-order, classical Newton) run
-    once per repeat for all profiles. A difference within the spread of the repeats is reported
+    once per repeat for all profiles. A difference within the noise of the repeats (medians,
+    robust to one outlier: :func:`~qnewton.experiments.timing.timing_difference`) is reported
     as :data:`~qnewton.experiments.timing.NOISE_VERDICT`. Everything is checked before anything
     runs; finished runs of an earlier call with the same settings are reused.
     """
@@ -103,11 +104,12 @@ def newton_time_verdict(diff: TimingDifference, quantum_solves: int, explicit_in
                         ) -> tuple[str, str, str]:
     """``(verdict, ours, why)`` of "up to 90% less training time than classical Newton".
 
-    Within the spread of the repeats: noise. Beyond it, a reduction only counts for the quantum
-    claim if qnewton actually routed systems to the QLSA: with 0 quantum solves it ran classical
-    solves only, so a difference from classical Newton is not a quantum effect, and a reduction
-    against the release's explicit inverse comes from the classical solver choice
-    (Woodbury/Cholesky instead of ``torch.inverse``): partly, at most.
+    Within the noise of the repeats (:func:`~qnewton.experiments.timing.timing_difference`: the
+    95% interval of the difference of the medians contains 0): noise. Beyond it, a reduction
+    only counts for the quantum claim if qnewton actually routed systems to the QLSA: with 0
+    quantum solves it ran classical solves only, so a difference from classical Newton is not a
+    quantum effect, and a reduction against the release's explicit inverse comes from the
+    classical solver choice (Woodbury/Cholesky instead of ``torch.inverse``): partly, at most.
     """
     red = diff.reduction
     zero = quantum_solves == 0
@@ -118,9 +120,9 @@ def newton_time_verdict(diff: TimingDifference, quantum_solves: int, explicit_in
                 "; one run per optimizer gives no spread, so no difference can be told from "
                 "run-to-run noise")
     if diff.noise:
-        why = ("; the two ranges (min–max over the repeats) overlap, so the difference is "
-               "within run-to-run noise")
-        return (NOISE_VERDICT, f"median {change_text(red)}, within the spread of the repeats"
+        why = (f"; the difference of the medians, {diff.interval_text()}, includes no "
+               "difference, so it is within run-to-run noise")
+        return (NOISE_VERDICT, f"median {change_text(red)}, within the noise of the repeats"
                 + (", with 0 quantum solves" if zero else ""),
                 why + (f"; {classical_only}" if zero else ""))
     if zero:
@@ -143,7 +145,7 @@ def time_claims(profile: str, base: Path, rows: dict[str, dict[str, Any]], metri
 
     ``rows`` maps ``qnewton``, ``newton``, ``newton-inverse`` and ``sgd`` to their comparison
     rows (``run_dirs``: one run directory per repeat, relative to ``base``). Times to target are
-    compared by median, and only where the repeats do not overlap (see
+    compared by median, and only where the difference is beyond the repeats' noise (see
     :mod:`qnewton.experiments.timing`); the reason for any verdict is spelled out.
     """
     q_row = rows["qnewton"]
@@ -159,7 +161,8 @@ def time_claims(profile: str, base: Path, rows: dict[str, dict[str, Any]], metri
             timing = f"qnewton {_listed(q_times)}, {ref_name} {_listed(ref_times)}"
         else:
             verdict, ours, why = newton_time_verdict(diff, q_solves, ref_name != "newton")
-            timing = f"qnewton {diff.ours.text()}, {ref_name} {diff.reference.text()}"
+            timing = (f"qnewton {diff.ours.text()}, {ref_name} {diff.reference.text()}; "
+                      f"difference {diff.interval_text()}")
         claims.append({
             "claim": f"Up to 90% less training time than classical Newton ({label})",
             "paper": "≤ 90% reduction",
@@ -183,12 +186,13 @@ def sgd_claim(profile: str, base: Path, q_row: dict[str, Any], sgd_row: dict[str
         verdict, ours = "n/a", "n/a (qnewton did not reach SGD's accuracy)"
         timing = f"qnewton {_listed(q_times)}, sgd {_listed(sgd_times)}"
     else:
-        timing = f"qnewton {diff.ours.text()}, sgd {diff.reference.text()}"
+        timing = (f"qnewton {diff.ours.text()}, sgd {diff.reference.text()}; difference "
+                  f"{diff.interval_text()}")
         ours = f"{change_text(diff.reduction)} than SGD"
         if not diff.known:
             verdict, ours = UNKNOWN_NOISE_VERDICT, ours + " (one run each)"
         elif diff.noise:
-            verdict, ours = NOISE_VERDICT, f"median {ours}, within the spread of the repeats"
+            verdict, ours = NOISE_VERDICT, f"median {ours}, within the noise of the repeats"
         else:
             verdict = "supported" if diff.reduction > 0 else "not supported"
     return {

@@ -1,14 +1,24 @@
-"""Timings from repeated runs: the median, the spread, and when a difference is only noise.
+"""Timings from repeated runs: the median, a robust spread, and when a difference is only noise.
 
 One wall-clock run says little: on a shared machine the same run can take noticeably more or
-less time from one repeat to the next. Experiments therefore repeat timed runs (interleaved, see
-:mod:`qnewton.experiments.compare`) and compare them here. A difference counts only when the two
-sets of repeats do not overlap at all (the slowest repeat of one is faster than the fastest
-repeat of the other); otherwise it is reported as noise, whatever the medians say.
+less time from one repeat to the next, and now and then one repeat takes ten times as long
+(another job took the core). Experiments therefore repeat timed runs (interleaved, see
+:mod:`qnewton.experiments.compare`) and compare them here by their **medians**, with a spread
+that one outlier cannot inflate: the median absolute deviation (MAD). Comparing min–max ranges
+instead let a single slow repeat among three make any difference "noise" (0.0223, 0.0225 and
+0.237 s against ~0.207 s: 821% more time, reported as no difference).
+
+A difference counts when the approximate 95% interval of the difference of the medians,
+``Δ ± 1.96·√(se₁² + se₂²)``, excludes 0; the standard error of a median is ``1.2533·σ/√n`` with
+``σ = 1.4826·MAD`` (the normal-consistent MAD; Rousseeuw & Croux, JASA 1993; the median's
+asymptotic variance πσ²/2n), floored at :data:`MIN_RELATIVE_SIGMA` of the median. Otherwise it
+is reported as noise, whatever the medians say. Repeats more than :data:`OUTLIER_SIGMAS` robust
+σ from their median are named as outliers; every repeat is shown.
 """
 
 from __future__ import annotations
 
+import math
 import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -18,6 +28,20 @@ NOISE_VERDICT = "no difference (noise)"
 
 #: The verdict of a timing claim with a single run on one side: the noise is unknown.
 UNKNOWN_NOISE_VERDICT = "n/a (one run: noise unknown)"
+
+#: Scale of the MAD to a normal standard deviation (1/Φ⁻¹(3/4)).
+MAD_TO_SIGMA = 1.4826
+#: Standard error of a median over σ/√n for normal data (√(π/2)).
+MEDIAN_SE_FACTOR = math.sqrt(math.pi / 2.0)
+#: Two-sided 95% normal quantile.
+Z_95 = 1.96
+#: Smallest robust σ, relative to the median: wall-clock repeats on a shared machine never agree
+#: better than about 1%, and identical repeats (MAD 0) must not make any difference "real".
+MIN_RELATIVE_SIGMA = 0.01
+#: A repeat further than this many robust σ from its median is named as an outlier.
+OUTLIER_SIGMAS = 3.0
+#: Up to this many repeats are listed one by one; more are summarized as min–max.
+LISTED_REPEATS = 10
 
 
 @dataclass(frozen=True)
@@ -42,12 +66,40 @@ class Spread:
     def n(self) -> int:
         return len(self.values)
 
+    @property
+    def sigma(self) -> float:
+        """Robust σ: 1.4826·MAD, at least :data:`MIN_RELATIVE_SIGMA` of the median."""
+        med = self.median
+        mad = statistics.median(abs(v - med) for v in self.values)
+        return max(MAD_TO_SIGMA * mad, MIN_RELATIVE_SIGMA * abs(med))
+
+    @property
+    def median_se(self) -> float:
+        """Standard error of the median: √(π/2)·σ/√n."""
+        return MEDIAN_SE_FACTOR * self.sigma / math.sqrt(self.n)
+
+    @property
+    def outliers(self) -> tuple[float, ...]:
+        """Repeats more than :data:`OUTLIER_SIGMAS` robust σ from the median (≥ 3 repeats)."""
+        if self.n < 3:
+            return ()
+        med, sigma = self.median, self.sigma
+        return tuple(v for v in self.values if abs(v - med) > OUTLIER_SIGMAS * sigma)
+
     def text(self, unit: str = " s") -> str:
-        """``1.23 s`` for one value, ``median 1.23 s (1.1–1.4 s, 3 runs)`` for several."""
+        """``1.23 s`` for one value; ``median 1.23 s (runs 1.2, 1.23, 1.4 s)`` for several (in
+        the order they ran), with any outliers named; min–max beyond :data:`LISTED_REPEATS`."""
         if self.n == 1:
             return f"{self.median:.4g}{unit}"
-        return (f"median {self.median:.4g}{unit} ({self.low:.4g}–{self.high:.4g}{unit}, "
-                f"{self.n} runs)")
+        if self.n <= LISTED_REPEATS:
+            runs = "runs " + ", ".join(f"{v:.4g}" for v in self.values) + unit
+        else:
+            runs = f"{self.low:.4g}–{self.high:.4g}{unit}, {self.n} runs"
+        out = self.outliers
+        if out:
+            runs += "; outlier" + ("s " if len(out) > 1 else " ") + ", ".join(
+                f"{v:.4g}" for v in out)
+        return f"median {self.median:.4g}{unit} ({runs})"
 
 
 def spread_of(values: Sequence[float | None]) -> Spread | None:
@@ -61,12 +113,12 @@ def spread_of(values: Sequence[float | None]) -> Spread | None:
 @dataclass(frozen=True)
 class TimingDifference:
     """``ours`` against ``reference``: the relative reduction of the medians and whether it is
-    beyond the run-to-run spread.
+    beyond the run-to-run noise.
 
     ``reduction`` is ``1 - median(ours) / median(reference)`` (positive: ours is faster).
-    ``noise`` is true when the ranges ``[min, max]`` of the two overlap (ends included): then
-    no repeat order is consistent with a real difference and none is claimed. ``known`` is
-    false when either side has a single run, whose spread (and so the noise) is unknown.
+    ``interval`` is the approximate 95% interval of ``median(ours) − median(reference)`` in
+    seconds (see the module docstring); ``noise`` is true when it contains 0. ``known`` is false
+    when either side has a single run, whose spread (and so the noise) is unknown.
     """
 
     ours: Spread
@@ -74,6 +126,13 @@ class TimingDifference:
     reduction: float
     noise: bool
     known: bool
+    interval: tuple[float, float]
+
+    def interval_text(self) -> str:
+        """The interval as a change of the reference median, e.g. ``+790% to +853%``."""
+        ref = self.reference.median
+        lo, hi = (100 * v / ref for v in self.interval)
+        return f"{lo:+.3g}% to {hi:+.3g}% of the reference median (95% interval)"
 
 
 def timing_difference(ours: Sequence[float], reference: Sequence[float]) -> TimingDifference:
@@ -83,9 +142,12 @@ def timing_difference(ours: Sequence[float], reference: Sequence[float]) -> Timi
         raise ValueError("timing_difference needs at least one timing on each side")
     if b.median <= 0:
         raise ValueError(f"reference median must be > 0 seconds, got {b.median!r}")
-    overlap = max(a.low, b.low) <= min(a.high, b.high)
+    delta = a.median - b.median
+    half = Z_95 * math.hypot(a.median_se, b.median_se)
+    interval = (delta - half, delta + half)
     return TimingDifference(ours=a, reference=b, reduction=1.0 - a.median / b.median,
-                            noise=overlap, known=a.n >= 2 and b.n >= 2)
+                            noise=interval[0] <= 0.0 <= interval[1],
+                            known=a.n >= 2 and b.n >= 2, interval=interval)
 
 
 def change_text(reduction: float) -> str:

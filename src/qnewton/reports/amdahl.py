@@ -27,10 +27,13 @@ from qnewton.quantum.profiles import SURFACE_CODE_THRESHOLD
 from qnewton.reports.html import MEASURED, esc, fmt, note, secs, table
 from qnewton.reports.reading import RunData
 
-#: Phases a free QLSA removes: the linear solves (classical solves and quantum emulation alike).
-REMOVABLE_PHASES = ("solve",)
-#: Phases reported on their own among those it cannot remove; the rest are summed as "other".
+#: Phases only the quantum option needs: κ and α estimation, and the routing decision itself
+#: (a classical-only run skips κ estimation, docs/method.md §4.8). Charged to the quantum option.
+QUANTUM_OVERHEAD_PHASES = ("estimation", "scheduling")
+#: Phases reported on their own among those a QLSA cannot remove; the rest are summed as "other".
 FIXED_PHASES = ("curvature", "forward_backward")
+#: The parts of the measured time, in the order the report lists them.
+PARTS = ("solve", "emulation", "overhead", "curvature", "forward_backward", "other")
 #: Search range of the break-even gate time, in seconds (1e-30 s is far below any physical
 #: gate, 1e6 s far above; a break-even outside it is reported as none).
 GATE_TIME_RANGE = (1e-30, 1e6)
@@ -42,51 +45,91 @@ BISECTION_RTOL = 1e-10
 
 @dataclass(frozen=True)
 class PhaseShares:
-    """Shares of the **measured** step time by phase, and Amdahl's bound.
+    """The **measured** time split by what a QLSA could do about it, and Amdahl's bound.
+
+    A free, instantaneous QLSA removes the classical solve time, no more: the time spent
+    *emulating* quantum solves is an artefact of running without a quantum computer (neither
+    option would spend it), and κ/α estimation and routing are spent only so that the quantum
+    option can be chosen, so they are charged to it.
 
     Attributes:
-        measured_seconds: Σ of the measured phase seconds.
-        seconds: measured seconds per reported part (``solve``, ``curvature``,
-            ``forward_backward``, ``other``).
+        measured_seconds: Σ of the measured phase seconds (emulation included).
+        seconds: measured seconds per part: ``solve`` (classical solves actually run, emulation
+            excluded), ``emulation``, ``overhead`` (:data:`QUANTUM_OVERHEAD_PHASES`),
+            ``curvature``, ``forward_backward``, ``other``.
         shares: the same as fractions of ``measured_seconds`` (they sum to 1).
-        removable_share: share a free QLSA could remove (the solve phase).
-        amdahl_max_speedup: ``1/(1 − removable_share)`` (``inf`` when everything is solve time).
+        routed_classical_seconds: **predicted** classical seconds of the solves routed to the
+            QLSA (what the classical option would have spent on them).
+        classical_seconds: the classical option: measured − emulation − overhead + routed.
+        removable_seconds: its solve time: ``seconds["solve"]`` + routed.
+        removable_share: removable / classical option (Amdahl's p).
+        amdahl_max_speedup: ``1/(1 − p)``: a free QLSA with no overhead of its own (``inf``
+            when everything is solve time).
+        net_max_speedup: classical option / (classical option − removable + overhead): a free
+            QLSA charged the overhead it needs (below 1: the quantum option is slower).
     """
 
     measured_seconds: float
     seconds: dict[str, float]
     shares: dict[str, float]
+    routed_classical_seconds: float
+    classical_seconds: float
+    removable_seconds: float
     removable_share: float
     amdahl_max_speedup: float
+    net_max_speedup: float
 
 
-def phase_shares(measured_by_phase: Mapping[str, Any]) -> PhaseShares:
-    """:class:`PhaseShares` of a run's ``measured_by_phase`` (phase → measured seconds ≥ 0).
+def _seconds_value(name: str, value: Any) -> float:
+    v = float(value)
+    if not (math.isfinite(v) and v >= 0.0):
+        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+    return v
 
-    Unknown phase names or negative / non-finite seconds raise ValueError naming the allowed
-    phases (:data:`qnewton.accounting.PHASES`); an all-zero breakdown too.
+
+def phase_shares(measured_by_phase: Mapping[str, Any], emulation_seconds: float = 0.0,
+                 routed_classical_seconds: float = 0.0) -> PhaseShares:
+    """:class:`PhaseShares` of a run's ``measured_by_phase`` (phase → measured seconds ≥ 0), its
+    ``emulation_seconds`` (measured inside the solve phase) and the predicted classical seconds
+    of its quantum-routed solves.
+
+    Unknown phase names, negative / non-finite seconds, emulation beyond the solve phase or an
+    all-zero breakdown raise ValueError naming the allowed phases
+    (:data:`qnewton.accounting.PHASES`).
     """
     if not isinstance(measured_by_phase, Mapping):
         raise ValueError("measured_by_phase must be a mapping of phase to seconds, got "
                          f"{type(measured_by_phase).__name__}")
-    parts = {"solve": 0.0, "curvature": 0.0, "forward_backward": 0.0, "other": 0.0}
+    parts = dict.fromkeys(PARTS, 0.0)
     for phase, value in measured_by_phase.items():
         if phase not in PHASES:
             raise ValueError(f"measured_by_phase has phase {phase!r}; allowed phases: "
                              f"{', '.join(PHASES)}")
-        v = float(value)
-        if not (math.isfinite(v) and v >= 0.0):
-            raise ValueError(f"measured_by_phase[{phase!r}] must be a finite number >= 0, "
-                             f"got {value!r}")
-        key = phase if phase in REMOVABLE_PHASES or phase in FIXED_PHASES else "other"
+        v = _seconds_value(f"measured_by_phase[{phase!r}]", value)
+        key = ("solve" if phase == "solve" else "overhead" if phase in QUANTUM_OVERHEAD_PHASES
+               else phase if phase in FIXED_PHASES else "other")
         parts[key] += v
+    emulation = _seconds_value("emulation_seconds", emulation_seconds)
+    routed = _seconds_value("routed_classical_seconds", routed_classical_seconds)
+    if emulation > parts["solve"] * (1 + 1e-9) + 1e-12:
+        raise ValueError(f"emulation_seconds ({emulation:.6g}) exceeds the solve phase "
+                         f"({parts['solve']:.6g}) it is measured in")
+    emulation = min(emulation, parts["solve"])
+    parts["solve"] -= emulation
+    parts["emulation"] = emulation
     total = sum(parts.values())
     if total <= 0.0:
         raise ValueError("measured_by_phase must have some measured time, got all zeros")
     shares = {k: v / total for k, v in parts.items()}
-    p = sum(shares[k] for k in REMOVABLE_PHASES)
-    return PhaseShares(measured_seconds=total, seconds=parts, shares=shares, removable_share=p,
-                       amdahl_max_speedup=math.inf if p >= 1.0 else 1.0 / (1.0 - p))
+    classical = total - emulation - parts["overhead"] + routed
+    removable = parts["solve"] + routed
+    p = removable / classical if classical > 0 else 0.0
+    quantum = classical - removable + parts["overhead"]
+    return PhaseShares(
+        measured_seconds=total, seconds=parts, shares=shares, routed_classical_seconds=routed,
+        classical_seconds=classical, removable_seconds=removable, removable_share=p,
+        amdahl_max_speedup=math.inf if p >= 1.0 else 1.0 / (1.0 - p),
+        net_max_speedup=math.inf if quantum <= 0.0 else classical / quantum)
 
 
 @dataclass(frozen=True)
@@ -246,31 +289,76 @@ def block_break_evens(solves: list[Mapping[str, Any]], eps: float,
     return [break_even(rec, eps, profile) for rec in last.values()]
 
 
+def routed_classical(solves: list[Mapping[str, Any]]) -> tuple[float, int, int]:
+    """``(seconds, counted, missing)``: Σ predicted classical seconds of the solves routed to
+    the QLSA, how many had a prediction and how many did not."""
+    seconds, counted, missing = 0.0, 0, 0
+    for rec in solves:
+        if rec.get("choice") != "quantum":
+            continue
+        v = rec.get("predicted_classical_seconds")
+        if isinstance(v, int | float) and math.isfinite(v) and v >= 0:
+            seconds += float(v)
+            counted += 1
+        else:
+            missing += 1
+    return seconds, counted, missing
+
+
+def _shares_html(shares: PhaseShares, source: str, counted: int, missing: int) -> str:
+    labels = {
+        "solve": "classical solves (a free QLSA could remove them)",
+        "emulation": "emulation of quantum solves (neither option spends it: not removable)",
+        "overhead": "κ/α estimation and routing (only the quantum option needs them)",
+        "curvature": "curvature (a QLSA cannot remove it)",
+        "forward_backward": "forward/backward (a QLSA cannot remove it)",
+        "other": "other: conditioning, update, communication (a QLSA cannot remove it)"}
+    rows = [[labels[k], secs(shares.seconds[k]), f"{100 * shares.shares[k]:.1f}%"]
+            for k in PARTS]
+    parts = [f"<p>The {MEASURED} time by phase ({esc(source)}):</p>",
+             table(["part", "seconds (measured)", "share of measured"], rows)]
+    routed = (f"plus <b>{secs(shares.routed_classical_seconds)}</b> <i>predicted</i> for the "
+              f"{counted} solves routed to the QLSA, solved classically instead"
+              if counted else "no solve was routed to the QLSA")
+    if missing:
+        routed += f" ({missing} routed solves have no classical prediction and count as 0 s)"
+    parts.append(
+        f"<p>The classical option (the same run with every solve classical, and no κ/α "
+        f"estimation or routing): measured − emulation − estimation/routing = "
+        f"{secs(shares.classical_seconds - shares.routed_classical_seconds)}, {routed}: "
+        f"{secs(shares.classical_seconds)} in all, of which solves "
+        f"{secs(shares.removable_seconds)} (p = {shares.removable_share:.3f}).</p>")
+    overhead = shares.seconds["overhead"]
+    verdict = ("a slowdown: the overhead exceeds all the solve time it could save"
+               if shares.net_max_speedup < 1 else "at most")
+    parts.append(
+        f"<p>Amdahl's bound: even a free, instantaneous QLSA speeds the classical option up "
+        f"by at most 1/(1 − {shares.removable_share:.3f}) = "
+        f"<b>{fmt(shares.amdahl_max_speedup)}×</b> if it needed nothing else. Charged the κ/α "
+        f"estimation and routing it needs ({secs(overhead)}), the quantum option takes at best "
+        f"{secs(shares.classical_seconds - shares.removable_seconds + overhead)}: "
+        f"<b>{fmt(shares.net_max_speedup)}×</b> the classical option's speed ({verdict}).</p>")
+    return "".join(parts)
+
+
 def amdahl_html(run: RunData) -> str:
-    """The report section: measured phase shares and Amdahl's bound, then per block the modeled
-    break-even gate time and error rate. Says what it leaves out and why."""
+    """The report section: the measured time by what a QLSA could do about it, Amdahl's bound
+    with and without the quantum option's own overhead, then per block the modeled break-even
+    gate time and error rate. Says what it leaves out and why."""
     vals, source = run.final_values()
     parts: list[str] = []
     phases = vals.get("measured_by_phase")
+    routed, counted, missing = routed_classical(run.solves)
     try:
-        shares = phase_shares(phases) if isinstance(phases, Mapping) else None
-    except ValueError as exc:
+        shares = phase_shares(phases, vals.get("emulation_seconds") or 0.0, routed) \
+            if isinstance(phases, Mapping) else None
+    except (ValueError, TypeError) as exc:
         shares = None
         parts.append(note(f"No phase shares: {exc}."))
     if shares is None and not parts:
         parts.append(note(f"No phase shares: {source} has no measured_by_phase."))
     if shares is not None:
-        labels = {"solve": "solve (a free QLSA could remove it)",
-                  "curvature": "curvature (it cannot)",
-                  "forward_backward": "forward/backward (it cannot)",
-                  "other": "other: conditioning, κ estimation, scheduling, update (it cannot)"}
-        rows = [[labels[k], secs(shares.seconds[k]), f"{100 * shares.shares[k]:.1f}%"]
-                for k in labels]
-        parts.append(f"<p>Share of the {MEASURED} step time by phase ({esc(source)}):</p>")
-        parts.append(table(["phase", "seconds (measured)", "share"], rows))
-        parts.append(f"<p>Amdahl's bound: even a free, instantaneous QLSA speeds the measured "
-                     f"step time up by at most 1/(1 − {shares.removable_share:.3f}) = "
-                     f"<b>{fmt(shares.amdahl_max_speedup)}×</b>.</p>")
+        parts.append(_shares_html(shares, source, counted, missing))
     if not run.solves:
         parts.append(note("No solve records: no per-block break-even figures."))
         return "".join(parts)

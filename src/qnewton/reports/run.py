@@ -29,8 +29,10 @@ from qnewton.reports.html import (
 )
 from qnewton.reports.integrity import check_run
 from qnewton.reports.qlsa_outputs import qlsa_output_section
+from qnewton.reports.rates import RATES_HEADING, rates_html
 from qnewton.reports.reading import RunData, finite, load_run, total_of
 from qnewton.reports.run_plots import HESSIAN_BLOCKS, RUN_PLOTS, RUN_SECTIONS, RunSection
+from qnewton.reports.settings import settings_rows
 
 EVENTS_SHOWN = 50
 #: Heading of the section on where quantum would pay off (:mod:`.amdahl`).
@@ -54,10 +56,7 @@ def run_summary(run: RunData) -> str:
         ("hardware profile (for modeled times)", hw),
         ("steps", fmt(vals.get("steps"))),
     ]
-    for key in ("epochs", "batch_size", "seed", "curvature", "policy", "qlsa", "readout"):
-        if key in run.cfg:
-            pairs.append((f"config: {key}", fmt(run.cfg[key]) if run.cfg[key] is not None
-                          else "— (the optimizer's or task's default)"))
+    pairs += settings_rows(run.cfg, run.solves)
     used = sorted({str(s["policy"]) for s in run.solves if s.get("policy")})
     if used:
         pairs.append(("routing policy used (solves.jsonl)", ", ".join(used)))
@@ -157,6 +156,8 @@ def run_body(run: RunData, plots: Plots, level: int = 2) -> str:
     parts: list[str] = [note(n) for n in run.notes]
     parts.append(f"<{h}>Summary</{h}>")
     parts.append(run_summary(run))
+    parts.append(f"<{h}>{esc(RATES_HEADING)}</{h}>")
+    parts.append(rates_html(run))
     for section in RUN_SECTIONS:
         parts.append(f"<{h}>{esc(section.heading)}</{h}>")
         parts.append(_section(run, section, plots))

@@ -38,6 +38,8 @@ class SchedulerConfig:
         cg_rtol: relative residual at which classical CG stops (and which its cost model uses).
         max_dense_bytes: a factor-form system whose N×N matrix would exceed this is never
             handed to a solver that forms the matrix (Cholesky, LU, inverse).
+        budget_name: the name the caller gave ``max_dense_bytes`` (``QNewton``:
+            ``"max_block_bytes"``), used in every message about the budget.
         exact_below, gram_below, gram_eig_below: thresholds of the ``"auto"`` κ method
             (:class:`KappaPolicy`).
         share_gram: let the ``"auto"`` κ method use a factor block's M×M Gram matrix at any M
@@ -63,6 +65,7 @@ class SchedulerConfig:
     gram_eig_below: int = 256
     share_gram: bool = True
     max_dense_bytes: int = 2 * 1024**3
+    budget_name: str = field(default="max_dense_bytes", compare=False, repr=False)
     kappa_policy: KappaPolicy = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -90,7 +93,7 @@ class SchedulerConfig:
         if self.shots is not None:
             check_int("shots", self.shots, 1)
         check_open_unit("cg_rtol", self.cg_rtol)
-        check_int("max_dense_bytes", self.max_dense_bytes, 1)
+        check_int(self.budget_name, self.max_dense_bytes, 1)
         object.__setattr__(self, "kappa_policy", KappaPolicy(
             method=self.kappa_method, steps=self.lanczos_steps, exact_below=self.exact_below,
             gram_below=self.gram_below, gram_eig_below=self.gram_eig_below))

@@ -251,7 +251,7 @@ class Scheduler:
                 "'cg' or 'woodbury' or raise the budget")
             raise NoSolverError(
                 f"no classical solver among {cfg.classical_solvers} can solve this N={shape.n} "
-                f"system within max_dense_bytes={cfg.max_dense_bytes}; allow {need}")
+                f"system within {cfg.budget_name}={cfg.max_dense_bytes}; allow {need}")
         if system.matrix_free:
             return Decision("classical", "cg", {}, None, "matrix-free")
         predicted = {name: seconds for name, seconds in
@@ -293,7 +293,7 @@ class Scheduler:
         if not allowed and policy.can_route_classical:
             raise NoSolverError(
                 f"no classical solver among {cfg.classical_solvers} can solve this N={shape.n} "
-                f"system within max_dense_bytes={cfg.max_dense_bytes} (dense solvers need "
+                f"system within {cfg.budget_name}={cfg.max_dense_bytes} (dense solvers need "
                 f"{dense_block_bytes(shape.n)} bytes); allow 'cg' or 'woodbury' or raise the "
                 "budget"
             )

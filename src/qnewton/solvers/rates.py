@@ -25,6 +25,42 @@ def now_iso() -> str:
 
 
 @dataclass(frozen=True)
+class RatesProvenance:
+    """How a calibration came about (:func:`qnewton.calibration.calibrate`), so that a run's files
+    and its report say which rates decided its routing and how far to trust them.
+
+    Attributes:
+        rounds: interleaved probe rounds; each rate is the fastest round's (minimum time).
+        load_average_before / load_average_after: the 1-minute load average around the probe
+            (``None`` where the operating system has none). It lags, so it is recorded, not
+            trusted alone.
+        other_busy_cores: mean CPU cores that *other* processes kept busy during the probe
+            (machine busy time from ``/proc/stat`` minus this process's CPU time, over the wall
+            time); ``None`` without ``/proc/stat``.
+        own_cpu_ratio: this process's CPU seconds / wall seconds during the probe (below 1 with
+            one thread: it waited for a core).
+        under_load: whether the probe counts as taken under load (then it is not cached).
+        cache_path: the cache file these rates were read from or checked against.
+        cached: whether these rates are (now) the cache file's content.
+        note: one line on where the rates come from (measured and cached; measured under load
+            and not cached; read from the cache and confirmed by a spot check; re-measured
+            because the cache disagreed with a spot check, with the factor).
+        checked_at: ISO-8601 time of the last spot check against this machine ("" if none).
+    """
+
+    rounds: int = 0
+    load_average_before: float | None = None
+    load_average_after: float | None = None
+    other_busy_cores: float | None = None
+    own_cpu_ratio: float | None = None
+    under_load: bool = False
+    cache_path: str = ""
+    cached: bool = False
+    note: str = ""
+    checked_at: str = ""
+
+
+@dataclass(frozen=True)
 class MachineRates:
     """Throughput of the machine the classical solvers run on.
 
@@ -40,6 +76,8 @@ class MachineRates:
         call_overhead_s: fixed seconds of one solver call on a tiny system (framework and Python
             latency; dominates for N ≲ 100). Added once to every classical prediction.
         iteration_overhead_s: fixed seconds per CG iteration beyond its memory traffic.
+        provenance: how a calibration came about (:class:`RatesProvenance`); ``None`` for
+            user rates and for files written before it was recorded.
     """
 
     dense_flops_per_s: float
@@ -52,6 +90,7 @@ class MachineRates:
     measured_at: str = ""
     call_overhead_s: float = 0.0
     iteration_overhead_s: float = 0.0
+    provenance: RatesProvenance | None = None
 
     def __post_init__(self) -> None:
         check_positive("dense_flops_per_s", self.dense_flops_per_s)
@@ -98,8 +137,18 @@ class MachineRates:
                 f"unknown MachineRates field(s) {', '.join(unknown)}; "
                 f"allowed: {', '.join(sorted(names))}"
             )
+        fields = dict(d)
+        prov = fields.get("provenance")
+        if prov is not None:
+            if not isinstance(prov, Mapping):
+                raise ValueError("rates provenance must be a mapping, got "
+                                 f"{type(prov).__name__}")
+            try:
+                fields["provenance"] = RatesProvenance(**dict(prov))
+            except TypeError as exc:
+                raise ValueError(f"invalid rates provenance: {exc}") from None
         try:
-            return cls(**dict(d))
+            return cls(**fields)
         except TypeError as exc:  # missing required fields
             raise ValueError(f"invalid MachineRates definition: {exc}") from None
 

@@ -38,6 +38,8 @@ def unpack_closure_output(out: Any) -> tuple[torch.Tensor, torch.Tensor | None]:
         losses, outputs = out, None
     if not isinstance(losses, torch.Tensor):
         raise ClosureError(f"the closure returned {type(losses).__name__}; {CLOSURE_CONTRACT}")
+    if losses.numel() == 0:  # an empty batch: its mean loss is NaN and no curvature exists
+        raise ClosureError(f"the closure returned no losses (an empty batch); {CLOSURE_CONTRACT}")
     return losses, outputs
 
 

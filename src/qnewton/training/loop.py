@@ -30,6 +30,7 @@ from qnewton.files import (
 from qnewton.solvers import MachineRates
 from qnewton.tasks import Task, load_task
 from qnewton.training.config import TrainConfig
+from qnewton.training.machine import machine_state
 from qnewton.training.optimizers import OPTIMIZERS
 from qnewton.training.run_dir import (
     RunDirError,
@@ -37,6 +38,7 @@ from qnewton.training.run_dir import (
     TrainingError,
     check_run_dir,
     create_run_dir,
+    discard_unstarted_run,
     load_checkpoint,
     restore_checkpoint,
     run_dir_path,
@@ -89,7 +91,7 @@ def _totals(ledger: Ledger) -> dict[str, Any]:
 
 
 def _summary(config: TrainConfig, task: Task, ledger: Ledger, state: RunState, status: str,
-             newton_blocks: dict[str, int]) -> dict[str, Any]:
+             newton_blocks: dict[str, int], rates: MachineRates) -> dict[str, Any]:
     metrics = dict(state.last_eval or {})
     summary: dict[str, Any] = {
         "status": status,
@@ -110,6 +112,8 @@ def _summary(config: TrainConfig, task: Task, ledger: Ledger, state: RunState, s
         "modeled_quantum_seconds": f"modeled: QLSA cost model on the '{config.hardware}' profile",
         "total_seconds": "measured - emulation + modeled_quantum",
     }
+    summary["rates"] = rates.to_dict()  # the classical predictions' rates, with provenance
+    summary["machine_at_end"] = machine_state()
     return summary
 
 
@@ -167,6 +171,12 @@ def _check_batch_size(config: TrainConfig, n_train: int) -> None:
         tiny = " (tiny)" if config.tiny else ""
         raise ValueError(f"batch_size must be at most the size of the training set, {n_train} "
                          f"examples for task {config.task}{tiny}; got {config.batch_size}")
+    batch = min(config.batch, n_train)
+    if config.curvature_batch is not None and config.curvature_batch > batch:
+        # an error, not the silent "all samples" of a larger subset, so that config.json
+        # records the curvature batch actually used
+        raise ValueError(f"curvature_batch must be at most the mini-batch size, {batch}; got "
+                         f"{config.curvature_batch}")
 
 
 def _resume_logs(out: Path, step: int) -> dict[str, int]:
@@ -226,6 +236,7 @@ def _train(config: TrainConfig, out: str | Path, *, resume: bool, progress: bool
     out = run_dir_path(out)
     check_run_dir(out, resume)
     checkpoint = None
+    created = False
     if resume:
         rates, checkpoint = _read_saved_run(out, config)
     task = load_task(config.task_config())
@@ -248,6 +259,7 @@ def _train(config: TrainConfig, out: str | Path, *, resume: bool, progress: bool
     else:
         state = RunState()
         newton_blocks = {}
+        created = not out.exists()
         create_run_dir(out)
         for name in LOGS:
             (out / name).write_text("", encoding="utf-8")
@@ -255,6 +267,7 @@ def _train(config: TrainConfig, out: str | Path, *, resume: bool, progress: bool
             "config": config.to_dict(),
             "task": task.description,
             "rates": rates.to_dict(),
+            "machine_at_start": machine_state(),
             "learning_rate": config.learning_rate,
             "torch_version": torch.__version__,
         })
@@ -324,13 +337,16 @@ def _train(config: TrainConfig, out: str | Path, *, resume: bool, progress: bool
             status = f"interrupted at step {state.step}: {type(exc).__name__}"
         if not group.writer:
             raise
+        if checkpoint is None and state.step == 0:  # nothing finished: leave --out reusable
+            discard_unstarted_run(out, created)
+            raise
         write_json_atomic(out / "summary.json",
-                          _summary(config, task, ledger, state, status, newton_blocks))
+                          _summary(config, task, ledger, state, status, newton_blocks, rates))
         raise
     finally:
         if bar is not None:
             bar.close()
-    summary = _summary(config, task, ledger, state, status, newton_blocks)
+    summary = _summary(config, task, ledger, state, status, newton_blocks, rates)
     if group.writer:
         write_json_atomic(out / "summary.json", summary)
     return summary

@@ -14,6 +14,7 @@ A run directory holds
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 from dataclasses import dataclass
@@ -101,6 +102,20 @@ def create_run_dir(out: Path) -> None:
         probe.unlink()
     except OSError as exc:
         raise RunDirError(f"--out {out} is not writable: {exc.strerror or exc}") from None
+
+
+def discard_unstarted_run(out: Path, created: bool) -> None:
+    """Remove what a run wrote before it failed without completing a step — config.json, the
+    empty logs, a summary — and ``out`` itself if this run ``created`` it and it is now empty.
+    Such a folder holds no result and no checkpoint: left as it was, it could be neither
+    resumed nor reused. Files the run did not write (none, :func:`check_run_dir` saw to it) and
+    a directory that existed before are kept."""
+    for name in RUN_FILES:
+        with contextlib.suppress(OSError):
+            (out / name).unlink(missing_ok=True)
+    if created:
+        with contextlib.suppress(OSError):
+            out.rmdir()  # only if empty
 
 
 def save_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,

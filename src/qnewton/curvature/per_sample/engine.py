@@ -27,6 +27,7 @@ import torch
 from qnewton.curvature.autograd import BatchedVJP, flat_rows, sample_seeds, seeded_rows
 from qnewton.curvature.memory import DEFAULT_CHUNK_BYTES, element_size
 from qnewton.curvature.params import ParamBlock
+from qnewton.curvature.per_sample.causes import generic_path_causes
 from qnewton.curvature.per_sample.graph import Use, parameter_uses
 from qnewton.curvature.per_sample.handler import Unsupported
 from qnewton.curvature.per_sample.handlers import handlers_by_node_type
@@ -233,15 +234,14 @@ def _checked(root: torch.Tensor, seeds: Sequence[torch.Tensor], s: int,
     return passed
 
 
-def _warn_generic(blocks: Sequence[ParamBlock]) -> None:
+def _warn_generic(blocks: Sequence[ParamBlock], root: torch.Tensor) -> None:
     """Say (once per block, Python's warning filter) when a block's rows take the generic path:
-    it costs one backward pass per sample, and for recurrent layers the fix is one call."""
+    it costs one backward pass per sample; the warning names the cause found in the graph."""
     for b in blocks:
         warnings.warn(
             f"per-sample rows of block {b.name!r} take the generic path (one backward pass per "
-            "sample): no one-pass rule matched its layers. If it is an nn.GRU/nn.LSTM, call "
-            "qnewton.curvature.unfuse_recurrent(model) once after building the model "
-            "(docs/method.md §4.7)", RuntimeWarning, stacklevel=3)
+            "sample): " + "; ".join(generic_path_causes(root, b.params))
+            + " (docs/method.md §4.7)", RuntimeWarning, stacklevel=3)
 
 
 def factor_rows(root: torch.Tensor, seeds: Sequence[torch.Tensor], num_samples: int,
@@ -265,7 +265,7 @@ def factor_rows(root: torch.Tensor, seeds: Sequence[torch.Tensor], num_samples: 
         return factors
     fast = per_sample_rows(root, seeds, num_samples, todo, factors, config, samples)
     rest = [b for b in todo if id(b) not in fast]
-    _warn_generic(rest)
+    _warn_generic(rest, root)
     if rest:
         width = max(sum(b.numel for b in rest), min_row_elements)
         npass = len(seeds)

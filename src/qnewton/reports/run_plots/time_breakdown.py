@@ -69,6 +69,16 @@ def _finish(ax, bars: list[tuple[int, float, str]]) -> None:
     ax.grid(alpha=0.3, axis="y")
 
 
+def split_caption(measured_kept: float, modeled: float) -> str:
+    """What the split figure shows, from its numbers: which of the two clocks is too small to see
+    in the total bar (the one that is orders of magnitude below the other)."""
+    small, large = ("modeled", "measured") if modeled < measured_kept else ("measured", "modeled")
+    ratio = max(measured_kept, modeled) / max(min(measured_kept, modeled), 1e-300)
+    return (f"The {large} seconds ({max(measured_kept, modeled):.3g} s) are {ratio:.3g}× the "
+            f"{small} ones ({min(measured_kept, modeled):.3g} s), so the measured bar has a panel "
+            f"and scale of its own; in the total the {small} part is too thin to see.")
+
+
 def plot_time_breakdown(run: RunData, plots: Plots) -> str:
     vals, source = run.final_values()
     hw = run.hardware
@@ -136,6 +146,5 @@ def plot_time_breakdown(run: RunData, plots: Plots) -> str:
            f"{' and' if split else '; right:'} total = measured − emulation + modeled. "
            f"Source: {source}.")
     if split:
-        cap += (" Measured and modeled seconds are orders of magnitude apart, so the measured "
-                "bar has a panel and scale of its own; in the total it is too thin to see.")
+        cap += " " + split_caption(measured - emul, sum_q)
     return plots.save(fig, "time_breakdown.png", cap) + remark

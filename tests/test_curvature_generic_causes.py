@@ -1,0 +1,68 @@
+"""The generic-path warning names the cause found in the autograd graph (a fused recurrent
+kernel, a train-mode BatchNorm, attention, or the unhandled operations), and suggests the
+recurrent fix only for a recurrent kernel."""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import torch
+from torch import nn
+
+from qnewton import QNewton
+from qnewton.curvature.per_sample.causes import (
+    ATTENTION_CAUSE,
+    BATCHNORM_CAUSE,
+    generic_path_causes,
+)
+from qnewton.solvers import MachineRates
+
+RATES = MachineRates.user(dense_flops_per_s=5e10, gemm_flops_per_s=1e11,
+                          bandwidth_bytes_per_s=1e10)
+
+
+def _causes(module, x, params):
+    return generic_path_causes(module(x).sum() if not isinstance(module, nn.LSTM)
+                               else module(x)[0].sum(), params)
+
+
+def test_each_cause_is_named_from_the_graph():
+    torch.manual_seed(0)
+    lstm = nn.LSTM(4, 3, batch_first=True)
+    causes = _causes(lstm, torch.randn(2, 5, 4), [lstm.weight_ih_l0])
+    assert len(causes) == 1 and "unfuse_recurrent" in causes[0] and "MkldnnRnn" in causes[0]
+
+    bn = nn.Sequential(nn.Linear(4, 4), nn.BatchNorm1d(4))
+    assert _causes(bn, torch.randn(6, 4), [bn[0].weight]) == [BATCHNORM_CAUSE]
+    bn.eval()  # eval mode: the samples are independent again, no BatchNorm cause
+    assert BATCHNORM_CAUSE not in _causes(bn, torch.randn(6, 4), [bn[0].weight])
+
+    attention = nn.MultiheadAttention(4, 2, batch_first=True)
+    x = torch.randn(2, 3, 4)
+    out = attention(x, x, x)[0].sum()
+    assert generic_path_causes(out, [attention.in_proj_weight]) == [ATTENTION_CAUSE]
+
+
+def test_a_batchnorm_model_is_not_told_to_unfuse_recurrent_layers():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 6), nn.BatchNorm1d(6), nn.Tanh(), nn.Linear(6, 3))
+    x, y = torch.randn(16, 4), torch.randint(0, 3, (16,))
+    opt = QNewton(model.named_parameters(), rates=RATES)
+
+    def closure():
+        return nn.functional.cross_entropy(model(x), y, reduction="none")
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        opt.step(closure)
+    generic = [str(w.message) for w in caught if "generic path" in str(w.message)]
+    assert generic, "the BatchNorm model's blocks should take the generic path"
+    for message in generic:
+        assert "BatchNorm in training mode" in message
+        assert "unfuse_recurrent" not in message
+
+
+@pytest.mark.parametrize("root", [torch.ones(2)])
+def test_a_root_without_a_graph_has_no_causes(root):
+    assert generic_path_causes(root, []) == []
