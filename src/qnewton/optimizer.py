@@ -43,6 +43,7 @@ from qnewton.curvature import (
     CurvatureSchedule,
     MatrixFreeError,
     ParamBlock,
+    curvature_closure,
     finite_each,
     group_parameters,
     unflatten_block,
@@ -327,7 +328,7 @@ class QNewton(Optimizer):
         params = [p for b in all_blocks for p in b.params]
         for p in params:
             p.grad = None  # a closure that calls backward() is caught by the grads it leaves
-        with ledger.phase("forward_backward"), torch.enable_grad():
+        with ledger.phase("forward_backward"), torch.enable_grad(), curvature_closure():
             losses, outputs = unpack_closure_output(closure())
         if any(p.grad is not None for p in params) or losses.grad_fn is None:
             raise ClosureError(

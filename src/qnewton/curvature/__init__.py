@@ -38,6 +38,7 @@ from qnewton.curvature.params import (
     group_parameters,
     unflatten_block,
 )
+from qnewton.curvature.per_sample import curvature_closure
 from qnewton.curvature.recurrent import unfuse_recurrent
 from qnewton.curvature.representation import (
     CurvatureBlock,
@@ -54,7 +55,8 @@ __all__ = [
     "CurvatureBlock", "CurvatureBudgetError", "CurvatureConfig", "CurvatureKind",
     "CurvatureResult", "CurvatureSchedule", "DenseBlock", "FactorBlock", "MatrixFreeBlock",
     "MatrixFreeError", "ParamBlock", "blocks_from_module", "blocks_from_params",
-    "compute_curvature", "curvature_subset", "dense_block_bytes", "estimate_block_bytes",
+    "compute_curvature", "curvature_closure", "curvature_subset", "dense_block_bytes",
+    "estimate_block_bytes",
     "evaluate_closure", "finite_each", "finite_sum", "flatten_block", "format_bytes",
     "group_parameters", "mean_loss_gradients", "unflatten_block", "unfuse_recurrent",
 ]
