@@ -10,6 +10,10 @@ from qnewton.curvature.kinds import CURVATURES
 from qnewton.validation import check_int
 
 
+#: How per-sample rows treat BatchNorm in training mode (:attr:`CurvatureConfig.batch_norm`).
+BATCH_NORM_ROWS = ("held", "exact")
+
+
 class CurvatureBudgetError(MemoryError):
     """A curvature block would exceed the configured memory budget."""
 
@@ -40,6 +44,12 @@ class CurvatureConfig:
         seed: seed of the random directions of ``"ggn-mc"``, mixed with the bytes of the outputs
             so that every batch gets its own draw and a call is reproducible; ``None`` draws from
             torch's global RNG instead. Other kinds are deterministic and ignore it.
+        batch_norm: per-sample rows of the layers before a BatchNorm in training mode (whose
+            batch statistics couple the samples): ``"held"`` (default) — the rows as if the
+            batch statistics were constants, one backward pass per seed (the approximation
+            K-FAC libraries make; docs/method.md §4.7); ``"exact"`` — the gradient of each
+            coupled loss term, one backward pass per sample for those layers. The mean-loss
+            gradient is exact either way.
     """
 
     kind: str = "fisher"
@@ -47,6 +57,7 @@ class CurvatureConfig:
     chunk_size: int | None = None
     dtype: torch.dtype | None = None
     seed: int | None = 0
+    batch_norm: str = "held"
 
     def __post_init__(self) -> None:
         CURVATURES.check(self.kind)
@@ -59,3 +70,6 @@ class CurvatureConfig:
                              f"{self.dtype!r}")
         if self.seed is not None:
             check_int("seed", self.seed, 0)
+        if self.batch_norm not in BATCH_NORM_ROWS:
+            raise ValueError(f"batch_norm must be one of {BATCH_NORM_ROWS}, got "
+                             f"{self.batch_norm!r}")

@@ -27,6 +27,7 @@ import torch
 from qnewton.curvature.autograd import BatchedVJP, flat_rows, sample_seeds, seeded_rows
 from qnewton.curvature.memory import DEFAULT_CHUNK_BYTES, element_size
 from qnewton.curvature.params import ParamBlock
+from qnewton.curvature.per_sample.batch_norm import statistics_held, training_nodes
 from qnewton.curvature.per_sample.functional import functional_rows, live_calls
 from qnewton.curvature.per_sample.graph import Use, graph_nodes, parameter_uses
 from qnewton.curvature.per_sample.handler import Unsupported
@@ -396,6 +397,10 @@ def factor_rows(root: torch.Tensor, seeds: Sequence[torch.Tensor], num_samples: 
        ``vmap`` (plus the residual);
     4. the generic loop (one backward pass per row), with a warning that says why.
 
+    With ``config.batch_norm == "held"`` every backward pass here treats the batch statistics
+    of training-mode BatchNorms as constants (:func:`~qnewton.curvature.per_sample.batch_norm.
+    statistics_held`), so that all four stages compute the same, per-sample rows.
+
     ``min_row_elements`` sizes the generic path's chunks (its seeds are ``root``-shaped rows,
     which can be wider than the block). ``samples`` (sorted indices, a curvature subset of k
     samples): ``(k·P, N)`` factors, row ``i·P + j`` for sample ``samples[i]``."""
@@ -408,6 +413,18 @@ def factor_rows(root: torch.Tensor, seeds: Sequence[torch.Tensor], num_samples: 
     }
     if not todo:
         return factors
+    held = []
+    if config.batch_norm == "held" and root.grad_fn is not None:
+        held = training_nodes(graph_nodes(root.grad_fn))
+    with statistics_held(held):
+        _fill(root, seeds, num_samples, todo, factors, config, min_row_elements, samples)
+    return factors
+
+
+def _fill(root: torch.Tensor, seeds: Sequence[torch.Tensor], num_samples: int,
+          todo: Sequence[ParamBlock], factors: dict[int, torch.Tensor], config: CurvatureConfig,
+          min_row_elements: int, samples: torch.Tensor | None) -> None:
+    """The four stages of :func:`factor_rows`, in order."""
     done = per_sample_rows(root, seeds, num_samples, todo, factors, config, samples)
     rest = [b for b in todo if id(b) not in done]
     if rest and root.grad_fn is not None and num_samples >= 2:
@@ -427,4 +444,3 @@ def factor_rows(root: torch.Tensor, seeds: Sequence[torch.Tensor], num_samples: 
             samples.unsqueeze(1) * npass + torch.arange(npass)).reshape(-1)
         seeded_rows(root, seeds, num_samples, rest, factors, config.dtype, config.chunk_size,
                     width * root.element_size(), wanted)
-    return factors
