@@ -256,3 +256,18 @@ def test_transformer_trains_at_the_defaults(monkeypatch):
     for _ in range(4):
         last = float(opt.step(closure))
     assert last < first
+
+
+def test_prepare_swaps_fused_recurrent_layers_and_keeps_outputs():
+    torch.manual_seed(3)
+    model = nn.Sequential(nn.Linear(3, 3)).to(DT)
+    model.add_module("gru", nn.GRU(3, 4, batch_first=True).to(DT))
+    gru = model.gru
+    x = torch.randn(4, 5, 3, dtype=DT)
+    before = gru(x)[0]
+    assert qnewton.prepare(model) is model
+    assert type(gru) is not nn.GRU and isinstance(gru, nn.GRU)  # the unrolled twin
+    torch.testing.assert_close(gru(x)[0], before, rtol=1e-12, atol=1e-14)
+    assert qnewton.prepare(model) is model  # idempotent
+    with pytest.raises(TypeError, match="prepare\\(model\\)"):
+        qnewton.prepare([gru])

@@ -39,6 +39,7 @@ from qnewton.curvature.params import (
     unflatten_block,
 )
 from qnewton.curvature.per_sample import curvature_closure
+from qnewton.curvature.prepare import prepare
 from qnewton.curvature.recurrent import unfuse_recurrent
 from qnewton.curvature.representation import (
     CurvatureBlock,
@@ -58,5 +59,5 @@ __all__ = [
     "compute_curvature", "curvature_closure", "curvature_subset", "dense_block_bytes",
     "estimate_block_bytes",
     "evaluate_closure", "finite_each", "finite_sum", "flatten_block", "format_bytes",
-    "group_parameters", "mean_loss_gradients", "unflatten_block", "unfuse_recurrent",
+    "group_parameters", "mean_loss_gradients", "prepare", "unflatten_block", "unfuse_recurrent",
 ]

@@ -9,7 +9,6 @@ import torch
 from qnewton.curvature.kinds import CURVATURES
 from qnewton.validation import check_int
 
-
 #: How per-sample rows treat BatchNorm in training mode (:attr:`CurvatureConfig.batch_norm`).
 BATCH_NORM_ROWS = ("held", "exact")
 
