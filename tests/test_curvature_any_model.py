@@ -271,3 +271,47 @@ def test_prepare_swaps_fused_recurrent_layers_and_keeps_outputs():
     assert qnewton.prepare(model) is model  # idempotent
     with pytest.raises(TypeError, match="prepare\\(model\\)"):
         qnewton.prepare([gru])
+
+
+def ggn_with_penalty(model, x, y, penalty, kind="ggn"):
+    blocks = blocks_from_module(model)
+    with curvature_closure():
+        out = model(x)
+        losses = ce(out, y)
+        if penalty is not None:
+            losses = losses + penalty * sum(p.square().sum() for p in model.parameters())
+    return blocks, compute_curvature(losses, blocks, CurvatureConfig(kind=kind), outputs=out)
+
+
+def test_ggn_with_an_l2_term_equals_brute_force():
+    """GGN + the penalty's own curvature 2λI (the brute-force GGN from per-sample Jacobians and
+    loss Hessians, plus the penalty's Hessian)."""
+    from per_sample_fixtures import brute_ggn
+
+    torch.manual_seed(7)
+    model = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 3)).to(DT)
+    x, y = torch.randn(6, 3, dtype=DT), torch.randint(0, 3, (6,))
+    blocks, res = ggn_with_penalty(model, x, y, 0.05)
+    assert res.bypass_covered and set(res.bypass) == {b.name for b in blocks}
+    for block, cb in zip(blocks, res.blocks, strict=True):
+        ref = brute_ggn(model, block, x, y) + 2 * 0.05 * torch.eye(block.numel, dtype=DT)
+        torch.testing.assert_close(cb.to_dense(), ref, rtol=1e-10, atol=1e-12, msg=block.name)
+    _, plain = ggn_with_penalty(model, x, y, None)
+    assert plain.bypass == {} and not plain.bypass_covered
+
+
+def test_qnewton_ggn_trains_with_an_l2_term():
+    torch.manual_seed(8)
+    model = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 3))
+    x, y = torch.randn(32, 3), torch.randint(0, 3, (32,))
+    opt = qnewton.QNewton(model.named_parameters(), curvature="ggn")
+
+    def closure():
+        out = model(x)
+        pen = 1e-3 * sum(p.square().sum() for p in model.parameters())
+        return F.cross_entropy(out, y, reduction="none") + pen, out
+
+    first = float(opt.step(closure))
+    for _ in range(3):
+        last = float(opt.step(closure))
+    assert last < first

@@ -348,7 +348,7 @@ class QNewton(Optimizer):
         ledger.add_curvature(reused=reused, samples=result.curvature_samples,
                              of=result.num_samples)
         if (outputs is not None and self.curvature_config.kind in ("ggn", "ggn-mc")
-                and not self._ggn_checked):
+                and not self._ggn_checked and not result.bypass_covered):
             # once per optimizer (one extra backward), on this rank's own gradients
             with ledger.phase("curvature"), torch.enable_grad():
                 check_ggn_coverage(losses, outputs, params, [

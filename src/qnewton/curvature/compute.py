@@ -43,6 +43,9 @@ class CurvatureResult:
         kind: the curvature kind. num_samples: S. num_outputs: C for the GGN, else ``None``.
         samples: the sorted indices of the curvature subset (``None``: all S samples);
             curvature_samples: how many samples the curvature used (k, or S).
+        bypass: GGN kinds: ``{block name: note}`` for blocks whose losses reach them other than
+            through the outputs (an L2 penalty); bypass_covered: every such term's curvature is
+            in its block (:mod:`qnewton.curvature.bypass`), so the GGN misses nothing.
     """
 
     blocks: list[CurvatureBlock | None]
@@ -55,6 +58,8 @@ class CurvatureResult:
     num_outputs: int | None = None
     samples: torch.Tensor | None = None
     curvature_samples: int = 0
+    bypass: dict[str, str] = field(default_factory=dict)
+    bypass_covered: bool = False
 
 
 def evaluate_closure(closure: Callable[[], object]) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -272,9 +277,10 @@ def compute_curvature(
         if subset is not None and kind.needs_gradient_graph and (any(built) or bool(free)):
             # second derivatives of the subset's mean loss (the full gradient has no graph)
             g_blocks = _subset_gradient_graph(losses[subset.to(losses.device)], blocks)
-        curv = kind.build(BuildInputs(losses=losses, outputs=outputs, blocks=blocks,
-                                      grads=g_blocks, built=built, num_samples=s,
-                                      num_outputs=c or 1, config=config, samples=subset))
+        inputs = BuildInputs(losses=losses, outputs=outputs, blocks=blocks, grads=g_blocks,
+                             built=built, num_samples=s, num_outputs=c or 1, config=config,
+                             samples=subset)
+        curv = kind.build(inputs)
         if free:
             # nothing is stored, so products compute in the blocks' arithmetic dtype
             ctx = ProductContext(losses, outputs, s, c or 1,
@@ -284,7 +290,10 @@ def compute_curvature(
                 curv[i] = matrix_free_block(kind.name, blocks[i], g_blocks[i], ctx)
     return CurvatureResult(blocks=curv, grads=grads, loss=loss.detach(), skipped=skipped,
                            matrix_free=matrix_free, kind=config.kind, num_samples=s,
-                           num_outputs=c, samples=subset, curvature_samples=k)
+                           num_outputs=c, samples=subset, curvature_samples=k,
+                           bypass=inputs.notes,
+                           bypass_covered=bool(inputs.notes) and all(built) and all(
+                               name in inputs.covered for name in inputs.notes))
 
 
 def _subset_gradient_graph(losses: torch.Tensor,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from qnewton.curvature.autograd import BatchedVJP
+from qnewton.curvature.bypass import bypass_rows
 from qnewton.curvature.kind import BuildInputs, CurvatureKind
 from qnewton.curvature.per_sample import factor_rows
 from qnewton.curvature.representation import CurvatureBlock, FactorBlock
@@ -43,7 +44,8 @@ class GGNCurvature(CurvatureKind):
     loss part of the graph only. Parameters with a per-sample handler get all ``S`` rows of
     column j from one backward pass seeded with ``R[:, :, j]`` (``C`` passes in all,
     :mod:`qnewton.curvature.per_sample`); the others take one batched backward pass per row
-    (``S·C``) (docs/method.md §4.7).
+    (``S·C``) (docs/method.md §4.7). A loss term that bypasses the outputs (an L2 penalty)
+    adds its own curvature as extra rows (:mod:`qnewton.curvature.bypass`).
     """
 
     name = "ggn"
@@ -79,6 +81,13 @@ class GGNCurvature(CurvatureKind):
         factors = factor_rows(outputs, self.seeds(sqrt_h, outputs, inputs), s, todo, config,
                               min_row_elements=s * c, samples=inputs.samples)
         k = inputs.curvature_samples
+        extra, notes, covered = bypass_rows(losses, outputs, todo, k, config.dtype)
+        inputs.notes.update(notes)
+        inputs.covered.update(covered)
+        for b in todo:
+            if id(b) in extra:
+                factors[id(b)] = torch.cat([factors[id(b)],
+                                            extra[id(b)].to(factors[id(b)])])
         return [
             FactorBlock(b.name, self.name, factors[id(b)], scale=1.0 / k) if ok else None
             for b, ok in zip(inputs.blocks, inputs.built, strict=True)

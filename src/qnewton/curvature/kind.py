@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import torch
@@ -33,6 +33,9 @@ class BuildInputs:
         config: the :class:`CurvatureConfig`.
         samples: sorted indices of a curvature subset of k samples, or ``None`` (all S): factor
             kinds then build k (or k·C) rows with scale 1/k; ``grads`` are then the subset's.
+        notes, covered: filled by the build — ``{block name: note}`` for blocks with a loss term
+            that bypasses the outputs (GGN), and the names of those whose term's curvature is in
+            the block (:mod:`qnewton.curvature.bypass`).
     """
 
     losses: torch.Tensor
@@ -44,6 +47,8 @@ class BuildInputs:
     num_outputs: int
     config: CurvatureConfig
     samples: torch.Tensor | None = None
+    notes: dict[str, str] = field(default_factory=dict)
+    covered: set[str] = field(default_factory=set)
 
     @property
     def curvature_samples(self) -> int:
