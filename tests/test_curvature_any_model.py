@@ -315,3 +315,31 @@ def test_qnewton_ggn_trains_with_an_l2_term():
     for _ in range(3):
         last = float(opt.step(closure))
     assert last < first
+
+
+def test_many_output_ggn_becomes_the_monte_carlo_ggn_and_is_recorded():
+    """C = 20 > ggn_max_outputs (16): the Monte-Carlo GGN's rows (same as kind "ggn-mc"), the
+    substitution said in the result and in the optimizer's ledger; None keeps the exact GGN."""
+    torch.manual_seed(9)
+    model = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 20)).to(DT)
+    x = torch.randn(5, 3, dtype=DT)
+    target = torch.randn(5, 20, dtype=DT)
+    blocks = blocks_from_module(model)
+    out = model(x)
+    losses = (out - target).square().sum(dim=1)
+    auto = compute_curvature(losses, blocks, CurvatureConfig(kind="ggn"), outputs=out)
+    mc = compute_curvature(losses, blocks, CurvatureConfig(kind="ggn-mc"), outputs=out)
+    exact = compute_curvature(losses, blocks, CurvatureConfig(kind="ggn", ggn_max_outputs=None),
+                              outputs=out)
+    assert auto.kind == "ggn-mc" and "20 outputs per sample > ggn_max_outputs=16" in (
+        auto.substituted or "")
+    assert exact.kind == "ggn" and exact.substituted is None
+    for a, m, e in zip(auto.blocks, mc.blocks, exact.blocks, strict=True):
+        torch.testing.assert_close(a.factor, m.factor, rtol=0, atol=0)
+        assert a.factor.shape[0] == 5 and e.factor.shape[0] == 5 * 20
+    with pytest.raises(ValueError, match="ggn_max_outputs"):
+        CurvatureConfig(kind="ggn", ggn_max_outputs=0)
+    opt = qnewton.QNewton(model.named_parameters(), curvature="ggn")
+    opt.step(lambda: ((lambda o: ((o - target).square().sum(dim=1), o))(model(x))))
+    assert opt.ledger.summary()["curvature_substituted"] == {"ggn-mc": 1}
+    assert opt.ledger.take_curvature()["curvature_kind"] == "ggn-mc"

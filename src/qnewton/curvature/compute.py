@@ -46,6 +46,8 @@ class CurvatureResult:
         bypass: GGN kinds: ``{block name: note}`` for blocks whose losses reach them other than
             through the outputs (an L2 penalty); bypass_covered: every such term's curvature is
             in its block (:mod:`qnewton.curvature.bypass`), so the GGN misses nothing.
+        substituted: why ``kind`` is not the configured one (``"ggn"`` with more outputs than
+            ``CurvatureConfig.ggn_max_outputs`` builds ``"ggn-mc"``), else ``None``.
     """
 
     blocks: list[CurvatureBlock | None]
@@ -60,6 +62,7 @@ class CurvatureResult:
     curvature_samples: int = 0
     bypass: dict[str, str] = field(default_factory=dict)
     bypass_covered: bool = False
+    substituted: str | None = None
 
 
 def evaluate_closure(closure: Callable[[], object]) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -237,6 +240,13 @@ def compute_curvature(
                          f"got shape {tuple(losses.shape)}")
     subset = check_samples(samples, s)
     k = s if subset is None else subset.numel()
+    substituted = None
+    if (kind.name == "ggn" and config.ggn_max_outputs is not None
+            and (c or 1) > config.ggn_max_outputs):
+        substituted = (f"{c} outputs per sample > ggn_max_outputs={config.ggn_max_outputs}: "
+                       f"the Monte-Carlo GGN ({k} rows) instead of the exact GGN ({k * c} rows)")
+        kind = CURVATURES["ggn-mc"]
+        config = replace(config, kind="ggn-mc")
 
     built: list[bool] = []
     skipped: dict[str, str] = {}
@@ -291,7 +301,7 @@ def compute_curvature(
     return CurvatureResult(blocks=curv, grads=grads, loss=loss.detach(), skipped=skipped,
                            matrix_free=matrix_free, kind=config.kind, num_samples=s,
                            num_outputs=c, samples=subset, curvature_samples=k,
-                           bypass=inputs.notes,
+                           bypass=inputs.notes, substituted=substituted,
                            bypass_covered=bool(inputs.notes) and all(built) and all(
                                name in inputs.covered for name in inputs.notes))
 
