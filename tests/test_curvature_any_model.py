@@ -343,3 +343,19 @@ def test_many_output_ggn_becomes_the_monte_carlo_ggn_and_is_recorded():
     opt.step(lambda: ((lambda o: ((o - target).square().sum(dim=1), o))(model(x))))
     assert opt.ledger.summary()["curvature_substituted"] == {"ggn-mc": 1}
     assert opt.ledger.take_curvature()["curvature_kind"] == "ggn-mc"
+
+
+def test_paths_say_which_path_each_block_took(monkeypatch):
+    model, x, y = make("custom-module")
+    _, res = fisher_rows(model, x, y, monkeypatch=monkeypatch)
+    assert res.paths == {"gated.w": "functional", "gated.gain": "functional",
+                         "gated.shift": "functional", "head.weight": "one-pass",
+                         "head.bias": "one-pass"}
+    _, res = fisher_rows(model, x, y, penalty=0.01, monkeypatch=monkeypatch)
+    assert res.paths["head.weight"] == "one-pass+residual"
+    assert res.paths["gated.w"] == "functional"
+    monkeypatch.undo()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        _, res = fisher_rows(model, x, y, record=False, loop="allow")
+    assert res.paths["gated.gain"].startswith("loop: no module calls were recorded")

@@ -48,6 +48,8 @@ class CurvatureResult:
             in its block (:mod:`qnewton.curvature.bypass`), so the GGN misses nothing.
         substituted: why ``kind`` is not the configured one (``"ggn"`` with more outputs than
             ``CurvatureConfig.ggn_max_outputs`` builds ``"ggn-mc"``), else ``None``.
+        paths: factor kinds: ``{block name: path of its per-sample rows}`` — ``one-pass``,
+            ``one-pass+residual``, ``functional`` or ``loop: <why>`` (docs/method.md §4.7).
     """
 
     blocks: list[CurvatureBlock | None]
@@ -63,6 +65,7 @@ class CurvatureResult:
     bypass: dict[str, str] = field(default_factory=dict)
     bypass_covered: bool = False
     substituted: str | None = None
+    paths: dict[str, str] = field(default_factory=dict)
 
 
 def evaluate_closure(closure: Callable[[], object]) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -301,7 +304,7 @@ def compute_curvature(
     return CurvatureResult(blocks=curv, grads=grads, loss=loss.detach(), skipped=skipped,
                            matrix_free=matrix_free, kind=config.kind, num_samples=s,
                            num_outputs=c, samples=subset, curvature_samples=k,
-                           bypass=inputs.notes, substituted=substituted,
+                           bypass=inputs.notes, substituted=substituted, paths=inputs.paths,
                            bypass_covered=bool(inputs.notes) and all(built) and all(
                                name in inputs.covered for name in inputs.notes))
 

@@ -82,7 +82,8 @@ class GGNCurvature(CurvatureKind):
         s, c = inputs.num_samples, inputs.num_outputs
         sqrt_h = loss_hessian_sqrt(losses, outputs, s, c, config.dtype)
         factors = factor_rows(outputs, self.seeds(sqrt_h, outputs, inputs), s, todo, config,
-                              min_row_elements=s * c, samples=inputs.samples)
+                              min_row_elements=s * c, samples=inputs.samples,
+                              paths=inputs.paths)
         k = inputs.curvature_samples
         extra, notes, covered = bypass_rows(losses, outputs, todo, k, config.dtype)
         inputs.notes.update(notes)

@@ -36,6 +36,8 @@ class BuildInputs:
         notes, covered: filled by the build — ``{block name: note}`` for blocks with a loss term
             that bypasses the outputs (GGN), and the names of those whose term's curvature is in
             the block (:mod:`qnewton.curvature.bypass`).
+        paths: filled by factor kinds: ``{block name: the path its per-sample rows took}``
+            (:data:`qnewton.curvature.per_sample.engine.PATHS`).
     """
 
     losses: torch.Tensor
@@ -49,6 +51,7 @@ class BuildInputs:
     samples: torch.Tensor | None = None
     notes: dict[str, str] = field(default_factory=dict)
     covered: set[str] = field(default_factory=set)
+    paths: dict[str, str] = field(default_factory=dict)
 
     @property
     def curvature_samples(self) -> int:

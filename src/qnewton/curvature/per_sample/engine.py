@@ -37,6 +37,9 @@ from qnewton.curvature.per_sample.recording import latest_recording
 if TYPE_CHECKING:
     from qnewton.curvature.config import CurvatureConfig
 
+#: The paths a block's rows can take, cheapest first (:func:`factor_rows`).
+PATHS = ("one-pass", "one-pass+residual", "functional", "loop")
+
 #: Seed of the random combination of all rows that the check compares (a fixed seed: the check
 #: is a deterministic function of its inputs).
 CHECK_SEED = 0
@@ -386,7 +389,8 @@ def _warn_generic(blocks: Sequence[ParamBlock], reasons: dict[int, str]) -> None
 def factor_rows(root: torch.Tensor, seeds: Sequence[torch.Tensor], num_samples: int,
                 todo: Sequence[ParamBlock], config: CurvatureConfig,
                 min_row_elements: int = 0,
-                samples: torch.Tensor | None = None) -> dict[int, torch.Tensor]:
+                samples: torch.Tensor | None = None,
+                paths: dict[str, str] | None = None) -> dict[int, torch.Tensor]:
     """The ``(S·P, N)`` factor of every block in ``todo`` (P = ``len(seeds)``; row ``s·P + j``
     is sample s's gradient of ``⟨seeds[j], root⟩``), from the cheapest path that reproduces the
     generic computation on the engine's check, in order:
@@ -403,7 +407,9 @@ def factor_rows(root: torch.Tensor, seeds: Sequence[torch.Tensor], num_samples: 
 
     ``min_row_elements`` sizes the generic path's chunks (its seeds are ``root``-shaped rows,
     which can be wider than the block). ``samples`` (sorted indices, a curvature subset of k
-    samples): ``(k·P, N)`` factors, row ``i·P + j`` for sample ``samples[i]``."""
+    samples): ``(k·P, N)`` factors, row ``i·P + j`` for sample ``samples[i]``. ``paths``, if
+    given, receives ``{block name: the path its rows took}`` (:data:`PATHS`, with the loop's
+    reason)."""
     config = _resolved(config, root)
     kept = num_samples if samples is None else samples.numel()
     rows = kept * len(seeds)
@@ -416,26 +422,36 @@ def factor_rows(root: torch.Tensor, seeds: Sequence[torch.Tensor], num_samples: 
     held = []
     if config.batch_norm == "held" and root.grad_fn is not None:
         held = training_nodes(graph_nodes(root.grad_fn))
+    taken: dict[str, str] = {}
     with statistics_held(held):
-        _fill(root, seeds, num_samples, todo, factors, config, min_row_elements, samples)
+        _fill(root, seeds, num_samples, todo, factors, config, min_row_elements, samples, taken)
+    if held:
+        taken = {k: f"{v} (batch-norm statistics held)" for k, v in taken.items()}
+    if paths is not None:
+        paths.update(taken)
     return factors
 
 
 def _fill(root: torch.Tensor, seeds: Sequence[torch.Tensor], num_samples: int,
           todo: Sequence[ParamBlock], factors: dict[int, torch.Tensor], config: CurvatureConfig,
-          min_row_elements: int, samples: torch.Tensor | None) -> None:
-    """The four stages of :func:`factor_rows`, in order."""
+          min_row_elements: int, samples: torch.Tensor | None, taken: dict[str, str]) -> None:
+    """The four stages of :func:`factor_rows`, in order; ``taken`` gets each block's path."""
     done = per_sample_rows(root, seeds, num_samples, todo, factors, config, samples)
+    taken.update({b.name: PATHS[0] for b in todo if id(b) in done})
     rest = [b for b in todo if id(b) not in done]
     if rest and root.grad_fn is not None and num_samples >= 2:
-        done |= per_sample_rows(root, seeds, num_samples, rest, factors, config, samples,
-                                partial=True)
-        rest = [b for b in rest if id(b) not in done]
+        new = per_sample_rows(root, seeds, num_samples, rest, factors, config, samples,
+                              partial=True)
+        taken.update({b.name: PATHS[1] for b in rest if id(b) in new})
+        rest = [b for b in rest if id(b) not in new]
     reasons: dict[int, str] = {}
     if rest and root.grad_fn is not None and num_samples >= 2:
-        done |= _functional_stage(root, seeds, num_samples, rest, factors, config, samples,
-                                  reasons)
-        rest = [b for b in rest if id(b) not in done]
+        new = _functional_stage(root, seeds, num_samples, rest, factors, config, samples,
+                                reasons)
+        taken.update({b.name: PATHS[2] for b in rest if id(b) in new})
+        rest = [b for b in rest if id(b) not in new]
+    taken.update({b.name: f"{PATHS[3]}: {reasons.get(id(b), 'no one-pass rule matched')}"
+                  for b in rest})
     _warn_generic(rest, reasons)
     if rest:
         width = max(sum(b.numel for b in rest), min_row_elements)
