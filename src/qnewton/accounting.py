@@ -214,10 +214,10 @@ class Ledger:
             self.fallback_reasons[reason or "unspecified"] += 1
 
     def add_curvature(self, *, reused: bool, samples: int, of: int,
-                      substituted: str | None = None, kind: str | None = None) -> None:
+                      substituted: tuple[str, str] | None = None) -> None:
         """Book one step's curvature: built (from ``samples`` of the step's ``of`` samples) or
         reused from an earlier step (``samples``: how many that curvature was built from).
-        ``substituted``: why the kind built (``kind``) is not the configured one (the
+        ``substituted``: ``(kind built, why)`` when that is not the configured kind (the
         Monte-Carlo GGN for many outputs); recorded in the step's row and counted per run."""
         if reused:
             self.curvature_reused += 1
@@ -226,9 +226,9 @@ class Ledger:
         self.last_curvature = {"curvature": "reused" if reused else "computed",
                                "curvature_samples": int(samples), "batch_samples": int(of)}
         if substituted is not None:
-            self.last_curvature.update(curvature_kind=kind, curvature_substituted=substituted)
-            self.curvature_substituted[kind or "?"] = (
-                self.curvature_substituted.get(kind or "?", 0) + 1)
+            kind, why = substituted
+            self.last_curvature.update(curvature_kind=kind, curvature_substituted=why)
+            self.curvature_substituted[kind] = self.curvature_substituted.get(kind, 0) + 1
 
     def take_curvature(self) -> dict[str, Any]:
         """The last step's curvature record (empty if none since the last call), for steps.jsonl."""

@@ -346,8 +346,7 @@ class QNewton(Optimizer):
                 losses, all_blocks, self.curvature_config, outputs, step,
                 "matrix-free" if self.matrix_free else "skip")
         ledger.add_curvature(reused=reused, samples=result.curvature_samples,
-                             of=result.num_samples, substituted=result.substituted,
-                             kind=result.kind)
+                             of=result.num_samples, substituted=result.substitution)
         if (outputs is not None and self.curvature_config.kind in ("ggn", "ggn-mc")
                 and not self._ggn_checked and not result.bypass_covered):
             # once per optimizer (one extra backward), on this rank's own gradients

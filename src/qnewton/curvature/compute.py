@@ -19,6 +19,7 @@ from qnewton.curvature.kind import BuildInputs, CurvatureKind
 from qnewton.curvature.kinds import CURVATURES
 from qnewton.curvature.memory import format_bytes
 from qnewton.curvature.params import ParamBlock, flatten_block
+from qnewton.curvature.per_sample.recording import release_recording
 from qnewton.curvature.products import MATRIX_FREE_KINDS, ProductContext, matrix_free_block
 from qnewton.curvature.representation import CurvatureBlock, arithmetic_dtype
 
@@ -66,6 +67,11 @@ class CurvatureResult:
     bypass_covered: bool = False
     substituted: str | None = None
     paths: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def substitution(self) -> tuple[str, str] | None:
+        """``(kind built, why)`` when :attr:`substituted`, else ``None`` (for the ledger)."""
+        return None if self.substituted is None else (self.kind, self.substituted)
 
 
 def evaluate_closure(closure: Callable[[], object]) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -301,6 +307,7 @@ def compute_curvature(
                                  samples=subset)
             for i in free:
                 curv[i] = matrix_free_block(kind.name, blocks[i], g_blocks[i], ctx)
+    release_recording()  # the rows are built: the closure's module records are not needed
     return CurvatureResult(blocks=curv, grads=grads, loss=loss.detach(), skipped=skipped,
                            matrix_free=matrix_free, kind=config.kind, num_samples=s,
                            num_outputs=c, samples=subset, curvature_samples=k,

@@ -17,9 +17,9 @@ graph cannot give are collected while the closure runs inside :func:`curvature_c
   ``sdpa_kernel(SDPBackend.MATH)``: the same function composed of differentiable matrix products
   (docs/method.md §4.7, "Any model").
 
-Only the most recent recording is kept (a closure's records are superseded by the next one); a
-consumer uses the records whose outputs belong to the graph it is given, so a stale recording
-can never be used for another graph.
+Only the most recent recording is kept (superseded by the next closure, dropped by
+:func:`release_recording` once the curvature is built); a consumer uses the records whose outputs
+belong to the graph it is given, so a stale recording can never be used for another graph.
 """
 
 from __future__ import annotations
@@ -63,6 +63,15 @@ _depth = 0
 def latest_recording() -> Recording | None:
     """The recording of the most recent closure run inside :func:`curvature_closure`."""
     return _latest
+
+
+def release_recording() -> None:
+    """Drop the latest recording (its module inputs and outputs, and through them the graph of
+    that closure): :func:`~qnewton.curvature.compute.compute_curvature` calls it once the rows
+    are built, so a step's graph is not kept alive until the next closure."""
+    global _latest
+    if _depth == 0:
+        _latest = None
 
 
 def _holds_parameters(module: nn.Module) -> bool:
