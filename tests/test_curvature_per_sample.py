@@ -175,6 +175,18 @@ def test_batch_norm_in_training_mode_held_statistics_one_pass(monkeypatch):
                                                              retain_graph=True))
                            for i in range(losses.numel())])
         torch.testing.assert_close(cb.factor, ref, rtol=1e-10, atol=1e-12, msg=block.name)
+    # the GGN takes the same rows: Σ_s J_sᵀ H_s J_s / S of the held-statistics model
+    from per_sample_fixtures import loss_hessians
+
+    out = held_statistics_forward(model, x)
+    _, ggn = curvature("ggn", model, x, y, generic="refuse", monkeypatch=monkeypatch)
+    h = loss_hessians(out.detach(), y)
+    for block, cb in zip(blocks, ggn.blocks, strict=True):
+        jac = torch.stack([torch.stack([flatten_block(torch.autograd.grad(
+            out[i, c], block.params, retain_graph=True)) for c in range(3)])
+            for i in range(out.shape[0])])
+        ref = torch.einsum("sci,scd,sdj->ij", jac, h, jac) / out.shape[0]
+        torch.testing.assert_close(cb.to_dense(), ref, rtol=1e-10, atol=1e-12, msg=block.name)
     # the mean-loss gradient stays exact (the coupled one), not the held-statistics one
     exact = torch.autograd.grad(ce(model(x), y).mean(), blocks[0].params)
     torch.testing.assert_close(res.grads[0], flatten_block(exact), rtol=1e-12, atol=1e-14)

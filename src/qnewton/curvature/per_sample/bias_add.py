@@ -5,7 +5,7 @@ projection of ``nn.MultiheadAttention``).
 When ``b`` has the shape of z's trailing dimensions, the output viewed as rows ``(R, numel(b))``
 receives ``b`` once per row, so the gradient of sample s is ``Σ δ_r`` over the rows of sample s
 (R = S·T rows; their order — sample-major or, for sequence-first tensors, time-major — is found
-by the engine's layout probe).
+by the engine's layout probe; docs/method.md §4.7).
 """
 
 from __future__ import annotations

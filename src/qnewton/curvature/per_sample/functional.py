@@ -19,7 +19,8 @@ Valid when the module treats samples independently (the sample dimension is dime
 for sequence-first layouts, of the tensors whose size there is S). Modules that couple samples
 (BatchNorm in training mode), draw random numbers (dropout inside the module in training) or
 that ``vmap`` cannot batch (fused recurrent kernels) are refused here with the reason, and
-every result is checked against the generic path by the engine anyway.
+every result is checked against the generic path by the engine anyway (docs/method.md §4.7,
+"Any model").
 """
 
 from __future__ import annotations
