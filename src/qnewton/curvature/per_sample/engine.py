@@ -209,7 +209,6 @@ def per_sample_rows(
                 ctxs[key] = None
         if any(ctxs[id(use.node)] is None for use in plist):
             failed.add(pid)
-    _probe_layouts(root, s, uses, ctxs, nodes, params)
     if partial:  # other uses allowed: the residual accounts for them (and the check judges)
         eligible = [b for b in todo if all(id(p) in uses and id(p) not in failed
                                            for p in b.params)
@@ -220,6 +219,8 @@ def per_sample_rows(
     if not eligible:
         return set()
     wanted = {id(use.node): use.node for b in eligible for p in b.params for use in uses[id(p)]}
+    _probe_layouts(root, s, {id(p): uses[id(p)] for b in eligible for p in b.params}, ctxs,
+                   wanted, params)
     eligible_params = [p for b in eligible for p in b.params]
     alive = {id(b) for b in eligible}
     elsize = element_size(config.dtype)
