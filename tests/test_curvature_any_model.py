@@ -362,3 +362,29 @@ def test_paths_say_which_path_each_block_took(monkeypatch):
         warnings.simplefilter("ignore", RuntimeWarning)
         _, res = fisher_rows(model, x, y, record=False, loop="allow")
     assert res.paths["gated.gain"].startswith("loop: no module calls were recorded")
+
+
+def test_positional_table_sliced_in_the_top_module_takes_the_functional_path(monkeypatch):
+    """The lm task's model adds ``pos.weight[:n]`` in its own forward (no module call uses it):
+    the whole model is re-run per sample, presented as a batch of one."""
+    from qnewton.tasks.models.transformer import CharGPT
+
+    torch.manual_seed(11)
+    model = CharGPT(5, 6, 4, 1, 2, 8).to(DT)
+    ids, y = torch.randint(0, 5, (4, 6)), torch.randint(0, 5, (4, 6))
+
+    def per_sequence(out):
+        return F.cross_entropy(out.reshape(-1, 5), y.reshape(-1), reduction="none").reshape(
+            4, 6).mean(dim=1)
+
+    monkeypatch.setattr(engine, "seeded_rows", lambda *a, **k: pytest.fail("loop taken"))
+    blocks = blocks_from_module(model)
+    with curvature_closure():
+        losses = per_sequence(model(ids))
+    res = compute_curvature(losses, blocks, CurvatureConfig(kind="fisher"))
+    assert res.paths["pos.weight"] == "functional"
+    losses = per_sequence(model(ids))
+    for block, cb in zip(blocks, res.blocks, strict=True):
+        ref = torch.stack([torch.cat([g.reshape(-1) for g in torch.autograd.grad(
+            losses[i], block.params, retain_graph=True)]) for i in range(4)])
+        torch.testing.assert_close(cb.factor, ref, rtol=1e-10, atol=1e-12, msg=block.name)

@@ -10,7 +10,8 @@ output; the gradient of sample s is then the vector-Jacobian product of the modu
     g_s = (∂ module(x_s; θ)/∂θ)ᵀ δ_s,
 
 computed for a chunk of samples at once with ``torch.func.vmap`` over
-``torch.func.vjp(functional_call(module, θ, x_s))`` (the per-sample gradient recipe of
+``torch.func.vjp(functional_call(module, θ, x_s))``, each sample presented to the module as a
+batch of one (its sample dimension kept, size 1) (the per-sample gradient recipe of
 ``torch.func``, applied to one module instead of the model). A module called several times
 (shared weights) contributes the sum over its calls. Work is O(S) forward-and-backward passes of
 that module only, not S backward passes over the whole batch.
@@ -120,14 +121,14 @@ def call_rows(call: ModuleCall, params: Sequence[torch.Tensor], deltas: Sequence
         inputs, cots = xs[: len(batched)], xs[len(batched):]
         vals = list(leaves)
         for i, x in zip(batched, inputs, strict=True):
-            vals[i] = x
+            vals[i] = x.unsqueeze(dims[i])  # a batch of one: what the module was written for
         args, kwargs = tree_unflatten(vals, spec)
 
         def run(*ps: torch.Tensor) -> tuple[torch.Tensor, ...]:
             out = functional_call(module, {**buffers, **dict(zip(names, ps, strict=True))},
                                   tuple(args), kwargs)
             flat, _ = tree_flatten(out)
-            return tuple(flat[i] for i in out_pos)
+            return tuple(flat[i].squeeze(d) for i, d in zip(out_pos, out_dims, strict=True))
 
         _, pull = vjp(run, *primals)
         return pull(tuple(cots))
