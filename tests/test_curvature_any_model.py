@@ -6,6 +6,7 @@ resort with its reason — all against ground truth: each loss term's gradient b
 
 from __future__ import annotations
 
+import math
 import warnings
 
 import pytest
@@ -388,3 +389,40 @@ def test_positional_table_sliced_in_the_top_module_takes_the_functional_path(mon
         ref = torch.stack([torch.cat([g.reshape(-1) for g in torch.autograd.grad(
             losses[i], block.params, retain_graph=True)]) for i in range(4)])
         torch.testing.assert_close(cb.factor, ref, rtol=1e-10, atol=1e-12, msg=block.name)
+
+
+@pytest.mark.parametrize("name", ["custom-module", "mha-batch-first"])
+def test_functional_rows_equal_the_handlers_rows(name, monkeypatch):
+    """Blocks the handlers cover, forced onto the functional path, give the handlers' rows."""
+    model, x, y = make(name)
+    _, fast = fisher_rows(model, x, y, monkeypatch=monkeypatch)
+    monkeypatch.setattr(engine, "per_sample_rows", lambda *a, **k: set())
+    _, functional = fisher_rows(model, x, y, monkeypatch=monkeypatch)
+    assert set(functional.paths.values()) == {"functional"}
+    assert "one-pass" in set(fast.paths.values())
+    for a, b in zip(fast.blocks, functional.blocks, strict=True):
+        torch.testing.assert_close(a.factor, b.factor, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("kind", ["hessian", "ggn"])
+def test_double_backward_curvature_on_flash_attention_models(kind, monkeypatch):
+    """float32 and dropout 0 make PyTorch pick the CPU flash-attention kernel, which has no
+    double backward; QNewton's closure runs on the math kernel, so the Hessian's products and the
+    GGN's Jacobian products work."""
+    torch.manual_seed(0)
+    model = Encoder(dropout=0.0)
+    x, y = torch.randn(8, 5, 3), torch.randint(0, 3, (8,))
+    opt = qnewton.QNewton(model.named_parameters(), curvature=kind)
+
+    def closure():
+        out = model(x)
+        losses = F.cross_entropy(out, y, reduction="none")
+        return (losses, out) if kind == "ggn" else losses
+
+    with pytest.raises(RuntimeError, match="flash_attention"):  # outside the context
+        losses = closure()[0] if kind == "ggn" else closure()
+        g = torch.autograd.grad(losses.mean(), list(model.parameters()), create_graph=True)
+        torch.autograd.grad(sum(t.sum() for t in g), list(model.parameters()))
+    first = float(opt.step(closure))
+    assert math.isfinite(first)
+    assert float(opt.step(closure)) < first
