@@ -31,7 +31,7 @@ def test_each_cause_is_named_from_the_graph():
     torch.manual_seed(0)
     lstm = nn.LSTM(4, 3, batch_first=True)
     causes = _causes(lstm, torch.randn(2, 5, 4), [lstm.weight_ih_l0])
-    assert len(causes) == 1 and "unfuse_recurrent" in causes[0] and "MkldnnRnn" in causes[0]
+    assert len(causes) == 1 and "qnewton.prepare" in causes[0] and "MkldnnRnn" in causes[0]
 
     bn = nn.Sequential(nn.Linear(4, 4), nn.BatchNorm1d(4))
     assert _causes(bn, torch.randn(6, 4), [bn[0].weight]) == [BATCHNORM_CAUSE]
@@ -44,11 +44,14 @@ def test_each_cause_is_named_from_the_graph():
     assert generic_path_causes(out, [attention.in_proj_weight]) == [ATTENTION_CAUSE]
 
 
-def test_a_batchnorm_model_is_not_told_to_unfuse_recurrent_layers():
+@pytest.mark.parametrize("batch_norm", ["held", "exact"])
+def test_a_batchnorm_model_is_not_told_to_unfuse_recurrent_layers(batch_norm):
+    # held (default): one-pass rows, no loop and no warning; exact: the coupled rows take the
+    # loop, and the warning names the BatchNorm, not the recurrent fix
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(4, 6), nn.BatchNorm1d(6), nn.Tanh(), nn.Linear(6, 3))
     x, y = torch.randn(16, 4), torch.randint(0, 3, (16,))
-    opt = QNewton(model.named_parameters(), rates=RATES)
+    opt = QNewton(model.named_parameters(), rates=RATES, batch_norm=batch_norm)
 
     def closure():
         return nn.functional.cross_entropy(model(x), y, reduction="none")
@@ -56,11 +59,11 @@ def test_a_batchnorm_model_is_not_told_to_unfuse_recurrent_layers():
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         opt.step(closure)
-    generic = [str(w.message) for w in caught if "generic path" in str(w.message)]
-    assert generic, "the BatchNorm model's blocks should take the generic path"
+    generic = [str(w.message) for w in caught if "generic loop" in str(w.message)]
+    assert bool(generic) == (batch_norm == "exact")
     for message in generic:
         assert "BatchNorm in training mode" in message
-        assert "unfuse_recurrent" not in message
+        assert "prepare" not in message and "unfuse" not in message
 
 
 @pytest.mark.parametrize("root", [torch.ones(2)])

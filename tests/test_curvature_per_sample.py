@@ -124,14 +124,13 @@ def test_float32_model_rows_match_float64_reference():
 
 
 
-def test_batch_norm_in_training_mode_is_caught_by_the_check(monkeypatch):
-    """Training-mode BatchNorm couples the samples: its own parameters have no handler, and the
-    layer before it passes the structural test but fails the row check; both take the generic
-    path, so the rows are still the gradients of the loss terms. Layers after it are exact."""
+def test_batch_norm_in_training_mode_exact_rows_take_the_loop_for_earlier_layers(monkeypatch):
+    """``batch_norm="exact"``: training-mode BatchNorm couples the samples; the layer before it
+    passes the structural test but fails the row check and takes the generic path, so the rows
+    are the gradients of the coupled loss terms. γ, β and the layers after it are one-pass."""
     torch.manual_seed(0)
     model = CNN(batch_norm=True).to(DT).train()
     x, y = images(8, channels=1, size=8), torch.randint(0, 3, (8,))
-    assert fast_blocks(model, x, y) == {"c2.weight", "c2.bias", "head.weight", "head.bias"}
     generic: list[str] = []
     real = engine.seeded_rows
 
@@ -140,11 +139,57 @@ def test_batch_norm_in_training_mode_is_caught_by_the_check(monkeypatch):
         return real(root, seeds, s, rest, *args)
 
     monkeypatch.setattr(engine, "seeded_rows", spy)
-    blocks, res = fisher(model, x, y)
-    assert set(generic) == {"c1.weight", "c1.bias", "bn.weight", "bn.bias"}
+    blocks = blocks_from_module(model)
+    res = compute_curvature(ce(model(x), y), blocks,
+                            CurvatureConfig(kind="fisher", batch_norm="exact"))
+    assert set(generic) == {"c1.weight", "c1.bias"}
     for block, cb in zip(blocks, res.blocks, strict=True):
         ref = loss_terms(model, block, x, y)
         torch.testing.assert_close(cb.factor, ref, rtol=1e-10, atol=1e-12, msg=block.name)
+
+
+def held_statistics_forward(model: CNN, x: torch.Tensor) -> torch.Tensor:
+    """The CNN with its training-mode BatchNorm's batch statistics as constants (detached)."""
+    h = model.c1(x)
+    mean = h.mean(dim=(0, 2, 3)).detach().reshape(1, -1, 1, 1)
+    var = h.var(dim=(0, 2, 3), unbiased=False).detach().reshape(1, -1, 1, 1)
+    bn = model.bn
+    h = (h - mean) / torch.sqrt(var + bn.eps) * bn.weight.reshape(1, -1, 1, 1) + bn.bias.reshape(
+        1, -1, 1, 1)
+    h = torch.tanh(model.c2(torch.tanh(h)))
+    return model.head(h.flatten(1))
+
+
+def test_batch_norm_in_training_mode_held_statistics_one_pass(monkeypatch):
+    """Default ``batch_norm="held"``: every block one-pass, rows equal to the per-sample
+    gradients of the model whose batch statistics are constants (each sample alone in it)."""
+    torch.manual_seed(0)
+    model = CNN(batch_norm=True).to(DT).train()
+    with torch.no_grad():
+        model.bn.weight.uniform_(0.5, 2.0)
+    x, y = images(8, channels=1, size=8), torch.randint(0, 3, (8,))
+    blocks, res = fisher(model, x, y, fast_only=True, monkeypatch=monkeypatch)
+    losses = ce(held_statistics_forward(model, x), y)
+    for block, cb in zip(blocks, res.blocks, strict=True):
+        ref = torch.stack([flatten_block(torch.autograd.grad(losses[i], block.params,
+                                                             retain_graph=True))
+                           for i in range(losses.numel())])
+        torch.testing.assert_close(cb.factor, ref, rtol=1e-10, atol=1e-12, msg=block.name)
+    # the GGN takes the same rows: Σ_s J_sᵀ H_s J_s / S of the held-statistics model
+    from per_sample_fixtures import loss_hessians
+
+    out = held_statistics_forward(model, x)
+    _, ggn = curvature("ggn", model, x, y, generic="refuse", monkeypatch=monkeypatch)
+    h = loss_hessians(out.detach(), y)
+    for block, cb in zip(blocks, ggn.blocks, strict=True):
+        jac = torch.stack([torch.stack([flatten_block(torch.autograd.grad(
+            out[i, c], block.params, retain_graph=True)) for c in range(3)])
+            for i in range(out.shape[0])])
+        ref = torch.einsum("sci,scd,sdj->ij", jac, h, jac) / out.shape[0]
+        torch.testing.assert_close(cb.to_dense(), ref, rtol=1e-10, atol=1e-12, msg=block.name)
+    # the mean-loss gradient stays exact (the coupled one), not the held-statistics one
+    exact = torch.autograd.grad(ce(model(x), y).mean(), blocks[0].params)
+    torch.testing.assert_close(res.grads[0], flatten_block(exact), rtol=1e-12, atol=1e-14)
 
 
 def test_batch_norm_in_eval_mode_is_handled():
@@ -166,11 +211,16 @@ class TimeMajor(nn.Module):
         return self.head(torch.tanh(h).mean(dim=1))
 
 
-def test_layout_the_graph_cannot_show_is_caught_by_the_check():
+def test_time_major_layout_is_found_by_the_probe(monkeypatch):
+    """The layout probe (one backward pass seeded on sample 0) finds the time-major rows; without
+    it, the check catches the wrong layout and sends the layer to the generic path."""
     torch.manual_seed(5)
     model = TimeMajor().to(DT)
     x, y = torch.randn(6, 4, 3, dtype=DT), torch.randint(0, 3, (6,))
-    assert fast_blocks(model, x, y) == {"head.weight", "head.bias"}
+    assert fast_blocks(model, x, y) == {b.name for b in blocks_from_module(model)}
+    with monkeypatch.context() as m:
+        m.setattr(engine, "_probe_layouts", lambda *a, **k: None)
+        assert fast_blocks(model, x, y) == {"head.weight", "head.bias"}
     blocks, res = fisher(model, x, y)
     for block, cb in zip(blocks, res.blocks, strict=True):
         torch.testing.assert_close(cb.factor, one_at_a_time(model, block, x, y), rtol=1e-10,

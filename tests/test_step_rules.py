@@ -276,15 +276,21 @@ def test_an_empty_batch_is_refused_and_moves_nothing():
     assert all(torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
 
 
-def test_ggn_refuses_a_loss_term_that_bypasses_the_outputs():
+def test_ggn_refuses_a_loss_term_that_bypasses_the_outputs_only_if_left_out(monkeypatch):
+    """A penalty's own curvature is added to the GGN (qnewton.curvature.bypass), so the step is
+    taken; where it cannot be (here: blocks over the bypass size limit) the step is refused."""
+    from qnewton.curvature import bypass
+
     model, x, y = _problem()
-    opt = QNewton(model.parameters(), curvature="ggn", rates=RATES)
 
     def with_penalty():
         out = model(x)
         penalty = 1e-2 * sum(p.square().sum() for p in model.parameters())
         return nn.functional.cross_entropy(out, y, reduction="none") + penalty, out
 
+    QNewton(model.parameters(), curvature="ggn", rates=RATES).step(with_penalty)
+    opt = QNewton(model.parameters(), curvature="ggn", rates=RATES)
+    monkeypatch.setattr(bypass, "MAX_BYPASS_N", 1)
     before = [p.detach().clone() for p in model.parameters()]
     with pytest.raises(ClosureError, match="other than through the returned outputs"):
         opt.step(with_penalty)

@@ -6,8 +6,10 @@ is predicted to be faster. The method, its formulas and their sources: docs/meth
 """
 
 from qnewton.accounting import Ledger, SolveRecord
+from qnewton.curvature.prepare import prepare
 from qnewton.optimizer import QNewton
 from qnewton.stepping import ClosureError, NonFiniteError
 
-__all__ = ["ClosureError", "Ledger", "NonFiniteError", "QNewton", "SolveRecord", "__version__"]
+__all__ = ["ClosureError", "Ledger", "NonFiniteError", "QNewton", "SolveRecord", "__version__",
+           "prepare"]
 __version__ = "0.1.0"

@@ -180,6 +180,9 @@ class Ledger:
     #: steps that built curvature and steps that reused earlier curvature
     curvature_computed: int = 0
     curvature_reused: int = 0
+    #: steps whose curvature was built as another kind than configured (the Monte-Carlo GGN
+    #: for a many-output GGN), by the kind built
+    curvature_substituted: dict[str, int] = field(default_factory=dict)
     #: the last step's curvature: {"curvature": "computed"|"reused", "curvature_samples": k,
     #: "batch_samples": S}, taken (and cleared) by :meth:`take_curvature`
     last_curvature: dict[str, Any] | None = None
@@ -249,15 +252,22 @@ class Ledger:
         if kind == "fallback":
             self.fallback_reasons[reason or "unspecified"] += 1
 
-    def add_curvature(self, *, reused: bool, samples: int, of: int) -> None:
+    def add_curvature(self, *, reused: bool, samples: int, of: int,
+                      substituted: tuple[str, str] | None = None) -> None:
         """Book one step's curvature: built (from ``samples`` of the step's ``of`` samples) or
-        reused from an earlier step (``samples``: how many that curvature was built from)."""
+        reused from an earlier step (``samples``: how many that curvature was built from).
+        ``substituted``: ``(kind built, why)`` when that is not the configured kind (the
+        Monte-Carlo GGN for many outputs); recorded in the step's row and counted per run."""
         if reused:
             self.curvature_reused += 1
         else:
             self.curvature_computed += 1
         self.last_curvature = {"curvature": "reused" if reused else "computed",
                                "curvature_samples": int(samples), "batch_samples": int(of)}
+        if substituted is not None:
+            kind, why = substituted
+            self.last_curvature.update(curvature_kind=kind, curvature_substituted=why)
+            self.curvature_substituted[kind] = self.curvature_substituted.get(kind, 0) + 1
 
     def take_curvature(self) -> dict[str, Any]:
         """The last step's curvature record (empty if none since the last call), for steps.jsonl."""
@@ -327,6 +337,8 @@ class Ledger:
                 "ranks": len(self.rank_seconds)} if self.rank_seconds else {}),
             "curvature_computed": self.curvature_computed,
             "curvature_reused": self.curvature_reused,
+            **({"curvature_substituted": dict(self.curvature_substituted)}
+               if self.curvature_substituted else {}),
         }
 
     def write_jsonl(self, path: str | Path) -> None:

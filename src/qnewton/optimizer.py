@@ -32,6 +32,7 @@ from qnewton.curvature import (
     CurvatureResult,
     CurvatureSchedule,
     ParamBlock,
+    curvature_closure,
     finite_each,
     unflatten_block,
 )
@@ -212,7 +213,7 @@ class QNewton(Optimizer):
         params = [p for _, b in jobs for p in b.params]
         for p in params:
             p.grad = None  # a closure that calls backward() is caught by the grads it leaves
-        with self.ledger.phase("forward_backward"), torch.enable_grad():
+        with self.ledger.phase("forward_backward"), torch.enable_grad(), curvature_closure():
             losses, outputs = unpack_closure_output(closure())
         if any(p.grad is not None for p in params) or losses.grad_fn is None:
             raise ClosureError(
@@ -231,13 +232,13 @@ class QNewton(Optimizer):
         with ledger.phase("curvature"), torch.enable_grad():
             local, reused = self.curvature_schedule(losses, blocks, self.curvature_config,
                                                     outputs, step, over_budget)
-            if not self._closure_checked:  # once, on this rank's own gradients
+            if not (self._closure_checked or local.bypass_covered):  # once, on own gradients
                 self.kind.check_closure(losses, outputs, [p for b in blocks for p in b.params], [
                     g for b, gb in zip(blocks, local.grads, strict=True)
                     for g in (piece.reshape(-1) for piece in unflatten_block(gb, b))])
                 self._closure_checked = True
         ledger.add_curvature(reused=reused, samples=local.curvature_samples,
-                             of=local.num_samples)
+                             of=local.num_samples, substituted=local.substitution)
         result = self.path.combine(local, self.curvature_config, over_budget, ledger)
         bad = [b.name for b, ok in zip(blocks, finite_each(result.grads), strict=True) if not ok]
         if bad:

@@ -17,6 +17,7 @@ import torch
 
 from qnewton.conditioning import REG_SCHEMES
 from qnewton.curvature import CURVATURES, GROUPINGS, CurvatureConfig
+from qnewton.curvature.config import BATCH_NORM_ROWS, GGN_MAX_OUTPUTS
 from qnewton.estimation import KAPPA_METHODS
 from qnewton.quantum import HARDWARE_PROFILES, QLSA_MODELS, READOUT_MODES, HardwareProfile
 from qnewton.quantum.backends import QLSA_BACKENDS
@@ -118,6 +119,11 @@ def _parse_clip(text: str) -> float | None:
     return None if check_nonnegative("clip", value) == 0 else value
 
 
+def _parse_optional_int(text: str) -> int | None:
+    value = int(text)
+    return None if value == 0 else value
+
+
 def _curvature_dtype(value: Any) -> Any:
     if isinstance(value, str):
         return check_choice("curvature_dtype", value, CURVATURE_DTYPES)
@@ -210,6 +216,15 @@ OPTIONS: tuple[Option, ...] = (
            "the API: half the memory for a float32 model, every product casts them back; "
            "systems are solved in float64 either way)", _curvature_dtype, str,
            lambda v: CURVATURE_DTYPES[v] if isinstance(v, str) else v),
+    Option("batch_norm", "held",
+           f"per-sample rows of the layers before a BatchNorm in training mode, one of "
+           f"{', '.join(BATCH_NORM_ROWS)} (held: batch statistics held constant, one backward "
+           "pass, as K-FAC libraries do; exact: one backward pass per sample)",
+           lambda v: check_choice("batch_norm", v, BATCH_NORM_ROWS)),
+    Option("ggn_max_outputs", GGN_MAX_OUTPUTS,
+           "curvature ggn with more outputs per sample than this builds the Monte-Carlo GGN "
+           "(one sampled row per sample, recorded per step; None or 0 on the CLI: always the "
+           "exact GGN)", _optional(check_int, "ggn_max_outputs", 1), _parse_optional_int),
     Option("max_retries", 3, "retries with damping_growth× more regularization on a failed "
            "solve", lambda v: check_int("max_retries", v, 0), None),
     Option("damping_growth", 10.0, "regularization factor per retry (> 1)",
@@ -246,7 +261,9 @@ def scheduler_config(opts: Mapping[str, Any]) -> SchedulerConfig:
 def curvature_config(opts: Mapping[str, Any]) -> CurvatureConfig:
     """The curvature's settings among resolved options."""
     return CurvatureConfig(kind=opts["curvature"], max_block_bytes=opts["max_block_bytes"],
-                           chunk_size=opts["chunk_size"], dtype=opts["curvature_dtype"])
+                           chunk_size=opts["chunk_size"], dtype=opts["curvature_dtype"],
+                           batch_norm=opts["batch_norm"],
+                           ggn_max_outputs=opts["ggn_max_outputs"])
 
 
 def resolve_options(given: Mapping[str, Any]) -> dict[str, Any]:

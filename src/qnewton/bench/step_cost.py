@@ -3,9 +3,9 @@ settings, :data:`~qnewton.bench.workloads.QNEWTON_SETTINGS`) against one Adam st
 batch, per model, measured together.
 
 For every workload of ``Settings.cost_workloads`` (digits MLP, MNIST MLP at batch 128 and 512, a
-CNN and a GRU on the digits images), a QNewton step with the empirical Fisher, one with the GGN
-and an Adam step (each on its own copy of the model, the same mini-batch sequence) are timed in
-interleaved rounds. Figures:
+CNN, a GRU, a transformer encoder and a BatchNorm CNN on the digits images), a QNewton step with
+the empirical Fisher, one with the GGN and an Adam step (each on its own copy of the model, the
+same mini-batch sequence) are timed in interleaved rounds. Figures:
 
 * ``step-cost``: QNewton (Fisher) step / Adam step, worst model (target ≤ 10×);
 * ``step-cost-ggn``: the same with the GGN (target ≤ 30×);
@@ -13,12 +13,15 @@ interleaved rounds. Figures:
   all measured ledger phases of that step, worst model and kind (target ≤ 10%).
 
 The three names map to :func:`case_step_cost` (one measurement); each entry carries one detail
-row per model (``rows``), decided like the entry.
+row per model (``rows``), decided like the entry, with the path each block's per-sample rows took
+(``paths``: one-pass, one-pass+residual, functional, or loop with its reason; docs/method.md §4.7)
+and, per model, the blocks that took the one-backward-pass-per-sample loop (``loop_blocks``).
 """
 
 from __future__ import annotations
 
 import statistics
+import warnings
 from typing import Any
 
 import torch
@@ -32,6 +35,12 @@ from qnewton.bench.workloads import (
     first_order_step,
     load_workload,
     qnewton_config,
+)
+from qnewton.curvature import (
+    CurvatureConfig,
+    blocks_from_module,
+    compute_curvature,
+    curvature_closure,
 )
 from qnewton.solvers import MachineRates
 
@@ -79,7 +88,8 @@ def _measure(label: str, workload: str, batch: int | None, s: Settings, rates: M
     times, _ = time_interleaved([*fns, adam_step], s.repeats, s.warmup)
     adam_t = times[-1]
     out: dict[str, Any] = {"label": label, "workload": w.description, "batch": w.batch,
-                           "adam_seconds": adam_t, "kinds": {}}
+                           "adam_seconds": adam_t, "kinds": {},
+                           "paths": {kind: block_paths(w, kind, seed) for kind in RATIO_TARGETS}}
     for (kind, opt), t in zip(opts.items(), times, strict=False):
         steps = phases[kind][s.warmup:]
         summary = opt.ledger.summary()
@@ -93,6 +103,28 @@ def _measure(label: str, workload: str, batch: int | None, s: Settings, rates: M
             "fallback_reasons": summary["fallback_reasons"],
         }
     return out
+
+
+def block_paths(w: Any, kind: str, seed: int) -> dict[str, str]:
+    """Which path each block's per-sample rows take on this workload (untimed, after the timed
+    rounds): one curvature build on the first mini-batch, as a QNewton step runs it."""
+    model = w.make_model()
+    idx = w.batch_indices(0, seed)
+    with curvature_closure():
+        ret = closure_for(model, w.x_train[idx], w.y_train[idx], kind)()
+    losses, outputs = ret if isinstance(ret, tuple) else (ret, None)
+    config = qnewton_config(kind)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # the loop's reason is in the result
+        result = compute_curvature(losses, blocks_from_module(model, config.grouping),
+                                   CurvatureConfig(kind=config.curvature), outputs=outputs,
+                                   over_budget="matrix-free")
+    paths = dict(result.paths)
+    for name in result.matrix_free:
+        paths[name] = "matrix-free (over the memory budget)"
+    if result.substituted:
+        paths["(kind)"] = result.substituted
+    return paths
 
 
 def _row(name: str, measured: float, per_round: list[float], unit: str, baseline: str,
@@ -121,6 +153,8 @@ def case_step_cost(s: Settings, rates: MachineRates, seed: int) -> list[dict[str
                      f"{_ms(r['kinds'][kind]['seconds'])}; Newton fraction "
                      f"{r['kinds'][kind]['newton_parameter_fraction']}", limit)
                 for r in results]
+        for row, r in zip(rows, results, strict=True):
+            row["paths"] = r["paths"][kind]
         worst = max(row["measured"] for row in rows)
         per_round = [max(row["per_repeat"]["measured"][i] for row in rows)
                      for i in range(s.repeats)]
@@ -138,6 +172,9 @@ def case_step_cost(s: Settings, rates: MachineRates, seed: int) -> list[dict[str
             "timings": {r["label"]: {"qnewton": r["kinds"][kind]["seconds"],
                                      "adam": r["adam_seconds"]} for r in results},
             "rows": rows,
+            "loop_blocks": {r["label"]: sorted(b for b, p in r["paths"][kind].items()
+                                               if p.startswith("loop"))
+                            for r in results},
             "qnewton_settings": settings,
         })
     rows = []

@@ -7,8 +7,10 @@ whatever is set there. When the defaults change (damping, step size, curvature b
 cases follow; put an override there only to measure something other than what a user gets.
 
 Workloads (``WORKLOADS``): ``digits-mlp`` (the ``digits`` task's model and batch), ``mnist-mlp``
-(the ``mnist`` task's model), ``digits-cnn`` (:class:`DigitsCNN` on the 8×8 images) and
-``digits-gru`` (:class:`DigitsGRU` reading the 8 rows of 8 pixels as a sequence).
+(the ``mnist`` task's model), ``digits-cnn`` (:class:`DigitsCNN` on the 8×8 images),
+``digits-gru`` (:class:`DigitsGRU` reading the 8 rows of 8 pixels as a sequence),
+``digits-transformer`` (:class:`DigitsTransformer`, the rows as tokens) and ``digits-bn-cnn``
+(:class:`DigitsBatchNormCNN`, BatchNorm in training mode and dropout).
 """
 
 from __future__ import annotations
@@ -80,6 +82,39 @@ class DigitsGRU(nn.Module):
         return self.fc(h[-1])
 
 
+class DigitsTransformer(nn.Module):
+    """A transformer classifier: the 8 rows of 8 pixels as tokens, linear 8→16, one
+    ``nn.TransformerEncoderLayer`` (2 heads, feed-forward 32, dropout 0.1, batch first), mean
+    over tokens, linear 16 → 10."""
+
+    def __init__(self, width: int = 16, classes: int = 10) -> None:
+        super().__init__()
+        self.embed = nn.Linear(8, width)
+        self.encoder = nn.TransformerEncoderLayer(width, 2, dim_feedforward=2 * width,
+                                                  batch_first=True)
+        self.fc = nn.Linear(width, classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.encoder(self.embed(x.reshape(-1, 8, 8))).mean(dim=1))
+
+
+class DigitsBatchNormCNN(nn.Module):
+    """Conv 1→8 3×3, BatchNorm2d, ReLU, conv 8→16 3×3, BatchNorm2d, ReLU, dropout 0.1, linear
+    256 → 10 (BatchNorm in training mode while training)."""
+
+    def __init__(self, classes: int = 10) -> None:
+        super().__init__()
+        self.conv1, self.bn1 = nn.Conv2d(1, 8, 3), nn.BatchNorm2d(8)
+        self.conv2, self.bn2 = nn.Conv2d(8, 16, 3), nn.BatchNorm2d(16)
+        self.drop = nn.Dropout(0.1)
+        self.fc = nn.Linear(16 * 4 * 4, classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = torch.relu(self.bn1(self.conv1(x.reshape(-1, 1, 8, 8))))
+        h = torch.relu(self.bn2(self.conv2(h)))
+        return self.fc(self.drop(h.flatten(1)))
+
+
 @dataclass
 class Workload:
     """A model factory with its data: ``make_model()`` gives a fresh copy (same seed, same
@@ -124,6 +159,10 @@ WORKLOADS: dict[str, tuple[str, Callable[[], nn.Module] | None, str]] = {
     "mnist-mlp": ("mnist", None, "mnist task MLP 784->h->h->10"),
     "digits-cnn": ("digits", DigitsCNN, "CNN conv1->8 3x3, conv8->16 3x3, linear 256->10"),
     "digits-gru": ("digits", DigitsGRU, "GRU 8 rows x 8 pixels, hidden 32, linear 32->10"),
+    "digits-transformer": ("digits", DigitsTransformer, "transformer encoder layer (d 16, "
+                           "2 heads, ff 32, dropout 0.1) on 8 rows x 8 pixels, linear 16->10"),
+    "digits-bn-cnn": ("digits", DigitsBatchNormCNN, "CNN conv->BN->ReLU x2, dropout, "
+                      "linear 256->10 (BatchNorm in training mode)"),
 }
 
 

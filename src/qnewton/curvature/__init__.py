@@ -39,6 +39,8 @@ from qnewton.curvature.params import (
     unflatten_block,
 )
 from qnewton.curvature.partition import BlockPartition
+from qnewton.curvature.per_sample import curvature_closure
+from qnewton.curvature.prepare import prepare
 from qnewton.curvature.recurrent import unfuse_recurrent
 from qnewton.curvature.representation import (
     CurvatureBlock,
@@ -56,7 +58,8 @@ __all__ = [
     "CurvatureConfig", "CurvatureKind",
     "CurvatureResult", "CurvatureSchedule", "DenseBlock", "FactorBlock", "MatrixFreeBlock",
     "MatrixFreeError", "ParamBlock", "blocks_from_module", "blocks_from_params",
-    "compute_curvature", "curvature_subset", "dense_block_bytes", "estimate_block_bytes",
+    "compute_curvature", "curvature_closure", "curvature_subset", "dense_block_bytes",
+    "estimate_block_bytes",
     "evaluate_closure", "finite_each", "finite_sum", "flatten_block", "format_bytes",
-    "group_parameters", "mean_loss_gradients", "unflatten_block", "unfuse_recurrent",
+    "group_parameters", "mean_loss_gradients", "prepare", "unflatten_block", "unfuse_recurrent",
 ]

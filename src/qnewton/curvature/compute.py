@@ -19,6 +19,7 @@ from qnewton.curvature.kind import BuildInputs, CurvatureKind
 from qnewton.curvature.kinds import CURVATURES
 from qnewton.curvature.memory import format_bytes
 from qnewton.curvature.params import ParamBlock, flatten_block
+from qnewton.curvature.per_sample.recording import release_recording
 from qnewton.curvature.products import ProductContext
 from qnewton.curvature.representation import CurvatureBlock, arithmetic_dtype
 
@@ -43,6 +44,13 @@ class CurvatureResult:
         kind: the curvature kind. num_samples: S. num_outputs: C for the GGN, else ``None``.
         samples: the sorted indices of the curvature subset (``None``: all S samples);
             curvature_samples: how many samples the curvature used (k, or S).
+        bypass: GGN kinds: ``{block name: note}`` for blocks whose losses reach them other than
+            through the outputs (an L2 penalty); bypass_covered: every such term's curvature is
+            in its block (:mod:`qnewton.curvature.bypass`), so the GGN misses nothing.
+        substituted: why ``kind`` is not the configured one (``"ggn"`` with more outputs than
+            ``CurvatureConfig.ggn_max_outputs`` builds ``"ggn-mc"``), else ``None``.
+        paths: factor kinds: ``{block name: path of its per-sample rows}`` — ``one-pass``,
+            ``one-pass+residual``, ``functional`` or ``loop: <why>`` (docs/method.md §4.7).
     """
 
     blocks: list[CurvatureBlock | None]
@@ -55,6 +63,15 @@ class CurvatureResult:
     num_outputs: int | None = None
     samples: torch.Tensor | None = None
     curvature_samples: int = 0
+    bypass: dict[str, str] = field(default_factory=dict)
+    bypass_covered: bool = False
+    substituted: str | None = None
+    paths: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def substitution(self) -> tuple[str, str] | None:
+        """``(kind built, why)`` when :attr:`substituted`, else ``None`` (for the ledger)."""
+        return None if self.substituted is None else (self.kind, self.substituted)
 
 
 def evaluate_closure(closure: Callable[[], object]) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -232,6 +249,12 @@ def compute_curvature(
                          f"got shape {tuple(losses.shape)}")
     subset = check_samples(samples, s)
     k = s if subset is None else subset.numel()
+    substituted = None
+    swap = kind.substitute(k, c or 1, config)
+    if swap is not None:  # e.g. the Monte-Carlo GGN for many outputs
+        name, substituted = swap
+        kind = CURVATURES[name]
+        config = replace(config, kind=name)
 
     built: list[bool] = []
     skipped: dict[str, str] = {}
@@ -272,9 +295,10 @@ def compute_curvature(
         if subset is not None and kind.needs_gradient_graph and (any(built) or bool(free)):
             # second derivatives of the subset's mean loss (the full gradient has no graph)
             g_blocks = _subset_gradient_graph(losses[subset.to(losses.device)], blocks)
-        curv = kind.build(BuildInputs(losses=losses, outputs=outputs, blocks=blocks,
-                                      grads=g_blocks, built=built, num_samples=s,
-                                      num_outputs=c or 1, config=config, samples=subset))
+        inputs = BuildInputs(losses=losses, outputs=outputs, blocks=blocks, grads=g_blocks,
+                             built=built, num_samples=s, num_outputs=c or 1, config=config,
+                             samples=subset)
+        curv = kind.build(inputs)
         if free:
             # nothing is stored, so products compute in the blocks' arithmetic dtype
             ctx = ProductContext(losses, outputs, s, c or 1,
@@ -282,9 +306,13 @@ def compute_curvature(
                                  samples=subset)
             for i in free:
                 curv[i] = kind.matrix_free(blocks[i], g_blocks[i], ctx)
+    release_recording()  # the rows are built: the closure's module records are not needed
     return CurvatureResult(blocks=curv, grads=grads, loss=loss.detach(), skipped=skipped,
                            matrix_free=matrix_free, kind=config.kind, num_samples=s,
-                           num_outputs=c, samples=subset, curvature_samples=k)
+                           num_outputs=c, samples=subset, curvature_samples=k,
+                           bypass=inputs.notes, substituted=substituted, paths=inputs.paths,
+                           bypass_covered=bool(inputs.notes) and all(built) and all(
+                               name in inputs.covered for name in inputs.notes))
 
 
 def _subset_gradient_graph(losses: torch.Tensor,

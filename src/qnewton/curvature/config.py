@@ -8,6 +8,15 @@ import torch
 
 from qnewton.validation import check_int
 
+#: How per-sample rows treat BatchNorm in training mode (:attr:`CurvatureConfig.batch_norm`).
+BATCH_NORM_ROWS = ("held", "exact")
+
+#: Outputs per sample above which ``"ggn"`` builds the Monte-Carlo GGN: the exact factor then
+#: has more than 16× the rows of an empirical Fisher (16 backward passes per step on the one-pass
+#: path, and 16× its memory, Gram matrix and Woodbury work); classifiers with ≤ 16 classes keep
+#: the exact GGN. A 64-output autoencoder at S = 1,024 took 52 s per step with its 65,536 rows.
+GGN_MAX_OUTPUTS = 16
+
 
 class CurvatureBudgetError(MemoryError):
     """A curvature block would exceed the configured memory budget."""
@@ -39,6 +48,16 @@ class CurvatureConfig:
         seed: seed of the random directions of ``"ggn-mc"``, mixed with the bytes of the outputs
             so that every batch gets its own draw and a call is reproducible; ``None`` draws from
             torch's global RNG instead. Other kinds are deterministic and ignore it.
+        batch_norm: per-sample rows of the layers before a BatchNorm in training mode (whose
+            batch statistics couple the samples): ``"held"`` (default) — the rows as if the
+            batch statistics were constants, one backward pass per seed (the approximation
+            K-FAC libraries make; docs/method.md §4.7); ``"exact"`` — the gradient of each
+            coupled loss term, one backward pass per sample for those layers. The mean-loss
+            gradient is exact either way.
+        ggn_max_outputs: ``"ggn"`` with more outputs per sample than this builds the
+            Monte-Carlo GGN instead (``"ggn-mc"``: one sampled row per sample, unbiased, the
+            cost of a Fisher) — the exact GGN's S·C rows would cost more than C Fishers; the
+            result's ``kind`` and ``substituted`` say so. ``None``: always the exact GGN.
     """
 
     kind: str = "fisher"
@@ -46,6 +65,8 @@ class CurvatureConfig:
     chunk_size: int | None = None
     dtype: torch.dtype | None = None
     seed: int | None = 0
+    batch_norm: str = "held"
+    ggn_max_outputs: int | None = GGN_MAX_OUTPUTS
 
     def __post_init__(self) -> None:
         if not isinstance(self.kind, str) or not self.kind:
@@ -59,3 +80,8 @@ class CurvatureConfig:
                              f"{self.dtype!r}")
         if self.seed is not None:
             check_int("seed", self.seed, 0)
+        if self.ggn_max_outputs is not None:
+            check_int("ggn_max_outputs", self.ggn_max_outputs, 1)
+        if self.batch_norm not in BATCH_NORM_ROWS:
+            raise ValueError(f"batch_norm must be one of {BATCH_NORM_ROWS}, got "
+                             f"{self.batch_norm!r}")

@@ -41,7 +41,7 @@ class FisherCurvature(CurvatureKind):
         s = losses.numel()
         todo = [b for b, ok in zip(inputs.blocks, inputs.built, strict=True) if ok]
         factors = factor_rows(losses, [torch.ones_like(losses)], s, todo, config,
-                              samples=inputs.samples)
+                              samples=inputs.samples, paths=inputs.paths)
         k = inputs.curvature_samples
         return [
             FactorBlock(b.name, "fisher", factors[id(b)], scale=1.0 / k) if ok else None

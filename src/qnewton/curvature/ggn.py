@@ -6,6 +6,8 @@ from collections.abc import Sequence
 
 import torch
 
+from qnewton.curvature.bypass import bypass_rows
+from qnewton.curvature.config import CurvatureConfig
 from qnewton.curvature.kind import BuildInputs, ClosureError, CurvatureKind
 from qnewton.curvature.loss_hessian import loss_hessian_sqrt
 from qnewton.curvature.params import ParamBlock
@@ -23,7 +25,8 @@ class GGNCurvature(CurvatureKind):
     loss part of the graph only. Parameters with a per-sample handler get all ``S`` rows of
     column j from one backward pass seeded with ``R[:, :, j]`` (``C`` passes in all,
     :mod:`qnewton.curvature.per_sample`); the others take one batched backward pass per row
-    (``S·C``) (docs/method.md §4.7).
+    (``S·C``) (docs/method.md §4.7). A loss term that bypasses the outputs (an L2 penalty)
+    adds its own curvature as extra rows (:mod:`qnewton.curvature.bypass`).
     """
 
     name = "ggn"
@@ -58,12 +61,31 @@ class GGNCurvature(CurvatureKind):
         s, c = inputs.num_samples, inputs.num_outputs
         sqrt_h = loss_hessian_sqrt(losses, outputs, s, c, config.dtype)
         factors = factor_rows(outputs, self.seeds(sqrt_h, outputs, inputs), s, todo, config,
-                              min_row_elements=s * c, samples=inputs.samples)
+                              min_row_elements=s * c, samples=inputs.samples,
+                              paths=inputs.paths)
         k = inputs.curvature_samples
+        extra, notes, covered = bypass_rows(losses, outputs, todo, k, config.dtype)
+        inputs.notes.update(notes)
+        inputs.covered.update(covered)
+        for b in todo:
+            if id(b) in extra:
+                factors[id(b)] = torch.cat([factors[id(b)],
+                                            extra[id(b)].to(factors[id(b)])])
         return [
             FactorBlock(b.name, self.name, factors[id(b)], scale=1.0 / k) if ok else None
             for b, ok in zip(inputs.blocks, inputs.built, strict=True)
         ]
+
+    def substitute(self, num_samples: int, num_outputs: int, config: CurvatureConfig
+                   ) -> tuple[str, str] | None:
+        """The Monte-Carlo GGN when the S·C exact rows would cost more than
+        ``config.ggn_max_outputs`` Fishers (docs/method.md §4.7)."""
+        limit = config.ggn_max_outputs
+        if limit is None or num_outputs <= limit:
+            return None
+        k, c = num_samples, num_outputs
+        return "ggn-mc", (f"{c} outputs per sample > ggn_max_outputs={limit}: the Monte-Carlo "
+                          f"GGN ({k} rows) instead of the exact GGN ({k * c} rows)")
 
     def matrix_free(self, block: ParamBlock, grads: Sequence[torch.Tensor],
                     ctx: ProductContext) -> CurvatureBlock:

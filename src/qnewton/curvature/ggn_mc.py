@@ -15,6 +15,7 @@ import hashlib
 
 import torch
 
+from qnewton.curvature.config import CurvatureConfig
 from qnewton.curvature.ggn import GGNCurvature
 from qnewton.curvature.kind import BuildInputs
 
@@ -41,6 +42,10 @@ class MonteCarloGGNCurvature(GGNCurvature):
     """
 
     name = "ggn-mc"
+
+    def substitute(self, num_samples: int, num_outputs: int, config: CurvatureConfig
+                   ) -> tuple[str, str] | None:
+        return None  # already the cheap estimate
 
     def stored_elements(self, n: int, num_samples: int, num_outputs: int) -> int:
         return num_samples * n

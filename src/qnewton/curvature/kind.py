@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import torch
@@ -39,6 +39,11 @@ class BuildInputs:
         config: the :class:`CurvatureConfig`.
         samples: sorted indices of a curvature subset of k samples, or ``None`` (all S): factor
             kinds then build k (or k·C) rows with scale 1/k; ``grads`` are then the subset's.
+        notes, covered: filled by the build — ``{block name: note}`` for blocks with a loss term
+            that bypasses the outputs (GGN), and the names of those whose term's curvature is in
+            the block (:mod:`qnewton.curvature.bypass`).
+        paths: filled by factor kinds: ``{block name: the path its per-sample rows took}``
+            (:data:`qnewton.curvature.per_sample.engine.PATHS`).
     """
 
     losses: torch.Tensor
@@ -50,6 +55,9 @@ class BuildInputs:
     num_outputs: int
     config: CurvatureConfig
     samples: torch.Tensor | None = None
+    notes: dict[str, str] = field(default_factory=dict)
+    covered: set[str] = field(default_factory=set)
+    paths: dict[str, str] = field(default_factory=dict)
 
     @property
     def curvature_samples(self) -> int:
@@ -102,6 +110,12 @@ class CurvatureKind(ABC):
     @abstractmethod
     def build(self, inputs: BuildInputs) -> list[CurvatureBlock | None]:
         """One block per parameter block (``None`` where ``inputs.built`` is ``False``)."""
+
+    def substitute(self, num_samples: int, num_outputs: int, config: CurvatureConfig
+                   ) -> tuple[str, str] | None:
+        """``(kind to build instead, why)`` when this kind would cost far more than an
+        equivalent one for this batch (recorded per step), else ``None`` (default)."""
+        return None
 
     def matrix_free(self, block: ParamBlock, grads: Sequence[torch.Tensor],
                     ctx: ProductContext) -> CurvatureBlock:

@@ -25,6 +25,7 @@ import torch
 from qnewton.curvature.compute import CurvatureResult, compute_curvature, mean_loss_gradients
 from qnewton.curvature.config import CurvatureConfig
 from qnewton.curvature.params import ParamBlock
+from qnewton.curvature.per_sample.recording import release_recording
 from qnewton.validation import check_int
 
 #: Mixed with the seed so that subset draws do not repeat other seeded streams of a run.
@@ -88,6 +89,7 @@ class CurvatureSchedule:
                 self._cache = result
             return result, False
         cache = self._cache
+        release_recording()  # no rows are built at this step: the closure's records go
         grads = mean_loss_gradients(losses, blocks, config.dtype)
         curv = list(cache.blocks)
         stale = [i for i, cb in enumerate(curv) if cb is not None and cb.matrix_free]

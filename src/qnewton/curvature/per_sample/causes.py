@@ -13,7 +13,7 @@ from qnewton.curvature.per_sample.graph import graph_nodes
 RECURRENT_KINDS = ("Rnn", "Lstm", "Gru")
 #: The fix for a fused recurrent kernel.
 RECURRENT_FIX = ("a fused recurrent kernel ({kinds}): call "
-                 "qnewton.curvature.unfuse_recurrent(model) once after building the model")
+                 "qnewton.prepare(model) once after building the model")
 #: A train-mode BatchNorm couples the samples of a batch: no per-sample rule exists.
 BATCHNORM_CAUSE = ("BatchNorm in training mode: it normalizes over the batch, so each sample's "
                    "gradient depends on the others and no one-pass per-sample rule applies; "

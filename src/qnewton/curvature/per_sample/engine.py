@@ -27,13 +27,19 @@ import torch
 from qnewton.curvature.autograd import BatchedVJP, flat_rows, sample_seeds, seeded_rows
 from qnewton.curvature.memory import DEFAULT_CHUNK_BYTES, element_size
 from qnewton.curvature.params import ParamBlock
+from qnewton.curvature.per_sample.batch_norm import statistics_held, training_nodes
 from qnewton.curvature.per_sample.causes import generic_path_causes
-from qnewton.curvature.per_sample.graph import Use, parameter_uses
+from qnewton.curvature.per_sample.functional import functional_rows, live_calls
+from qnewton.curvature.per_sample.graph import Use, graph_nodes, parameter_uses
 from qnewton.curvature.per_sample.handler import Unsupported
 from qnewton.curvature.per_sample.handlers import handlers_by_node_type
+from qnewton.curvature.per_sample.recording import latest_recording
 
 if TYPE_CHECKING:
     from qnewton.curvature.config import CurvatureConfig
+
+#: The paths a block's rows can take, cheapest first (:func:`factor_rows`).
+PATHS = ("one-pass", "one-pass+residual", "functional", "loop")
 
 #: Seed of the random combination of all rows that the check compares (a fixed seed: the check
 #: is a deterministic function of its inputs).
@@ -55,8 +61,10 @@ def check_rows(num_samples: int, passes: int) -> list[tuple[int, int]]:
 
 
 def _capture(root: torch.Tensor, seed: torch.Tensor, nodes: dict[int, object],
-             params: list[torch.Tensor]) -> dict[int, torch.Tensor]:
-    """One backward pass of ``root`` seeded with ``seed``; δ (first output gradient) per node."""
+             params: list[torch.Tensor]
+             ) -> tuple[dict[int, torch.Tensor], dict[int, torch.Tensor]]:
+    """One backward pass of ``root`` seeded with ``seed``: δ (first output gradient) per node,
+    and the gradient of ``⟨seed, root⟩`` per parameter (by id)."""
     deltas: dict[int, torch.Tensor] = {}
 
     def make_hook(key: int) -> Callable[[tuple[torch.Tensor | None, ...]], None]:
@@ -70,12 +78,86 @@ def _capture(root: torch.Tensor, seed: torch.Tensor, nodes: dict[int, object],
     try:
         for key, node in nodes.items():
             handles.append(node.register_prehook(make_hook(key)))
-        torch.autograd.grad(root, params, grad_outputs=seed, retain_graph=True,
-                            allow_unused=True)
+        grads = torch.autograd.grad(root, params, grad_outputs=seed, retain_graph=True,
+                                    allow_unused=True)
     finally:
         for h in handles:
             h.remove()
-    return deltas
+    return deltas, {id(p): torch.zeros_like(p) if g is None else g.detach()
+                    for p, g in zip(params, grads, strict=True)}
+
+
+def residual_weights(seed: torch.Tensor, s: int, dtype: torch.dtype) -> torch.Tensor | None:
+    """``a_s / Σ a`` with ``a_s = Σ_w seed[s, w]``: how a sample-free term's gradient (a penalty
+    added to every loss, say) is shared among the rows; ``None`` if the seeds sum to zero."""
+    a = seed.detach().reshape(s, -1).sum(dim=1).to(dtype)
+    total = a.sum()
+    return None if float(total.abs()) <= torch.finfo(dtype).tiny else a / total
+
+
+def add_residual(rows: torch.Tensor, total: torch.Tensor, grads: dict[int, torch.Tensor],
+                 block: ParamBlock, seed: torch.Tensor, s: int,
+                 samples: torch.Tensor | None) -> None:
+    """Add to the rows of one seed the part of the block's gradient they do not explain.
+
+    ``total`` is the sum of the rows over all S samples; the residual ``r = g − total`` is what
+    the block's uses outside the understood layers contribute (an L2 penalty, an auxiliary loss
+    on the parameters). A term that does not depend on the samples and is added to every loss
+    contributes ``(a_s/Σa)·r`` to row s (:func:`residual_weights`), exactly; any other kind of
+    term makes the rows wrong, which the engine's check then detects.
+    """
+    g = torch.cat([grads[id(p)].reshape(-1) for p in block.params]).to(rows.dtype)
+    w = residual_weights(seed, s, rows.dtype)
+    if w is None:
+        return
+    if samples is not None:
+        w = w[samples.to(w.device)]
+    rows.add_(torch.outer(w.to(rows.device), (g - total).to(rows.device)))
+
+
+def _probe_layouts(root: torch.Tensor, s: int, uses: dict[int, list[Use]],
+                   ctxs: dict[int, object], nodes: dict[int, object],
+                   params: dict[int, torch.Tensor]) -> None:
+    """Reorder the rows of nodes that see them time-major (``t·S + s``, a sequence-first
+    layout such as ``nn.MultiheadAttention``'s) into sample-major order, in place in ``ctxs``.
+
+    One backward pass seeded on sample 0's part of ``root`` only: in a node whose samples are
+    independent, δ is nonzero only on sample 0's rows — rows ``0 … T−1`` if sample-major, rows
+    ``0, S, 2S, …`` if time-major. Nodes whose δ fits neither (or T = 1) are left as they are;
+    the engine's check judges every result either way.
+    """
+    handler_of = {id(u.node): u.handler for plist in uses.values() for u in plist}
+    probe = {k: n for k, n in nodes.items()
+             if ctxs.get(k) is not None and getattr(handler_of[k], "reorderable", False)}
+    if not probe:
+        return
+    seed = torch.zeros_like(root).reshape(s, -1)
+    seed[0] = 1
+    try:
+        used = [params[pid] for pid, plist in uses.items()
+                if any(id(u.node) in probe for u in plist)]
+        deltas, _ = _capture(root, seed.reshape(root.shape).to(root.dtype), probe, used)
+    except RuntimeError:
+        return
+    for key, delta in deltas.items():
+        handler = handler_of[key]
+        try:
+            rows = handler.delta_rows(ctxs[key], delta)
+        except _REFUSALS:
+            continue
+        r = rows.shape[0]
+        if r % s or r == s:
+            continue
+        t = r // s
+        hit = (rows != 0).any(dim=1).nonzero().flatten()
+        if hit.numel() == 0 or bool((hit < t).all()):
+            continue  # sample-major (or nothing to see)
+        if bool((hit % s == 0).all()):
+            perm = torch.arange(r).reshape(t, s).T.reshape(-1)
+            try:
+                ctxs[key] = handler.reorder(ctxs[key], perm)
+            except _REFUSALS:
+                ctxs[key] = None
 
 
 def per_sample_rows(
@@ -86,9 +168,14 @@ def per_sample_rows(
     factors: dict[int, torch.Tensor],
     config: CurvatureConfig,
     samples: torch.Tensor | None = None,
+    partial: bool = False,
 ) -> set[int]:
     """Fill factor rows of the blocks whose parameters the handlers understand; return the ids
     of the blocks filled (and checked).
+
+    ``partial``: also take blocks whose parameters have uses no handler understands besides
+    handled ones; their rows get the residual of :func:`add_residual` (exact for a sample-free
+    term such as an L2 penalty; anything else fails the check).
 
     ``root`` reshapes to ``(S, W)`` with row s belonging to sample s; ``seeds`` are P tensors
     shaped like ``root``. Row ``s·P + j`` of a block's factor (``(S·P, N)``) becomes the
@@ -110,6 +197,7 @@ def per_sample_rows(
         return set()
     ctxs: dict[int, object] = {}
     nodes: dict[int, object] = {}
+    failed: set[int] = set()
     for pid, plist in uses.items():
         for use in plist:
             key = id(use.node)
@@ -121,11 +209,19 @@ def per_sample_rows(
             except _REFUSALS:
                 ctxs[key] = None
         if any(ctxs[id(use.node)] is None for use in plist):
-            other.add(pid)
-    eligible = [b for b in todo if all(id(p) in uses and id(p) not in other for p in b.params)]
+            failed.add(pid)
+    if partial:  # other uses allowed: the residual accounts for them (and the check judges)
+        eligible = [b for b in todo if all(id(p) in uses and id(p) not in failed
+                                           for p in b.params)
+                    and any(id(p) in other for p in b.params)]
+    else:
+        eligible = [b for b in todo if all(id(p) in uses and id(p) not in other | failed
+                                           for p in b.params)]
     if not eligible:
         return set()
     wanted = {id(use.node): use.node for b in eligible for p in b.params for use in uses[id(p)]}
+    _probe_layouts(root, s, {id(p): uses[id(p)] for b in eligible for p in b.params}, ctxs,
+                   wanted, params)
     eligible_params = [p for b in eligible for p in b.params]
     alive = {id(b) for b in eligible}
     elsize = element_size(config.dtype)
@@ -154,12 +250,13 @@ def per_sample_rows(
 
     kept = s if samples is None else samples.numel()
     for j, seed in enumerate(seeds):
-        deltas = _capture(root, seed, wanted, eligible_params)
+        deltas, grads = _capture(root, seed, wanted, eligible_params)
         for b in eligible:
             if id(b) not in alive:
                 continue
             rows = factors[id(b)].view(kept, npass, b.numel)[:, j]
             k = chunk(b)
+            total = torch.zeros(b.numel, dtype=config.dtype, device=rows.device)
             try:
                 for r0 in range(0, s, k):
                     r1 = min(s, r0 + k)
@@ -168,15 +265,19 @@ def per_sample_rows(
                     else:  # the chunk's selected samples: samples[lo:hi]
                         lo, hi = (int(v) for v in torch.searchsorted(samples, torch.tensor(
                             [r0, r1], dtype=samples.dtype)))
-                        if lo == hi:
+                        if lo == hi and not partial:  # (the residual needs every row)
                             continue
                         dest = rows.new_empty((r1 - r0, b.numel))
                     col = 0
                     for p in b.params:
                         fill(p, uses[id(p)], deltas, dest[:, col : col + p.numel()], r0, r1)
                         col += p.numel()
+                    if partial:
+                        total += dest.sum(dim=0)
                     if samples is not None:
                         rows[lo:hi] = dest[(samples[lo:hi] - r0).to(dest.device)]
+                if partial:
+                    add_residual(rows, total, grads, b, seed, s, samples)
             except _REFUSALS:
                 alive.discard(id(b))
         del deltas
@@ -234,26 +335,84 @@ def _checked(root: torch.Tensor, seeds: Sequence[torch.Tensor], s: int,
     return passed
 
 
-def _warn_generic(blocks: Sequence[ParamBlock], root: torch.Tensor) -> None:
-    """Say (once per block, Python's warning filter) when a block's rows take the generic path:
-    it costs one backward pass per sample; the warning names the cause found in the graph."""
+def _functional_stage(root: torch.Tensor, seeds: Sequence[torch.Tensor], s: int,
+                      todo: Sequence[ParamBlock], factors: dict[int, torch.Tensor],
+                      config: CurvatureConfig, samples: torch.Tensor | None,
+                      reasons: dict[int, str]) -> set[int]:
+    """The functional path (:mod:`~qnewton.curvature.per_sample.functional`) for ``todo``:
+    rows from re-running each parameter's innermost recorded module per sample, plus the
+    residual of :func:`add_residual`, checked like the handlers' rows. Fills ``reasons`` for the
+    blocks it cannot take."""
+    recording = latest_recording()
+    graph = {id(n) for n in graph_nodes(root.grad_fn)}
+    calls = live_calls(recording, graph)
+    if not calls:
+        for b in todo:
+            reasons[id(b)] = ("no module calls were recorded for this graph (run the closure "
+                              "inside qnewton.curvature.curvature_closure(); QNewton.step does)")
+        return set()
+    rows, refused, grads = functional_rows(root, seeds, s, todo, calls, config.dtype)
+    reasons.update(refused)
+    npass = len(seeds)
+    kept = s if samples is None else samples.numel()
+    filled = [b for b in todo if id(b) in rows]
+    for b in filled:
+        view = factors[id(b)].view(kept, npass, b.numel)
+        for j, (seed, r) in enumerate(zip(seeds, rows[id(b)], strict=True)):
+            total = r.sum(dim=0)
+            if samples is not None:
+                r = r[samples.to(r.device)]
+            r = r.to(factors[id(b)].device)
+            add_residual(r, total, grads[j], b, seed, s, samples)
+            view[:, j] = r
+    if not filled:
+        return set()
+    passed = _checked(root, seeds, s, filled, factors, config, samples)
+    for b in filled:
+        if id(b) not in passed:
+            reasons[id(b)] = ("re-running its module per sample does not reproduce its "
+                              "gradients: the module couples the samples (BatchNorm in training "
+                              "mode, a loss normalized over the batch) or the parameter is used "
+                              "outside it in a per-sample way")
+    return passed
+
+
+def _warn_generic(blocks: Sequence[ParamBlock], reasons: dict[int, str],
+                  root: torch.Tensor) -> None:
+    """Say (once per block and reason, Python's warning filter) when a block's rows take the
+    S-pass loop, and why (the functional stage's reason, else the causes read off the graph,
+    each with its fix): it costs one backward pass per sample."""
     for b in blocks:
+        why = reasons.get(id(b)) or "; ".join(generic_path_causes(root, b.params))
         warnings.warn(
-            f"per-sample rows of block {b.name!r} take the generic path (one backward pass per "
-            "sample): " + "; ".join(generic_path_causes(root, b.params))
-            + " (docs/method.md §4.7)", RuntimeWarning, stacklevel=3)
+            f"per-sample rows of block {b.name!r} take the generic loop (one backward pass per "
+            f"sample): {why} (docs/method.md §4.7)", RuntimeWarning, stacklevel=3)
 
 
 def factor_rows(root: torch.Tensor, seeds: Sequence[torch.Tensor], num_samples: int,
                 todo: Sequence[ParamBlock], config: CurvatureConfig,
                 min_row_elements: int = 0,
-                samples: torch.Tensor | None = None) -> dict[int, torch.Tensor]:
+                samples: torch.Tensor | None = None,
+                paths: dict[str, str] | None = None) -> dict[int, torch.Tensor]:
     """The ``(S·P, N)`` factor of every block in ``todo`` (P = ``len(seeds)``; row ``s·P + j``
-    is sample s's gradient of ``⟨seeds[j], root⟩``): the one-pass fast path where handlers
-    understand the block, the generic path for the rest. ``min_row_elements`` sizes the generic
-    path's chunks (its seeds are ``root``-shaped rows, which can be wider than the block).
-    ``samples`` (sorted indices, a curvature subset of k samples): ``(k·P, N)`` factors, row
-    ``i·P + j`` for sample ``samples[i]``."""
+    is sample s's gradient of ``⟨seeds[j], root⟩``), from the cheapest path that reproduces the
+    generic computation on the engine's check, in order:
+
+    1. the one-pass handlers, for blocks all of whose uses they understand;
+    2. the handlers plus a residual, for blocks with other uses too (an L2 penalty);
+    3. the functional path: each parameter's innermost recorded module re-run per sample under
+       ``vmap`` (plus the residual);
+    4. the generic loop (one backward pass per row), with a warning that says why.
+
+    With ``config.batch_norm == "held"`` every backward pass here treats the batch statistics
+    of training-mode BatchNorms as constants (:func:`~qnewton.curvature.per_sample.batch_norm.
+    statistics_held`), so that all four stages compute the same, per-sample rows.
+
+    ``min_row_elements`` sizes the generic path's chunks (its seeds are ``root``-shaped rows,
+    which can be wider than the block). ``samples`` (sorted indices, a curvature subset of k
+    samples): ``(k·P, N)`` factors, row ``i·P + j`` for sample ``samples[i]``. ``paths``, if
+    given, receives ``{block name: the path its rows took}`` (:data:`PATHS`, with the loop's
+    reason)."""
     config = _resolved(config, root)
     kept = num_samples if samples is None else samples.numel()
     rows = kept * len(seeds)
@@ -263,9 +422,40 @@ def factor_rows(root: torch.Tensor, seeds: Sequence[torch.Tensor], num_samples: 
     }
     if not todo:
         return factors
-    fast = per_sample_rows(root, seeds, num_samples, todo, factors, config, samples)
-    rest = [b for b in todo if id(b) not in fast]
-    _warn_generic(rest, root)
+    held = []
+    if config.batch_norm == "held" and root.grad_fn is not None:
+        held = training_nodes(graph_nodes(root.grad_fn))
+    taken: dict[str, str] = {}
+    with statistics_held(held):
+        _fill(root, seeds, num_samples, todo, factors, config, min_row_elements, samples, taken)
+    if held:
+        taken = {k: f"{v} (batch-norm statistics held)" for k, v in taken.items()}
+    if paths is not None:
+        paths.update(taken)
+    return factors
+
+
+def _fill(root: torch.Tensor, seeds: Sequence[torch.Tensor], num_samples: int,
+          todo: Sequence[ParamBlock], factors: dict[int, torch.Tensor], config: CurvatureConfig,
+          min_row_elements: int, samples: torch.Tensor | None, taken: dict[str, str]) -> None:
+    """The four stages of :func:`factor_rows`, in order; ``taken`` gets each block's path."""
+    done = per_sample_rows(root, seeds, num_samples, todo, factors, config, samples)
+    taken.update({b.name: PATHS[0] for b in todo if id(b) in done})
+    rest = [b for b in todo if id(b) not in done]
+    if rest and root.grad_fn is not None and num_samples >= 2:
+        new = per_sample_rows(root, seeds, num_samples, rest, factors, config, samples,
+                              partial=True)
+        taken.update({b.name: PATHS[1] for b in rest if id(b) in new})
+        rest = [b for b in rest if id(b) not in new]
+    reasons: dict[int, str] = {}
+    if rest and root.grad_fn is not None and num_samples >= 2:
+        new = _functional_stage(root, seeds, num_samples, rest, factors, config, samples,
+                                reasons)
+        taken.update({b.name: PATHS[2] for b in rest if id(b) in new})
+        rest = [b for b in rest if id(b) not in new]
+    taken.update({b.name: f"{PATHS[3]}: {reasons.get(id(b), 'no one-pass rule matched')}"
+                  for b in rest})
+    _warn_generic(rest, reasons, root)
     if rest:
         width = max(sum(b.numel for b in rest), min_row_elements)
         npass = len(seeds)
@@ -273,4 +463,3 @@ def factor_rows(root: torch.Tensor, seeds: Sequence[torch.Tensor], num_samples: 
             samples.unsqueeze(1) * npass + torch.arange(npass)).reshape(-1)
         seeded_rows(root, seeds, num_samples, rest, factors, config.dtype, config.chunk_size,
                     width * root.element_size(), wanted)
-    return factors

@@ -83,6 +83,20 @@ class NodeHandler(ABC):
         or ``ctx`` have shapes the rule does not fit.
         """
 
+    #: Whether :meth:`reorder` is implemented: the node's rows may come in another order
+    #: than sample-major (time-major, from a sequence-first layout), found by the engine's
+    #: layout probe.
+    reorderable: bool = False
+
+    def delta_rows(self, ctx: object, delta: torch.Tensor) -> torch.Tensor:
+        """δ as ``(R, ·)`` rows, R = S·T, in the node's row order (for the layout probe)."""
+        return delta.reshape(delta.shape[0], -1)
+
+    def reorder(self, ctx: object, perm: torch.Tensor) -> object:
+        """``ctx`` for rows in order ``perm`` (sample-major row i is the node's row
+        ``perm[i]``); only for handlers with :attr:`reorderable`."""
+        raise Unsupported(f"{type(self).__name__} cannot reorder its rows")
+
     def workspace(self, ctx: object, role: str, num_samples: int) -> int:
         """Elements of temporary storage :meth:`per_sample` needs per sample, beyond its result
         (e.g. the im2col patches of a convolution); used to size the row chunks."""

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from qnewton.curvature.per_sample.batch_norm import BatchNormHandler
+from qnewton.curvature.per_sample.bias_add import BiasAddHandler
 from qnewton.curvature.per_sample.conv import ConvHandler
 from qnewton.curvature.per_sample.embedding import EmbeddingHandler
 from qnewton.curvature.per_sample.embedding_bag import EmbeddingBagHandler
@@ -19,6 +20,7 @@ NODE_HANDLERS.register("embedding", EmbeddingHandler())
 NODE_HANDLERS.register("embedding-bag", EmbeddingBagHandler())
 NODE_HANDLERS.register("layer-norm", LayerNormHandler())
 NODE_HANDLERS.register("batch-norm", BatchNormHandler())
+NODE_HANDLERS.register("bias-add", BiasAddHandler())
 
 
 def handlers_by_node_type() -> dict[str, NodeHandler]:

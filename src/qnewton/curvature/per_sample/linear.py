@@ -22,9 +22,11 @@ from qnewton.curvature.per_sample.handler import (
 class LinearHandler(NodeHandler):
     """``AddmmBackward0`` (bias at input 0, ``Wᵀ`` or ``W`` at input 2) and ``MmBackward0``
     (``Wᵀ`` or ``W`` at input 1); roles ``"wt"`` (used as ``Wᵀ``), ``"w"`` and ``"bias"``.
-    ``ctx`` is the saved 2-D input ``x`` (S·T × in)."""
+    ``ctx`` is the saved 2-D input ``x`` (S·T × in), or ``(x, perm)`` with x's rows reordered
+    sample-major when the engine's layout probe found them time-major."""
 
     node_types = ("AddmmBackward0", "MmBackward0")
+    reorderable = True
 
     def role(self, node: object, position: int, transposed: bool) -> str | None:
         matrix = "wt" if transposed else "w"
@@ -48,14 +50,23 @@ class LinearHandler(NodeHandler):
         positions(x.shape[0], num_samples)
         return x
 
-    def per_sample(self, ctx: torch.Tensor, role: str, delta: torch.Tensor, r0: int, r1: int,
-                   num_samples: int, dtype: torch.dtype) -> torch.Tensor:
-        x = ctx
+    def reorder(self, ctx: torch.Tensor | tuple[torch.Tensor, torch.Tensor],
+                perm: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = ctx[0] if isinstance(ctx, tuple) else ctx
+        return x[perm.to(x.device)], perm
+
+    def per_sample(self, ctx: torch.Tensor | tuple[torch.Tensor, torch.Tensor], role: str,
+                   delta: torch.Tensor, r0: int, r1: int, num_samples: int,
+                   dtype: torch.dtype) -> torch.Tensor:
+        x, perm = ctx if isinstance(ctx, tuple) else (ctx, None)
         if delta.ndim != 2 or delta.shape[0] != x.shape[0]:
             raise Unsupported("δ does not match the linear input")
         k = r1 - r0
         t = x.shape[0] // num_samples
-        d = delta[r0 * t : r1 * t].to(dtype).reshape(k, t, -1)
+        # time-major rows are taken in sample-major order (x was reordered once by reorder)
+        d = delta[r0 * t : r1 * t] if perm is None else delta[perm[r0 * t : r1 * t].to(
+            delta.device)]
+        d = d.to(dtype).reshape(k, t, -1)
         if role == "bias":
             return d.sum(dim=1)
         xs = x[r0 * t : r1 * t].to(dtype).reshape(k, t, -1)
