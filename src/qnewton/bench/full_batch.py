@@ -132,7 +132,8 @@ def _row(p: dict[str, Any], method: str) -> dict[str, Any]:
     if errors and all(r["status"].startswith("error") and r["steps_in_budget"] == 0 for r in rs):
         return {"name": name, "measured": None, "status": errors[0][:200], "unit": "",
                 "baseline": base, "target": target, "met": False}
-    median = statistics.median(accs)
+    # a diverged round (nan) ranks last
+    median = statistics.median(math.inf if math.isnan(a) else a for a in accs)
     return {"name": name, "measured": median, "unit": p["metric"] + " at the budget",
             "baseline": base, "target": target, "met": median <= p["target"],
             "per_repeat": {"measured": accs, "met": [a <= p["target"] for a in accs]}}

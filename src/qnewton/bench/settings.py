@@ -75,7 +75,7 @@ SETTINGS: dict[str, Settings] = {
         ttt_ggn_lrs=(1.0,),
         width_hidden=(4, 8), width_batches=(32,), width_task="digits",
         width_fresh_process=False,
-        fb_problems=FULL_BATCH_PROBLEMS, fb_tiny=True, fb_budget=0.2, fb_rounds=1,
+        fb_problems=FULL_BATCH_PROBLEMS, fb_tiny=True, fb_budget=0.1, fb_rounds=1,
         fb_adam_lrs=(1e-2,), fb_evals=20,
     ),
     "quick": Settings(
