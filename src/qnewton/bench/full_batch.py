@@ -70,6 +70,8 @@ def _target(problem: FullBatchProblem, runs: dict[str, list[dict[str, Any]]]) ->
     worst = {m: _worst([r["accuracy"] for r in rs]) for m, rs in runs.items()}
     if problem.target == "best-peer":
         peers = {m: v for m, v in worst.items() if m not in QNEWTON_METHODS and math.isfinite(v)}
+        if not peers:
+            return math.nan, "best peer at the budget: no peer finished with a finite metric"
         best = min(peers, key=peers.__getitem__)
         return peers[best], f"best peer at the budget, every round: {best}"
     return worst[problem.target], f"{problem.target} reference at the budget, every round"
