@@ -29,8 +29,10 @@ JSON keeps every raw timing and min/median/max) and compares the measured figure
    Adam, L-BFGS, scipy ``least_squares``, sklearn ``LogisticRegression`` and a whole-model
    Levenberg–Marquardt reference (:mod:`~qnewton.bench.levenberg_marquardt`).
 
-Cases 6–9 measure what a user gets: :mod:`~qnewton.bench.workloads` builds QNewton exactly as
-``qnewton train`` does, with overrides only in its ``QNEWTON_SETTINGS``. An entry may carry
+Cases 6–9 measure what a user gets: for 6–8 :mod:`~qnewton.bench.workloads` builds QNewton
+exactly as ``qnewton train`` does, with overrides only in its ``QNEWTON_SETTINGS``; case 9 builds
+it as a library user does, ``QNewton(model.named_parameters())`` at the constructor's defaults
+(:func:`~qnewton.bench.full_batch_runs.qnewton_at_defaults`). An entry may carry
 detail ``rows`` (one per model, peer or point), decided by the same rule and listed under it.
 
 How a case is measured and decided:
