@@ -93,7 +93,7 @@ SETTINGS: dict[str, Settings] = {
         ttt_kfac_lrs=(0.1, 0.3), ttt_ggn_lrs=(0.3, 1.0),
         width_hidden=(16, 64, 256), width_batches=(128, 512), width_task="digits",
         width_fresh_process=True,
-        fb_problems=FULL_BATCH_PROBLEMS, fb_tiny=False, fb_budget=0.8, fb_rounds=2,
+        fb_problems=FULL_BATCH_PROBLEMS, fb_tiny=False, fb_budget=0.6, fb_rounds=2,
         fb_adam_lrs=(1e-3, 1e-2), fb_evals=50,
     ),
     "full": Settings(
