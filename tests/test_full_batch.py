@@ -256,3 +256,13 @@ def test_flat_parameters_round_trip():
     theta = torch.arange(13, dtype=DT)
     load_flat(model, theta)
     torch.testing.assert_close(flat_parameters(model), theta)
+
+
+@pytest.mark.parametrize(("name", "expected"), [("least-squares", "trf"), ("poisson-2d", "lm")])
+def test_scipy_peer_uses_minpack_when_it_applies_and_stops_when_told(name, expected):
+    problem = fbp.PROBLEMS[name](0, True)
+    run = run_method(problem, "scipy", budget=30.0, evals=10**7, rates=None, max_steps=3)
+    assert run["scipy_method"] == expected  # MINPACK's lm needs at least as many rows as params
+    assert run["status"] == "budget" and run["steps"] == 3  # three accepted iterates, then out
+    assert [t for t, _ in run["curve"]] == sorted(t for t, _ in run["curve"])
+    assert len(run["curve"]) == 4  # the start and the three iterates (each evaluated)

@@ -197,9 +197,13 @@ def _scipy(problem: FullBatchProblem, model: nn.Module, rec: Recorder, max_steps
             z = fn(unflatten(model, theta), problem.inputs)
         return (z - problem.targets).reshape(-1).numpy()
 
+    calls = [0]
+
     def jac(x: np.ndarray) -> np.ndarray:
         theta = torch.from_numpy(x).clone()
-        rec.record(theta)  # scipy takes a Jacobian at each accepted iterate: one step
+        calls[0] += 1
+        if calls[0] > 1:  # scipy takes a Jacobian at x0, then at each accepted iterate: a step
+            rec.record(theta)
         if rec.over or (max_steps is not None and rec.steps >= max_steps):
             raise OutOfTime
         jacobian, _ = output_jacobian(problem, model, theta)
