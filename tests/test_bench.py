@@ -509,9 +509,11 @@ def test_results_that_cannot_be_written_are_saved_elsewhere(tmp_path, fake_cases
 #: Modules of qnewton.bench from the bottom up; a module may import only earlier layers.
 LAYERS = (
     ("stats", "settings"),
-    ("release", "fixtures", "workloads", "peers"),
+    ("release", "fixtures", "workloads", "peers", "full_batch_problem"),
+    ("full_batch_problems", "levenberg_marquardt"),
+    ("full_batch_runs",),
     ("newton_step", "dense_solve", "kappa", "scheduler", "scaling", "step_cost", "time_to_target",
-     "width_scaling", "distributed_step"),
+     "width_scaling", "distributed_step", "full_batch"),
     ("cases",),
     ("suite",),
     ("cli",),

@@ -23,9 +23,16 @@ JSON keeps every raw timing and min/median/max) and compares the measured figure
    Newton-CG (:mod:`~qnewton.bench.peers`).
 8. ``width-scaling`` (:mod:`~qnewton.bench.width_scaling`): step time, peak memory and the
    parameters moved by Newton directions against the hidden width, one process per point.
+9. ``full-batch`` (:mod:`~qnewton.bench.full_batch`): accuracy at equal time and time to target
+   on full-batch problems (least squares, 1-D and 2-D Poisson PINNs, L2 logistic regression, a
+   deep autoencoder; :mod:`~qnewton.bench.full_batch_problems`), QNewton at its defaults against
+   Adam, L-BFGS, scipy ``least_squares``, sklearn ``LogisticRegression`` and a whole-model
+   Levenberg–Marquardt reference (:mod:`~qnewton.bench.levenberg_marquardt`).
 
-Cases 6–8 measure what a user gets: :mod:`~qnewton.bench.workloads` builds QNewton exactly as
-``qnewton train`` does, with overrides only in its ``QNEWTON_SETTINGS``. An entry may carry
+Cases 6–9 measure what a user gets: for 6–8 :mod:`~qnewton.bench.workloads` builds QNewton
+exactly as ``qnewton train`` does, with overrides only in its ``QNEWTON_SETTINGS``; case 9 builds
+it as a library user does, ``QNewton(model.named_parameters())`` at the constructor's defaults
+(:func:`~qnewton.bench.full_batch_runs.qnewton_at_defaults`). An entry may carry
 detail ``rows`` (one per model, peer or point), decided by the same rule and listed under it.
 
 How a case is measured and decided:
@@ -51,12 +58,15 @@ How a case is measured and decided:
   to that round's timings; ``step-cost``/``step-cost-ggn`` the worst model's QNewton/Adam ratio
   in that round; ``step-overhead`` the worst model's share in each timed step;
   ``time-to-target`` the worst task's ratio in each round of training runs; ``width-scaling``
-  the smallest Newton fraction (one figure: it counts every step).
+  the smallest Newton fraction (one figure: it counts every step); ``full-batch`` the share of
+  problems QNewton wins in each round.
 
 Modules, each importing only those listed before it: :mod:`~qnewton.bench.stats` (pure
 helpers), :mod:`~qnewton.bench.settings` (sizes per mode), :mod:`~qnewton.bench.release`,
 :mod:`~qnewton.bench.fixtures`, :mod:`~qnewton.bench.workloads`,
-:mod:`~qnewton.bench.peers`, one module per case, :mod:`~qnewton.bench.cases` (the
+:mod:`~qnewton.bench.peers`, :mod:`~qnewton.bench.full_batch_problem`, then
+:mod:`~qnewton.bench.full_batch_problems` and :mod:`~qnewton.bench.levenberg_marquardt`, then
+:mod:`~qnewton.bench.full_batch_runs`, one module per case, :mod:`~qnewton.bench.cases` (the
 :data:`BENCH_CASES` registry; adding a case is one file and one entry there),
 :mod:`~qnewton.bench.suite` (running and writing) and :mod:`~qnewton.bench.cli`.
 

@@ -20,6 +20,7 @@ from typing import Any
 
 from qnewton.bench.dense_solve import case_dense_solve
 from qnewton.bench.distributed_step import case_distributed_step
+from qnewton.bench.full_batch import case_full_batch
 from qnewton.bench.kappa import case_kappa
 from qnewton.bench.newton_step import case_newton_step
 from qnewton.bench.scaling import case_scaling
@@ -54,6 +55,7 @@ for _name, _function in (
     ("time-to-target", case_time_to_target),
     ("width-scaling", case_width_scaling),
     ("distributed-step", case_distributed_step),
+    ("full-batch", case_full_batch),
 ):
     BENCH_CASES.register(_name, _function)
 del _name, _function

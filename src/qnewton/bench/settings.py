@@ -46,7 +46,18 @@ class Settings:
     width_batches: tuple[int, ...]
     width_task: str
     width_fresh_process: bool  # one Python process per point (memory not shared between points)
+    # full-batch: problems, their tiny versions, measured training seconds per run, rounds,
+    # Adam's learning-rate grid, metric evaluations per budget (the time to target's resolution)
+    fb_problems: tuple[str, ...]
+    fb_tiny: bool
+    fb_budget: float
+    fb_rounds: int
+    fb_adam_lrs: tuple[float, ...]
+    fb_evals: int
 
+
+#: Every problem of the full-batch case, in the order it runs them.
+FULL_BATCH_PROBLEMS = ("least-squares", "poisson-1d", "poisson-2d", "logistic", "autoencoder")
 
 SETTINGS: dict[str, Settings] = {
     "smoke": Settings(
@@ -64,6 +75,8 @@ SETTINGS: dict[str, Settings] = {
         ttt_ggn_lrs=(1.0,),
         width_hidden=(4, 8), width_batches=(32,), width_task="digits",
         width_fresh_process=False,
+        fb_problems=FULL_BATCH_PROBLEMS, fb_tiny=True, fb_budget=0.1, fb_rounds=1,
+        fb_adam_lrs=(1e-2,), fb_evals=20,
     ),
     "quick": Settings(
         repeats=3, warmup=1,
@@ -81,6 +94,8 @@ SETTINGS: dict[str, Settings] = {
         ttt_kfac_lrs=(0.1, 0.3), ttt_ggn_lrs=(0.3, 1.0),
         width_hidden=(16, 64, 256), width_batches=(128, 512), width_task="digits",
         width_fresh_process=True,
+        fb_problems=FULL_BATCH_PROBLEMS, fb_tiny=False, fb_budget=0.6, fb_rounds=2,
+        fb_adam_lrs=(1e-3, 1e-2), fb_evals=50,
     ),
     "full": Settings(
         repeats=3, warmup=1,
@@ -99,6 +114,8 @@ SETTINGS: dict[str, Settings] = {
         ttt_adam_lrs=(1e-3, 3e-3, 1e-2), ttt_kfac_lrs=(0.1, 0.3, 1.0), ttt_ggn_lrs=(0.3, 1.0),
         width_hidden=(16, 64, 256, 1024), width_batches=(128, 512), width_task="digits",
         width_fresh_process=True,
+        fb_problems=FULL_BATCH_PROBLEMS, fb_tiny=False, fb_budget=10.0, fb_rounds=3,
+        fb_adam_lrs=(1e-3, 3e-3, 1e-2), fb_evals=200,
     ),
 }
 
