@@ -29,6 +29,8 @@ from qnewton.conditioning import ConditioningConfig
 from qnewton.curvature import (
     CURVATURES,
     BlockPartition,
+    CurvatureConfig,
+    CurvatureKind,
     CurvatureResult,
     CurvatureSchedule,
     ParamBlock,
@@ -93,18 +95,23 @@ class QNewton(Optimizer):
                  process_group: Any = None, **options: Any) -> None:
         check_positive("lr", lr)
         opts = resolve_options(options)
+        self.step_rule = STEP_RULES[opts["step_rule"]](damping=opts["damping"])
+        if opts["reg"] is None:
+            opts["reg"] = self.step_rule.default_reg
         super().__init__(params, {"lr": lr, **{k: opts[k] for k in GROUP_OPTIONS}})
         for group in self.param_groups:
             self._conditioning_config(group, group["reg"])  # its checks, now
         self.options = opts
         scheduler = Scheduler(scheduler_config(opts), rates=rates, seed=seed)
-        self.kind = CURVATURES[opts["curvature"]]
-        self.curvature_config = curvature_config(opts)
+        # "auto" is resolved at the first step, by whether the closure returns outputs
+        self.curvature_config: CurvatureConfig | None = (
+            None if opts["curvature"] == "auto" else curvature_config(opts, False))
+        self.kind: CurvatureKind | None = (
+            None if self.curvature_config is None else CURVATURES[self.curvature_config.kind])
         self.curvature_schedule = CurvatureSchedule(opts["curvature_batch"],
                                                     opts["curvature_every"], seed)
         self.pipeline = SolvePipeline(scheduler, opts["max_retries"],
                                       opts["damping_growth"], opts["exact_kappa_max_n"])
-        self.step_rule = STEP_RULES[opts["step_rule"]](damping=opts["damping"])
         self.path = StepPath(process_group)
         self.ledger = ledger if ledger is not None else Ledger()
         self.guard = NonFiniteGuard(opts["on_nonfinite"], opts["max_nonfinite"])
@@ -154,10 +161,11 @@ class QNewton(Optimizer):
         self.pipeline = dataclasses.replace(self.pipeline, scheduler=scheduler)
 
     @staticmethod
-    def _conditioning_config(group: dict[str, Any], reg: float) -> ConditioningConfig:
+    def _conditioning_config(group: dict[str, Any], reg: float,
+                             shift: float = 0.0) -> ConditioningConfig:
         return ConditioningConfig(reg_scheme=group["reg_scheme"], reg=reg,
                                   prune_ratio=group["prune_ratio"],
-                                  prune_count=group["prune_count"])
+                                  prune_count=group["prune_count"], shift=shift)
 
     @property
     def step_count(self) -> int:
@@ -187,22 +195,24 @@ class QNewton(Optimizer):
         local, result = self._curvature(step, losses, outputs, jobs)
         if result is None:
             return loss
-        extra = self.step_rule.damping
+        rule = self.step_rule
+        rule.begin(step, float(loss), self.path.curvature_scale(local, self.ledger))
+        extra, shift = rule.damping, rule.shift
 
         def solve_one(i: int, curv: Any, grad: torch.Tensor) -> BlockOutcome:
             group, block = jobs[i]
             reg = group["reg"] + extra if extra else group["reg"]
-            job = BlockJob(step, i, block.name, self._conditioning_config(group, reg))
-            return solve_block(job, curv, grad, self.pipeline)
+            config = self._conditioning_config(group, reg, shift)
+            return solve_block(BlockJob(step, i, block.name, config), curv, grad, self.pipeline)
 
         outcomes = self.path.solve(result, solve_one, self.scheduler, self.ledger)
         self.last_outcomes = outcomes
         moves = book_outcomes(self.ledger, step, jobs, outcomes, self.state)
         blocks = [b for _, b in jobs]
-        self.last_step_info = self.step_rule.apply(StepContext(
+        self.last_step_info = rule.apply(StepContext(
             step, closure, losses, outputs, loss, dict(zip(blocks, result.grads, strict=True)),
-            self.kind, dict(zip(blocks, local.blocks, strict=True)), self.path, self.ledger),
-            moves)
+            self.kind, dict(zip(blocks, local.blocks, strict=True)), self.path, self.ledger,
+            bool(local.bypass)), moves)
         for p in (p for group in self.param_groups for p in group["params"]):
             self.state[p]["step"] = step + 1
         return loss
@@ -228,6 +238,9 @@ class QNewton(Optimizer):
         """This rank's curvature and the global batch's (``None``: a non-finite gradient, the
         step skipped); sets each parameter's ``.grad``."""
         ledger, blocks = self.ledger, [b for _, b in jobs]
+        if self.curvature_config is None:  # the first step: "auto" sees what the closure gives
+            self.curvature_config = curvature_config(self.options, outputs is not None)
+            self.kind = CURVATURES[self.curvature_config.kind]
         over_budget = "matrix-free" if self.options["matrix_free"] else "skip"
         with ledger.phase("curvature"), torch.enable_grad():
             local, reused = self.curvature_schedule(losses, blocks, self.curvature_config,

@@ -16,8 +16,9 @@ from typing import Any
 import torch
 
 from qnewton.conditioning import REG_SCHEMES
-from qnewton.curvature import CURVATURES, GROUPINGS, CurvatureConfig
+from qnewton.curvature import CURVATURES, CurvatureConfig
 from qnewton.curvature.config import BATCH_NORM_ROWS, GGN_MAX_OUTPUTS
+from qnewton.curvature.partition import AUTO_WHOLE_MODEL_MAX, PARTITION_GROUPINGS
 from qnewton.estimation import KAPPA_METHODS
 from qnewton.quantum import HARDWARE_PROFILES, QLSA_MODELS, READOUT_MODES, HardwareProfile
 from qnewton.quantum.backends import QLSA_BACKENDS
@@ -146,16 +147,21 @@ OPTIONS: tuple[Option, ...] = (
            "adaptive rule: initial (and smallest) Levenberg-Marquardt damping λ, added to reg "
            f"in its scheme (in [{DAMPING_MIN:g}, {DAMPING_MAX:g}])",
            lambda v: check_real("damping", v, low=DAMPING_MIN, high=DAMPING_MAX), float),
-    Option("curvature", "fisher",
-           f"curvature kind, one of {_names(CURVATURES)} (ggn/ggn-mc: the closure returns "
-           "(losses, outputs))", _choice(CURVATURES)),
-    Option("grouping", "tensor",
-           f"parameter blocks, one of {_names(GROUPINGS)} (module: weight and bias of a layer "
-           "together)", _choice(GROUPINGS)),
+    Option("curvature", "auto",
+           f"curvature kind, one of auto, {_names(CURVATURES)} (ggn/ggn-mc: the closure "
+           "returns (losses, outputs); auto: the GGN — exact Gauss–Newton for least squares — "
+           "when the closure returns outputs, else the empirical Fisher; qnewton train: fisher)",
+           lambda v: check_choice("curvature", v, ("auto", *CURVATURES)), run_default="fisher"),
+    Option("grouping", "auto",
+           f"parameter blocks, one of {', '.join(PARTITION_GROUPINGS)} (tensor: one per "
+           "parameter tensor, the paper's; module: weight and bias of a layer together; model: "
+           f"one block; auto: the whole model up to {AUTO_WHOLE_MODEL_MAX} parameters, else "
+           "module blocks)", lambda v: check_choice("grouping", v, PARTITION_GROUPINGS)),
     Option("reg_scheme", "max-entry", f"regularization scheme, one of {_names(REG_SCHEMES)}",
            _choice(REG_SCHEMES)),
-    Option("reg", 1e-3, "regularization strength, >= 0 (max-entry: λ = reg·max|Hij|)",
-           lambda v: check_nonnegative("reg", v), float),
+    Option("reg", None, "regularization strength, >= 0 (max-entry: λ = reg·max|Hij|; default: "
+           "the step rule's: adaptive 0, its damping does the work; fixed 5e-3, the paper "
+           "mode's preset)", _optional(check_nonnegative, "reg"), float),
     Option("prune_ratio", None,
            "symmetric pruning: keep this fraction of each row, in (0, 1] (not with prune_count)",
            _optional(check_real, "prune_ratio", low=0.0, high=1.0, low_open=True), float),
@@ -258,11 +264,19 @@ def scheduler_config(opts: Mapping[str, Any]) -> SchedulerConfig:
         budget_name="max_block_bytes")
 
 
-def curvature_config(opts: Mapping[str, Any]) -> CurvatureConfig:
+def curvature_kind(opts: Mapping[str, Any], outputs_given: bool) -> str:
+    """The curvature kind of resolved options, ``"auto"`` resolved by whether the closure
+    returns outputs (the GGN, which is free then) or not (the empirical Fisher)."""
+    if opts["curvature"] != "auto":
+        return opts["curvature"]
+    return "ggn" if outputs_given else "fisher"
+
+
+def curvature_config(opts: Mapping[str, Any], outputs_given: bool) -> CurvatureConfig:
     """The curvature's settings among resolved options."""
-    return CurvatureConfig(kind=opts["curvature"], max_block_bytes=opts["max_block_bytes"],
-                           chunk_size=opts["chunk_size"], dtype=opts["curvature_dtype"],
-                           batch_norm=opts["batch_norm"],
+    return CurvatureConfig(kind=curvature_kind(opts, outputs_given),
+                           max_block_bytes=opts["max_block_bytes"], chunk_size=opts["chunk_size"],
+                           dtype=opts["curvature_dtype"], batch_norm=opts["batch_norm"],
                            ggn_max_outputs=opts["ggn_max_outputs"])
 
 

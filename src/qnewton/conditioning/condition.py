@@ -28,6 +28,9 @@ class ConditioningConfig:
         prune_ratio: target kept fraction per row in ``(0, 1]``, or ``None``.
         prune_count: target kept entries per row (integer ``≥ 1``, ``≤ N`` checked at use), or
             ``None``. At most one of ``prune_ratio``/``prune_count``.
+        shift: an absolute diagonal shift added to the scheme's λ (units of H, ``≥ 0``): the
+            step rule's scale-safe damping, so that a block whose own curvature is zero or tiny
+            is still damped on the scale of the whole model (docs/method.md §4.12).
         min_eig_fraction: positive-definiteness target, *relative to the matrix scale*:
             repairs ensure ``λ_min(A) ≥ min_eig_fraction · max|A_ij|``, where ``A`` is the
             regularized (and pruned) matrix before repair (``min_eig_fraction`` itself, in
@@ -39,11 +42,13 @@ class ConditioningConfig:
     reg: float = 1e-3
     prune_ratio: float | None = None
     prune_count: int | None = None
+    shift: float = 0.0
     min_eig_fraction: float = 1e-8
 
     def __post_init__(self) -> None:
         REG_SCHEMES.check(self.reg_scheme)
         check_nonnegative("reg", self.reg)
+        check_nonnegative("shift", self.shift)
         if self.prune_ratio is not None and self.prune_count is not None:
             raise ValueError("give at most one of prune_ratio and prune_count")
         if self.prune_ratio is not None:
@@ -98,7 +103,7 @@ def condition(block: CurvatureBlock, config: ConditioningConfig) -> LinearSystem
     if block.matrix_free:
         return condition_matrix_free(block, config)
     n = block.n
-    lam = regularization_lambda(block, config.reg_scheme, config.reg)
+    lam = regularization_lambda(block, config.reg_scheme, config.reg) + config.shift
     fraction = config.min_eig_fraction
 
     if config.prune_count is not None and config.prune_count > n:
@@ -183,7 +188,7 @@ def condition_matrix_free(block: MatrixFreeBlock, config: ConditioningConfig) ->
             raise MatrixFreeError(f"no finite spectral bounds for matrix-free block "
                                   f"{block.name!r}: 20 Lanczos steps are too few for N = {n}")
         block.set_spectral_bounds(lower, upper)
-    lam = regularization_lambda(block, config.reg_scheme, config.reg)
+    lam = regularization_lambda(block, config.reg_scheme, config.reg) + config.shift
     target = _repair_target(block.max_abs_entry() + lam, config.min_eig_fraction)
     if block.psd:
         s = max(0.0, target - lam)

@@ -53,7 +53,8 @@ class FisherCurvature(CurvatureKind):
         return fisher_block(block, ctx, self.name)
 
     def quadratic(self, losses: torch.Tensor, outputs: torch.Tensor | None,
-                  params: Sequence[torch.Tensor], delta: torch.Tensor) -> float:
+                  params: Sequence[torch.Tensor], delta: torch.Tensor,
+                  bypass: bool = False) -> float:
         """``(1/S)·‖J Δ‖²`` with ``J = ∂losses/∂θ`` (one double-backward product)."""
         jv = JacobianProducts(losses, params).jvp(delta.to(torch.float64)).to(torch.float64)
         return float(jv.square().sum() / losses.numel())

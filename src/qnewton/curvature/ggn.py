@@ -6,13 +6,18 @@ from collections.abc import Sequence
 
 import torch
 
-from qnewton.curvature.bypass import bypass_rows
+from qnewton.curvature.bypass import bypass_rows, fixed_output_gradients
 from qnewton.curvature.config import CurvatureConfig
 from qnewton.curvature.kind import BuildInputs, ClosureError, CurvatureKind
 from qnewton.curvature.loss_hessian import loss_hessian_sqrt
 from qnewton.curvature.params import ParamBlock
 from qnewton.curvature.per_sample import factor_rows
-from qnewton.curvature.products import JacobianProducts, ProductContext, ggn_block
+from qnewton.curvature.products import (
+    JacobianProducts,
+    ProductContext,
+    ggn_block,
+    split_flat,
+)
 from qnewton.curvature.representation import CurvatureBlock, FactorBlock
 
 
@@ -92,15 +97,29 @@ class GGNCurvature(CurvatureKind):
         return ggn_block(block, ctx, self.name)
 
     def quadratic(self, losses: torch.Tensor, outputs: torch.Tensor | None,
-                  params: Sequence[torch.Tensor], delta: torch.Tensor) -> float:
+                  params: Sequence[torch.Tensor], delta: torch.Tensor,
+                  bypass: bool = False) -> float:
         """``(1/S)·Σ_s ‖R_s J_s Δ‖²`` with ``J = ∂outputs/∂θ`` and ``R_s²`` the per-sample loss
-        Hessian, negative eigenvalues clamped as in the blocks (one double-backward product)."""
+        Hessian, negative eigenvalues clamped as in the blocks (one double-backward product);
+        with ``bypass``, plus ``Δᵀ H_P Δ``, the curvature of the terms that bypass the outputs
+        (one double backward through their own graph, :mod:`qnewton.curvature.bypass`)."""
         s = losses.numel()
         c = outputs.numel() // s
         jv = JacobianProducts(outputs, params).jvp(delta.to(torch.float64))
         jv = jv.reshape(s, c).to(torch.float64)
         roots = loss_hessian_sqrt(losses, outputs, s, c, torch.float64)
-        return float(torch.einsum("sij,sj->si", roots, jv).square().sum() / s)
+        value = float(torch.einsum("sij,sj->si", roots, jv).square().sum() / s)
+        if bypass:
+            params = list(params)
+            fixed = fixed_output_gradients(losses, outputs, params, create_graph=True)
+            live = [i for i, g in enumerate(fixed) if g is not None and g.requires_grad]
+            pieces = split_flat(delta.to(torch.float64), params)
+            hv = torch.autograd.grad([fixed[i] for i in live], [params[i] for i in live],
+                                     grad_outputs=[pieces[i].to(fixed[i].dtype) for i in live],
+                                     retain_graph=True, allow_unused=True) if live else []
+            value += float(sum((pieces[i].to(torch.float64) * h.to(torch.float64)).sum()
+                               for i, h in zip(live, hv, strict=True) if h is not None))
+        return value
 
     def check_closure(self, losses: torch.Tensor, outputs: torch.Tensor | None,
                       params: Sequence[torch.Tensor], grads: Sequence[torch.Tensor]) -> None:

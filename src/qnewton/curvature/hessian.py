@@ -78,7 +78,8 @@ class HessianCurvature(CurvatureKind):
         return hessian_block(block, grads, ctx)
 
     def quadratic(self, losses: torch.Tensor, outputs: torch.Tensor | None,
-                  params: Sequence[torch.Tensor], delta: torch.Tensor) -> float:
+                  params: Sequence[torch.Tensor], delta: torch.Tensor,
+                  bypass: bool = False) -> float:
         """``Δ·∂(gᵀΔ)/∂θ`` (one gradient with its graph, one double backward)."""
         params = list(params)
         grads = torch.autograd.grad(losses.mean(), params, create_graph=True, retain_graph=True,

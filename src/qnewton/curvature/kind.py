@@ -125,10 +125,12 @@ class CurvatureKind(ABC):
         raise NotImplementedError(f"curvature {self.name!r} has no matrix-free form")
 
     def quadratic(self, losses: torch.Tensor, outputs: torch.Tensor | None,
-                  params: Sequence[torch.Tensor], delta: torch.Tensor) -> float | None:
+                  params: Sequence[torch.Tensor], delta: torch.Tensor,
+                  bypass: bool = False) -> float | None:
         """``ΔᵀCΔ`` of the *whole* model (every block and the cross terms between them) from the
-        closure's retained graph; ``delta`` is flat over ``params``, in their order. ``None``:
-        no whole-model form, and the step rule uses the blocks' own (block-diagonal) model."""
+        closure's retained graph; ``delta`` is flat over ``params``, in their order. ``bypass``:
+        the build found loss terms that bypass the outputs (their curvature is in the blocks).
+        ``None``: no whole-model form, and the step rule uses the blocks' own model."""
         return None
 
     def check_closure(self, losses: torch.Tensor, outputs: torch.Tensor | None,  # noqa: B027

@@ -79,10 +79,20 @@ def _one_per_module(named: list[tuple[str, torch.Tensor]]) -> list[ParamBlock]:
     return [ParamBlock(module, tuple(params)) for module, params in merged.items()]
 
 
+def _one_block(named: list[tuple[str, torch.Tensor]]) -> list[ParamBlock]:
+    # Every parameter in one block: a true Newton / Gauss–Newton step with the cross-layer
+    # terms the block-diagonal partitions leave out.
+    return [ParamBlock(WHOLE_MODEL, tuple(p for _, p in named))] if named else []
+
+
+#: The name of the one block of ``grouping="model"``.
+WHOLE_MODEL = "<model>"
+
 #: How parameter tensors are grouped into curvature blocks.
 GROUPINGS: Registry = Registry("grouping")
 GROUPINGS.register("tensor", _one_per_tensor)
 GROUPINGS.register("module", _one_per_module)
+GROUPINGS.register("model", _one_block)
 
 
 def group_parameters(

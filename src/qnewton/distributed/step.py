@@ -111,6 +111,20 @@ class StepPath:
         combined, self._batch = combine_result(ctx, result, config, over_budget, ledger)
         return combined
 
+    def curvature_scale(self, local: CurvatureResult, ledger: Ledger) -> float:
+        """The curvature's scale over the global batch: the largest block's mean absolute
+        diagonal entry, ``max_b Σ_r w_r·tr|H_b,r| / N_b`` (one all-reduce of a number per
+        block on several ranks; blocks without a diagonal count 0). Call after :meth:`combine`."""
+        traces = torch.tensor([
+            float(b.diagonal().abs().sum()) / b.n if b is not None and b.has_diagonal else 0.0
+            for b in local.blocks], dtype=torch.float64)
+        ctx = self.context
+        if ctx is not None and self._batch is not None and traces.numel():
+            with ledger.phase("communication"):
+                traces = ctx.all_reduce(traces * self._batch.weight(ctx.rank),
+                                        "all-reduce of the curvature scale")
+        return float(traces.max()) if traces.numel() else 0.0
+
     def solve(self, result: CurvatureResult, solve_one: SolveOne, scheduler: Scheduler,
               ledger: Ledger) -> list[BlockOutcome]:
         """Every block's outcome, in block order, each block solved once by its owner (all

@@ -60,7 +60,7 @@ def reproduce(out: str | Path, *, quick: bool = False, tiny: bool = False,
     # The paper's method: fixed step rule, its preset lr, reg and element-wise clip.
     base = TrainConfig(task="digits", epochs=3 if quick else 10, tiny=tiny,
                        max_steps=3 if tiny else None, exact_kappa_max_n=300,
-                       step_rule="fixed", reg=5e-3, clip=0.1)
+                       step_rule="fixed", reg=5e-3, clip=0.1, grouping="tensor")
     plan = plan_comparison(base, REPRODUCE_OPTIMIZERS, REPRODUCE_PROFILES, out / COMPARISON_DIR,
                            repeats=repeats)
     make_out(out)

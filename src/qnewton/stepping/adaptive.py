@@ -14,7 +14,18 @@ The block directions stay the paper's ``Δ_b = −A_b⁻¹ g_b``, but (docs/meth
    quadratic` (the blocks' own model for a kind without one), capped at ``lr``;
 3. the loss at θ + αΔ is measured with one extra closure evaluation (it gives ρ); a step that
    does not lower the loss (or makes it non-finite) is backtracked (α/4, up to
-   :data:`MAX_BACKTRACKS` times) and, failing that, rejected: θ is restored and λ grows.
+   :data:`MAX_BACKTRACKS` times) and, failing that, rejected: θ is restored and λ grows. The
+   trial evaluations leave the model's buffers as they were and run with autograd where the
+   closure needs it (:class:`~qnewton.stepping.trial.TrialEvaluator`);
+4. the batch regime is read off the losses, at no cost: when a step starts at the loss its
+   trial measured (the same data at the same parameters), the problem is full-batch — then λ
+   may vanish (Nielsen's update, Nielsen 1999; Moré 1978) and the step becomes Newton's or
+   Gauss–Newton's, with its local superlinear convergence; otherwise (mini-batches, dropout)
+   λ never falls below its initial value;
+5. scale-safe damping: every block is damped by at least ``η·scale`` in absolute units, with
+   ``scale`` the largest block's mean diagonal entry and η = :data:`ETA_MINI_BATCH` (or
+   :data:`ETA_FULL_BATCH`), so a block whose own curvature is zero (a bias before a BatchNorm)
+   moves by at most ‖g_b‖/(η·scale) instead of without bound.
 """
 
 from __future__ import annotations
@@ -25,8 +36,8 @@ from typing import Any
 
 import torch
 
-from qnewton.stepping.closure import unpack_closure_output
 from qnewton.stepping.rule import Move, StepContext, StepRule
+from qnewton.stepping.trial import TrialEvaluator
 from qnewton.validation import check_real
 
 # Levenberg–Marquardt rule of Martens 2010 §4.1 (also Martens & Grosse 2015 §6.5, which uses
@@ -37,6 +48,17 @@ DAMPING_INCREASE, DAMPING_DECREASE = 1.5, 2.0 / 3.0
 #: max|H|·I; above 1e6 the step is a gradient step of size 1e-6/max|H| and growing λ further
 #: cannot help (the caller then reports rejected steps).
 DAMPING_MIN, DAMPING_MAX = 1e-12, 1e6
+#: The absolute damping floor relative to the curvature scale: on mini-batches a block whose own
+#: curvature is below 1e-3 of the model's largest is damped as if it had that much (its step is
+#: then at most ‖g_b‖/(1e-3·scale)); full-batch, a round-off-level floor (1e-10) that leaves
+#: Newton's convergence alone.
+ETA_MINI_BATCH, ETA_FULL_BATCH = 1e-3, 1e-10
+#: Two losses "are the same" (full batch: the step starts where its trial ended) when they agree
+#: to this relative tolerance (far above run-to-run round-off of one forward pass, far below
+#: the difference between two mini-batches).
+SAME_LOSS_RTOL = 1e-9
+#: The batch regimes the rule tells apart (:meth:`AdaptiveLM.begin`).
+REGIMES = ("mini-batch", "full-batch")
 #: Backtracking on a step that did not lower the loss: α ← α·BACKTRACK, at most MAX_BACKTRACKS
 #: times (Armijo-style backtracking, Nocedal & Wright 2006 §3.1; 1/4 keeps it to 3 extra
 #: forward passes for a 64× shorter step).
@@ -73,12 +95,25 @@ def adapt_damping(damping: float, rho: float, floor: float = DAMPING_MIN) -> flo
     return min(DAMPING_MAX, max(floor, DAMPING_MIN, damping))
 
 
+def nielsen_damping(damping: float, nu: float, rho: float) -> tuple[float, float]:
+    """Nielsen's update (Nielsen 1999; Madsen, Nielsen & Tingleff 2004 §3.2): after a step with
+    ratio ρ, ``λ·max(1/3, 1 − (2ρ − 1)³)`` and ν = 2; after a failed one (ρ not finite or ≤ 0),
+    ``λ·ν`` and ν doubles. Smooth in ρ, and λ falls by 3× per step where the model is exact."""
+    if math.isfinite(rho) and rho > 0:
+        damping *= max(1.0 / 3.0, 1.0 - (2.0 * rho - 1.0) ** 3)
+        nu = 2.0
+    else:
+        damping *= nu
+        nu *= 2.0
+    return min(DAMPING_MAX, max(DAMPING_MIN, damping)), min(nu, 2.0**30)
+
+
 def whole_model_quadratic(ctx: StepContext, moves: Sequence[Move], params: list[torch.Tensor],
                           delta: torch.Tensor) -> float:
     """``ΔᵀCΔ`` of this rank's samples: the kind's whole-model form, else the sum of the blocks'
     own ``Δ_bᵀC_bΔ_b`` (no cross terms) over the blocks that have a curvature block."""
     with ctx.ledger.phase("curvature"), torch.enable_grad():
-        value = ctx.kind.quadratic(ctx.losses, ctx.outputs, params, delta)
+        value = ctx.kind.quadratic(ctx.losses, ctx.outputs, params, delta, bypass=ctx.bypass)
         if value is None:
             value = 0.0
             for move in moves:
@@ -100,26 +135,55 @@ class AdaptiveLM(StepRule):
 
     def __init__(self, damping: float = 1.0) -> None:
         check_damping(damping)
-        self.floor = float(damping)  # λ adapts upwards from here (docs/method.md §4.12)
+        self.floor = float(damping)  # mini-batches: λ adapts upwards from here
         self._damping = float(damping)
         self.rejected_in_a_row = 0
+        self.regime = REGIMES[0]  # until a step starts where its trial ended
+        self.nu = 2.0
+        self.last_trial_loss: float | None = None
+        self.scale = 0.0
+        self.trial = TrialEvaluator()
 
     @property
     def damping(self) -> float:
         return self._damping
 
+    @property
+    def shift(self) -> float:
+        eta = ETA_FULL_BATCH if self.regime == "full-batch" else ETA_MINI_BATCH
+        return eta * self.scale if math.isfinite(self.scale) else 0.0
+
+    def begin(self, step: int, loss: float, curvature_scale: float) -> None:
+        """Tell the regime from the loss this step starts at, and take the curvature scale."""
+        self.scale = max(0.0, curvature_scale)
+        last = self.last_trial_loss
+        if last is not None and math.isfinite(loss):
+            same = abs(loss - last) <= SAME_LOSS_RTOL * max(abs(loss), abs(last), 1e-300)
+            self.regime = REGIMES[1] if same else REGIMES[0]
+            if not same:
+                self._damping = max(self._damping, self.floor)
+
     def state_dict(self) -> dict[str, Any]:
-        return {"damping": self._damping, "rejected_in_a_row": self.rejected_in_a_row}
+        return {"damping": self._damping, "rejected_in_a_row": self.rejected_in_a_row,
+                "regime": self.regime, "nu": self.nu, "last_trial_loss": self.last_trial_loss,
+                "trial_needs_grad": self.trial.needs_grad}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self._damping = float(state["damping"])
         self.rejected_in_a_row = int(state.get("rejected_in_a_row", 0))
+        # checkpoints of earlier versions: the mini-batch regime they always ran in
+        self.regime = state.get("regime", REGIMES[0])
+        self.nu = float(state.get("nu", 2.0))
+        self.last_trial_loss = state.get("last_trial_loss")
+        self.trial.needs_grad = bool(state.get("trial_needs_grad", False))
 
     def apply(self, ctx: StepContext, moves: Sequence[Move]) -> dict[str, Any]:
         """θ ← θ + α·Δ with α from the whole model's quadratic model, backtracked until the
         loss falls; λ adapted from ρ."""
         ledger = ctx.ledger
-        info: dict[str, Any] = {"step": ctx.step, "damping": self._damping}
+        info: dict[str, Any] = {"step": ctx.step, "damping": self._damping,
+                                "regime": self.regime, "shift": self.shift}
+        self.last_trial_loss = None
         if not moves:
             info.update(step_size=0.0, rho=None, accepted=False, backtracks=0)
             return info
@@ -143,8 +207,8 @@ class AdaptiveLM(StepRule):
             with ledger.phase("update"), torch.no_grad():
                 for p, p0, piece in zip(params, old, delta.split(sizes), strict=True):
                     p.copy_(p0 + alpha * piece.view(p.shape))
-            with ledger.phase("forward_backward"), torch.no_grad():
-                new = float(unpack_closure_output(ctx.closure())[0].detach().mean())
+            with ledger.phase("forward_backward"):
+                new = self.trial(ctx.closure)
             new = ctx.comm.global_mean(new, samples, "all-reduce of trial loss", ledger)
             if math.isfinite(new) and new <= base:
                 break
@@ -161,7 +225,14 @@ class AdaptiveLM(StepRule):
                              f"no step size down to {alpha:.3g} lowered the loss ({base:.6g} → "
                              f"{new:.6g}); parameters kept, damping raised",
                              damping=self._damping)
-        self._damping = adapt_damping(self._damping, rho, floor=self.floor)
+        if self.regime == "full-batch":
+            # a step that had to be shortened is a failed Levenberg–Marquardt step, even where
+            # the shorter one was kept: the damping, not the length, must give way
+            self._damping, self.nu = nielsen_damping(self._damping, self.nu,
+                                                     rho if tries == 0 else math.nan)
+        else:
+            self._damping = adapt_damping(self._damping, rho, floor=self.floor)
+        self.last_trial_loss = new if accepted else base  # where the next step starts
         info.update(step_size=alpha if accepted else 0.0, quadratic_step_size=step_size(
             g_dot_d, curvature, math.inf), rho=None if math.isnan(rho) else rho,
             accepted=accepted, backtracks=tries, loss_after=new, next_damping=self._damping)

@@ -18,6 +18,8 @@ class FixedStep(StepRule):
     block's parameters non-finite raises :class:`~qnewton.stepping.NonFiniteError`."""
 
     name = "fixed"
+    #: the paper mode's preset (with lr 0.3 and clip 0.1; tuned on digits, docs/method.md §4.12)
+    default_reg = 5e-3
 
     def apply(self, ctx: StepContext, moves: Sequence[Move]) -> dict[str, Any] | None:
         with ctx.ledger.phase("update"), torch.no_grad():

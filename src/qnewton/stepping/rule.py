@@ -49,6 +49,8 @@ class StepContext:
         kind: the curvature kind (its whole-model quadratic, :meth:`CurvatureKind.quadratic`).
         local_blocks: per block, this rank's curvature block (``None`` where none was built), for
             a kind without a whole-model quadratic.
+        bypass: the build found loss terms that bypass the outputs (the GGN's quadratic adds
+            their curvature).
         comm: the communicator (:class:`GlobalMean`). ledger: where the rule books its phases,
             events and per-step record.
     """
@@ -63,6 +65,7 @@ class StepContext:
     local_blocks: dict[ParamBlock, CurvatureBlock | None]
     comm: GlobalMean
     ledger: Ledger
+    bypass: bool = False
 
 
 class StepRule(ABC):
@@ -70,15 +73,28 @@ class StepRule(ABC):
 
     Attributes:
         name: registry name (``step_rule=``).
+        default_reg: the conditioning's ``reg`` when none is given.
     """
 
     name: str
+    #: ``reg`` when the user gives none (the conditioning's fixed regularization).
+    default_reg: float = 0.0
 
     @property
     def damping(self) -> float:
         """Extra regularization for the blocks' systems, added to ``reg`` in its scheme (0: the
         conditioning's own ``reg`` alone)."""
         return 0.0
+
+    @property
+    def shift(self) -> float:
+        """An absolute diagonal shift for every block's system (units of the curvature; 0:
+        none), the scale-safe part of the damping (docs/method.md §4.12)."""
+        return 0.0
+
+    def begin(self, step: int, loss: float, curvature_scale: float) -> None:  # noqa: B027
+        """Called before the blocks are solved, with the step's global mean loss and the
+        curvature's scale (the largest block's mean diagonal entry, over the global batch)."""
 
     @abstractmethod
     def apply(self, ctx: StepContext, moves: Sequence[Move]) -> dict[str, Any] | None:

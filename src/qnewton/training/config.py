@@ -65,7 +65,7 @@ class _TrainConfigBase:
         # the task's and the conditioning's own checks (seed range, hidden size, regularization,
         # pruning), so that a run is refused before it starts rather than at its first step
         self.task_config()
-        ConditioningConfig(reg_scheme=self.reg_scheme, reg=self.reg,
+        ConditioningConfig(reg_scheme=self.reg_scheme, reg=self.reg or 0.0,
                            prune_ratio=self.prune_ratio, prune_count=self.prune_count)
 
     def newton_options(self) -> dict[str, Any]:

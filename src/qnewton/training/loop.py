@@ -283,7 +283,8 @@ def _train(config: TrainConfig, out: str | Path, *, resume: bool, progress: bool
         total_steps = min(total_steps, config.max_steps)
     bar = _progress_bar(progress and group.writer, total_steps, state.step)
     status = "completed"
-    with_outputs = config.is_newton and CURVATURES[config.curvature].needs_outputs
+    with_outputs = config.is_newton and (config.curvature == "auto"
+                                         or CURVATURES[config.curvature].needs_outputs)
     try:
         while state.step < total_steps:
             order = _epoch_order(config, state.epoch, n_train)
