@@ -23,7 +23,9 @@ PACKAGE_DIR = Path(qnewton.quantum.__file__).parent
 LAYERS = (
     ("qnewton.quantum.qlsa.model",),
     ("qnewton.quantum.qlsa.jennings", "qnewton.quantum.qlsa.dalzell", "qnewton.quantum.qlsa.costa",
-     "qnewton.quantum.qlsa.hhl", "qnewton.quantum.qlsa.qsvt"),
+     "qnewton.quantum.qlsa.dalzell_known_norm", "qnewton.quantum.qlsa.hhl",
+     "qnewton.quantum.qlsa.qsvt"),
+    ("qnewton.quantum.qlsa.costa_measured",),
     ("qnewton.quantum.qlsa", "qnewton.quantum.readout"),
     ("qnewton.quantum.profiles",),
     ("qnewton.quantum.magic_states",),

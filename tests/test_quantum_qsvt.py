@@ -231,3 +231,28 @@ def test_training_with_the_polynomial_backend_records_success_probabilities(tmp_
     assert main(["report", str(tmp_path / "run")]) == 0
     html = (tmp_path / "run" / "report.html").read_text()
     assert "QSVT outputs" in html and "median P" in html
+
+
+def test_qsvt_model_bounds_the_polynomial_backends_measured_queries():
+    # The qsvt model is degree × amplification rounds at the worst-case success amplitude. On
+    # random right-hand sides the backend's measured queries (its degree × the rounds its own P
+    # needs) lie between the degree-only count (the old model, 4–600× low here) and the model.
+    from qnewton.quantum import qsvt_queries
+    from qnewton.quantum.qlsa.qsvt import (
+        amplification_rounds,
+        inversion_degree,
+        worst_case_amplitude,
+    )
+    for n, lam, seed in [(8, 0.2, 1), (16, 0.1, 2), (32, 0.02, 4)]:
+        system = fisher_system(n=n, lam=lam, seed=seed)
+        out = POLY.solve(system, rhs(n, seed=seed), eps=1e-2).qlsa
+        kappa = out["kappa_eff"]
+        assert inversion_degree(kappa, 1e-2) < out["queries"] <= qsvt_queries(kappa, 1e-2)
+        assert out["amplification"] <= amplification_rounds(worst_case_amplitude(kappa, 1e-2))
+    # b̂ along A's top eigenvector is the worst case: p(λ/α) ≈ s·α/λ_max there, so the backend
+    # needs the model's rounds scaled by λ_max/α (exactly the worst case when α = λ_max)
+    system = fisher_system(n=16, lam=0.1, seed=2)
+    w, v = torch.linalg.eigh(system.to_dense())
+    out = POLY.solve(system, v[:, -1], eps=1e-2).qlsa
+    worst = amplification_rounds(worst_case_amplitude(out["kappa_eff"], 1e-2))
+    assert out["amplification"] == pytest.approx(worst * float(w[-1]) / out["alpha"], abs=3)
