@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
+import warnings
 from dataclasses import dataclass, field
 
 import torch
@@ -28,7 +29,7 @@ from qnewton.curvature.representation import dense_block_bytes
 from qnewton.estimation.kappa import KappaEstimate, kappa_from_log
 from qnewton.estimation.methods import KappaPolicy, analyse_kappa
 from qnewton.quantum import QuantumCost, block_encoding_alpha, quantum_cost
-from qnewton.quantum.backends import QLSA_BACKENDS
+from qnewton.quantum.backends import QLSA_BACKENDS, QLSABackendFallbackWarning, size_fallback
 from qnewton.scheduling.config import SchedulerConfig
 from qnewton.scheduling.policies import POLICIES, PolicyInputs
 from qnewton.solvers import SOLVERS, MachineRates, predict_classical, shape_of, solve_classical
@@ -112,6 +113,7 @@ class Scheduler:
     rates: MachineRates | None = None
     seed: int = 0
     _kappa_policy: KappaPolicy = field(init=False, repr=False)
+    _warned_size_fallback: bool = field(default=False, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self._kappa_policy = dataclasses.replace(self.config.kappa_policy, seed=self.seed)
@@ -323,8 +325,22 @@ class Scheduler:
         cfg = self.config
         if decision.choice == "classical":
             return solve_classical(decision.classical_solver, system, b, rtol=cfg.cg_rtol)
-        return QLSA_BACKENDS[cfg.qlsa_backend].solve(
-            system, b, eps=cfg.eps, shots=cfg.shots, seed=_draw_seed(self.seed, key))
+        backend = QLSA_BACKENDS[cfg.qlsa_backend]
+        substitute = size_fallback(backend, system.n)
+        if substitute is not None:
+            if not self._warned_size_fallback:
+                self._warned_size_fallback = True
+                warnings.warn(
+                    f"the {backend.name} QLSA backend simulates blocks up to N = "
+                    f"{backend.max_n}; larger blocks (first: N = {system.n}) take the "
+                    f"'{substitute}' backend, which computes the same ideal output; each solve "
+                    "record names the backend that ran", QLSABackendFallbackWarning, stacklevel=2)
+            backend = QLSA_BACKENDS[substitute]
+        result = backend.solve(system, b, eps=cfg.eps, shots=cfg.shots,
+                               seed=_draw_seed(self.seed, key))
+        if substitute is not None and result.qlsa is not None:
+            result.qlsa["backend_fallback"] = substitute
+        return result
 
     def record(self, *, step: int, block: str, system: LinearSystem, analysis: Analysis,
                decision: Decision, result: SolveResult | None) -> SolveRecord:
@@ -368,7 +384,7 @@ class Scheduler:
             quantum_rejection=decision.quantum_rejection,
             representation=("matrix-free" if system.matrix_free else
                             "factor" if system.factor_form else "dense"),
-            qlsa_backend=cfg.qlsa_backend if quantum else None,
+            qlsa_backend=(out.get("backend_fallback") or cfg.qlsa_backend) if quantum else None,
             kappa_eff=out.get("kappa_eff"),
             qlsa_degree=out.get("degree"),
             qlsa_degree_formula=out.get("qsvt_formula"),
@@ -377,4 +393,8 @@ class Scheduler:
             success_probability=out.get("success_probability"),
             norm_error=out.get("norm_error"),
             qlsa_error=out.get("error"),
+            reference_seconds=float(out.get("reference_seconds") or 0.0),
+            qlsa_backend_fallback=out.get("backend_fallback"),
+            kappa_check=out.get("kappa_check"),
+            kappa_eff_given=out.get("kappa_eff_given"),
         )
