@@ -49,7 +49,7 @@ from qnewton.curvature import (
 )
 from qnewton.distributed.step import DistributedNewton
 from qnewton.estimation import kappa_exact
-from qnewton.quantum import HARDWARE_PROFILES, HardwareProfile
+from qnewton.quantum import DEFAULT_HARDWARE, HARDWARE_PROFILES, HardwareProfile
 from qnewton.scheduling import DEFAULT_SOLVERS, NoSolverError, Scheduler, SchedulerConfig
 from qnewton.solvers import MachineRates
 from qnewton.solvers.base import SolveError
@@ -154,7 +154,7 @@ class QNewton(Optimizer):
         policy: str = "cost",
         qlsa: str = "jennings",
         qlsa_backend: str = "emulated",
-        hardware: str | HardwareProfile = "paper",
+        hardware: str | HardwareProfile = DEFAULT_HARDWARE,
         readout: str | None = None,
         eps: float = 1e-2,
         kappa_threshold: float = 1e4,

@@ -13,7 +13,13 @@ from typing import Any
 
 from qnewton.cli.errors import CLIError
 from qnewton.experiments.estimators import estimator_table, format_estimator_table
-from qnewton.quantum import ATTOSECOND, HARDWARE_PROFILES, QLSA_MODELS, get_profile
+from qnewton.quantum import (
+    ATTOSECOND,
+    DEFAULT_HARDWARE,
+    HARDWARE_PROFILES,
+    QLSA_MODELS,
+    get_profile,
+)
 from qnewton.scheduling import (
     DEFAULT_SOLVERS,
     POLICIES,
@@ -43,8 +49,9 @@ def add_arguments(est: argparse.ArgumentParser) -> None:
     est.add_argument("--alpha", type=float, default=1.0,
                      help="block-encoding normalization alpha (> 0)")
     est.add_argument("--qlsa", default="jennings", help=f"one of {', '.join(QLSA_MODELS)}")
-    est.add_argument("--hardware", default="paper",
-                     help=f"one of {', '.join(HARDWARE_PROFILES)}")
+    est.add_argument("--hardware", default=DEFAULT_HARDWARE,
+                     help=f"one of {', '.join(HARDWARE_PROFILES)} (default: {DEFAULT_HARDWARE}; "
+                     "'paper' is the paper's hypothesis)")
     est.add_argument("--gate-time", type=float, default=None,
                      help="override the profile's gate time, in seconds (> 0; the paper's "
                      f"attosecond hypothesis: {ATTOSECOND:g})")
@@ -122,12 +129,16 @@ def estimate_report(args: argparse.Namespace, rates: MachineRates | None = None
         "alpha": alpha,
         "qlsa": config.qlsa,
         "hardware": profile.name,
+        "hardware_label": profile.label(),
         "gate_time_s": profile.gate_time_s,
         "policy": config.policy,
         "readout": quantum.readout,
         "queries": quantum.queries,
         "quantum_seconds": quantum.total_seconds,
-        "quantum_seconds_kind": f"modeled ({profile.name} profile)",
+        "quantum_seconds_kind": f"modeled ({profile.label()} profile)",
+        "match_accuracy": config.match_accuracy,
+        "error_budget": quantum.error_budget,
+        "logical_counts": quantum.logical_counts,
         "quantum": quantum.to_dict(),
         "classical_seconds": decision.predicted_classical,
         "classical_seconds_kind": f"predicted (cost model, rates {rates.source} on {rates.host}; "
@@ -148,6 +159,14 @@ def _print(report: dict[str, Any]) -> None:
     print(f"QLSA {report['qlsa']}: {report['queries']:.4g} queries")
     print(f"Quantum, {report['quantum_seconds_kind']}, readout={report['readout']}: "
           f"{report['quantum_seconds']:.4g} s")
+    budget = report["error_budget"]
+    print(f"  error budget: ε_QLSA {budget['eps_qlsa']:.3g} + δ_readout "
+          f"{budget['delta_readout']:.3g} + ε_logical {budget['eps_logical']:.3g} = "
+          f"{budget['total']:.3g}")
+    lc = report["logical_counts"]
+    print(f"  logical counts of one run: {lc['num_qubits']:,} qubits, {lc['ccz_count']:.4g} CCZ, "
+          f"{lc['rotation_count']:.4g} rotations × {lc['t_per_rotation']} T, "
+          f"T-count {lc['t_count']:.4g}")
     detail = {k: q[k] for k in ("seconds_per_query", "runs", "loading_seconds") if k in q}
     print("  " + ", ".join(f"{k}={v:.4g}" for k, v in detail.items()))
     if q.get("code_distance") is not None:

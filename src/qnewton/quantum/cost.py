@@ -11,16 +11,18 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+from qnewton.quantum.error_budget import ErrorBudget
 from qnewton.quantum.fault_tolerant import (
     LOGICAL_CYCLES_PER_TOFFOLI,
     FaultTolerantEstimate,
     fault_tolerant_estimate,
 )
+from qnewton.quantum.logical_counts import qlsa_logical_counts
 from qnewton.quantum.profiles import HardwareProfile, index_bits
 from qnewton.quantum.qdk_estimator import qdk_estimate
 from qnewton.quantum.qlsa import check_qlsa_args, qlsa_queries
 from qnewton.quantum.readout import READOUT_MODES, readout_runs
-from qnewton.validation import check_choice, check_int, check_positive
+from qnewton.validation import check_choice, check_int, check_open_unit, check_positive
 
 
 def block_encoding_alpha(d: int, max_abs_entry: float, spectral_norm: float) -> float:
@@ -60,6 +62,13 @@ class QuantumCost:
             factories of one run (``None`` for gate-count profiles).
         estimator: who turned the logical counts into seconds: ``"qnewton"`` (our model),
             ``"qdk:<preset>"`` (Microsoft's estimator), ``None`` for gate-count profiles.
+        readout_error: the tomography error δ charged (``None`` for ``"state"`` readout).
+        error_budget: :class:`~qnewton.quantum.error_budget.ErrorBudget` as a dict
+            (ε_QLSA, δ_readout, ε_logical, total).
+        logical_counts: one run's logical counts
+            (:class:`~qnewton.quantum.logical_counts.QLSALogicalCounts` as a dict: qubits, CCZ,
+            rotations, T gates), for every profile kind.
+        profile_label: the profile's name with the hypothesis it stands for, if any.
     """
 
     queries: float
@@ -83,6 +92,10 @@ class QuantumCost:
     physical_qubits: int | None = None
     factories: int | None = None
     estimator: str | None = None
+    readout_error: float | None = None
+    error_budget: dict[str, float] = field(default_factory=dict)
+    logical_counts: dict[str, Any] = field(default_factory=dict)
+    profile_label: str = ""
     time_kind: str = field(default="modeled", init=False)
 
     def to_dict(self) -> dict[str, Any]:
@@ -101,6 +114,7 @@ def quantum_cost(
     profile: HardwareProfile,
     readout: str | None = None,
     nnz: int | None = None,
+    readout_error: float | None = None,
 ) -> QuantumCost:
     """Modeled time of a QLSA solve of an N×N system with row sparsity d.
 
@@ -111,7 +125,8 @@ def quantum_cost(
       profiles ``Toffolis/query · Toffoli time`` (:func:`fault_tolerant_estimate`, §4.4);
       ``"qdk-estimator"`` profiles the ``qdk`` estimator's runtime of one run / queries
       (:func:`~qnewton.quantum.qdk_estimator.qdk_estimate`);
-    * runs: :func:`readout_runs` for ``readout`` (default: the profile's ``default_readout``);
+    * runs: :func:`readout_runs` for ``readout`` (default: the profile's ``default_readout``) at
+      tomography error ``readout_error`` (default: the profile's);
     * loading (only if ``profile.charge_loading``): ``(nnz·w + N·w_b)/8`` bytes (A's entries with
       column indices, w = bits_per_entry + ⌈log₂N⌉, plus b) at ``loading_bandwidth_bytes_per_s``,
       once per solve; ``nnz`` defaults to the upper bound N·d.
@@ -128,8 +143,10 @@ def quantum_cost(
                         READOUT_MODES)
     nnz = check_int("nnz", n * d if nnz is None else nnz, minimum=1, maximum=n * d)
 
+    delta = check_open_unit("readout_error",
+                            profile.readout_error if readout_error is None else readout_error)
     q = qlsa_queries(qlsa, k, e, a)
-    runs = readout_runs(n, mode, profile.readout_error)
+    runs = readout_runs(n, mode, delta)
     detail: dict[str, Any] = {}
     if profile.kind == "gate-count":
         per_query = max(1, index_bits(n)) * float(profile.gate_time_s)
@@ -168,5 +185,11 @@ def quantum_cost(
         kappa=k,
         eps=e,
         alpha=a,
+        readout_error=delta if mode == "vector" else None,
+        error_budget=ErrorBudget(
+            eps_qlsa=e, delta_readout=delta if mode == "vector" else 0.0,
+            eps_logical=0.0 if profile.kind == "gate-count" else profile.error_budget).to_dict(),
+        logical_counts=qlsa_logical_counts(n, d, q, profile).to_dict(),
+        profile_label=profile.label(),
         **detail,
     )

@@ -29,6 +29,7 @@ from qnewton.curvature.representation import dense_block_bytes
 from qnewton.estimation.kappa import KappaEstimate, kappa_from_log
 from qnewton.estimation.methods import KappaPolicy, analyse_kappa
 from qnewton.quantum import QuantumCost, block_encoding_alpha, quantum_cost
+from qnewton.quantum.error_budget import matched_split
 from qnewton.quantum.backends import QLSA_BACKENDS, QLSABackendFallbackWarning, size_fallback
 from qnewton.scheduling.config import SchedulerConfig
 from qnewton.scheduling.policies import POLICIES, PolicyInputs
@@ -209,10 +210,20 @@ class Scheduler:
         """The QLSA's modeled cost for ``shape`` at κ = 1 and the smallest α (1, or the
         configured α), with the configured readout: a lower bound on its cost at any κ, α."""
         cfg = self.config
+        return self.quantum_cost(shape, 1.0, cfg.alpha if cfg.alpha is not None else 1.0)
+
+    def quantum_cost(self, shape: SystemShape, kappa: float, alpha: float) -> QuantumCost:
+        """The QLSA's modeled cost for ``shape`` at ``kappa``, ``alpha``: the configured model,
+        profile and readout; with ``match_accuracy`` and vector readout the accuracy target
+        ``eps`` is split between the QLSA and the tomography (:func:`matched_split`)."""
+        cfg = self.config
         d = max(1, shape.d)
-        return quantum_cost(shape.n, d, 1.0, cfg.eps, nnz=min(shape.nnz, shape.n * d) or None,
-                            alpha=cfg.alpha if cfg.alpha is not None else 1.0, qlsa=cfg.qlsa,
-                            profile=cfg.hardware, readout=cfg.readout)
+        eps, delta = cfg.eps, None
+        if cfg.match_accuracy and (cfg.readout or cfg.hardware.default_readout) == "vector":
+            eps, delta = matched_split(cfg.eps, shape.n, cfg.qlsa, kappa, alpha)
+        return quantum_cost(shape.n, d, kappa, eps, nnz=min(shape.nnz, shape.n * d) or None,
+                            alpha=alpha, qlsa=cfg.qlsa, profile=cfg.hardware,
+                            readout=cfg.readout, readout_error=delta)
 
     def classical_candidates(self, shape: SystemShape) -> list[str]:
         """Allowed classical solvers that apply to ``shape`` and fit the dense-memory budget."""
@@ -301,12 +312,7 @@ class Scheduler:
             )
         predicted = predict_classical(shape, self.machine_rates(), cfg.cg_rtol)
         best = min(allowed, key=lambda s: predicted[s]) if allowed else "none"
-        d = max(1, shape.d)
-        quantum = quantum_cost(
-            shape.n, d, shape.kappa, cfg.eps,
-            nnz=min(shape.nnz, shape.n * d) or None,
-            alpha=alpha, qlsa=cfg.qlsa, profile=cfg.hardware, readout=cfg.readout,
-        )
+        quantum = self.quantum_cost(shape, shape.kappa, alpha)
         choice = policy.choose(PolicyInputs(
             quantum_seconds=quantum.total_seconds,
             classical_seconds=predicted.get(best, math.inf),

@@ -9,7 +9,7 @@ from typing import Any
 from qnewton.conditioning import REG_SCHEMES, ConditioningConfig
 from qnewton.curvature import CURVATURES, GROUPINGS
 from qnewton.estimation import KAPPA_METHODS
-from qnewton.quantum import HARDWARE_PROFILES, QLSA_MODELS, READOUT_MODES
+from qnewton.quantum import DEFAULT_HARDWARE, HARDWARE_PROFILES, QLSA_MODELS, READOUT_MODES
 from qnewton.quantum.backends import QLSA_BACKENDS
 from qnewton.scheduling import POLICIES
 from qnewton.solvers import SOLVERS
@@ -42,7 +42,7 @@ class TrainConfig:
 
     task: str = "digits"
     optimizer: str = "qnewton"
-    hardware: str = "paper"
+    hardware: str = DEFAULT_HARDWARE
     epochs: int = 10
     batch_size: int | None = None
     lr: float | None = None
