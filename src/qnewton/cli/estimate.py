@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+from pathlib import Path
 from typing import Any
 
 from qnewton.cli.errors import CLIError
@@ -20,6 +21,7 @@ from qnewton.quantum import (
     QLSA_MODELS,
     get_profile,
 )
+from qnewton.quantum.logical_counts import QLSALogicalCounts
 from qnewton.scheduling import (
     DEFAULT_SOLVERS,
     POLICIES,
@@ -63,6 +65,10 @@ def add_arguments(est: argparse.ArgumentParser) -> None:
                      help=f"comma-separated classical solvers to choose from, among "
                      f"{', '.join(SOLVERS)}")
     est.add_argument("--json", action="store_true", help="print one JSON object")
+    est.add_argument("--export", default=None, metavar="FILE",
+                     help="also write the logical counts of one QLSA run for this system to FILE "
+                     "in the qdk estimator's LogicalCounts JSON (numQubits, cczCount, "
+                     "rotationCount, ...): qdk.estimator.LogicalCounts(json.load(f)).estimate()")
     est.add_argument("--compare-estimator", action="store_true",
                      help="print the qdk-vs-ours table for this system instead: one QLSA run "
                      "on each fault-tolerant profile, by our model and by the qdk resource "
@@ -193,6 +199,8 @@ def compare_report(args: argparse.Namespace) -> list[dict[str, Any]]:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.export is not None and not Path(args.export).resolve().parent.is_dir():
+        raise CLIError(f"--export: the folder of {args.export!r} does not exist")
     if args.compare_estimator:
         rows = compare_report(args)
         if args.json:
@@ -203,8 +211,25 @@ def run(args: argparse.Namespace) -> int:
             print(format_estimator_table(rows))
         return 0
     report = estimate_report(args)
+    if args.export is not None:
+        export_logical_counts(report, args.export)
     if args.json:
         print(json.dumps(report))
     else:
         _print(report)
+        if args.export is not None:
+            print(f"Logical counts of one QLSA run written to {args.export} (qdk LogicalCounts "
+                  "JSON)")
     return 0
+
+
+def export_logical_counts(report: dict[str, Any], path: str) -> None:
+    """Write the logical counts of one QLSA run in ``report`` to ``path`` under the ``qdk``
+    estimator's ``LogicalCounts`` key names (only those keys, so the estimator reads the file as
+    is; the report's ``logical_counts`` hold the rest). CLIError when the file cannot be
+    written."""
+    counts = QLSALogicalCounts(**report["logical_counts"]).qdk_logical_counts()
+    try:
+        Path(path).write_text(json.dumps(counts, indent=2) + "\n", encoding="utf-8")
+    except OSError as exc:
+        raise CLIError(f"--export: cannot write {path!r} ({exc.strerror or exc})") from None

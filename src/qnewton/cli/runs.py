@@ -189,9 +189,10 @@ def run_train(args: argparse.Namespace) -> int:
     summary = train(config, args.out, resume=args.resume, progress=not args.no_progress)
     if int(os.environ.get("RANK", "0")) != 0:  # under torchrun, rank 0 reports
         return 0
-    keys = ("task", "optimizer", "hardware", "hardware_label", "steps", f"test_{summary['metric']}", "test_loss",
-            "measured_seconds", "modeled_quantum_seconds", "total_seconds", "quantum_solves",
-            "classical_solves", "gradient_fallbacks")
+    keys = ("task", "optimizer", "hardware", "hardware_label", "steps",
+            f"test_{summary['metric']}", "test_loss", "measured_seconds",
+            "modeled_quantum_seconds", "total_seconds", "quantum_solves", "classical_solves",
+            "gradient_fallbacks")
     print(json.dumps({k: summary.get(k) for k in keys}, indent=2))
     print(f"run written to {args.out}")
     return 0

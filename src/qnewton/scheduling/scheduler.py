@@ -29,8 +29,8 @@ from qnewton.curvature.representation import dense_block_bytes
 from qnewton.estimation.kappa import KappaEstimate, kappa_from_log
 from qnewton.estimation.methods import KappaPolicy, analyse_kappa
 from qnewton.quantum import QuantumCost, block_encoding_alpha, quantum_cost
-from qnewton.quantum.error_budget import matched_split
 from qnewton.quantum.backends import QLSA_BACKENDS, QLSABackendFallbackWarning, size_fallback
+from qnewton.quantum.error_budget import matched_split
 from qnewton.scheduling.config import SchedulerConfig
 from qnewton.scheduling.policies import POLICIES, PolicyInputs
 from qnewton.solvers import SOLVERS, MachineRates, predict_classical, shape_of, solve_classical
