@@ -68,7 +68,7 @@ def test_estimate_and_the_scheduler_decide_the_same_way(n, m, reg, hardware, gat
     args = build_parser().parse_args([
         "estimate", "--n", str(system.n), "--d", str(system.d),
         "--kappa", repr(analysis.kappa.value), "--alpha", repr(analysis.alpha),
-        "--rank", str(m), "--hardware", hardware,
+        "--rank", str(m), "--alpha-factor", repr(analysis.alpha_factor), "--hardware", hardware,
         *(["--gate-time", repr(gate_time)] if gate_time else []),
     ])
     report = estimate_report(args, rates=rates)
@@ -76,6 +76,7 @@ def test_estimate_and_the_scheduler_decide_the_same_way(n, m, reg, hardware, gat
     assert report["quantum_seconds"] == decision.quantum.total_seconds
     assert (report["choice"], report["best_classical"]) == (decision.choice,
                                                             decision.classical_solver)
+    assert report["block_encoding"] == decision.quantum.block_encoding
 
 
 def test_gate_time_and_profile_change_the_modeled_time(capsys):

@@ -31,6 +31,7 @@ LAYERS = (
     ("qnewton.quantum.profiles",),
     ("qnewton.quantum.magic_states",),
     ("qnewton.quantum.fault_tolerant",),
+    ("qnewton.quantum.block_encodings",),
     ("qnewton.quantum.logical_counts",),
     ("qnewton.quantum.qdk_estimator",),
     ("qnewton.quantum.cost",),

@@ -120,6 +120,10 @@ class SolveRecord:
     #: until the output's residual met the polynomial's bound) and the κ_eff it started from
     kappa_check: str | None = None
     kappa_eff_given: float | None = None
+    #: the block encoding the QLSA was priced with (the cheapest that applies) and the factor-form
+    #: encoding's α, (c‖F‖_F² + λ)/‖A‖₂, for a factor-form block
+    block_encoding: str | None = None
+    alpha_factor: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -50,6 +50,10 @@ def add_arguments(est: argparse.ArgumentParser) -> None:
     est.add_argument("--eps", type=float, default=1e-2, help="QLSA relative error, in (0, 1)")
     est.add_argument("--alpha", type=float, default=1.0,
                      help="block-encoding normalization alpha (> 0)")
+    est.add_argument("--alpha-factor", type=float, default=None,
+                     help="with --rank: the factor-form block encoding's normalization "
+                     "(c·‖F‖_F² + λ)/‖A‖₂ (>= 1); the cheaper of it and the sparse-access "
+                     "encoding at --alpha is priced")
     est.add_argument("--qlsa", default="jennings", help=f"one of {', '.join(QLSA_MODELS)}")
     est.add_argument("--hardware", default=DEFAULT_HARDWARE,
                      help=f"one of {', '.join(HARDWARE_PROFILES)} (default: {DEFAULT_HARDWARE}; "
@@ -107,6 +111,12 @@ def estimate_report(args: argparse.Namespace, rates: MachineRates | None = None
     rank = None if args.rank is None else _positive_int("rank", args.rank)
     kappa = check_real("kappa", args.kappa, low=1.0)
     alpha = check_positive("alpha", args.alpha)
+    alpha_factor = None
+    if args.alpha_factor is not None:
+        if rank is None:
+            raise CLIError("--alpha-factor needs --rank (the factor-form encoding exists for a "
+                           "system held as c·FᵀF + λI)")
+        alpha_factor = check_real("alpha_factor", args.alpha_factor, low=1.0)
     overrides: dict[str, Any] = {}
     if args.gate_time is not None:
         overrides["gate_time_s"] = check_positive("gate_time", args.gate_time)
@@ -117,7 +127,7 @@ def estimate_report(args: argparse.Namespace, rates: MachineRates | None = None
     scheduler = Scheduler(config, rates=rates)
     shape = SystemShape(n=n, nnz=n * d, d=d, kappa=kappa, factor_rows=rank)
     try:
-        decision = scheduler.decide_shape(shape, alpha)
+        decision = scheduler.decide_shape(shape, alpha, alpha_factor=alpha_factor)
     except NoSolverError:
         raise CLIError(_no_solver_message(solvers, rank)) from None
     except (ValueError, OverflowError) as exc:  # every argument is valid: the models overflow
@@ -133,6 +143,8 @@ def estimate_report(args: argparse.Namespace, rates: MachineRates | None = None
         "rank": rank,
         "eps": config.eps,
         "alpha": alpha,
+        "alpha_factor": alpha_factor,
+        "block_encoding": quantum.block_encoding,
         "qlsa": config.qlsa,
         "hardware": profile.name,
         "hardware_label": profile.label(),
@@ -162,7 +174,8 @@ def _print(report: dict[str, Any]) -> None:
     rank = f", held as a rank-{report['rank']} factor" if report["rank"] else ""
     print(f"Linear system: N={report['n']}, d={report['d']}, kappa={report['kappa']:g}, "
           f"eps={report['eps']:g}, alpha={report['alpha']:g}{rank}")
-    print(f"QLSA {report['qlsa']}: {report['queries']:.4g} queries")
+    print(f"QLSA {report['qlsa']}: {report['queries']:.4g} queries "
+          f"(block encoding: {report['block_encoding']})")
     print(f"Quantum, {report['quantum_seconds_kind']}, readout={report['readout']}: "
           f"{report['quantum_seconds']:.4g} s")
     budget = report["error_budget"]

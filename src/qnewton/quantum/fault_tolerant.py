@@ -171,7 +171,8 @@ class FaultTolerantEstimate:
 
 
 def fault_tolerant_estimate(
-    n: int, d: int, queries: float, profile: HardwareProfile
+    n: int, d: int, queries: float, profile: HardwareProfile, *,
+    toffolis: float | None = None, algorithmic: int | None = None,
 ) -> FaultTolerantEstimate:
     """Surface-code time per query and physical qubits for a fault-tolerant profile.
 
@@ -182,12 +183,15 @@ def fault_tolerant_estimate(
     share / their number) and fixes the factory design
     (:func:`~qnewton.quantum.magic_states.plan_factories`). Toffolis are executed one after
     another (no Toffoli parallelism); enough factories run beside the algorithm to supply them.
-    Inputs: N, row sparsity d, query count, a ``"fault-tolerant"`` profile. Times are modeled.
+    Inputs: N, row sparsity d, query count, a ``"fault-tolerant"`` profile; ``toffolis`` per
+    query and ``algorithmic`` qubits override the sparse-access counts (a structured block
+    encoding, :mod:`~qnewton.quantum.block_encodings`). Times are modeled.
     """
     if profile.kind != "fault-tolerant":
         raise ValueError(f"profile must be of kind 'fault-tolerant', got {profile.kind!r}")
-    tof = toffolis_per_query(n, d, profile)
-    qubits = logical_qubits(n, d, profile)
+    tof = toffolis_per_query(n, d, profile) if toffolis is None else float(toffolis)
+    qubits = (logical_qubits(n, d, profile) if algorithmic is None
+              else layout_qubits(algorithmic))
     cycles = LOGICAL_CYCLES_PER_TOFFOLI * tof * check_positive("queries", queries)
     logical_budget = LOGICAL_BUDGET_SHARE * profile.error_budget
     dist = code_distance(profile.physical_error_rate, qubits, cycles, logical_budget)

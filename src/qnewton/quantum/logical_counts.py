@@ -87,16 +87,19 @@ class QLSALogicalCounts:
 
 
 def qlsa_logical_counts(n: int, d: int, queries: float, profile: HardwareProfile,
-                        toffolis: float | None = None) -> QLSALogicalCounts:
+                        toffolis: float | None = None, qubits: int | None = None
+                        ) -> QLSALogicalCounts:
     """Logical counts of one run of ``queries`` queries on an N×N system of row sparsity d on
     ``profile`` (its ``bits_per_entry`` and ``error_budget``). ``toffolis`` per query defaults
-    to the dense/sparse QROAM count; a structured block encoding passes its own."""
+    to the sparse-access QROAM count and ``qubits`` to its algorithmic qubits; a structured
+    block encoding passes its own."""
     q = check_positive("queries", queries)
     per_query = toffolis_per_query(n, d, profile) if toffolis is None else toffolis
     ccz = math.ceil(per_query * q)
     rotations = math.ceil(ROTATIONS_PER_QUERY * q)
     t_rot = t_per_rotation(rotations, ROTATION_BUDGET_SHARE * profile.error_budget)
     return QLSALogicalCounts(
-        num_qubits=algorithmic_qubits(n, d, profile), ccz_count=ccz,
+        num_qubits=algorithmic_qubits(n, d, profile) if qubits is None else qubits,
+        ccz_count=ccz,
         rotation_count=rotations, rotation_depth=rotations, t_per_rotation=t_rot,
         t_count=T_STATES_PER_TOFFOLI * ccz + t_rot * rotations, queries=q)

@@ -130,7 +130,8 @@ def _estimate(counts_json: str, params_json: str) -> str:
     return json.dumps(data)
 
 
-def qdk_estimate(n: int, d: int, queries: float, profile: HardwareProfile) -> QdkEstimate:
+def qdk_estimate(n: int, d: int, queries: float, profile: HardwareProfile, *,
+                 toffolis: float | None = None, algorithmic: int | None = None) -> QdkEstimate:
     """The ``qdk`` estimator's resources for one QLSA run of ``queries`` queries on an N×N system
     of row sparsity d: the logical counts are ours (:func:`~qnewton.quantum.fault_tolerant.
     algorithmic_qubits`, :func:`~qnewton.quantum.fault_tolerant.toffolis_per_query` · queries
@@ -139,7 +140,7 @@ def qdk_estimate(n: int, d: int, queries: float, profile: HardwareProfile) -> Qd
     """
     params = estimator_params(profile)
     q = check_positive("queries", queries)
-    counts = qlsa_logical_counts(n, d, q, profile)
+    counts = qlsa_logical_counts(n, d, q, profile, toffolis=toffolis, qubits=algorithmic)
     qubits, ccz = counts.num_qubits, counts.ccz_count
     if ccz > MAX_CCZ_COUNT:
         raise ValueError(f"the qdk estimator takes at most {MAX_CCZ_COUNT} CCZ gates; this run "
