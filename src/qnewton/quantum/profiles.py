@@ -116,6 +116,10 @@ class HardwareProfile:
         checked: dict[str, float | int] = {}
         if self.kind == "gate-count":
             checked["gate_time_s"] = check_positive("gate_time_s", self.gate_time_s)
+        elif self.gate_time_s is not None:
+            raise ValueError(
+                f"gate_time_s applies to gate-count profiles only (e.g. 'paper', the paper's "
+                f"hypothesis); profile {self.name!r} is {self.kind}, got {self.gate_time_s!r}")
         else:
             checked["t_2q_s"] = check_positive("t_2q_s", self.t_2q_s)
             checked["t_meas_s"] = check_positive("t_meas_s", self.t_meas_s)
