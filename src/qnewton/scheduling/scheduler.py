@@ -31,7 +31,7 @@ from qnewton.estimation.methods import KappaPolicy, analyse_kappa
 from qnewton.quantum import QuantumCost, block_encoding_alpha, quantum_cost
 from qnewton.quantum.backends import QLSA_BACKENDS, QLSABackendFallbackWarning, size_fallback
 from qnewton.quantum.block_encodings import BLOCK_ENCODINGS, factor_form_alpha
-from qnewton.quantum.error_budget import matched_split
+from qnewton.quantum.error_budget import QLSA_SHARES, matched_split
 from qnewton.scheduling.config import SchedulerConfig
 from qnewton.scheduling.policies import POLICIES, PolicyInputs
 from qnewton.solvers import SOLVERS, MachineRates, predict_classical, shape_of, solve_classical
@@ -228,8 +228,17 @@ class Scheduler:
         configured α), with the configured readout: a lower bound on its cost at any κ, α."""
         cfg = self.config
         alpha = cfg.alpha if cfg.alpha is not None else 1.0
-        return min((self.quantum_cost(shape, 1.0, alpha, name) for name in self.encodings(shape)),
+        # every encoding, and with matched accuracy every split of eps the decision could pick:
+        # a cost is non-decreasing in κ and α at a fixed split, so the minimum bounds them all
+        splits = ([(share * cfg.eps, (1.0 - share) * cfg.eps) for share in QLSA_SHARES]
+                  if self._matches_accuracy() else [None])
+        return min((self.quantum_cost(shape, 1.0, alpha, name, split=split)
+                    for name in self.encodings(shape) for split in splits),
                    key=lambda cost: cost.total_seconds)
+
+    def _matches_accuracy(self) -> bool:
+        cfg = self.config
+        return cfg.match_accuracy and (cfg.readout or cfg.hardware.default_readout) == "vector"
 
     @staticmethod
     def encodings(shape: SystemShape) -> list[str]:
@@ -247,16 +256,17 @@ class Scheduler:
         return min(costs, key=lambda cost: cost.total_seconds)
 
     def quantum_cost(self, shape: SystemShape, kappa: float, alpha: float,
-                     block_encoding: str = "sparse-access") -> QuantumCost:
+                     block_encoding: str = "sparse-access",
+                     split: tuple[float, float] | None = None) -> QuantumCost:
         """The QLSA's modeled cost for ``shape`` at ``kappa``, ``alpha`` with ``block_encoding``:
         the configured model, profile and readout; with ``match_accuracy`` and vector readout
         the accuracy target ``eps`` is split between the QLSA and the tomography
-        (:func:`matched_split`)."""
+        (:func:`matched_split`, or the given ``split`` = (ε_QLSA, δ))."""
         cfg = self.config
         d = max(1, shape.d)
         eps, delta = cfg.eps, None
-        if cfg.match_accuracy and (cfg.readout or cfg.hardware.default_readout) == "vector":
-            eps, delta = matched_split(cfg.eps, shape.n, cfg.qlsa, kappa, alpha)
+        if self._matches_accuracy():
+            eps, delta = split or matched_split(cfg.eps, shape.n, cfg.qlsa, kappa, alpha)
         return quantum_cost(shape.n, d, kappa, eps, nnz=min(shape.nnz, shape.n * d) or None,
                             alpha=alpha, qlsa=cfg.qlsa, profile=cfg.hardware,
                             readout=cfg.readout, readout_error=delta,
