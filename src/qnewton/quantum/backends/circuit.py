@@ -27,9 +27,9 @@ from qnewton.quantum.backends.polynomial import PolynomialQLSA
 from qnewton.system import LinearSystem
 
 #: Largest block the circuit backend simulates; larger ones take the polynomial backend (the same
-#: ideal output). Measured on this project's 2-core machine, 1 thread, degree 197 (κ_eff = 16,
-#: ε = 1e-2), lightning.qubit, median of 3 (docs/method.md §4.11): N = 64 0.08 s, N = 128 0.22 s,
-#: N = 256 2.4–3.0 s, N = 512 10.6–13.8 s; N = 128 is the largest under ~1 s.
+#: ideal output). Measured on this project's shared 2-core machine, 1 thread, degree 197
+#: (κ_eff = 16, ε = 1e-2), lightning.qubit (docs/method.md §4.11): N = 128 0.09–0.26 s, N = 256
+#: 0.96–1.11 s at load 2.8 and 2.4–3.0 s at load 3–6; N = 128 stays under ~1 s.
 CIRCUIT_MAX_N = 128
 
 
