@@ -263,3 +263,23 @@ def test_run_plot_names_are_checked():
         RUN_PLOTS["no-such-plot"]
     with pytest.raises(ValueError, match="already registered"):
         RUN_PLOTS.register("loss", RUN_PLOTS["loss"])
+
+
+@pytest.mark.parametrize(("hardware", "labelled"), [("paper", True), ("surface-code", False)])
+def test_run_summary_and_report_label_the_papers_hypothesis(tmp_path, capsys, hardware, labelled):
+    import json
+
+    from qnewton.cli import main
+
+    out = tmp_path / hardware
+    assert main(["train", "--task", "digits", "--tiny", "--max-steps", "1", "--no-progress",
+                 "--hardware", hardware, "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["hardware"] == hardware
+    assert ("PAPER'S HYPOTHESIS" in summary["hardware_label"]) is labelled
+    assert ("PAPER'S HYPOTHESIS" in summary["time_labels"]["modeled_quantum_seconds"]) is labelled
+    assert ("PAPER'S HYPOTHESIS" in printed) is labelled
+    write_report(out)
+    html = (out / "report.html").read_text()
+    assert ("THE PAPER&#x27;S HYPOTHESIS" in html) is labelled

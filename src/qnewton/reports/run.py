@@ -51,7 +51,7 @@ def run_summary(run: RunData) -> str:
         ("status", vals.get("status", "—")),
         ("task", run.get("task", "—")),
         ("optimizer", run.optimizer),
-        ("hardware profile (for modeled times)", hw),
+        ("hardware profile (for modeled times)", run.hardware_label),
         ("steps", fmt(vals.get("steps"))),
     ]
     for key in ("epochs", "batch_size", "seed", "curvature", "policy", "qlsa", "readout"):
