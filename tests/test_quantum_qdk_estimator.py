@@ -189,7 +189,7 @@ def test_compare_estimator_command_prints_the_table(capsys):
                  "--compare-estimator"]) == 0
     out = capsys.readouterr().out
     assert "| qdk-surface-code | qdk:qubit_gate_ns_e3 | 2.783e+04 s | 31 |" in out
-    assert "| surface-code | qnewton | 2.781e+04 s | 31 | 10,763 | 21,622,846 | 17 |" in out
+    assert "| surface-code | qnewton | 2.783e+04 s | 31 | 10,763 | 21,622,846 | 17 |" in out
 
 
 @needs_qdk

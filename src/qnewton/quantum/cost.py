@@ -160,6 +160,7 @@ def quantum_cost(
     tof = encoding.toffolis_per_query(n, d, profile, factor_rows)
     alg_qubits = encoding.algorithmic_qubits(n, d, profile, factor_rows)
     q = qlsa_queries(qlsa, k, e, a)
+    counts = qlsa_logical_counts(n, d, q, profile, toffolis=tof, qubits=alg_qubits)
     runs = readout_runs(n, mode, delta)
     detail: dict[str, Any] = {}
     if profile.kind == "gate-count":
@@ -173,8 +174,9 @@ def quantum_cost(
                   "physical_qubits": qe.physical_qubits, "factories": qe.factories,
                   "estimator": qe.estimator}
     else:
-        ft: FaultTolerantEstimate = fault_tolerant_estimate(n, d, q, profile, toffolis=tof,
-                                                            algorithmic=alg_qubits)
+        ft: FaultTolerantEstimate = fault_tolerant_estimate(
+            n, d, q, profile, toffolis=tof, algorithmic=alg_qubits,
+            rotations=counts.rotation_count, t_per_rotation=counts.t_per_rotation)
         per_query = ft.seconds_per_query
         detail = {"toffolis_per_query": ft.toffolis_per_query,
                   "toffoli_seconds": ft.toffoli_seconds, "code_distance": ft.code_distance,
@@ -204,8 +206,7 @@ def quantum_cost(
         error_budget=ErrorBudget(
             eps_qlsa=e, delta_readout=delta if mode == "vector" else 0.0,
             eps_logical=0.0 if profile.kind == "gate-count" else profile.error_budget).to_dict(),
-        logical_counts=qlsa_logical_counts(n, d, q, profile, toffolis=tof,
-                                           qubits=alg_qubits).to_dict(),
+        logical_counts=counts.to_dict(),
         block_encoding=block_encoding,
         profile_label=profile.label(),
         **detail,
