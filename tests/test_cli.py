@@ -26,11 +26,21 @@ def test_estimate_json_has_the_documented_keys(capsys):
     report = json.loads(out)
     for key in ("queries", "quantum_seconds", "classical_seconds", "choice", "hardware", "qlsa"):
         assert key in report
-    assert report["hardware"] == "paper" and report["qlsa"] == "jennings"
+    # the default is a device model that charges the vector readout a Newton step needs
+    assert report["hardware"] == "surface-code" and report["qlsa"] == "jennings"
+    assert report["hardware_label"] == "surface-code" and report["readout"] == "vector"
     assert list(report["classical_seconds"]) == ["cholesky", "lu", "inverse", "cg"]
     assert report["allowed_solvers"] == ["cholesky", "cg"]  # woodbury needs --rank
+    # matched accuracy: the vector the step receives has error eps = 1e-2 in all
+    budget = report["error_budget"]
+    assert budget["eps_qlsa"] + budget["delta_readout"] == pytest.approx(1e-2)
+    code, out, _ = run_estimate(capsys, "--n", "10000", "--d", "100", "--kappa", "1000",
+                                "--hardware", "paper", "--json")
+    paper = json.loads(out)
     # paper profile, 1 ns gates: 14 gates per query at N = 10000 (docs/method.md §4.4)
-    assert report["quantum"]["seconds_per_query"] == pytest.approx(14e-9)
+    assert paper["quantum"]["seconds_per_query"] == pytest.approx(14e-9)
+    assert "PAPER'S HYPOTHESIS" in paper["hardware_label"]
+    assert "PAPER'S HYPOTHESIS" in paper["quantum_seconds_kind"]
 
 
 def factor_system(n, m, reg):
@@ -58,7 +68,7 @@ def test_estimate_and_the_scheduler_decide_the_same_way(n, m, reg, hardware, gat
     args = build_parser().parse_args([
         "estimate", "--n", str(system.n), "--d", str(system.d),
         "--kappa", repr(analysis.kappa.value), "--alpha", repr(analysis.alpha),
-        "--rank", str(m), "--hardware", hardware,
+        "--rank", str(m), "--alpha-factor", repr(analysis.alpha_factor), "--hardware", hardware,
         *(["--gate-time", repr(gate_time)] if gate_time else []),
     ])
     report = estimate_report(args, rates=rates)
@@ -66,10 +76,11 @@ def test_estimate_and_the_scheduler_decide_the_same_way(n, m, reg, hardware, gat
     assert report["quantum_seconds"] == decision.quantum.total_seconds
     assert (report["choice"], report["best_classical"]) == (decision.choice,
                                                             decision.classical_solver)
+    assert report["block_encoding"] == decision.quantum.block_encoding
 
 
 def test_gate_time_and_profile_change_the_modeled_time(capsys):
-    base = ["--n", "10000", "--d", "100", "--kappa", "1000", "--json"]
+    base = ["--n", "10000", "--d", "100", "--kappa", "1000", "--json", "--hardware", "paper"]
     paper = json.loads(run_estimate(capsys, *base)[1])
     atto = json.loads(run_estimate(capsys, *base, "--gate-time", "1e-18")[1])
     surface = json.loads(run_estimate(capsys, *base, "--hardware", "surface-code")[1])
@@ -82,7 +93,11 @@ def test_gate_time_and_profile_change_the_modeled_time(capsys):
 def test_text_output_labels_modeled_times(capsys):
     code, out, _ = run_estimate(capsys, "--n", "1000", "--d", "10", "--kappa", "50")
     assert code == 0
-    assert "modeled (paper profile)" in out and "Choice (cost policy): " in out
+    assert "modeled (surface-code profile)" in out and "Choice (cost policy): " in out
+    assert "error budget: ε_QLSA" in out and "T-count" in out
+    code, out, _ = run_estimate(capsys, "--n", "1000", "--d", "10", "--kappa", "50",
+                                "--hardware", "paper")
+    assert "modeled (paper (THE PAPER'S HYPOTHESIS, not a device model" in out
 
 
 @pytest.mark.parametrize(

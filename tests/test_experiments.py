@@ -1,5 +1,6 @@
 """compare, sweep and reproduce on tiny runs: which runs they make, what their rows hold."""
 
+import dataclasses
 import json
 import re
 
@@ -131,7 +132,11 @@ def test_compare_rejects_unknown_names(tmp_path):
 
 
 def test_gate_time_sweep_moves_routing_to_quantum(tmp_path):
-    result = sweep(BASE, "gate-time", [1e-6, 1e-18], tmp_path, progress=False)
+    # the default profile (surface-code) has no gate time: such a sweep is refused up front
+    with pytest.raises(ValueError, match="hardware must be a gate-count profile .*'surface-code'"):
+        sweep(BASE, "gate-time", [1e-6, 1e-18], tmp_path / "refused", progress=False)
+    paper = dataclasses.replace(BASE, hardware="paper")
+    result = sweep(paper, "gate-time", [1e-6, 1e-18], tmp_path, progress=False)
     slow, fast = result["rows"]
     assert slow["value"] == 1e-6 and fast["value"] == 1e-18
     assert fast["quantum_solves"] > slow["quantum_solves"]

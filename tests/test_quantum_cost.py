@@ -48,7 +48,14 @@ def test_toffoli_times_match_the_profile_descriptions(name, target, kappa):
     c = quantum_cost(10**4, 100, kappa, 1e-2, profile=get_profile(name))
     assert target / 1.5 <= c.toffoli_seconds <= target * 1.5
     assert c.code_distance % 2 == 1
-    assert c.seconds_per_query == pytest.approx(c.toffolis_per_query * c.toffoli_seconds)
+    # Toffolis at 3 logical cycles each, plus one synthesized rotation per query: 1 + T-per-
+    # rotation logical cycles (the estimator's logical depth, arXiv 2211.07629)
+    lc = c.logical_counts
+    rotation_seconds = (lc["rotation_count"] * (1 + lc["t_per_rotation"])
+                        * c.toffoli_seconds / 3 / c.queries)
+    assert c.seconds_per_query == pytest.approx(
+        c.toffolis_per_query * c.toffoli_seconds + rotation_seconds, rel=1e-9)
+    assert rotation_seconds < 1e-3 * c.seconds_per_query  # (1 + 21) cycles vs ~3e4 Toffolis
 
 
 def test_realistic_profiles_much_slower_than_paper():
@@ -200,3 +207,79 @@ def test_block_encoding_alpha():
         block_encoding_alpha(3, 0.0, 1.0)
     with pytest.raises(ValueError, match="^spectral_norm must be"):
         block_encoding_alpha(3, 1.0, -1.0)
+
+
+# ----------------------------------------------------------------------------- error budget
+
+
+def test_matched_split_is_the_cheapest_split_of_the_target():
+    from qnewton.quantum.error_budget import matched_split
+    from qnewton.quantum.qlsa import qlsa_queries
+    from qnewton.quantum.readout import readout_runs
+
+    for n, kappa, target in [(16, 10.0, 1e-2), (1024, 1e3, 1e-2), (256, 50.0, 0.1)]:
+        eps, delta = matched_split(target, n, "jennings", kappa, 1.0)
+        assert eps + delta == pytest.approx(target, rel=1e-12) and 0 < eps < target
+
+        def cost(e, total=target, n=n, kappa=kappa):
+            return qlsa_queries("jennings", kappa, e, 1.0) * readout_runs(n, "vector", total - e)
+
+        finest = min(cost(target * s / 1000) for s in range(1, 1000))
+        assert cost(eps) <= 1.1 * finest  # the 8 candidate shares are within 10% of the best
+
+
+def test_scheduler_matches_accuracy_only_for_vector_readout():
+    from qnewton.scheduling import Scheduler, SchedulerConfig
+    from qnewton.solvers import MachineRates
+    from qnewton.system import SystemShape
+
+    rates = MachineRates.user(dense_flops_per_s=5e10, gemm_flops_per_s=1e11,
+                              bandwidth_bytes_per_s=1e10)
+    shape = SystemShape(n=512, nnz=512 * 512, d=512, kappa=100.0)
+    profile = get_profile("surface-code")
+    matched = Scheduler(SchedulerConfig(hardware=profile), rates=rates).decide_shape(shape, 1.0)
+    budget = matched.quantum.error_budget
+    # the vector the step receives has error eps = 1e-2 (plus the logical-fault budget)
+    assert budget["eps_qlsa"] + budget["delta_readout"] == pytest.approx(1e-2)
+    assert budget["eps_logical"] == profile.error_budget
+    assert budget["total"] == pytest.approx(1e-2 + profile.error_budget)
+    # unmatched: the old comparison, ε_QLSA = 1e-2 plus the profile's δ = 0.1 on top
+    loose = Scheduler(SchedulerConfig(hardware=profile, match_accuracy=False),
+                      rates=rates).decide_shape(shape, 1.0)
+    assert loose.quantum.error_budget["delta_readout"] == profile.readout_error
+    assert loose.quantum.total_seconds == quantum_cost(
+        512, 512, 100.0, 1e-2, profile=profile).total_seconds
+    # an 11% vector takes ~100× fewer tomography runs than a 1% one
+    assert matched.quantum.runs > 50 * loose.quantum.runs
+    # state readout (the paper's hypothesis) has no tomography to match
+    paper = Scheduler(SchedulerConfig(hardware=get_profile("paper")),
+                      rates=rates).decide_shape(shape, 1.0)
+    assert paper.quantum.error_budget == {"eps_qlsa": 1e-2, "delta_readout": 0.0,
+                                          "eps_logical": 0.0, "total": 1e-2}
+    assert "PAPER'S HYPOTHESIS" in paper.quantum.profile_label
+
+
+# ----------------------------------------------------------------------------- logical counts
+
+
+def test_rotation_synthesis_cost_matches_the_qdk_estimators():
+    from qnewton.quantum.logical_counts import t_per_rotation
+
+    # ⌈0.53·log₂(R/ε_rot) + 5.3⌉: the qdk estimator reported numTsPerRotation = 17 for 1000
+    # rotations with a third of a 1e-3 budget (0.53·log₂(3e6) + 5.3 = 16.7)
+    assert t_per_rotation(1000, 1e-3 / 3) == 17
+    assert t_per_rotation(0, 1e-3) == 0
+    assert t_per_rotation(10**6, 1e-3 / 3) == math.ceil(0.53 * math.log2(3e9) + 5.3) == 22
+
+
+def test_logical_counts_of_a_run():
+    from qnewton.quantum.fault_tolerant import algorithmic_qubits, toffolis_per_query
+    from qnewton.quantum.logical_counts import qlsa_logical_counts
+
+    profile = get_profile("surface-code")
+    counts = qlsa_logical_counts(1024, 1024, 5e4, profile)
+    assert counts.ccz_count == math.ceil(toffolis_per_query(1024, 1024, profile) * 5e4)
+    assert counts.num_qubits == algorithmic_qubits(1024, 1024, profile)
+    assert counts.rotation_count == counts.rotation_depth == 50_000  # one phase per query
+    assert counts.t_count == 4 * counts.ccz_count + counts.t_per_rotation * 50_000
+    assert counts.qdk_logical_counts()["cczCount"] == counts.ccz_count

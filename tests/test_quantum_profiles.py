@@ -154,3 +154,22 @@ def test_qdk_profiles_carry_their_twin_s_assumptions_and_a_preset():
 def test_qdk_profile_needs_a_known_preset():
     with pytest.raises(ValueError, match="^qdk_qubit_params must be one of .*qubit_gate_ns_e3"):
         get_profile("qdk-surface-code", qdk_qubit_params="qubit_gate_xx")
+
+
+def test_gate_time_is_refused_on_profiles_without_one():
+    # the default profile is fault-tolerant: a gate time there would be silently ignored
+    from qnewton.quantum import DEFAULT_HARDWARE
+
+    assert DEFAULT_HARDWARE == "surface-code"
+    with pytest.raises(ValueError, match="gate_time_s applies to gate-count profiles only"):
+        get_profile(DEFAULT_HARDWARE, gate_time_s=1e-18)
+    assert get_profile("paper", gate_time_s=1e-18).gate_time_s == 1e-18
+
+
+def test_only_the_paper_profile_is_labelled_a_hypothesis():
+    from qnewton.quantum import HARDWARE_PROFILES
+
+    labelled = [name for name, p in HARDWARE_PROFILES.items() if p.hypothesis]
+    assert labelled == ["paper"]
+    assert HARDWARE_PROFILES["paper"].label().startswith("paper (THE PAPER'S HYPOTHESIS")
+    assert HARDWARE_PROFILES["surface-code"].label() == "surface-code"

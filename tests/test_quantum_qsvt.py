@@ -231,3 +231,152 @@ def test_training_with_the_polynomial_backend_records_success_probabilities(tmp_
     assert main(["report", str(tmp_path / "run")]) == 0
     html = (tmp_path / "run" / "report.html").read_text()
     assert "QSVT outputs" in html and "median P" in html
+
+
+def test_qsvt_model_bounds_the_polynomial_backends_measured_queries():
+    # The qsvt model is degree × amplification rounds at the worst-case success amplitude. On
+    # random right-hand sides the backend's measured queries (its degree × the rounds its own P
+    # needs) lie between the degree-only count (the old model, 4–600× low here) and the model.
+    from qnewton.quantum import qsvt_queries
+    from qnewton.quantum.qlsa.qsvt import (
+        amplification_rounds,
+        inversion_degree,
+        worst_case_amplitude,
+    )
+    for n, lam, seed in [(8, 0.2, 1), (16, 0.1, 2), (32, 0.02, 4)]:
+        system = fisher_system(n=n, lam=lam, seed=seed)
+        out = POLY.solve(system, rhs(n, seed=seed), eps=1e-2).qlsa
+        kappa = out["kappa_eff"]
+        assert inversion_degree(kappa, 1e-2) < out["queries"] <= qsvt_queries(kappa, 1e-2)
+        assert out["amplification"] <= amplification_rounds(worst_case_amplitude(kappa, 1e-2))
+    # b̂ along A's top eigenvector is the worst case: p(λ/α) ≈ s·α/λ_max there, so the backend
+    # needs the model's rounds scaled by λ_max/α (exactly the worst case when α = λ_max)
+    system = fisher_system(n=16, lam=0.1, seed=2)
+    w, v = torch.linalg.eigh(system.to_dense())
+    out = POLY.solve(system, v[:, -1], eps=1e-2).qlsa
+    worst = amplification_rounds(worst_case_amplitude(out["kappa_eff"], 1e-2))
+    assert out["amplification"] == pytest.approx(worst * float(w[-1]) / out["alpha"], abs=3)
+
+
+@pytest.mark.parametrize("factor", [2.0, 10.0])
+def test_a_kappa_bound_too_small_is_detected_and_raised(factor):
+    # conditioning hands the backend a λ_min bound `factor`× too large (κ `factor`× too small)
+    from qnewton.quantum.backends.polynomial import kappa_check_residual
+
+    honest = fisher_system(n=24, lam=0.02, seed=7)
+    lam_min = float(torch.linalg.eigvalsh(honest.to_dense())[0])
+    wrong = fisher_system(n=24, lam=0.02, seed=7)
+    wrong.min_eig_bound = factor * lam_min
+    b = rhs(24, seed=4)
+    exact = torch.linalg.solve(honest.to_dense(), b)
+    bounds = spectral_bounds(wrong)
+    given = grid_kappa(bounds.kappa_eff)
+    # the polynomial for the given κ misses A's smallest eigenvalues: its residual shows it
+    poly = inverse_polynomial(given, 1e-2)
+    b_hat = b / torch.linalg.vector_norm(b)
+    out = POLY.apply(wrong, bounds, poly, b_hat)
+    assert kappa_check_residual(wrong, bounds.alpha, poly, out, b_hat) > 3 * poly.bound
+    # the backend detects it, doubles κ_eff until the check passes, and meets ε
+    result = POLY.solve(wrong, b, eps=1e-2)
+    q = result.qlsa
+    assert q["kappa_check"] == "raised" and q["kappa_eff_given"] == given
+    assert q["kappa_eff"] >= bounds.alpha / lam_min / 2 ** (1 / 8)
+    assert q["kappa_check_residual"] <= inverse_polynomial(q["kappa_eff"], 1e-2).bound
+    assert relative_error(result.x, exact) <= 0.75e-2
+    assert q["queries"] > q["degree"] * q["amplification"]  # the failed attempts are counted
+    # an honest bound passes at once
+    assert POLY.solve(honest, b, eps=1e-2).qlsa["kappa_check"] == "passed"
+
+
+def test_a_kappa_bound_beyond_repair_raises():
+    from qnewton.quantum.backends import polynomial
+    from qnewton.solvers.base import SolveError
+
+    system = fisher_system(n=16, lam=1e-3, seed=8)
+    system.min_eig_bound = 1e4 * float(torch.linalg.eigvalsh(system.to_dense())[0])
+    old = polynomial.MAX_KAPPA_DOUBLINGS
+    polynomial.MAX_KAPPA_DOUBLINGS = 2
+    try:
+        with pytest.raises(SolveError, match="κ bound given to the QLSA is wrong"):
+            POLY.solve(system, rhs(16), eps=1e-2)
+    finally:
+        polynomial.MAX_KAPPA_DOUBLINGS = old
+
+
+@pytest.mark.parametrize("backend", ["polynomial", "circuit"])
+def test_reference_solve_is_a_diagnostic_not_training_time(tmp_path, capsys, monkeypatch, backend):
+    # Each QSVT-output solve runs a classical reference solve for its error figures. Made to
+    # take 50 ms here, it must land in diagnostic_seconds and stay out of the measured solve
+    # phase, hence out of total_seconds.
+    import json
+    import time
+
+    from qnewton.cli import main
+    from qnewton.quantum.backends import polynomial
+
+    if backend == "circuit":
+        pytest.importorskip("pennylane")
+        pytest.importorskip("pennylane_lightning")
+    original = polynomial.reference_errors
+
+    def slow_reference(system, b, x):
+        time.sleep(0.05)
+        return original(system, b, x)
+
+    monkeypatch.setattr(polynomial, "reference_errors", slow_reference)
+    out = tmp_path / "run"
+    args = ["train", "--task", "digits", "--tiny", "--max-steps", "1", "--batch-size", "32",
+            "--no-progress", "--policy", "quantum", "--reg", "1", "--qlsa-backend", backend,
+            "--out", str(out)]
+    if backend == "circuit":  # the tiny model's 512-parameter block is above the circuit limit
+        from qnewton.quantum.backends import QLSABackendFallbackWarning
+        with pytest.warns(QLSABackendFallbackWarning, match="take the 'polynomial' backend"):
+            assert main(args) == 0
+    else:
+        assert main(args) == 0
+    capsys.readouterr()
+    rows = [json.loads(line) for line in (out / "solves.jsonl").open()]
+    slowed = [r for r in rows if r["choice"] == "quantum" and r["qlsa_backend"] != "emulated"]
+    assert slowed and all(r["reference_seconds"] >= 0.05 for r in slowed)
+    summary = json.loads((out / "summary.json").read_text())
+    totals = summary.get("totals", summary)
+    booked = sum(r["reference_seconds"] for r in slowed)
+    assert totals["diagnostic_seconds"] >= booked
+    # what the solve phase adds to total_seconds (measured − emulation) holds no reference solve
+    solve_in_total = totals["measured_by_phase"]["solve"] - totals["emulation_seconds"]
+    assert solve_in_total < 0.05 * len(slowed)
+
+
+def test_circuit_blocks_above_its_limit_take_the_polynomial_backend(monkeypatch):
+    import warnings
+
+    from qnewton.quantum import get_profile
+    from qnewton.quantum.backends import QLSABackendFallbackWarning
+    from qnewton.scheduling import Scheduler, SchedulerConfig
+    from qnewton.solvers import MachineRates
+
+    pytest.importorskip("pennylane")
+    pytest.importorskip("pennylane_lightning")
+    monkeypatch.setattr(QLSA_BACKENDS["circuit"], "max_n", 8)
+    rates = MachineRates.user(dense_flops_per_s=5e10, gemm_flops_per_s=1e11,
+                              bandwidth_bytes_per_s=1e10)
+    sched = Scheduler(SchedulerConfig(hardware=get_profile("paper"), policy="quantum",
+                                      qlsa_backend="circuit", eps=0.05), rates=rates)
+    records = []
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for n in (6, 12, 16):
+            system = fisher_system(n=n, lam=0.3, seed=n)
+            b = rhs(n, seed=n)
+            analysis = sched.analyse(system)
+            decision = sched.decide(system, analysis)
+            result = sched.run(system, b, decision)
+            records.append(sched.record(step=0, block=f"b{n}", system=system,
+                                        analysis=analysis, decision=decision, result=result))
+            # same ideal output as the polynomial backend
+            assert relative_error(result.x, POLY.solve(system, b, eps=0.05).x) < 1e-8
+    fallback_warnings = [w for w in caught if issubclass(w.category, QLSABackendFallbackWarning)]
+    assert len(fallback_warnings) == 1 and "N = 12" in str(fallback_warnings[0].message)
+    assert [r.qlsa_backend for r in records] == ["circuit", "polynomial", "polynomial"]
+    assert [r.qlsa_backend_fallback for r in records] == [None, "polynomial", "polynomial"]
+    assert [r.solver for r in records] == ["qlsa-circuit", "qlsa-polynomial", "qlsa-polynomial"]

@@ -328,3 +328,21 @@ def test_the_summary_shows_the_settings_a_default_resolved_to(tmp_path):
     assert kv_value(text, "config: policy") == "cost (the qnewton optimizer's default)"
     assert "the profile's default" in kv_value(text, "config: readout")
     assert "—" not in kv_value(text, "config: batch_size")
+@pytest.mark.parametrize(("hardware", "labelled"), [("paper", True), ("surface-code", False)])
+def test_run_summary_and_report_label_the_papers_hypothesis(tmp_path, capsys, hardware, labelled):
+    import json
+
+    from qnewton.cli import main
+
+    out = tmp_path / hardware
+    assert main(["train", "--task", "digits", "--tiny", "--max-steps", "1", "--no-progress",
+                 "--hardware", hardware, "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["hardware"] == hardware
+    assert ("PAPER'S HYPOTHESIS" in summary["hardware_label"]) is labelled
+    assert ("PAPER'S HYPOTHESIS" in summary["time_labels"]["modeled_quantum_seconds"]) is labelled
+    assert ("PAPER'S HYPOTHESIS" in printed) is labelled
+    write_report(out)
+    html = (out / "report.html").read_text()
+    assert ("THE PAPER&#x27;S HYPOTHESIS" in html) is labelled

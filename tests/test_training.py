@@ -60,7 +60,8 @@ def test_quantum_optimizer_books_modeled_time_and_subtracts_emulation(tmp_path):
     summary = train(tiny(optimizer="quantum", max_steps=3), tmp_path / "q", progress=False)
     assert summary["classical_solves"] == 0 and summary["quantum_solves"] > 0
     assert summary["modeled_quantum_seconds"] > 0 and summary["emulation_seconds"] > 0
-    assert summary["modeled_by_profile"].keys() == {"paper"}
+    assert summary["modeled_by_profile"].keys() == {"surface-code"}  # the default profile
+    assert summary["hardware_label"] == "surface-code"
 
 
 @pytest.mark.parametrize("optimizer", ["sgd", "momentum", "adam", "newton", "newton-inverse"])

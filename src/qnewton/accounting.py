@@ -110,6 +110,20 @@ class SolveRecord:
     success_probability: float | None = None
     norm_error: float | None = None
     qlsa_error: float | None = None
+    #: wall-clock seconds of the classical reference solve a QSVT-output backend ran for
+    #: ``qlsa_error`` / ``norm_error``: a diagnostic, moved out of the measured ``solve`` phase
+    reference_seconds: float = 0.0
+    #: the backend that produced a quantum answer when it is not the configured one (e.g.
+    #: ``"polynomial"`` for a block above the circuit backend's size limit)
+    qlsa_backend_fallback: str | None = None
+    #: the κ check of a QSVT-output backend (``"passed"``, ``"raised"`` after κ_eff was doubled
+    #: until the output's residual met the polynomial's bound) and the κ_eff it started from
+    kappa_check: str | None = None
+    kappa_eff_given: float | None = None
+    #: the block encoding the QLSA was priced with (the cheapest that applies) and the factor-form
+    #: encoding's α, (c‖F‖_F² + λ)/‖A‖₂, for a factor-form block
+    block_encoding: str | None = None
+    alpha_factor: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -225,6 +239,11 @@ class Ledger:
     def add_record(self, record: SolveRecord) -> None:
         """Store a solve record and book its modeled quantum / emulation seconds."""
         self.records.append(record)
+        if record.reference_seconds and record.rank is None:
+            # made in this process (exchanged records carry their rank): its backend's reference
+            # solve ran inside the measured "solve" phase, but is a diagnostic, not training time
+            self.measured["solve"] -= record.reference_seconds
+            self.diagnostic_seconds += record.reference_seconds
         if record.modeled_quantum_seconds is not None:
             self.modeled[record.hardware] += record.modeled_quantum_seconds
         self.emulation_seconds += record.emulation_seconds

@@ -20,7 +20,13 @@ from qnewton.curvature import CURVATURES, CurvatureConfig
 from qnewton.curvature.config import BATCH_NORM_ROWS, GGN_MAX_OUTPUTS
 from qnewton.curvature.partition import AUTO_WHOLE_MODEL_MAX, PARTITION_GROUPINGS
 from qnewton.estimation import KAPPA_METHODS
-from qnewton.quantum import HARDWARE_PROFILES, QLSA_MODELS, READOUT_MODES, HardwareProfile
+from qnewton.quantum import (
+    DEFAULT_HARDWARE,
+    HARDWARE_PROFILES,
+    QLSA_MODELS,
+    READOUT_MODES,
+    HardwareProfile,
+)
 from qnewton.quantum.backends import QLSA_BACKENDS
 from qnewton.registry import Registry
 from qnewton.scheduling import DEFAULT_SOLVERS, POLICIES, SchedulerConfig
@@ -180,7 +186,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("qlsa_backend", "emulated",
            f"how quantum answers are produced, one of {_names(QLSA_BACKENDS)}",
            _choice(QLSA_BACKENDS)),
-    Option("hardware", "paper",
+    Option("hardware", DEFAULT_HARDWARE,
            f"hardware profile of the modeled quantum times, one of {_names(HARDWARE_PROFILES)} "
            "(or a HardwareProfile)", _hardware,
            to_optimizer=lambda v: HARDWARE_PROFILES[v] if isinstance(v, str) else v),

@@ -9,11 +9,19 @@ from __future__ import annotations
 import argparse
 import json
 import math
+from pathlib import Path
 from typing import Any
 
 from qnewton.cli.errors import CLIError
 from qnewton.experiments.estimators import estimator_table, format_estimator_table
-from qnewton.quantum import ATTOSECOND, HARDWARE_PROFILES, QLSA_MODELS, get_profile
+from qnewton.quantum import (
+    ATTOSECOND,
+    DEFAULT_HARDWARE,
+    HARDWARE_PROFILES,
+    QLSA_MODELS,
+    get_profile,
+)
+from qnewton.quantum.logical_counts import QLSALogicalCounts
 from qnewton.scheduling import (
     DEFAULT_SOLVERS,
     POLICIES,
@@ -42,9 +50,14 @@ def add_arguments(est: argparse.ArgumentParser) -> None:
     est.add_argument("--eps", type=float, default=1e-2, help="QLSA relative error, in (0, 1)")
     est.add_argument("--alpha", type=float, default=1.0,
                      help="block-encoding normalization alpha (> 0)")
+    est.add_argument("--alpha-factor", type=float, default=None,
+                     help="with --rank: the factor-form block encoding's normalization "
+                     "(c·‖F‖_F² + λ)/‖A‖₂ (>= 1); the cheaper of it and the sparse-access "
+                     "encoding at --alpha is priced")
     est.add_argument("--qlsa", default="jennings", help=f"one of {', '.join(QLSA_MODELS)}")
-    est.add_argument("--hardware", default="paper",
-                     help=f"one of {', '.join(HARDWARE_PROFILES)}")
+    est.add_argument("--hardware", default=DEFAULT_HARDWARE,
+                     help=f"one of {', '.join(HARDWARE_PROFILES)} (default: {DEFAULT_HARDWARE}; "
+                     "'paper' is the paper's hypothesis)")
     est.add_argument("--gate-time", type=float, default=None,
                      help="override the profile's gate time, in seconds (> 0; the paper's "
                      f"attosecond hypothesis: {ATTOSECOND:g})")
@@ -56,6 +69,10 @@ def add_arguments(est: argparse.ArgumentParser) -> None:
                      help=f"comma-separated classical solvers to choose from, among "
                      f"{', '.join(SOLVERS)}")
     est.add_argument("--json", action="store_true", help="print one JSON object")
+    est.add_argument("--export", default=None, metavar="FILE",
+                     help="also write the logical counts of one QLSA run for this system to FILE "
+                     "in the qdk estimator's LogicalCounts JSON (numQubits, cczCount, "
+                     "rotationCount, ...): qdk.estimator.LogicalCounts(json.load(f)).estimate()")
     est.add_argument("--compare-estimator", action="store_true",
                      help="print the qdk-vs-ours table for this system instead: one QLSA run "
                      "on each fault-tolerant profile, by our model and by the qdk resource "
@@ -94,6 +111,12 @@ def estimate_report(args: argparse.Namespace, rates: MachineRates | None = None
     rank = None if args.rank is None else _positive_int("rank", args.rank)
     kappa = check_real("kappa", args.kappa, low=1.0)
     alpha = check_positive("alpha", args.alpha)
+    alpha_factor = None
+    if args.alpha_factor is not None:
+        if rank is None:
+            raise CLIError("--alpha-factor needs --rank (the factor-form encoding exists for a "
+                           "system held as c·FᵀF + λI)")
+        alpha_factor = check_real("alpha_factor", args.alpha_factor, low=1.0)
     overrides: dict[str, Any] = {}
     if args.gate_time is not None:
         overrides["gate_time_s"] = check_positive("gate_time", args.gate_time)
@@ -104,7 +127,7 @@ def estimate_report(args: argparse.Namespace, rates: MachineRates | None = None
     scheduler = Scheduler(config, rates=rates)
     shape = SystemShape(n=n, nnz=n * d, d=d, kappa=kappa, factor_rows=rank)
     try:
-        decision = scheduler.decide_shape(shape, alpha)
+        decision = scheduler.decide_shape(shape, alpha, alpha_factor=alpha_factor)
     except NoSolverError:
         raise CLIError(_no_solver_message(solvers, rank)) from None
     except (ValueError, OverflowError) as exc:  # every argument is valid: the models overflow
@@ -120,14 +143,20 @@ def estimate_report(args: argparse.Namespace, rates: MachineRates | None = None
         "rank": rank,
         "eps": config.eps,
         "alpha": alpha,
+        "alpha_factor": alpha_factor,
+        "block_encoding": quantum.block_encoding,
         "qlsa": config.qlsa,
         "hardware": profile.name,
+        "hardware_label": profile.label(),
         "gate_time_s": profile.gate_time_s,
         "policy": config.policy,
         "readout": quantum.readout,
         "queries": quantum.queries,
         "quantum_seconds": quantum.total_seconds,
-        "quantum_seconds_kind": f"modeled ({profile.name} profile)",
+        "quantum_seconds_kind": f"modeled ({profile.label()} profile)",
+        "match_accuracy": config.match_accuracy,
+        "error_budget": quantum.error_budget,
+        "logical_counts": quantum.logical_counts,
         "quantum": quantum.to_dict(),
         "classical_seconds": decision.predicted_classical,
         "classical_seconds_kind": f"predicted (cost model, rates {rates.source} on {rates.host}; "
@@ -145,9 +174,18 @@ def _print(report: dict[str, Any]) -> None:
     rank = f", held as a rank-{report['rank']} factor" if report["rank"] else ""
     print(f"Linear system: N={report['n']}, d={report['d']}, kappa={report['kappa']:g}, "
           f"eps={report['eps']:g}, alpha={report['alpha']:g}{rank}")
-    print(f"QLSA {report['qlsa']}: {report['queries']:.4g} queries")
+    print(f"QLSA {report['qlsa']}: {report['queries']:.4g} queries "
+          f"(block encoding: {report['block_encoding']})")
     print(f"Quantum, {report['quantum_seconds_kind']}, readout={report['readout']}: "
           f"{report['quantum_seconds']:.4g} s")
+    budget = report["error_budget"]
+    print(f"  error budget: ε_QLSA {budget['eps_qlsa']:.3g} + δ_readout "
+          f"{budget['delta_readout']:.3g} + ε_logical {budget['eps_logical']:.3g} = "
+          f"{budget['total']:.3g}")
+    lc = report["logical_counts"]
+    print(f"  logical counts of one run: {lc['num_qubits']:,} qubits, {lc['ccz_count']:.4g} CCZ, "
+          f"{lc['rotation_count']:.4g} rotations × {lc['t_per_rotation']} T, "
+          f"T-count {lc['t_count']:.4g}")
     detail = {k: q[k] for k in ("seconds_per_query", "runs", "loading_seconds") if k in q}
     print("  " + ", ".join(f"{k}={v:.4g}" for k, v in detail.items()))
     if q.get("code_distance") is not None:
@@ -174,6 +212,8 @@ def compare_report(args: argparse.Namespace) -> list[dict[str, Any]]:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.export is not None and not Path(args.export).resolve().parent.is_dir():
+        raise CLIError(f"--export: the folder of {args.export!r} does not exist")
     if args.compare_estimator:
         rows = compare_report(args)
         if args.json:
@@ -184,8 +224,25 @@ def run(args: argparse.Namespace) -> int:
             print(format_estimator_table(rows))
         return 0
     report = estimate_report(args)
+    if args.export is not None:
+        export_logical_counts(report, args.export)
     if args.json:
         print(json.dumps(report))
     else:
         _print(report)
+        if args.export is not None:
+            print(f"Logical counts of one QLSA run written to {args.export} (qdk LogicalCounts "
+                  "JSON)")
     return 0
+
+
+def export_logical_counts(report: dict[str, Any], path: str) -> None:
+    """Write the logical counts of one QLSA run in ``report`` to ``path`` under the ``qdk``
+    estimator's ``LogicalCounts`` key names (only those keys, so the estimator reads the file as
+    is; the report's ``logical_counts`` hold the rest). CLIError when the file cannot be
+    written."""
+    counts = QLSALogicalCounts(**report["logical_counts"]).qdk_logical_counts()
+    try:
+        Path(path).write_text(json.dumps(counts, indent=2) + "\n", encoding="utf-8")
+    except OSError as exc:
+        raise CLIError(f"--export: cannot write {path!r} ({exc.strerror or exc})") from None

@@ -129,9 +129,10 @@ def run_train(args: argparse.Namespace) -> int:
     summary = train(config, args.out, resume=args.resume, progress=not args.no_progress)
     if int(os.environ.get("RANK", "0")) != 0:  # under torchrun, rank 0 reports
         return 0
-    keys = ("task", "optimizer", "hardware", "steps", f"test_{summary['metric']}", "test_loss",
-            "measured_seconds", "modeled_quantum_seconds", "total_seconds", "quantum_solves",
-            "classical_solves", "gradient_fallbacks")
+    keys = ("task", "optimizer", "hardware", "hardware_label", "steps",
+            f"test_{summary['metric']}", "test_loss", "measured_seconds",
+            "modeled_quantum_seconds", "total_seconds", "quantum_solves", "classical_solves",
+            "gradient_fallbacks")
     print(json.dumps({k: summary.get(k) for k in keys}, indent=2))
     print(f"run written to {args.out}")
     return 0
@@ -141,7 +142,7 @@ def run_compare(args: argparse.Namespace) -> int:
     from qnewton.experiments import compare, format_table
 
     optimizers = _split_list("optimizers", args.optimizers)
-    groups = args.hardware or ["paper"]
+    groups = args.hardware or [DEFAULTS.hardware]
     hardware = [h for group in groups for h in _split_list("hardware", group)]
     for name in optimizers:  # before train_config, whose message would name --optimizer
         check_choice("optimizers", name, OPTIMIZERS)

@@ -14,6 +14,7 @@ from typing import Any
 
 from qnewton.quantum import get_profile, qlsa_queries
 from qnewton.quantum.fault_tolerant import fault_tolerant_estimate
+from qnewton.quantum.logical_counts import qlsa_logical_counts
 from qnewton.quantum.qdk_estimator import qdk_estimate
 from qnewton.quantum.qlsa import check_qlsa_args
 from qnewton.validation import check_int
@@ -44,7 +45,10 @@ def estimator_table(n: int, d: int, kappa: float, eps: float, *, alpha: float = 
     q = qlsa_queries(qlsa, k, e, a)
     rows: list[dict[str, Any]] = []
     for ours_name, theirs_name in TWIN_PROFILES:
-        ours = fault_tolerant_estimate(n, d, q, get_profile(ours_name))
+        profile = get_profile(ours_name)
+        counts = qlsa_logical_counts(n, d, q, profile)  # the rotations the qdk row is sent too
+        ours = fault_tolerant_estimate(n, d, q, profile, rotations=counts.rotation_count,
+                                       t_per_rotation=counts.t_per_rotation)
         theirs = qdk_estimate(n, d, q, get_profile(theirs_name))
         mine = ours.seconds_per_query * q
         rows.append({

@@ -11,6 +11,7 @@ from qnewton.experiments.checks import check_distinct, check_out, check_values, 
 from qnewton.experiments.compare import profile_independent
 from qnewton.experiments.runs import experiment_rates, run_or_reuse, run_row, run_state
 from qnewton.files import write_json_atomic
+from qnewton.quantum import HARDWARE_PROFILES
 from qnewton.tasks import TaskConfig
 from qnewton.training import OPTIMIZERS, TrainConfig
 from qnewton.validation import check_choice, check_int, check_positive, check_real
@@ -72,6 +73,11 @@ def sweep(
             f"gate-time (only quantum solves depend on the gate time), got "
             f"{base_config.optimizer!r} with policy "
             f"{base_config.policy or OPTIMIZERS[base_config.optimizer].policy or 'none'}")
+    if param == "gate-time" and HARDWARE_PROFILES[base_config.hardware].kind != "gate-count":
+        raise ValueError(
+            f"hardware must be a gate-count profile (e.g. 'paper', the paper's hypothesis) when "
+            f"sweeping param gate-time: {base_config.hardware!r} is "
+            f"{HARDWARE_PROFILES[base_config.hardware].kind} and has no gate time")
     configs = []
     for value in checked:
         try:

@@ -26,6 +26,7 @@ from qnewton.quantum.fault_tolerant import (
 )
 from qnewton.quantum.profiles import (
     ATTOSECOND,
+    DEFAULT_HARDWARE,
     HARDWARE_PROFILES,
     HardwareProfile,
     get_profile,
@@ -46,6 +47,7 @@ from qnewton.quantum.readout import READOUT_MODES, readout_runs
 
 __all__ = [
     "ATTOSECOND",
+    "DEFAULT_HARDWARE",
     "HARDWARE_PROFILES",
     "QLSA_MODELS",
     "READOUT_MODES",

@@ -11,16 +11,19 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+from qnewton.quantum.block_encodings import BLOCK_ENCODINGS
+from qnewton.quantum.error_budget import ErrorBudget
 from qnewton.quantum.fault_tolerant import (
     LOGICAL_CYCLES_PER_TOFFOLI,
     FaultTolerantEstimate,
     fault_tolerant_estimate,
 )
+from qnewton.quantum.logical_counts import qlsa_logical_counts
 from qnewton.quantum.profiles import HardwareProfile, index_bits
 from qnewton.quantum.qdk_estimator import qdk_estimate
 from qnewton.quantum.qlsa import check_qlsa_args, qlsa_queries
 from qnewton.quantum.readout import READOUT_MODES, readout_runs
-from qnewton.validation import check_choice, check_int, check_positive
+from qnewton.validation import check_choice, check_int, check_open_unit, check_positive
 
 
 def block_encoding_alpha(d: int, max_abs_entry: float, spectral_norm: float) -> float:
@@ -60,6 +63,14 @@ class QuantumCost:
             factories of one run (``None`` for gate-count profiles).
         estimator: who turned the logical counts into seconds: ``"qnewton"`` (our model),
             ``"qdk:<preset>"`` (Microsoft's estimator), ``None`` for gate-count profiles.
+        readout_error: the tomography error δ charged (``None`` for ``"state"`` readout).
+        error_budget: :class:`~qnewton.quantum.error_budget.ErrorBudget` as a dict
+            (ε_QLSA, δ_readout, ε_logical, total).
+        logical_counts: one run's logical counts
+            (:class:`~qnewton.quantum.logical_counts.QLSALogicalCounts` as a dict: qubits, CCZ,
+            rotations, T gates), for every profile kind.
+        profile_label: the profile's name with the hypothesis it stands for, if any.
+        block_encoding: the block encoding priced (:mod:`~qnewton.quantum.block_encodings`).
     """
 
     queries: float
@@ -83,6 +94,11 @@ class QuantumCost:
     physical_qubits: int | None = None
     factories: int | None = None
     estimator: str | None = None
+    readout_error: float | None = None
+    error_budget: dict[str, float] = field(default_factory=dict)
+    logical_counts: dict[str, Any] = field(default_factory=dict)
+    profile_label: str = ""
+    block_encoding: str = "sparse-access"
     time_kind: str = field(default="modeled", init=False)
 
     def to_dict(self) -> dict[str, Any]:
@@ -101,6 +117,9 @@ def quantum_cost(
     profile: HardwareProfile,
     readout: str | None = None,
     nnz: int | None = None,
+    readout_error: float | None = None,
+    block_encoding: str = "sparse-access",
+    factor_rows: int | None = None,
 ) -> QuantumCost:
     """Modeled time of a QLSA solve of an N×N system with row sparsity d.
 
@@ -111,7 +130,11 @@ def quantum_cost(
       profiles ``Toffolis/query · Toffoli time`` (:func:`fault_tolerant_estimate`, §4.4);
       ``"qdk-estimator"`` profiles the ``qdk`` estimator's runtime of one run / queries
       (:func:`~qnewton.quantum.qdk_estimator.qdk_estimate`);
-    * runs: :func:`readout_runs` for ``readout`` (default: the profile's ``default_readout``);
+    * the block encoding ``block_encoding`` (:data:`~qnewton.quantum.block_encodings.
+      BLOCK_ENCODINGS`; ``"factor"`` needs ``factor_rows``) sets Toffolis and qubits per query
+      on fault-tolerant profiles; its α is the caller's ``alpha``;
+    * runs: :func:`readout_runs` for ``readout`` (default: the profile's ``default_readout``) at
+      tomography error ``readout_error`` (default: the profile's);
     * loading (only if ``profile.charge_loading``): ``(nnz·w + N·w_b)/8`` bytes (A's entries with
       column indices, w = bits_per_entry + ⌈log₂N⌉, plus b) at ``loading_bandwidth_bytes_per_s``,
       once per solve; ``nnz`` defaults to the upper bound N·d.
@@ -128,13 +151,22 @@ def quantum_cost(
                         READOUT_MODES)
     nnz = check_int("nnz", n * d if nnz is None else nnz, minimum=1, maximum=n * d)
 
+    delta = check_open_unit("readout_error",
+                            profile.readout_error if readout_error is None else readout_error)
+    encoding = BLOCK_ENCODINGS[block_encoding]
+    if not encoding.applies(factor_rows):
+        raise ValueError(f"block_encoding {block_encoding!r} needs factor_rows (a system held "
+                         "as c·FᵀF + λI)")
+    tof = encoding.toffolis_per_query(n, d, profile, factor_rows)
+    alg_qubits = encoding.algorithmic_qubits(n, d, profile, factor_rows)
     q = qlsa_queries(qlsa, k, e, a)
-    runs = readout_runs(n, mode, profile.readout_error)
+    counts = qlsa_logical_counts(n, d, q, profile, toffolis=tof, qubits=alg_qubits)
+    runs = readout_runs(n, mode, delta)
     detail: dict[str, Any] = {}
     if profile.kind == "gate-count":
         per_query = max(1, index_bits(n)) * float(profile.gate_time_s)
     elif profile.kind == "qdk-estimator":
-        qe = qdk_estimate(n, d, q, profile)
+        qe = qdk_estimate(n, d, q, profile, toffolis=tof, algorithmic=alg_qubits)
         per_query = qe.runtime_seconds / q
         detail = {"toffolis_per_query": qe.ccz_count / q,
                   "toffoli_seconds": LOGICAL_CYCLES_PER_TOFFOLI * qe.logical_cycle_seconds,
@@ -142,7 +174,9 @@ def quantum_cost(
                   "physical_qubits": qe.physical_qubits, "factories": qe.factories,
                   "estimator": qe.estimator}
     else:
-        ft: FaultTolerantEstimate = fault_tolerant_estimate(n, d, q, profile)
+        ft: FaultTolerantEstimate = fault_tolerant_estimate(
+            n, d, q, profile, toffolis=tof, algorithmic=alg_qubits,
+            rotations=counts.rotation_count, t_per_rotation=counts.t_per_rotation)
         per_query = ft.seconds_per_query
         detail = {"toffolis_per_query": ft.toffolis_per_query,
                   "toffoli_seconds": ft.toffoli_seconds, "code_distance": ft.code_distance,
@@ -168,5 +202,12 @@ def quantum_cost(
         kappa=k,
         eps=e,
         alpha=a,
+        readout_error=delta if mode == "vector" else None,
+        error_budget=ErrorBudget(
+            eps_qlsa=e, delta_readout=delta if mode == "vector" else 0.0,
+            eps_logical=0.0 if profile.kind == "gate-count" else profile.error_budget).to_dict(),
+        logical_counts=counts.to_dict(),
+        block_encoding=block_encoding,
+        profile_label=profile.label(),
         **detail,
     )

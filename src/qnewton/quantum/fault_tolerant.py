@@ -43,6 +43,9 @@ T_STATES_PER_TOFFOLI = 4
 #: when the algorithm has no arbitrary rotations (arXiv 2211.07629; its ``errorBudget``
 #: documentation). A QLSA on our Toffoli counts has no rotations: one half each.
 LOGICAL_BUDGET_SHARE = 0.5
+#: Share of the budget for logical errors (and for T states) when the run has arbitrary rotations:
+#: the estimator's equal three-way split among logical errors, T states and rotation synthesis.
+ROTATION_RUN_LOGICAL_SHARE = 1.0 / 3.0
 #: Extra logical qubits of the QLSA itself (block-encoding flag/ancilla qubits, adiabatic or
 #: filtering control qubits, Toffoli workspace). A round, documented number; no source gives one.
 QLSA_ANCILLA_QUBITS = 10
@@ -168,10 +171,13 @@ class FaultTolerantEstimate:
     algorithm_physical_qubits: int
     physical_qubits: int
     factory: FactoryPlan
+    rotation_cycles: float = 0.0
 
 
 def fault_tolerant_estimate(
-    n: int, d: int, queries: float, profile: HardwareProfile
+    n: int, d: int, queries: float, profile: HardwareProfile, *,
+    toffolis: float | None = None, algorithmic: int | None = None,
+    rotations: int = 0, t_per_rotation: int = 0,
 ) -> FaultTolerantEstimate:
     """Surface-code time per query and physical qubits for a fault-tolerant profile.
 
@@ -182,20 +188,32 @@ def fault_tolerant_estimate(
     share / their number) and fixes the factory design
     (:func:`~qnewton.quantum.magic_states.plan_factories`). Toffolis are executed one after
     another (no Toffoli parallelism); enough factories run beside the algorithm to supply them.
-    Inputs: N, row sparsity d, query count, a ``"fault-tolerant"`` profile. Times are modeled.
+    Inputs: N, row sparsity d, query count, a ``"fault-tolerant"`` profile; ``toffolis`` per
+    query and ``algorithmic`` qubits override the sparse-access counts (a structured block
+    encoding, :mod:`~qnewton.quantum.block_encodings`). ``rotations`` arbitrary-angle rotations
+    of ``t_per_rotation`` T gates each (:mod:`~qnewton.quantum.logical_counts`) add
+    ``1 + t_per_rotation`` logical cycles and ``t_per_rotation`` T states apiece, and the budget
+    is then split in thirds (logical, T states, rotation synthesis), as the Azure estimator does
+    (arXiv 2211.07629). Times are modeled.
     """
     if profile.kind != "fault-tolerant":
         raise ValueError(f"profile must be of kind 'fault-tolerant', got {profile.kind!r}")
-    tof = toffolis_per_query(n, d, profile)
-    qubits = logical_qubits(n, d, profile)
-    cycles = LOGICAL_CYCLES_PER_TOFFOLI * tof * check_positive("queries", queries)
-    logical_budget = LOGICAL_BUDGET_SHARE * profile.error_budget
+    tof = toffolis_per_query(n, d, profile) if toffolis is None else float(toffolis)
+    qubits = (logical_qubits(n, d, profile) if algorithmic is None
+              else layout_qubits(algorithmic))
+    rotations = check_int("rotations", rotations, minimum=0)
+    t_per_rotation = check_int("t_per_rotation", t_per_rotation, minimum=0)
+    rotation_cycles = float(rotations * (1 + t_per_rotation))
+    cycles = (LOGICAL_CYCLES_PER_TOFFOLI * tof * check_positive("queries", queries)
+              + rotation_cycles)
+    share = ROTATION_RUN_LOGICAL_SHARE if rotations else LOGICAL_BUDGET_SHARE
+    logical_budget = share * profile.error_budget
+    t_budget = share * profile.error_budget  # the rest, if rotations, is their synthesis
     dist = code_distance(profile.physical_error_rate, qubits, cycles, logical_budget)
     cycle_s = logical_cycle_seconds(profile, dist)
     toffoli_s = LOGICAL_CYCLES_PER_TOFFOLI * cycle_s
-    t_states = T_STATES_PER_TOFFOLI * tof * queries
-    plan = plan_factories(profile.physical_error_rate, t_states,
-                          (profile.error_budget - logical_budget) / t_states,
+    t_states = T_STATES_PER_TOFFOLI * tof * queries + rotations * t_per_rotation
+    plan = plan_factories(profile.physical_error_rate, t_states, t_budget / t_states,
                           cycles * cycle_s, logical_cycle_seconds(profile, 1))
     algorithm_qubits = qubits * PHYSICAL_QUBITS_PER_TILE_PER_D2 * dist * dist
     return FaultTolerantEstimate(
@@ -205,7 +223,8 @@ def fault_tolerant_estimate(
         code_distance=dist,
         logical_cycle_seconds=cycle_s,
         toffoli_seconds=toffoli_s,
-        seconds_per_query=tof * toffoli_s,
+        seconds_per_query=cycles * cycle_s / queries,
+        rotation_cycles=rotation_cycles,
         t_states=t_states,
         factories=plan.copies,
         factory_physical_qubits=plan.physical_qubits,

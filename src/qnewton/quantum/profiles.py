@@ -34,6 +34,12 @@ ATTOSECOND = 1e-18
 #: fault-tolerant profile must run below it; :mod:`qnewton.quantum.fault_tolerant` uses it too.
 SURFACE_CODE_THRESHOLD = 0.01
 
+#: The profile a run uses when none is named: a realistic fault-tolerant machine that charges the
+#: block encoding, |b⟩ preparation, data loading and the vector readout a Newton step needs
+#: (docs/method.md §4.4, "The default comparison"). The ``paper`` profile is the paper's
+#: hypothesis, kept for reproduction and labelled as such wherever it is used.
+DEFAULT_HARDWARE = "surface-code"
+
 #: ``"gate-count"``: ⌈log₂N⌉ gates per query, no error correction (the paper's model);
 #: ``"fault-tolerant"``: surface code with QROAM data access
 #: (:mod:`~qnewton.quantum.fault_tolerant`); ``"qdk-estimator"``: the same logical counts sent to
@@ -78,7 +84,10 @@ class HardwareProfile:
         loading_bandwidth_bytes_per_s: classical bandwidth for loading A and b into the machine.
         charge_loading: whether the data-loading time is charged.
         default_readout: one of :data:`~qnewton.quantum.readout.READOUT_MODES`.
-        readout_error: ℓ₂ tomography error δ used by ``"vector"`` readout (0 < δ < 1).
+        readout_error: ℓ₂ tomography error δ used by ``"vector"`` readout (0 < δ < 1) when the
+            scheduler does not match accuracies (``SchedulerConfig.match_accuracy``).
+        hypothesis: empty for a device model; otherwise the hypothesis the profile stands for,
+            printed with every output that uses it (:meth:`label`).
 
     Numeric fields are validated and stored as ``float``/``int``; fields a kind does not use are
     left as given.
@@ -98,6 +107,7 @@ class HardwareProfile:
     default_readout: str = "state"
     readout_error: float = 0.1
     qdk_qubit_params: str | None = None
+    hypothesis: str = ""
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name:
@@ -106,6 +116,10 @@ class HardwareProfile:
         checked: dict[str, float | int] = {}
         if self.kind == "gate-count":
             checked["gate_time_s"] = check_positive("gate_time_s", self.gate_time_s)
+        elif self.gate_time_s is not None:
+            raise ValueError(
+                f"gate_time_s applies to gate-count profiles only (e.g. 'paper', the paper's "
+                f"hypothesis); profile {self.name!r} is {self.kind}, got {self.gate_time_s!r}")
         else:
             checked["t_2q_s"] = check_positive("t_2q_s", self.t_2q_s)
             checked["t_meas_s"] = check_positive("t_meas_s", self.t_meas_s)
@@ -116,12 +130,18 @@ class HardwareProfile:
         checked["bits_per_entry"] = check_int("bits_per_entry", self.bits_per_entry, minimum=1)
         checked["loading_bandwidth_bytes_per_s"] = check_positive(
             "loading_bandwidth_bytes_per_s", self.loading_bandwidth_bytes_per_s)
+        if not isinstance(self.hypothesis, str):
+            raise ValueError(f"hypothesis must be a string, got {self.hypothesis!r}")
         if not isinstance(self.charge_loading, bool):
             raise ValueError(f"charge_loading must be True or False, got {self.charge_loading!r}")
         check_choice("default_readout", self.default_readout, READOUT_MODES)
         checked["readout_error"] = check_open_unit("readout_error", self.readout_error)
         for field_name, value in checked.items():
             object.__setattr__(self, field_name, value)
+
+    def label(self) -> str:
+        """The name, with the hypothesis it stands for when it is not a device model."""
+        return f"{self.name} ({self.hypothesis})" if self.hypothesis else self.name
 
     def entry_bits(self, n: int) -> int:
         """w = bits_per_entry + ⌈log₂N⌉: value bits plus column-index bits of one stored entry."""
@@ -151,6 +171,10 @@ for _preset in (
         gate_time_s=1e-9,
         charge_loading=False,
         default_readout="state",
+        hypothesis=(
+            "THE PAPER'S HYPOTHESIS, not a device model: free block encoding, |b⟩ preparation, "
+            "data loading and readout, while the Newton step still receives the full vector"
+        ),
     ),
     HardwareProfile(
         name="surface-code",

@@ -3,7 +3,8 @@ sent to Microsoft's ``qdk`` resource estimator (docs/method.md §4.4).
 
 The estimator (the Azure Quantum Resource Estimator, Beverland et al., arXiv 2211.07629, shipped
 offline in the ``qdk`` Python package, optional extra ``qnewton[quantum]``) receives the run's
-*logical* counts — algorithmic qubits before layout, and its Toffolis as CCZ gates — with a
+*logical* counts — algorithmic qubits before layout, its Toffolis as CCZ gates and its
+rotations (:mod:`~qnewton.quantum.logical_counts`) — with a
 gate-based qubit preset (``profile.qdk_qubit_params``) whose gate time, measurement time and
 Clifford error rates are set to the profile's, the gate-based surface code and the profile's total
 error budget (which the estimator splits between logical errors and T-state distillation). It
@@ -15,11 +16,10 @@ from __future__ import annotations
 
 import functools
 import json
-import math
 from dataclasses import dataclass
 from typing import Any
 
-from qnewton.quantum.fault_tolerant import algorithmic_qubits, toffolis_per_query
+from qnewton.quantum.logical_counts import qlsa_logical_counts
 from qnewton.quantum.profiles import HardwareProfile
 from qnewton.validation import check_positive
 
@@ -106,37 +106,48 @@ def qubit_params(profile: HardwareProfile) -> dict[str, Any]:
     }
 
 
-@functools.lru_cache(maxsize=4096)
-def _estimate(qubits: int, ccz: int, params_json: str, budget: float) -> str:
-    estimator = require_qdk()
-    params = {
-        "qubitParams": json.loads(params_json),
+def estimator_params(profile: HardwareProfile) -> dict[str, Any]:
+    """The estimator's parameters for ``profile``: :func:`qubit_params`, the gate-based surface
+    code (distance search up to :data:`QDK_MAX_CODE_DISTANCE`) and the profile's error budget."""
+    return {
+        "qubitParams": qubit_params(profile),
         "qecScheme": {"name": "surface_code", "maxCodeDistance": QDK_MAX_CODE_DISTANCE},
-        "errorBudget": budget,
+        "errorBudget": profile.error_budget,
     }
-    result = estimator.LogicalCounts({"numQubits": qubits, "cczCount": ccz}).estimate(params)
+
+
+def run_estimator(counts: dict[str, int], params: dict[str, Any]) -> dict[str, Any]:
+    """``qdk.estimator.LogicalCounts(counts).estimate(params)`` as a plain dict (cached)."""
+    return json.loads(_estimate(json.dumps(counts, sort_keys=True),
+                                json.dumps(params, sort_keys=True)))
+
+
+@functools.lru_cache(maxsize=4096)
+def _estimate(counts_json: str, params_json: str) -> str:
+    estimator = require_qdk()
+    result = estimator.LogicalCounts(json.loads(counts_json)).estimate(json.loads(params_json))
     data = result.data() if hasattr(result, "data") else result
     return json.dumps(data)
 
 
-def qdk_estimate(n: int, d: int, queries: float, profile: HardwareProfile) -> QdkEstimate:
+def qdk_estimate(n: int, d: int, queries: float, profile: HardwareProfile, *,
+                 toffolis: float | None = None, algorithmic: int | None = None) -> QdkEstimate:
     """The ``qdk`` estimator's resources for one QLSA run of ``queries`` queries on an N×N system
     of row sparsity d: the logical counts are ours (:func:`~qnewton.quantum.fault_tolerant.
     algorithmic_qubits`, :func:`~qnewton.quantum.fault_tolerant.toffolis_per_query` · queries
     CCZs); the rest is the estimator's. Raises :class:`QdkUnavailableError` without ``qdk`` and
     ValueError when the counts are beyond the estimator's range.
     """
-    params = qubit_params(profile)
+    params = estimator_params(profile)
     q = check_positive("queries", queries)
-    qubits = algorithmic_qubits(n, d, profile)
-    ccz = math.ceil(toffolis_per_query(n, d, profile) * q)
+    counts = qlsa_logical_counts(n, d, q, profile, toffolis=toffolis, qubits=algorithmic)
+    qubits, ccz = counts.num_qubits, counts.ccz_count
     if ccz > MAX_CCZ_COUNT:
         raise ValueError(f"the qdk estimator takes at most {MAX_CCZ_COUNT} CCZ gates; this run "
                          f"has {ccz:.3g} (n={n}, d={d}, queries={q:.3g})")
     require_qdk(profile.name)
     try:
-        data = json.loads(_estimate(qubits, ccz, json.dumps(params, sort_keys=True),
-                                    profile.error_budget))
+        data = run_estimator(counts.qdk_logical_counts(), params)
     except QdkUnavailableError:
         raise
     except Exception as exc:  # the estimator's own error type (QSharpError) is not importable

@@ -227,7 +227,8 @@ def modeled_sentence(run: RunData) -> str:
                 f"= measured = {secs(total if total is not None else measured)}.")
     by_profile = vals.get("modeled_by_profile")
     where = (", ".join(f"'{k}' {secs(v)}" for k, v in by_profile.items())
-             if isinstance(by_profile, dict) and len(by_profile) > 1 else f"'{run.hardware}'")
+             if isinstance(by_profile, dict) and len(by_profile) > 1
+             else f"'{run.hardware_label}'")
     if modeled == 0 and n_quantum == 0:
         return (f"Modeled quantum time (cost model on the {where} profile, not wall clock): "
                 f"0 s, since no solve went quantum; total = measured − emulation + modeled = "

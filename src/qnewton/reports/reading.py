@@ -138,6 +138,13 @@ class RunData:
         return "none" if self.summary or self.cfg else "unknown"
 
     @property
+    def hardware_label(self) -> str:
+        """The profile name with the hypothesis it stands for (e.g. the paper's), as the run's
+        summary labelled it; the name alone for runs written before labels existed."""
+        label = self.summary.get("hardware_label") if self.summary else None
+        return str(label) if label else self.hardware
+
+    @property
     def optimizer(self) -> str:
         return str(self.get("optimizer") or "unknown optimizer")
 

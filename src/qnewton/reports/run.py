@@ -53,7 +53,7 @@ def run_summary(run: RunData) -> str:
         ("status", vals.get("status", "—")),
         ("task", run.get("task", "—")),
         ("optimizer", run.optimizer),
-        ("hardware profile (for modeled times)", hw),
+        ("hardware profile (for modeled times)", run.hardware_label),
         ("steps", fmt(vals.get("steps"))),
     ]
     pairs += settings_rows(run.cfg, run.solves)

@@ -27,7 +27,12 @@ class SchedulerConfig:
         qlsa: a QLSA query model in :data:`qnewton.quantum.QLSA_MODELS`.
         qlsa_backend: how a quantum solve's answer is produced (``QLSA_BACKENDS``).
         readout: ``"state"`` or ``"vector"``; ``None`` uses the profile's default.
-        eps: QLSA relative ℓ₂ error ε, in (0, 1).
+        eps: relative ℓ₂ error ε of the answer a quantum solve hands the step, in (0, 1).
+        match_accuracy: compare like with like: with ``"vector"`` readout, ``eps`` is the
+            error of the vector the step receives, split between the QLSA (ε_QLSA) and the
+            tomography (δ) at the cheapest split (:func:`~qnewton.quantum.error_budget.
+            matched_split`), rather than ε_QLSA = eps plus the profile's δ on top
+            (``readout_error``, 0.1 by default: an 11% vector compared with a 1e-6 CG solve).
         kappa_threshold: κ above which the ``threshold`` policy routes classically.
         kappa_method: κ estimator used for the decision (``KAPPA_METHODS``; ``"auto"`` is
             :func:`qnewton.estimation.analyse_kappa`).
@@ -53,6 +58,7 @@ class SchedulerConfig:
     qlsa_backend: str = "emulated"
     readout: str | None = None
     eps: float = 1e-2
+    match_accuracy: bool = True
     kappa_threshold: float = 1e4
     kappa_method: str = "auto"
     alpha: float | None = None
@@ -79,6 +85,8 @@ class SchedulerConfig:
         if self.readout is not None:
             check_choice("readout", self.readout, READOUT_MODES)
         check_open_unit("eps", self.eps)
+        if not isinstance(self.match_accuracy, bool):
+            raise ValueError(f"match_accuracy must be True or False, got {self.match_accuracy!r}")
         check_real("kappa_threshold", self.kappa_threshold, low=1.0)
         KAPPA_METHODS.check(self.kappa_method)
         if self.alpha is not None:

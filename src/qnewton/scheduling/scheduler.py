@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
+import warnings
 from dataclasses import dataclass, field
 
 import torch
@@ -28,7 +29,9 @@ from qnewton.curvature.representation import dense_block_bytes
 from qnewton.estimation.kappa import KappaEstimate, kappa_from_log
 from qnewton.estimation.methods import KappaPolicy, analyse_kappa
 from qnewton.quantum import QuantumCost, block_encoding_alpha, quantum_cost
-from qnewton.quantum.backends import QLSA_BACKENDS
+from qnewton.quantum.backends import QLSA_BACKENDS, QLSABackendFallbackWarning, size_fallback
+from qnewton.quantum.block_encodings import BLOCK_ENCODINGS, factor_form_alpha
+from qnewton.quantum.error_budget import QLSA_SHARES, matched_split
 from qnewton.scheduling.config import SchedulerConfig
 from qnewton.scheduling.policies import POLICIES, PolicyInputs
 from qnewton.solvers import SOLVERS, MachineRates, predict_classical, shape_of, solve_classical
@@ -76,6 +79,9 @@ class Analysis:
     norm: float | None
     skipped: str | None = None
     quantum_floor: QuantumCost | None = None
+    #: α of the factor-form block encoding (c‖F‖_F² + λ)/‖A‖₂ for a factor-form system
+    #: (:mod:`qnewton.quantum.block_encodings`); ``None`` otherwise
+    alpha_factor: float | None = None
 
 
 @dataclass
@@ -112,6 +118,7 @@ class Scheduler:
     rates: MachineRates | None = None
     seed: int = 0
     _kappa_policy: KappaPolicy = field(init=False, repr=False)
+    _warned_size_fallback: bool = field(default=False, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self._kappa_policy = dataclasses.replace(self.config.kappa_policy, seed=self.seed)
@@ -134,7 +141,20 @@ class Scheduler:
             alpha = block_encoding_alpha(max(1, system.d), system.max_abs_entry(), norm)
         else:
             alpha = float(max(1, system.d))  # no usable norm: the worst case α ≤ d
-        return Analysis(kappa, alpha, norm)
+        return Analysis(kappa, alpha, norm, alpha_factor=self._factor_alpha(system, norm))
+
+    def _factor_alpha(self, system: LinearSystem, norm: float) -> float | None:
+        """α of the factor-form block encoding, ``(c‖F‖_F² + λ)/‖A‖₂`` (one pass over F), or
+        the configured α; ``None`` for a system not held as c·FᵀF + λI or without a norm."""
+        if not system.factor_form:
+            return None
+        if self.config.alpha is not None:
+            return self.config.alpha
+        if not (math.isfinite(norm) and norm > 0):
+            return None
+        factor = system.block.factor
+        frobenius_sq = system.block.scale * float(torch.sum(factor.double() ** 2))
+        return factor_form_alpha(frobenius_sq, system.shift, norm)
 
     def _woodbury_expected(self, system: LinearSystem) -> bool:
         """Whether Woodbury is the best κ-independent classical prediction for a factor-form
@@ -207,10 +227,50 @@ class Scheduler:
         """The QLSA's modeled cost for ``shape`` at κ = 1 and the smallest α (1, or the
         configured α), with the configured readout: a lower bound on its cost at any κ, α."""
         cfg = self.config
+        alpha = cfg.alpha if cfg.alpha is not None else 1.0
+        # every encoding, and with matched accuracy every split of eps the decision could pick:
+        # a cost is non-decreasing in κ and α at a fixed split, so the minimum bounds them all
+        splits = ([(share * cfg.eps, (1.0 - share) * cfg.eps) for share in QLSA_SHARES]
+                  if self._matches_accuracy() else [None])
+        return min((self.quantum_cost(shape, 1.0, alpha, name, split=split)
+                    for name in self.encodings(shape) for split in splits),
+                   key=lambda cost: cost.total_seconds)
+
+    def _matches_accuracy(self) -> bool:
+        cfg = self.config
+        return cfg.match_accuracy and (cfg.readout or cfg.hardware.default_readout) == "vector"
+
+    @staticmethod
+    def encodings(shape: SystemShape) -> list[str]:
+        """The block encodings that exist for ``shape`` (:data:`BLOCK_ENCODINGS`)."""
+        return [name for name, encoding in BLOCK_ENCODINGS.items()
+                if encoding.applies(shape.factor_rows)]
+
+    def cheapest_quantum_cost(self, shape: SystemShape, alpha: float,
+                              alpha_factor: float | None) -> QuantumCost:
+        """The cheapest valid block encoding's cost: sparse access at ``alpha``, and for a
+        factor-form shape with a known ``alpha_factor`` the factor-form encoding at it."""
+        costs = [self.quantum_cost(shape, shape.kappa, alpha)]
+        if shape.factor_rows is not None and alpha_factor is not None:
+            costs.append(self.quantum_cost(shape, shape.kappa, alpha_factor, "factor"))
+        return min(costs, key=lambda cost: cost.total_seconds)
+
+    def quantum_cost(self, shape: SystemShape, kappa: float, alpha: float,
+                     block_encoding: str = "sparse-access",
+                     split: tuple[float, float] | None = None) -> QuantumCost:
+        """The QLSA's modeled cost for ``shape`` at ``kappa``, ``alpha`` with ``block_encoding``:
+        the configured model, profile and readout; with ``match_accuracy`` and vector readout
+        the accuracy target ``eps`` is split between the QLSA and the tomography
+        (:func:`matched_split`, or the given ``split`` = (ε_QLSA, δ))."""
+        cfg = self.config
         d = max(1, shape.d)
-        return quantum_cost(shape.n, d, 1.0, cfg.eps, nnz=min(shape.nnz, shape.n * d) or None,
-                            alpha=cfg.alpha if cfg.alpha is not None else 1.0, qlsa=cfg.qlsa,
-                            profile=cfg.hardware, readout=cfg.readout)
+        eps, delta = cfg.eps, None
+        if self._matches_accuracy():
+            eps, delta = split or matched_split(cfg.eps, shape.n, cfg.qlsa, kappa, alpha)
+        return quantum_cost(shape.n, d, kappa, eps, nnz=min(shape.nnz, shape.n * d) or None,
+                            alpha=alpha, qlsa=cfg.qlsa, profile=cfg.hardware,
+                            readout=cfg.readout, readout_error=delta,
+                            block_encoding=block_encoding, factor_rows=shape.factor_rows)
 
     def classical_candidates(self, shape: SystemShape) -> list[str]:
         """Allowed classical solvers that apply to ``shape`` and fit the dense-memory budget."""
@@ -263,7 +323,8 @@ class Scheduler:
     def _decide_for(self, system: LinearSystem, analysis: Analysis) -> Decision:
         kappa = max(1.0, min(analysis.kappa.value, KAPPA_CLAMP))
         return self.decide_shape(shape_of(system, kappa), analysis.alpha,
-                                 kappa_value=analysis.kappa.value)
+                                 kappa_value=analysis.kappa.value,
+                                 alpha_factor=analysis.alpha_factor)
 
     @staticmethod
     def upper_kappa(system: LinearSystem, analysis: Analysis) -> KappaEstimate:
@@ -280,12 +341,14 @@ class Scheduler:
                               time.perf_counter() - start)
 
     def decide_shape(self, shape: SystemShape, alpha: float,
-                     kappa_value: float | None = None) -> Decision:
+                     kappa_value: float | None = None,
+                     alpha_factor: float | None = None) -> Decision:
         """Predict both times for a system of ``shape`` (κ already clamped to ≥ 1) and choose.
 
         ``kappa_value`` is the unclamped κ the ``threshold`` policy compares (default
-        ``shape.kappa``). This is the whole decision; :meth:`decide` and ``qnewton estimate``
-        both call it.
+        ``shape.kappa``); ``alpha_factor`` the factor-form encoding's α, when that encoding is
+        priced too (the cheaper one is kept, :meth:`cheapest_quantum_cost`). This is the whole
+        decision; :meth:`decide` and ``qnewton estimate`` both call it.
         """
         cfg = self.config
         policy = POLICIES[cfg.policy]
@@ -299,12 +362,7 @@ class Scheduler:
             )
         predicted = predict_classical(shape, self.machine_rates(), cfg.cg_rtol)
         best = min(allowed, key=lambda s: predicted[s]) if allowed else "none"
-        d = max(1, shape.d)
-        quantum = quantum_cost(
-            shape.n, d, shape.kappa, cfg.eps,
-            nnz=min(shape.nnz, shape.n * d) or None,
-            alpha=alpha, qlsa=cfg.qlsa, profile=cfg.hardware, readout=cfg.readout,
-        )
+        quantum = self.cheapest_quantum_cost(shape, alpha, alpha_factor)
         choice = policy.choose(PolicyInputs(
             quantum_seconds=quantum.total_seconds,
             classical_seconds=predicted.get(best, math.inf),
@@ -323,8 +381,22 @@ class Scheduler:
         cfg = self.config
         if decision.choice == "classical":
             return solve_classical(decision.classical_solver, system, b, rtol=cfg.cg_rtol)
-        return QLSA_BACKENDS[cfg.qlsa_backend].solve(
-            system, b, eps=cfg.eps, shots=cfg.shots, seed=_draw_seed(self.seed, key))
+        backend = QLSA_BACKENDS[cfg.qlsa_backend]
+        substitute = size_fallback(backend, system.n)
+        if substitute is not None:
+            if not self._warned_size_fallback:
+                self._warned_size_fallback = True
+                warnings.warn(
+                    f"the {backend.name} QLSA backend simulates blocks up to N = "
+                    f"{backend.max_n}; larger blocks (first: N = {system.n}) take the "
+                    f"'{substitute}' backend, which computes the same ideal output; each solve "
+                    "record names the backend that ran", QLSABackendFallbackWarning, stacklevel=2)
+            backend = QLSA_BACKENDS[substitute]
+        result = backend.solve(system, b, eps=cfg.eps, shots=cfg.shots,
+                               seed=_draw_seed(self.seed, key))
+        if substitute is not None and result.qlsa is not None:
+            result.qlsa["backend_fallback"] = substitute
+        return result
 
     def record(self, *, step: int, block: str, system: LinearSystem, analysis: Analysis,
                decision: Decision, result: SolveResult | None) -> SolveRecord:
@@ -367,7 +439,7 @@ class Scheduler:
             kappa_ritz=result.kappa.value if result is not None and result.kappa else None,
             quantum_rejection=decision.quantum_rejection,
             representation="dense" if system.dense is not None else system.block.representation,
-            qlsa_backend=cfg.qlsa_backend if quantum else None,
+            qlsa_backend=(out.get("backend_fallback") or cfg.qlsa_backend) if quantum else None,
             kappa_eff=out.get("kappa_eff"),
             qlsa_degree=out.get("degree"),
             qlsa_degree_formula=out.get("qsvt_formula"),
@@ -376,4 +448,10 @@ class Scheduler:
             success_probability=out.get("success_probability"),
             norm_error=out.get("norm_error"),
             qlsa_error=out.get("error"),
+            reference_seconds=float(out.get("reference_seconds") or 0.0),
+            qlsa_backend_fallback=out.get("backend_fallback"),
+            kappa_check=out.get("kappa_check"),
+            kappa_eff_given=out.get("kappa_eff_given"),
+            block_encoding=cost.block_encoding if cost is not None else None,
+            alpha_factor=analysis.alpha_factor,
         )

@@ -27,6 +27,7 @@ from qnewton.files import (
     truncate_jsonl,
     write_json_atomic,
 )
+from qnewton.quantum import HARDWARE_PROFILES
 from qnewton.solvers import MachineRates
 from qnewton.tasks import Task, load_task
 from qnewton.training.config import TrainConfig
@@ -98,6 +99,7 @@ def _summary(config: TrainConfig, task: Task, ledger: Ledger, state: RunState, s
         "task": config.task,
         "optimizer": config.optimizer,
         "hardware": config.hardware if config.is_newton else None,
+        "hardware_label": HARDWARE_PROFILES[config.hardware].label() if config.is_newton else None,
         "steps": state.step,
         "epochs_completed": state.epoch,
         "metric": task.metric_name,
@@ -109,7 +111,8 @@ def _summary(config: TrainConfig, task: Task, ledger: Ledger, state: RunState, s
     summary["newton_solved_blocks"] = newton_blocks
     summary["time_labels"] = {
         "measured_seconds": "measured: wall clock on this machine (training work only)",
-        "modeled_quantum_seconds": f"modeled: QLSA cost model on the '{config.hardware}' profile",
+        "modeled_quantum_seconds": "modeled: QLSA cost model on the "
+                                   f"'{HARDWARE_PROFILES[config.hardware].label()}' profile",
         "total_seconds": "measured - emulation + modeled_quantum",
     }
     summary["rates"] = rates.to_dict()  # the classical predictions' rates, with provenance

@@ -26,10 +26,11 @@ from qnewton.quantum.backends.phases import symmetric_phases
 from qnewton.quantum.backends.polynomial import PolynomialQLSA
 from qnewton.system import LinearSystem
 
-#: Largest block the circuit backend simulates. lightning.qubit ran a degree-201 circuit in
-#: 0.035 s at N = 16, 0.08 s at N = 64 and 1.1 s at N = 256 on a 2-core CPU (measured,
-#: PennyLane 0.45); degrees grow with κ_eff, so N = 64 keeps a solve near a second.
-CIRCUIT_MAX_N = 64
+#: Largest block the circuit backend simulates; larger ones take the polynomial backend (the same
+#: ideal output). Measured on this project's shared 2-core machine, 1 thread, degree 197
+#: (κ_eff = 16, ε = 1e-2), lightning.qubit (docs/method.md §4.11): N = 128 0.09–0.26 s, N = 256
+#: 0.96–1.11 s at load 2.8 and 2.4–3.0 s at load 3–6; N = 128 stays under ~1 s.
+CIRCUIT_MAX_N = 128
 
 
 class CircuitLimitError(ValueError):
@@ -62,6 +63,9 @@ class CircuitQLSA(PolynomialQLSA):
     name = "circuit"
     label = "qlsa-circuit"
     max_n = CIRCUIT_MAX_N
+    #: larger blocks, routed by the scheduler (:func:`~qnewton.quantum.backends.size_fallback`):
+    #: the same ideal QSVT output, computed by the Chebyshev recurrence
+    fallback = "polynomial"
 
     def prepare(self, system: LinearSystem, bounds: SpectralBounds,
                 poly: InversePolynomial) -> None:

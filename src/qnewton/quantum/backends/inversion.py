@@ -26,14 +26,10 @@ import scipy.fft
 import torch
 
 from qnewton.estimation.dense import gershgorin_upper
+from qnewton.quantum.qlsa.qsvt import GAUSS_PEAK  # max_u (1 − e^{−u²})/u, shared with the model
 from qnewton.solvers.base import SolveError
 from qnewton.system import LinearSystem
 from qnewton.validation import check_int, check_open_unit, check_real
-
-#: ``max_{u>0} (1 − e^{−u²})/u`` (at u ≈ 1.1209): ``max_x f(x) = β·GAUSS_PEAK``, so dividing f by
-#: β·GAUSS_PEAK (plus the truncation tail) keeps |p| ≤ 1 on [−1, 1]. Computed below by Newton's
-#: method on the stationarity condition 2u²e^{−u²} = 1 − e^{−u²}.
-GAUSS_PEAK: float
 
 #: Largest inversion degree built (≈ κ_eff = 2e4 at ε = 1e-2): the Chebyshev transform uses
 #: ~16β nodes, so larger κ_eff costs seconds per polynomial and D matvecs per solve.
@@ -50,19 +46,6 @@ def grid_kappa(kappa_eff: float) -> float:
     kappa_eff = check_real("kappa_eff", kappa_eff, low=1.0)
     steps = math.ceil(math.log2(kappa_eff) * KAPPA_GRID_PER_OCTAVE - 1e-12)
     return max(1.0, 2.0 ** (steps / KAPPA_GRID_PER_OCTAVE))
-
-
-def _gauss_peak() -> float:
-    u = 1.12
-    for _ in range(50):  # g(u) = 2u²e^{−u²} − 1 + e^{−u²}
-        e = math.exp(-u * u)
-        g = 2 * u * u * e - 1 + e
-        dg = 4 * u * e - 4 * u**3 * e - 2 * u * e
-        u -= g / dg
-    return (1 - math.exp(-u * u)) / u
-
-
-GAUSS_PEAK = _gauss_peak()
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,9 @@ model up by name. Adding a model is one new module in this package (a frozen sub
 from __future__ import annotations
 
 from qnewton.quantum.qlsa.costa import COSTA, Costa, costa_queries
+from qnewton.quantum.qlsa.costa_measured import COSTA_MEASURED, CostaMeasured
 from qnewton.quantum.qlsa.dalzell import DALZELL, Dalzell, dalzell_queries
+from qnewton.quantum.qlsa.dalzell_known_norm import DALZELL_KNOWN_NORM, DalzellKnownNorm
 from qnewton.quantum.qlsa.hhl import HHL, HHL_MODEL, hhl_queries
 from qnewton.quantum.qlsa.jennings import (
     JENNINGS,
@@ -27,7 +29,9 @@ __all__ = [
     "QLSA_MODELS",
     "QSVT",
     "Costa",
+    "CostaMeasured",
     "Dalzell",
+    "DalzellKnownNorm",
     "Jennings",
     "JenningsRelease",
     "QLSAModel",
@@ -44,7 +48,8 @@ __all__ = [
 #: The QLSA models by name, in the order the CLI lists them; unknown names raise
 #: :class:`~qnewton.registry.UnknownNameError` listing the registered ones.
 QLSA_MODELS: Registry[QLSAModel] = Registry("qlsa")
-for _model in (JENNINGS, JENNINGS_RELEASE, DALZELL, COSTA, HHL_MODEL, QSVT_MODEL):
+for _model in (JENNINGS, JENNINGS_RELEASE, DALZELL, DALZELL_KNOWN_NORM, COSTA, COSTA_MEASURED,
+               HHL_MODEL, QSVT_MODEL):
     QLSA_MODELS.register(_model.name, _model)
 del _model
 

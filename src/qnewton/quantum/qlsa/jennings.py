@@ -40,6 +40,10 @@ def published_expectation(kappa: float, eps: float, alpha: float) -> float:
 
     ``0.39 − 0.201·ε`` is the success-probability bound of arXiv 2305.11352 v1; it is positive for
     every ε ≤ :data:`MAX_EPS` (it vanishes only at ε ≈ 1.94), the only ε this module evaluates.
+    Transcriptions differ on the slope (0.201 here and in several public resource-estimation
+    codes; 0.204 in the Q-Newton release and others); the paper's text was not reachable from
+    this project's sources, so the line could not be cited. The choice moves E[Q] by
+    0.003·ε/0.39 relative: 8e-5 at ε = 1e-2, 1.9e-3 at ε = 0.24.
     """
     return _q_star(kappa, eps, alpha) / (0.39 - 0.201 * eps)
 
