@@ -1,17 +1,9 @@
-"""``QNewton``: a ``torch.optim.Optimizer`` taking block-diagonal Newton steps.
+"""``QNewton``: a thin ``torch.optim.Optimizer`` over the step trunk (docs/method.md §3).
 
-A thin optimizer over the pipeline (docs/method.md §3). Each step:
-
-1. runs the closure, which returns per-sample losses ``(S,)`` (objective: their mean) or
-   ``(losses, outputs)`` for the generalized Gauss-Newton;
-2. builds one curvature block per parameter block (:mod:`qnewton.curvature`), combined over the
-   ranks by the step path (:class:`~qnewton.distributed.StepPath`, the identity in one process);
-3. solves every block's system with :func:`~qnewton.stepping.solve_block` — condition, schedule
-   onto a classical solver or the QLSA, check descent, retry, fall back — each block once, by its
-   owner rank, and books the outcomes in one place (:func:`~qnewton.stepping.book_outcomes`);
-4. shapes each direction (optional clip, momentum) and lets the step rule move θ
-   (:data:`~qnewton.stepping.STEP_RULES`, docs/method.md §4.12).
-
+A step runs the closure, builds and combines the curvature (:mod:`qnewton.curvature`,
+:class:`~qnewton.distributed.StepPath`), solves every block once with
+:func:`~qnewton.stepping.solve_block`, books the outcomes
+(:func:`~qnewton.stepping.book_outcomes`) and lets the step rule move θ (docs/method.md §4.12).
 Its settings are declared once, in :data:`qnewton.options.OPTIONS`.
 """
 
@@ -25,7 +17,6 @@ import torch
 from torch.optim import Optimizer
 
 from qnewton.accounting import Ledger
-from qnewton.conditioning import ConditioningConfig
 from qnewton.curvature import (
     CURVATURES,
     BlockPartition,
@@ -41,6 +32,7 @@ from qnewton.curvature import (
 from qnewton.distributed.step import StepPath
 from qnewton.options import (
     GROUP_OPTIONS,
+    conditioning_config,
     curvature_config,
     options_doc,
     resolve_options,
@@ -70,18 +62,13 @@ class QNewton(Optimizer):
     """Block-diagonal Newton optimizer with hybrid quantum-classical scheduling (Q-Newton).
 
     Args:
-        params: parameters or param groups; pass ``model.named_parameters()`` to get readable
-            block names in the solve records (and to group weight+bias per module).
-        lr: ``step_rule="fixed"``: the step size β in θ ← θ + β·Δ; ``"adaptive"``: a scale on
-            the group's directions before the step size α ∈ (0, 1] is chosen (> 0).
-        rates: :class:`~qnewton.solvers.MachineRates` for the classical time models; ``None``
-            calibrates this machine (cached) at the first step that needs them.
-        ledger: a :class:`~qnewton.accounting.Ledger` to book times and records into.
-        seed: seed for the QLSA backend's and the curvature subsets' random draws.
-        process_group: a ``torch.distributed`` group to run on; ``None``: the default group
-            when one is initialized (``torchrun``), else a single process. Each rank's closure
-            evaluates its shard of the global batch; the step equals one process's step on the
-            whole batch (docs/method.md §4.10).
+        params: parameters or param groups; ``model.named_parameters()`` names the blocks.
+        lr: fixed rule: β in θ ← θ + β·Δ; adaptive: a scale on the directions before α (> 0).
+        rates: this machine's :class:`~qnewton.solvers.MachineRates` (``None``: calibrated).
+        ledger: the :class:`~qnewton.accounting.Ledger` to book times and records into.
+        seed: seed of the QLSA backend's and the curvature subsets' random draws.
+        process_group: a ``torch.distributed`` group (``None``: the default one if initialized,
+            else one process); each rank's closure evaluates its shard (docs/method.md §4.10).
 
     Settings (keyword-only, :data:`qnewton.options.OPTIONS`; ``reg_scheme``, ``reg``,
     ``prune_ratio``, ``prune_count``, ``momentum`` and ``clip`` are per param group):
@@ -100,7 +87,7 @@ class QNewton(Optimizer):
             opts["reg"] = self.step_rule.default_reg
         super().__init__(params, {"lr": lr, **{k: opts[k] for k in GROUP_OPTIONS}})
         for group in self.param_groups:
-            self._conditioning_config(group, group["reg"])  # its checks, now
+            conditioning_config(group, group["reg"])  # its checks, now
         self.options = opts
         scheduler = Scheduler(scheduler_config(opts), rates=rates, seed=seed)
         # "auto" is resolved at the first step, by whether the closure returns outputs
@@ -130,7 +117,7 @@ class QNewton(Optimizer):
         super().add_param_group(param_group)
         if hasattr(self, "partition"):  # __init__ partitions its own groups at its end
             group = self.param_groups[-1]
-            self._conditioning_config(group, group["reg"])
+            conditioning_config(group, group["reg"])
             self.partition.add_group(group)
 
     def state_dict(self) -> dict[str, Any]:
@@ -159,13 +146,6 @@ class QNewton(Optimizer):
     @scheduler.setter
     def scheduler(self, scheduler: Scheduler) -> None:
         self.pipeline = dataclasses.replace(self.pipeline, scheduler=scheduler)
-
-    @staticmethod
-    def _conditioning_config(group: dict[str, Any], reg: float,
-                             shift: float = 0.0) -> ConditioningConfig:
-        return ConditioningConfig(reg_scheme=group["reg_scheme"], reg=reg,
-                                  prune_ratio=group["prune_ratio"],
-                                  prune_count=group["prune_count"], shift=shift)
 
     @property
     def step_count(self) -> int:
@@ -197,17 +177,9 @@ class QNewton(Optimizer):
             return loss
         rule = self.step_rule
         rule.begin(step, float(loss), self.path.curvature_scale(local, self.ledger))
-        extra, shift = rule.damping, rule.shift
-
-        def solve_one(i: int, curv: Any, grad: torch.Tensor) -> BlockOutcome:
-            group, block = jobs[i]
-            reg = group["reg"] + extra if extra else group["reg"]
-            config = self._conditioning_config(group, reg, shift)
-            return solve_block(BlockJob(step, i, block.name, config), curv, grad, self.pipeline)
-
-        outcomes = self.path.solve(result, solve_one, self.scheduler, self.ledger)
-        self.last_outcomes = outcomes
-        moves = book_outcomes(self.ledger, step, jobs, outcomes, self.state)
+        self.last_outcomes = self.path.solve(result, self._solver(step, jobs), self.scheduler,
+                                             self.ledger)
+        moves = book_outcomes(self.ledger, step, jobs, self.last_outcomes, self.state)
         blocks = [b for _, b in jobs]
         self.last_step_info = rule.apply(StepContext(
             step, closure, losses, outputs, loss, dict(zip(blocks, result.grads, strict=True)),
@@ -216,6 +188,19 @@ class QNewton(Optimizer):
         for p in (p for group in self.param_groups for p in group["params"]):
             self.state[p]["step"] = step + 1
         return loss
+
+    def _solver(self, step: int, jobs: list[tuple[dict[str, Any], ParamBlock]]
+                ) -> Callable[[int, Any, torch.Tensor], BlockOutcome]:
+        """Block ``i``'s solve, conditioned with its group's settings and the rule's damping."""
+        extra, shift = self.step_rule.damping, self.step_rule.shift
+
+        def solve_one(i: int, curv: Any, grad: torch.Tensor) -> BlockOutcome:
+            group, block = jobs[i]
+            reg = group["reg"] + extra if extra else group["reg"]
+            config = conditioning_config(group, reg, shift)
+            return solve_block(BlockJob(step, i, block.name, config), curv, grad, self.pipeline)
+
+        return solve_one
 
     def _evaluate(self, closure: Callable[[], Any], jobs: list[tuple[dict[str, Any], ParamBlock]]
                   ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:

@@ -15,10 +15,10 @@ from typing import Any
 
 import torch
 
-from qnewton.conditioning import REG_SCHEMES
+from qnewton.conditioning import REG_SCHEMES, ConditioningConfig
 from qnewton.curvature import CURVATURES, CurvatureConfig
 from qnewton.curvature.config import BATCH_NORM_ROWS, GGN_MAX_OUTPUTS
-from qnewton.curvature.partition import AUTO_WHOLE_MODEL_MAX, PARTITION_GROUPINGS
+from qnewton.curvature.params import AUTO_WHOLE_MODEL_MAX, PARTITION_GROUPINGS
 from qnewton.estimation import KAPPA_METHODS
 from qnewton.quantum import (
     DEFAULT_HARDWARE,
@@ -268,6 +268,15 @@ def scheduler_config(opts: Mapping[str, Any]) -> SchedulerConfig:
         alpha=opts["alpha"], classical_solvers=tuple(opts["classical_solvers"]),
         shots=opts["shots"], max_dense_bytes=opts["max_block_bytes"],
         budget_name="max_block_bytes")
+
+
+def conditioning_config(group: Mapping[str, Any], reg: float,
+                        shift: float = 0.0) -> ConditioningConfig:
+    """A param group's conditioning (its :data:`GROUP_OPTIONS`) with regularization ``reg`` and
+    an absolute ``shift``."""
+    return ConditioningConfig(reg_scheme=group["reg_scheme"], reg=reg,
+                              prune_ratio=group["prune_ratio"], prune_count=group["prune_count"],
+                              shift=shift)
 
 
 def curvature_kind(opts: Mapping[str, Any], outputs_given: bool) -> str:

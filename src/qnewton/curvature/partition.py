@@ -5,23 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from qnewton.curvature.params import GROUPINGS, ParamBlock, group_parameters
-
-#: ``grouping="auto"``: the whole model is one block up to this many parameters (a true Newton /
-#: Gauss–Newton step: its factor-form solve costs 2·N·M² flops for M rows, its dense one N³/3,
-#: 0.1–0.4 s at N = 4,096 on a 2-core machine), module blocks above it (weight and bias
-#: together, when the parameters are named), else tensor blocks (docs/method.md §4.12).
-AUTO_WHOLE_MODEL_MAX = 4096
-
-#: The groupings a partition takes: the registered ones and ``"auto"``.
-PARTITION_GROUPINGS = ("auto", *GROUPINGS)
-
-
-def auto_grouping(numel: int, named: bool) -> str:
-    """What ``grouping="auto"`` resolves to for ``numel`` live parameters."""
-    if numel <= AUTO_WHOLE_MODEL_MAX:
-        return "model"
-    return "module" if named else "tensor"
+from qnewton.curvature.params import ParamBlock, auto_grouping, group_parameters
 
 
 class BlockPartition:
