@@ -107,7 +107,8 @@ def equality_worker(rank: int, world: int, port: int, out: str) -> None:
 
 
 RUN_CONFIG = dict(task="digits", tiny=True, optimizer="qnewton", max_steps=5, batch_size=31,
-                  momentum=0.5, reg=0.5, checkpoint_every=1)
+                  momentum=0.5, reg=0.5, checkpoint_every=1,
+                  grouping="tensor")  # several blocks, so that both ranks own some
 
 
 def run_worker(rank: int, world: int, port: int, out: str) -> None:

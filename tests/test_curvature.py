@@ -641,8 +641,11 @@ def test_falls_back_to_row_loop_when_vmap_fails():
 
 
 def test_config_validation():
+    # the kind is looked up in its registry where it is used (the settings hold its name only)
     with pytest.raises(ValueError, match="hessian.*ggn.*fisher"):
-        CurvatureConfig(kind="kfac")
+        compute_curvature(torch.ones(2, requires_grad=True) * 1.0,
+                          [ParamBlock("w", (torch.ones(1, requires_grad=True),))],
+                          CurvatureConfig(kind="nope"))
     with pytest.raises(ValueError, match="max_block_bytes"):
         CurvatureConfig(max_block_bytes=0)
     with pytest.raises(ValueError, match="max_block_bytes"):

@@ -15,8 +15,9 @@ from qnewton import QNewton
 def test_default_stores_float64_and_model_dtype_stays_close_to_it():
     model, x, y = make_problem()  # a float32 model
     twin = copy.deepcopy(model)
-    ref = QNewton(model.parameters(), lr=0.5, rates=RATES)
-    narrow = QNewton(twin.parameters(), lr=0.5, rates=RATES, curvature_dtype=None)
+    ref = QNewton(model.parameters(), lr=0.5, rates=RATES, curvature="fisher")
+    narrow = QNewton(twin.parameters(), lr=0.5, rates=RATES, curvature="fisher",
+                     curvature_dtype=None)
     assert ref.curvature_config.dtype == torch.float64
     assert narrow.curvature_config.dtype is None
     seen = []

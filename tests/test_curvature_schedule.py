@@ -130,9 +130,9 @@ def test_subset_draws_are_seeded_sorted_and_vary_by_step():
     with pytest.raises(ValueError, match="curvature_every"):
         CurvatureSchedule(every=0)
     with pytest.raises(ValueError, match="curvature_every"):
-        QNewton(nn.Linear(2, 2).parameters(), curvature_every=0)
+        QNewton(nn.Linear(2, 2).parameters(), curvature_every=0, grouping="tensor")
     with pytest.raises(ValueError, match="curvature_batch"):
-        QNewton(nn.Linear(2, 2).parameters(), curvature_batch=0)
+        QNewton(nn.Linear(2, 2).parameters(), curvature_batch=0, grouping="tensor")
 
 
 def _counting(monkeypatch):
@@ -154,7 +154,8 @@ def test_reuse_builds_every_k_steps_and_solves_the_stale_curvature(monkeypatch):
     calls = _counting(monkeypatch)
     opt = QNewton(model.named_parameters(), lr=1.0, clip=None, reg=0.1, curvature_every=3,
                   step_rule="fixed",
-                  policy="classical", classical_solvers=("cholesky",), rates=RATES)
+                  policy="classical", classical_solvers=("cholesky",), rates=RATES,
+                  grouping="tensor")
     closure = closure_for(model, x, y)
     blocks = [b for _, b in opt.partition.current(opt.param_groups)]
     stale = None
@@ -176,7 +177,8 @@ def test_reuse_builds_every_k_steps_and_solves_the_stale_curvature(monkeypatch):
 
 def test_reuse_rebuilds_matrix_free_blocks_every_step(monkeypatch):
     model, x, y = problem()
-    opt = QNewton(model.named_parameters(), curvature_every=2, max_block_bytes=8, rates=RATES)
+    opt = QNewton(model.named_parameters(), curvature_every=2, max_block_bytes=8, rates=RATES,
+                  grouping="tensor")
     closure = closure_for(model, x, y)
     for _ in range(3):
         opt.step(closure)
@@ -188,7 +190,7 @@ def test_reuse_rebuilds_matrix_free_blocks_every_step(monkeypatch):
 def test_curvature_batch_in_the_optimizer_uses_seeded_subsets(monkeypatch):
     model, x, y = problem(s=16)
     calls = _counting(monkeypatch)
-    opt = QNewton(model.parameters(), curvature_batch=5, seed=2, rates=RATES)
+    opt = QNewton(model.parameters(), curvature_batch=5, seed=2, rates=RATES, grouping="tensor")
     for _ in range(2):
         opt.step(closure_for(model, x, y))
     assert [c.tolist() for c in calls] == [curvature_subset(16, 5, 2, s).tolist() for s in (0, 1)]
@@ -234,7 +236,7 @@ def test_reused_factor_blocks_keep_their_gram_matrix(monkeypatch):
     model = nn.Sequential(nn.Linear(40, 8), nn.Tanh(), nn.Linear(8, 3)).to(DT)
     x, y = torch.randn(8, 40, dtype=DT), torch.randint(0, 3, (8,))
     opt = QNewton(model.named_parameters(), curvature_every=3, classical_solvers=("woodbury",),
-                  hardware="surface-code", rates=RATES)
+                  hardware="surface-code", rates=RATES, grouping="tensor")
     for _ in range(3):
         opt.step(closure_for(model, x, y))
     assert formed.count("0.weight") == 1

@@ -86,7 +86,7 @@ def _spoil(monkeypatch, what):
 
 def test_non_finite_curvature_takes_the_gradient_fallback(monkeypatch):
     model, x, y = make_problem()
-    opt = QNewton(model.named_parameters(), rates=RATES, clip=None, lr=0.5)
+    opt = QNewton(model.named_parameters(), rates=RATES, clip=None, lr=0.5, grouping="tensor")
     _spoil(monkeypatch, "curvature")
     w0 = model[0].weight.detach().clone()
     closure = closure_for(model, x, y)
@@ -105,7 +105,7 @@ def test_non_finite_curvature_takes_the_gradient_fallback(monkeypatch):
 def test_non_finite_gradient_skips_the_update(monkeypatch):
     model, x, y = make_problem()
     before = [p.detach().clone() for p in model.parameters()]
-    opt = QNewton(model.named_parameters(), rates=RATES)
+    opt = QNewton(model.named_parameters(), rates=RATES, grouping="tensor")
     _spoil(monkeypatch, "gradient")
     opt.step(closure_for(model, x, y))
     (event,) = opt.ledger.events

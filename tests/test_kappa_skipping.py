@@ -51,11 +51,11 @@ def run_pair(monkeypatch, steps=3, batch=64, **kw):
     model, x, y = problem(n=batch)
     other = copy.deepcopy(model)
     calls = count_kappa_calls(monkeypatch)
-    skipping = QNewton(model.named_parameters(), lr=0.5, rates=RATES, **kw)
+    skipping = QNewton(model.named_parameters(), lr=0.5, rates=RATES, **kw, grouping="tensor")
     for _ in range(steps):
         skipping.step(closure_for(model, x, y))
     skipped_calls = list(calls)
-    estimating = QNewton(other.named_parameters(), lr=0.5, rates=RATES, **kw)
+    estimating = QNewton(other.named_parameters(), lr=0.5, rates=RATES, **kw, grouping="tensor")
     monkeypatch.setattr(estimating.scheduler, "analyse_if_needed", estimating.scheduler.analyse)
     for _ in range(steps):
         estimating.step(closure_for(other, x, y))
@@ -110,7 +110,7 @@ def test_guaranteed_rejection_never_fires_on_the_paper_profile_with_attosecond_g
     calls = count_kappa_calls(monkeypatch)
     model, x, y = problem()
     opt = QNewton(model.named_parameters(), hardware=get_profile("paper", gate_time_s=ATTOSECOND),
-                  rates=RATES)
+                  rates=RATES, grouping="tensor")
     for _ in range(2):
         opt.step(closure_for(model, x, y))
     assert len(calls) == 2 * 4

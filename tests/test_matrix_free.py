@@ -149,9 +149,9 @@ def test_matrix_free_steps_match_the_dense_path_for_psd_kinds(kind):
     dense_model = type(model)(*[m for m in model]).double()
     dense_model.load_state_dict(model.state_dict())
     kw = {"lr": 0.5, "curvature": kind, "reg": 1e-2, "rates": RATES}
-    free = QNewton(model.named_parameters(), max_block_bytes=8, **kw)
+    free = QNewton(model.named_parameters(), max_block_bytes=8, **kw, grouping="tensor")
     free.scheduler.config = dataclasses.replace(free.scheduler.config, cg_rtol=1e-13)
-    dense = QNewton(dense_model.named_parameters(), policy="classical", **kw)
+    dense = QNewton(dense_model.named_parameters(), policy="classical", **kw, grouping="tensor")
     for _ in range(3):
         free.step(closure_for(model, x, y, with_outputs=kind == "ggn"))
         dense.step(closure_for(dense_model, x, y, with_outputs=kind == "ggn"))
@@ -184,7 +184,8 @@ def test_pruning_is_refused_for_matrix_free_blocks():
     _, res = matrix_free_blocks("fisher", model, x, y)
     with pytest.raises(ValueError, match="pruning needs the entries"):
         condition(res.blocks[0], ConditioningConfig(prune_ratio=0.5))
-    opt = QNewton(model.named_parameters(), prune_ratio=0.5, max_block_bytes=8, rates=RATES)
+    opt = QNewton(model.named_parameters(), prune_ratio=0.5, max_block_bytes=8, rates=RATES,
+                  grouping="tensor")
     with pytest.raises(ValueError, match="matrix-free"):
         opt.step(closure_for(model, x, y))
 
@@ -220,7 +221,7 @@ def test_matrix_free_systems_are_solved_by_cg_only_and_never_sent_to_the_qlsa():
 def test_a_matrix_free_block_without_cg_takes_a_reported_fallback():
     model, x, y = tiny_problem()
     opt = QNewton(model.named_parameters(), max_block_bytes=8, classical_solvers=("cholesky",),
-                  rates=RATES)
+                  rates=RATES, grouping="tensor")
     opt.step(closure_for(model, x, y))
     events = [e for e in opt.ledger.events if e["kind"] == "no-solver"]
     assert len(events) == 4 and "'cg'" in events[0]["message"]

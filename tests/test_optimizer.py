@@ -34,7 +34,8 @@ def mean_loss(model, x, y):
 )
 def test_newton_steps_decrease_the_loss(curvature, reg):
     model, x, y = make_problem()
-    opt = QNewton(model.named_parameters(), curvature=curvature, reg=reg, lr=0.5, rates=RATES)
+    opt = QNewton(model.named_parameters(), curvature=curvature, reg=reg, lr=0.5, rates=RATES,
+                  grouping="tensor")
     closure = closure_for(model, x, y, with_outputs=curvature == "ggn")
     start = mean_loss(model, x, y)
     for _ in range(8):
@@ -57,7 +58,7 @@ def test_module_grouping_makes_one_block_per_layer():
 
 def test_quantum_policy_routes_everything_to_the_emulated_qlsa():
     model, x, y = make_problem()
-    opt = QNewton(model.parameters(), policy="quantum", lr=0.5, rates=RATES)
+    opt = QNewton(model.parameters(), policy="quantum", lr=0.5, rates=RATES, grouping="tensor")
     start = mean_loss(model, x, y)
     for _ in range(5):
         opt.step(closure_for(model, x, y))
@@ -69,11 +70,13 @@ def test_quantum_policy_routes_everything_to_the_emulated_qlsa():
 
 def test_state_dict_round_trip_resumes_identically():
     model, x, y = make_problem()
-    opt = QNewton(model.parameters(), momentum=0.5, clip=0.5, lr=0.5, rates=RATES)
+    opt = QNewton(model.parameters(), momentum=0.5, clip=0.5, lr=0.5, rates=RATES,
+                  grouping="tensor")
     for _ in range(2):
         opt.step(closure_for(model, x, y))
     twin = copy.deepcopy(model)
-    resumed = QNewton(twin.parameters(), momentum=0.5, clip=0.5, lr=0.5, rates=RATES)
+    resumed = QNewton(twin.parameters(), momentum=0.5, clip=0.5, lr=0.5, rates=RATES,
+                      grouping="tensor")
     resumed.load_state_dict(copy.deepcopy(opt.state_dict()))  # as if saved and re-loaded
     assert resumed.step_count == opt.step_count == 2
     opt.step(closure_for(model, x, y))
@@ -85,7 +88,7 @@ def test_state_dict_round_trip_resumes_identically():
 def test_non_finite_loss_leaves_parameters_untouched_and_is_reported():
     model, x, y = make_problem()
     before = [p.detach().clone() for p in model.parameters()]
-    opt = QNewton(model.parameters(), rates=RATES)
+    opt = QNewton(model.parameters(), rates=RATES, grouping="tensor")
 
     def closure():
         return nn.functional.cross_entropy(model(x), y, reduction="none") * float("nan")
@@ -99,7 +102,7 @@ def test_non_finite_loss_leaves_parameters_untouched_and_is_reported():
 
 def test_failed_descent_check_retries_then_falls_back_to_a_gradient_step(monkeypatch):
     model, x, y = make_problem()
-    opt = QNewton(model.parameters(), max_retries=2, rates=RATES)
+    opt = QNewton(model.parameters(), max_retries=2, rates=RATES, grouping="tensor")
     real_run = opt.scheduler.run
 
     def ascent(system, b, decision, key=()):
@@ -121,7 +124,7 @@ def test_failed_descent_check_retries_then_falls_back_to_a_gradient_step(monkeyp
 def test_blocks_over_the_memory_budget_take_a_reported_gradient_step_without_matrix_free():
     model, x, y = make_problem()
     opt = QNewton(model.named_parameters(), curvature="hessian", max_block_bytes=300,
-                  matrix_free=False, rates=RATES)
+                  matrix_free=False, rates=RATES, grouping="tensor")
     opt.step(closure_for(model, x, y))
     skipped = {e["block"] for e in opt.ledger.events if e["kind"] == "block-over-budget"}
     assert skipped == {"0.weight", "2.weight"}  # 24² and 18² float64 exceed 300 bytes, 6² does not
@@ -137,7 +140,7 @@ def test_blocks_over_the_memory_budget_take_a_reported_gradient_step_without_mat
 def test_blocks_over_the_memory_budget_are_solved_matrix_free_by_default():
     model, x, y = make_problem()
     opt = QNewton(model.named_parameters(), curvature="hessian", max_block_bytes=300, reg=1.0,
-                  rates=RATES)
+                  rates=RATES, grouping="tensor")
     opt.step(closure_for(model, x, y))
     free = {e["block"] for e in opt.ledger.events if e["kind"] == "block-matrix-free"}
     assert free == {"0.weight", "2.weight"}
@@ -171,7 +174,7 @@ def test_invalid_hyper_parameters_name_the_argument():
     for kwargs, message in cases:
         with pytest.raises(ValueError, match=message):
             QNewton(model.parameters(), rates=RATES, **kwargs)
-    opt = QNewton(model.parameters(), rates=RATES)
+    opt = QNewton(model.parameters(), rates=RATES, grouping="tensor")
     with pytest.raises(ValueError, match="needs a closure"):
         opt.step()
 
@@ -182,7 +185,7 @@ def test_factor_blocks_too_big_for_dense_solvers_use_woodbury_or_fall_back():
     x, y = torch.randn(32, 20), torch.randint(0, 3, (32,))
     budget = 100_000  # 200×200 float64 = 320 kB dense; the 32×200 factor is 51 kB
     dense_only = QNewton(model.named_parameters(), policy="classical", rates=RATES,
-                         classical_solvers=("cholesky",), max_block_bytes=budget)
+                         classical_solvers=("cholesky",), max_block_bytes=budget, grouping="tensor")
     dense_only.step(closure_for(model, x, y))
     no_solver = [e for e in dense_only.ledger.events if e["kind"] == "no-solver"]
     assert [e["block"] for e in no_solver] == ["0.weight"]
@@ -192,7 +195,8 @@ def test_factor_blocks_too_big_for_dense_solvers_use_woodbury_or_fall_back():
     assert "0.weight" not in {r.block for r in dense_only.ledger.records}
 
     with_woodbury = QNewton(model.named_parameters(), policy="classical", rates=RATES,
-                            classical_solvers=("cholesky", "woodbury"), max_block_bytes=budget)
+                            classical_solvers=("cholesky", "woodbury"), max_block_bytes=budget,
+                            grouping="tensor")
     with_woodbury.step(closure_for(model, x, y))
     solvers = {r.block: r.solver for r in with_woodbury.ledger.records}
     assert solvers["0.weight"] == "woodbury"
@@ -236,7 +240,7 @@ def test_constructor_stores_only_and_calibrates_lazily(monkeypatch):
     calls = []
     monkeypatch.setattr("qnewton.calibration.calibrate", lambda: calls.append(1) or RATES)
     model, x, y = make_problem()
-    opt = QNewton(model.parameters())
+    opt = QNewton(model.parameters(), grouping="tensor")
     assert calls == []  # no probe in the constructor
     opt.step(closure_for(model, x, y))
     opt.step(closure_for(model, x, y))

@@ -122,7 +122,9 @@ def test_quadratic_convergence_to_sklearns_optimum_with_the_exact_hessian():
     assert all(b <= 20.0 * a * a for a, b in near)
 
 
-def test_fixed_mode_is_the_papers_update_and_adaptive_the_scaled_one():
+def test_fixed_mode_is_the_papers_update_and_adaptive_the_scaled_one(monkeypatch):
+    # the adaptive rule's absolute floor set to 0, so that only the relative damping is compared
+    monkeypatch.setattr("qnewton.stepping.adaptive.ETA_MINI_BATCH", 0.0)
     torch.manual_seed(1)
     model = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 2)).double()
     x, y = torch.randn(10, 3, dtype=torch.float64), torch.randint(0, 2, (10,))
@@ -196,14 +198,16 @@ def test_repeated_non_finite_steps_raise_naming_the_step():
 
 def test_fixed_mode_parameters_that_become_non_finite_raise_naming_the_block():
     model, x, y = _problem()
-    opt = QNewton(model.named_parameters(), step_rule="fixed", lr=1e38, reg=1e-12, rates=RATES)
+    opt = QNewton(model.named_parameters(), step_rule="fixed", lr=1e38, reg=1e-12,
+                  grouping="tensor", rates=RATES)
     with pytest.raises(NonFiniteError, match=r"step 0: the parameters of block '0\.weight'"):
         opt.step(closure_for(model, x, y))
 
 
 def test_add_param_group_and_parameters_frozen_after_construction():
     model, x, y = _problem()
-    opt = QNewton([("0.weight", model[0].weight), ("0.bias", model[0].bias)], rates=RATES)
+    opt = QNewton([("0.weight", model[0].weight), ("0.bias", model[0].bias)], rates=RATES,
+                  grouping="tensor")
     opt.add_param_group({"params": [("2.weight", model[2].weight), ("2.bias", model[2].bias)],
                          "reg": 1e-2})
     assert opt.param_groups[1]["reg"] == 1e-2 and opt.param_groups[1]["lr"] == 1.0
@@ -216,10 +220,14 @@ def test_add_param_group_and_parameters_frozen_after_construction():
     assert torch.equal(model[0].weight, frozen)
     assert {r.block for r in opt.ledger.records if r.step == 1} == {"0.bias", "2.weight",
                                                                      "2.bias"}
-    unnamed = QNewton(model[2].parameters(), rates=RATES)
+    unnamed = QNewton(model[2].parameters(), rates=RATES, grouping="tensor")
     unnamed.add_param_group({"params": [model[0].bias]})
     unnamed.step(closure_for(model, x, y))
     assert len({r.block for r in unnamed.ledger.records}) == 3
+    whole = QNewton(model[2].parameters(), rates=RATES)  # "auto": one block per group
+    whole.add_param_group({"params": [model[0].bias]})
+    whole.step(closure_for(model, x, y))
+    assert {r.block for r in whole.ledger.records} == {"<model>", "<model>[group1]"}
 
 
 def test_grad_holds_the_gradient_the_step_used():
@@ -316,7 +324,7 @@ def test_fixed_mode_is_the_papers_update_against_a_brute_force_reference():
 
     model, reference = net(), net()
     opt = QNewton(model.named_parameters(), step_rule="fixed", lr=0.3, reg=5e-3, clip=0.1,
-                  policy="classical", rates=RATES)
+                  policy="classical", grouping="tensor", rates=RATES)
     for i in range(4):
         xb, yb = x[(i % 2) * 128:(i % 2 + 1) * 128], y[(i % 2) * 128:(i % 2 + 1) * 128]
         opt.step(lambda xb=xb, yb=yb: nn.functional.cross_entropy(model(xb), yb,

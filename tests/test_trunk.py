@@ -120,7 +120,7 @@ def test_a_kind_and_a_representation_added_from_a_test_file_train(monkeypatch):
     model, closure = _problem()
     reference = [p.detach().clone() for p in model.parameters()]
     opt = QNewton(model.named_parameters(), curvature="diag-fisher", step_rule="fixed",
-                  policy="classical", reg=0.1, rates=RATES)
+                  policy="classical", reg=0.1, grouping="tensor", rates=RATES)
     losses = closure()
     grads = torch.autograd.grad(losses.mean(), list(model.parameters()), retain_graph=True)
     per_sample = [torch.stack([torch.cat([g.reshape(-1) for g in torch.autograd.grad(
@@ -138,9 +138,10 @@ def test_a_step_rule_added_from_a_test_file(monkeypatch):
     monkeypatch.setitem(STEP_RULES._entries, "half", lambda damping: HalfStep())
     model, closure = _problem()
     twin, twin_closure = _problem()
-    opt = QNewton(model.named_parameters(), step_rule="half", policy="classical", rates=RATES)
+    opt = QNewton(model.named_parameters(), step_rule="half", policy="classical", reg=0.1,
+                  rates=RATES)
     fixed = QNewton(twin.named_parameters(), step_rule="fixed", lr=0.5, policy="classical",
-                    rates=RATES)
+                    reg=0.1, rates=RATES)
     opt.step(closure)
     fixed.step(twin_closure)
     assert opt.last_step_info == {"step": 0, "rule": "half"}

@@ -43,7 +43,10 @@ class BlockPartition:
                 raise ValueError(
                     "grouping='module' needs parameter names: pass model.named_parameters()")
             names = [f"group{index}.param{i}" for i in range(len(group["params"]))]
-        return group_parameters(zip(names, group["params"], strict=True), self.resolved)
+        blocks = group_parameters(zip(names, group["params"], strict=True), self.resolved)
+        if self.resolved == "model" and index > 0:  # one block per group: unique names
+            blocks = [ParamBlock(f"{b.name}[group{index}]", b.params) for b in blocks]
+        return blocks
 
     def current(self, groups: Sequence[dict[str, Any]]) -> list[tuple[dict[str, Any], ParamBlock]]:
         """``(group, block)`` for every block of the live parameters, in order."""

@@ -95,11 +95,12 @@ def gradient_fallback(grad: torch.Tensor, system: LinearSystem | None) -> torch.
 
 
 def more_damping(config: ConditioningConfig, growth: float) -> ConditioningConfig:
-    """The next retry's conditioning: ``growth``× the regularization, or a small relative one
-    when there is none to grow."""
+    """The next retry's conditioning: ``growth``× the regularization and the absolute shift, or
+    a small relative regularization when there is none to grow."""
     if config.reg_scheme == "none" or config.reg == 0:
-        return dataclasses.replace(config, reg_scheme="max-entry", reg=1e-6)
-    return dataclasses.replace(config, reg=config.reg * growth)
+        return dataclasses.replace(config, reg_scheme="max-entry", reg=1e-6,
+                                   shift=config.shift * growth)
+    return dataclasses.replace(config, reg=config.reg * growth, shift=config.shift * growth)
 
 
 def solve_block(job: BlockJob, curv: CurvatureBlock | None, grad: torch.Tensor,
