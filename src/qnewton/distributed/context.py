@@ -118,6 +118,8 @@ class DistContext:
     timeout: float = DEFAULT_TIMEOUT_S
     #: bytes this rank has sent, by operation (see :meth:`count`)
     sent: dict[str, int] = field(default_factory=dict)
+    #: collectives this rank has called, by operation
+    calls: dict[str, int] = field(default_factory=dict)
 
     @property
     def bytes_sent(self) -> int:
@@ -132,6 +134,7 @@ class DistContext:
         sends it to R−1 peers, an all-to-all sends every piece addressed to another rank;
         object collectives count their pickled size the same way."""
         self.sent[op] = self.sent.get(op, 0) + int(round(nbytes))
+        self.calls[op] = self.calls.get(op, 0) + 1
 
     @classmethod
     def detect(cls, process_group: Any = None, timeout: float | None = None
