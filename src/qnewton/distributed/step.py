@@ -66,13 +66,13 @@ class StepPath:
         self.split = split
         #: the group's measured collective costs (probed at the first step on several ranks)
         self.comm: CommRates | None = None
-        #: the blocks split across the ranks at the last step
         self._ctx: DistContext | None = None
         self._detected = False
         self._batch: GlobalBatch | None = None
         self._rates_shared = False
-        #: per step, the owner rank of each block (the last step's; for reports and tests)
+        #: the blocks split across the ranks at the last step
         self.split_blocks: list[int] = []
+        #: per step, the owner rank of each block (the last step's; for reports and tests)
         self.owner: list[int] = []
         self.predicted: list[float] = []
 
@@ -142,7 +142,7 @@ class StepPath:
         self.split_blocks = [i for i, mode in enumerate(batch.modes) if mode == "split"]
         rank = 0 if ctx is None else ctx.rank
         found: list[BlockOutcome | None] = [None] * len(blocks)
-        work = time.perf_counter()
+        seconds = 0.0  # this rank's block work (its solves, the split blocks' shares included)
         # split blocks first: all ranks arrive together, before their owned work differs
         for i in self.split_blocks:
             with ledger.phase("communication"):
@@ -150,8 +150,9 @@ class StepPath:
                 block = split_by_columns(ctx, local, [rows[i] for rows in batch.rows],
                                          row_factor(batch.sizes[ctx.rank], local.scale),
                                          1.0 / batch.total)
+            work = time.perf_counter()
             found[i] = solve_one(i, block, result.grads[i])
-        seconds = time.perf_counter() - work
+            seconds += time.perf_counter() - work
         mine = ({i: b for i, b in enumerate(blocks) if batch.modes[i] == "owned"} if ctx is None
                 else gather_owned(ctx, blocks, self.owner, batch, ledger))
         work = time.perf_counter()
