@@ -36,12 +36,15 @@ def problem(dtype: torch.dtype) -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
 
 
 def train(curvature: str, dtype: torch.dtype, grouping: str, rank: int = 0, world: int = 1,
-          matrix_free_bytes: int | None = None) -> tuple[list[torch.Tensor], QNewton]:
-    """Five steps on the global batches; rank ``rank`` of ``world`` uses its shard only."""
+          matrix_free_bytes: int | None = None, split: str = "auto"
+          ) -> tuple[list[torch.Tensor], QNewton]:
+    """Five steps on the global batches; rank ``rank`` of ``world`` uses its shard only;
+    ``split`` is the step path's split policy."""
     model, x, y = problem(dtype)
     extra = {} if matrix_free_bytes is None else {"max_block_bytes": matrix_free_bytes}
     opt = QNewton(model.named_parameters(), lr=0.5, curvature=curvature, grouping=grouping,
                   reg=0.5, momentum=0.5, clip=0.1, rates=RATES, **extra)
+    opt.path.split = split
     for step in range(STEPS):
         part = slice(step * BATCH, (step + 1) * BATCH)
         xb, yb = x[part], y[part]
@@ -76,6 +79,44 @@ def first_order(rank: int = 0, world: int = 1) -> list[torch.Tensor]:
     return [p.detach().clone() for p in model.parameters()]
 
 
+#: runs with every factor block split across the ranks (compared with one process)
+SPLIT_CASES = [("fisher", torch.float64, "tensor"), ("ggn", torch.float32, "module")]
+
+
+def shard_factor() -> tuple[torch.Tensor, list[int]]:
+    """A global factor F (7×11, float64) and its rows by rank (4 and 3)."""
+    gen = torch.Generator().manual_seed(5)
+    return torch.randn(7, 11, generator=gen, dtype=torch.float64), [4, 3]
+
+
+def column_shard_ops(rank: int, world: int) -> dict[str, object]:
+    """Every operation of a column-split factor block of :func:`shard_factor`, and the bytes
+    this rank sent for a 10-number all-reduce and for the split's all-to-all."""
+    from qnewton.curvature.representation import FactorBlock
+    from qnewton.distributed import DistContext, probe_comm_rates, split_by_columns
+
+    ctx = DistContext.detect()
+    factor, rows = shard_factor()
+    start = sum(rows[:rank])
+    # this rank's rows stored √2 too large: the row factor √(1/2) restores them
+    local = FactorBlock("w", "fisher", factor[start:start + rows[rank]] * 2.0 ** 0.5,
+                        scale=0.1)
+    ctx.sent.clear()
+    ctx.all_reduce(torch.zeros(10, dtype=torch.float64), "test all-reduce")
+    reduce_bytes = ctx.bytes_sent
+    block = split_by_columns(ctx, local, rows, 0.5 ** 0.5, 1.0 / 7)
+    to_all = ctx.sent["all_to_all"]
+    gen = torch.Generator().manual_seed(6)
+    v, u = torch.randn(11, generator=gen, dtype=torch.float64), torch.randn(7, generator=gen,
+                                                                             dtype=torch.float64)
+    comm = probe_comm_rates(ctx)
+    return {"gram": block.gram(), "fv": block.apply_factor(v), "ftu": block.apply_factor_t(u),
+            "diagonal": block.diagonal(), "matvec": block.matvec(v), "dense": block.to_dense(),
+            "max_entry": block.max_abs_entry(), "n": block.n, "rows": block.factor_rows,
+            "reduce_bytes": reduce_bytes, "all_to_all_bytes": to_all,
+            "comm": (comm.latency_s, comm.bytes_per_s)}
+
+
 def _join(rank: int, world: int, port: int, timeout: float = 30.0) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.set_num_threads(1)
@@ -101,6 +142,12 @@ def equality_worker(rank: int, world: int, port: int, out: str) -> None:
                         matrix_free_bytes=200)
     results["matrix-free"] = {"params": params, "records": [
         (r.block, r.rank, r.representation) for r in opt.ledger.records]}
+    for case in SPLIT_CASES:
+        params, opt = train(*case, rank=rank, world=world, split="always")
+        results[("split",) + case] = {
+            "params": params, "split": opt.path.split_blocks,
+            "records": [(r.block, r.rank) for r in opt.ledger.records]}
+    results["column-shard"] = column_shard_ops(rank, world)
     results["sgd"] = first_order(rank, world)
     torch.save(results, os.path.join(out, f"rank{rank}.pt"))
     run_worker(rank, world, port, out)  # the same group: train() finds it initialized

@@ -12,8 +12,10 @@ import distributed_workers as workers
 import pytest
 import torch
 
-from qnewton.distributed import lpt_assignment, makespan, shard_slice
+from qnewton.curvature.representation import FactorBlock
+from qnewton.distributed import CommRates, lpt_assignment, makespan, plan_split, shard_slice
 from qnewton.distributed.combine import GlobalBatch
+from qnewton.distributed.ownership import split_costs, split_total
 
 
 def _free_port() -> int:
@@ -86,6 +88,85 @@ def test_matrix_free_blocks_are_solved_by_all_ranks_together(two_ranks):
     collective = [r for r in got["records"] if r[2] == "matrix-free"]
     assert collective and all(rank == -1 for _, rank, _ in collective)
     assert len(got["records"]) == len(opt.ledger.records)
+
+
+@pytest.mark.parametrize("case", workers.SPLIT_CASES, ids=lambda c: f"{c[0]}-{c[1]}-{c[2]}")
+def test_blocks_split_across_the_ranks_equal_one_process(two_ranks, case):
+    """Every factor block dealt out by columns (the same Woodbury, its sums reassociated)."""
+    single, opt = workers.train(*case)
+    tol = TOLERANCE[case[1]]
+    for rank in range(2):
+        run = two_ranks[rank][("split",) + case]
+        for a, b in zip(run["params"], single, strict=True):
+            err = float((a.double() - b.double()).abs().max() / b.double().abs().max())
+            assert err <= tol, f"rank {rank}: relative max error {err:.2e} > {tol:g}"
+        assert run["split"] == list(range(len(opt.last_outcomes)))
+        assert run["records"] == two_ranks[0][("split",) + case]["records"]
+    assert all(rank == -1 for _, rank in two_ranks[0][("split",) + case]["records"])
+    assert len(two_ranks[0][("split",) + case]["records"]) == len(opt.ledger.records)
+
+
+def test_a_column_split_block_gives_the_global_factors_products(two_ranks):
+    factor, rows = workers.shard_factor()
+    whole = FactorBlock("w", "fisher", factor, scale=1.0 / 7)
+    gen = torch.Generator().manual_seed(6)
+    v, u = torch.randn(11, generator=gen, dtype=torch.float64), torch.randn(7, generator=gen,
+                                                                             dtype=torch.float64)
+    expected = {"gram": factor @ factor.T, "fv": factor @ v, "ftu": factor.T @ u,
+                "diagonal": whole.diagonal(), "matvec": whole.matvec(v),
+                "dense": whole.to_dense()}
+    for rank in range(2):
+        got = two_ranks[rank]["column-shard"]
+        for name, want in expected.items():
+            assert torch.allclose(got[name], want, rtol=1e-12, atol=1e-12), name
+        assert got["max_entry"] == pytest.approx(float(whole.diagonal().max()), rel=1e-12)
+        assert (got["n"], got["rows"]) == (11, 7)
+        assert got["reduce_bytes"] == 80  # ring all-reduce: 2·(R−1)/R of 80 bytes
+        latency, bandwidth = got["comm"]
+        assert latency > 0 and bandwidth > 0
+    # columns 0–5 on rank 0, 6–10 on rank 1: rank 0 sends 4 rows × 5 columns, rank 1 3 × 6
+    assert [two_ranks[r]["column-shard"]["all_to_all_bytes"] for r in range(2)] == [160, 144]
+    assert two_ranks[0]["column-shard"]["comm"] == two_ranks[1]["column-shard"]["comm"]
+
+
+def _split_inputs(big: float, network: float):
+    """One large factor block and three small ones: seconds, split and gather costs."""
+    seconds = [big, 0.01, 0.01, 0.02]
+    return seconds, [0, 1, 2, 3], [0, 1, 2, 3], [network, 0.05, 0.05, 0.05], [
+        2 * network, 0.001, 0.001, 0.001]
+
+
+def test_split_plan_splits_a_large_block_when_that_is_predicted_faster():
+    seconds, owned, candidates, split_cost, gather_cost = _split_inputs(1.0, 0.1)
+    plan = plan_split(seconds, owned, candidates, split_cost, gather_cost, 2)
+    assert plan == {0}
+    # by hand: 1.0/2 + 0.1 split, then LPT of 0.02 | 0.01 + 0.01 → 0.02, plus 3 gathers
+    assert split_total(plan, seconds, owned, split_cost, gather_cost, 2) == pytest.approx(
+        0.5 + 0.1 + 0.02 + 0.003)
+    # the best of every subset (brute force) is no better than the plan here
+    best = min(split_total(set(c), seconds, owned, split_cost, gather_cost, 2)
+               for k in range(5) for c in itertools.combinations(candidates, k))
+    assert split_total(plan, seconds, owned, split_cost, gather_cost, 2) == pytest.approx(best)
+    # a slow network: moving the block's columns costs more than half its work saves
+    seconds, owned, candidates, split_cost, gather_cost = _split_inputs(1.0, 0.2)
+    split_cost[0] = 1.0  # 0.5 + 1.0 + 0.023 split against 1.0 + 0.4 + 0.003 whole
+    assert plan_split(seconds, owned, candidates, split_cost, gather_cost, 2) == set()
+    assert plan_split(seconds, owned, candidates, split_cost, gather_cost, 2, "always") == {
+        0, 1, 2, 3}
+    assert plan_split(seconds, owned, candidates, split_cost, gather_cost, 2, "never") == set()
+    assert plan_split(seconds, owned, candidates, split_cost, gather_cost, 1) == set()
+    with pytest.raises(ValueError, match="split policy"):
+        plan_split(seconds, owned, candidates, split_cost, gather_cost, 2, "sometimes")
+
+
+def test_split_costs_follow_the_alpha_beta_model():
+    comm = CommRates(latency_s=1e-3, bytes_per_s=1e8, world=2)
+    split, gather = split_costs(1000, [60, 40], 8, comm)
+    # split: rank 0 sends 60 rows × 500 columns; Gram all-reduce of 100² float64 (ring: 1×);
+    # six N-sized collectives of 500 float64 each
+    assert split == pytest.approx(1e-3 + 60 * 500 * 8 / 1e8 + 1e-3 + 100 * 100 * 8 / 1e8
+                                  + 6e-3 + 500 * 8 / 1e8)
+    assert gather == pytest.approx(1e-3 + 8 * 1000 * 100 / 2 / 1e8)
 
 
 def test_first_order_training_averages_gradients_over_the_global_batch(two_ranks):

@@ -4,13 +4,19 @@
   :class:`DistributedError`;
 * :mod:`~qnewton.distributed.combine` — shards of a batch → the global batch's system;
 * :mod:`~qnewton.distributed.ownership` — which rank solves which block (the
-  :class:`WorkAssignment`: local, or LPT across ranks);
+  :class:`WorkAssignment`: local, or LPT across ranks) and which blocks are split
+  (:func:`plan_split`);
+* :mod:`~qnewton.distributed.comm_rates` — the group's measured collective costs;
+* :mod:`~qnewton.distributed.column_shard` — a factor block dealt out by columns and solved by
+  all ranks together;
 * :mod:`~qnewton.distributed.step` — :class:`StepPath`, the one step path the optimizer calls
   (the identity in a single process);
 * :mod:`~qnewton.distributed.sharding` — each rank's slice of a batch, for training loops;
 * :mod:`~qnewton.distributed.launch` — ``qnewton train --nproc N`` (torch's elastic launcher).
 """
 
+from qnewton.distributed.column_shard import ColumnShardFactorBlock, split_by_columns
+from qnewton.distributed.comm_rates import CommRates, probe_comm_rates
 from qnewton.distributed.context import (
     DistContext,
     DistributedError,
@@ -24,6 +30,7 @@ from qnewton.distributed.ownership import (
     WorkAssignment,
     lpt_assignment,
     makespan,
+    plan_split,
     rank_loads,
 )
 from qnewton.distributed.run import RunGroup
@@ -31,9 +38,11 @@ from qnewton.distributed.sharding import check_shardable, shard_slice
 from qnewton.distributed.step import StepPath
 
 __all__ = [
-    "DistContext", "DistributedError", "LPTAssignment", "LocalAssignment", "RunGroup",
+    "ColumnShardFactorBlock", "CommRates", "DistContext", "DistributedError", "LPTAssignment",
+    "LocalAssignment", "RunGroup",
     "StepPath", "WorkAssignment", "init_from_environment",
-    "launched_world_size", "lpt_assignment", "makespan", "rank_loads", "shard_slice",
+    "launched_world_size", "lpt_assignment", "makespan", "plan_split", "probe_comm_rates",
+    "rank_loads", "shard_slice", "split_by_columns",
     "check_shardable",
     "shutdown",
 ]

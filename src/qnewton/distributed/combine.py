@@ -36,9 +36,10 @@ from qnewton.curvature.representation import (
 from qnewton.distributed.context import DistContext
 
 #: How each block of a combined step is solved: by one ``owned`` rank (factor or dense form),
-#: by all ranks together (``collective``: matrix-free), or by every rank alike without a system
-#: (``none``: skipped over budget; the gradient fallback needs no communication).
-MODES = ("owned", "collective", "none")
+#: by all ranks together (``collective``: matrix-free; ``split``: a factor block dealt out by
+#: columns, decided at assignment), or by every rank alike without a system (``none``: skipped
+#: over budget; the gradient fallback needs no communication).
+MODES = ("owned", "collective", "split", "none")
 
 
 @dataclass
@@ -179,7 +180,7 @@ def combine_result(ctx: DistContext, result: CurvatureResult, config: CurvatureC
     return combined, GlobalBatch(sizes, c, rows, modes)
 
 
-def _row_factor(size: int, scale: float) -> float:
+def row_factor(size: int, scale: float) -> float:
     """``√(S_r·scale_r)``: the multiplier that brings rank r's rows to the ``1/S`` scale (1 for
     the Fisher and GGN, whose ``scale_r = 1/S_r``)."""
     value = size * scale
@@ -216,7 +217,7 @@ def _gather_factors(ctx: DistContext, dst: int, indices: list[int],
     # each rank brings its own rows to the 1/S scale before sending (it knows its scale_r)
     parts = []
     for b in local:
-        factor = _row_factor(batch.sizes[ctx.rank], b.scale)
+        factor = row_factor(batch.sizes[ctx.rank], b.scale)
         parts.append((b.factor if factor == 1.0 else b.factor * factor).reshape(-1))
     if parts:
         flat[:lengths[ctx.rank]] = torch.cat(parts).to(dtype)

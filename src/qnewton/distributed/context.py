@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import datetime
 import os
+import pickle
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import torch
@@ -88,6 +89,17 @@ def _gist(exc: BaseException) -> str:
     return lines[0][:300]
 
 
+def _nbytes(tensor: torch.Tensor) -> int:
+    return tensor.numel() * tensor.element_size()
+
+
+def _pickled(obj: Any) -> int:
+    try:
+        return len(pickle.dumps(obj))
+    except Exception:  # noqa: BLE001 (the collective itself reports what cannot be sent)
+        return 0
+
+
 @dataclass
 class DistContext:
     """One process group seen from this rank.
@@ -104,6 +116,25 @@ class DistContext:
     world: int
     device: torch.device
     timeout: float = DEFAULT_TIMEOUT_S
+    #: bytes this rank has sent, by operation (see :meth:`count`)
+    sent: dict[str, int] = field(default_factory=dict)
+    #: collectives this rank has called, by operation
+    calls: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def bytes_sent(self) -> int:
+        """Bytes this rank has sent through its collectives so far (all operations)."""
+        return sum(self.sent.values())
+
+    def count(self, op: str, nbytes: float) -> None:
+        """Book ``nbytes`` sent by this rank in one ``op``. The volumes are those of the
+        standard algorithms (what gloo runs for these sizes): a ring all-reduce sends
+        2·(R−1)/R of the buffer, a gather or reduce sends the buffer once from every rank but
+        the destination, a broadcast sends it R−1 times from the source (flat), an all-gather
+        sends it to R−1 peers, an all-to-all sends every piece addressed to another rank;
+        object collectives count their pickled size the same way."""
+        self.sent[op] = self.sent.get(op, 0) + int(round(nbytes))
+        self.calls[op] = self.calls.get(op, 0) + 1
 
     @classmethod
     def detect(cls, process_group: Any = None, timeout: float | None = None
@@ -157,6 +188,7 @@ class DistContext:
         buf = tensor.to(self.device)
         self.call(what, lambda: self._wait(
             dist.all_reduce(buf, group=self.group, async_op=True)))
+        self.count("all_reduce", 2 * (self.world - 1) / self.world * _nbytes(buf))
         return buf.to(tensor.device) if buf is not tensor else buf
 
     def broadcast(self, tensor: torch.Tensor, src: int, what: str) -> torch.Tensor:
@@ -164,6 +196,8 @@ class DistContext:
         buf = tensor.to(self.device).contiguous()
         self.call(what, lambda: self._wait(dist.broadcast(
             buf, self.global_rank(src), group=self.group, async_op=True)))
+        if self.rank == src:
+            self.count("broadcast", (self.world - 1) * _nbytes(buf))
         return buf.to(tensor.device)
 
     def gather(self, tensor: torch.Tensor, dst: int, what: str) -> list[torch.Tensor] | None:
@@ -172,6 +206,8 @@ class DistContext:
         out = [torch.empty_like(buf) for _ in range(self.world)] if self.rank == dst else None
         self.call(what, lambda: self._wait(dist.gather(
             buf, out, dst=self.global_rank(dst), group=self.group, async_op=True)))
+        if self.rank != dst:
+            self.count("gather", _nbytes(buf))
         return out
 
     def reduce(self, tensor: torch.Tensor, dst: int, what: str) -> torch.Tensor | None:
@@ -179,7 +215,30 @@ class DistContext:
         buf = tensor.to(self.device).contiguous().clone()
         self.call(what, lambda: self._wait(dist.reduce(
             buf, self.global_rank(dst), group=self.group, async_op=True)))
+        if self.rank != dst:
+            self.count("reduce", _nbytes(buf))
         return buf if self.rank == dst else None
+
+    def all_gather(self, tensor: torch.Tensor, what: str) -> list[torch.Tensor]:
+        """Every rank's ``tensor`` (same shape on all), by rank."""
+        buf = tensor.to(self.device).contiguous()
+        out = [torch.empty_like(buf) for _ in range(self.world)]
+        self.call(what, lambda: self._wait(dist.all_gather(
+            out, buf, group=self.group, async_op=True)))
+        self.count("all_gather", (self.world - 1) * _nbytes(buf))
+        return [t.to(tensor.device) for t in out]
+
+    def all_to_all(self, tensor: torch.Tensor, send_sizes: list[int], recv_sizes: list[int],
+                   what: str) -> torch.Tensor:
+        """Exchange pieces of a flat ``tensor``: the ``send_sizes[r]`` elements in order go to
+        rank ``r``; returns the pieces received, ``recv_sizes[r]`` elements from rank ``r``,
+        concatenated in rank order."""
+        buf = tensor.to(self.device).contiguous().reshape(-1)
+        out = torch.empty(sum(recv_sizes), dtype=buf.dtype, device=self.device)
+        self.call(what, lambda: self._wait(dist.all_to_all_single(
+            out, buf, list(recv_sizes), list(send_sizes), group=self.group, async_op=True)))
+        self.count("all_to_all", buf.element_size() * (sum(send_sizes) - send_sizes[self.rank]))
+        return out.to(tensor.device)
 
     def all_gather_ints(self, values: list[int], what: str) -> list[list[int]]:
         """Every rank's list of integers (same length on all), by rank."""
@@ -187,6 +246,7 @@ class DistContext:
         out = [torch.empty_like(buf) for _ in range(self.world)]
         self.call(what, lambda: self._wait(dist.all_gather(
             out, buf, group=self.group, async_op=True)))
+        self.count("all_gather", (self.world - 1) * _nbytes(buf))
         return [[int(v) for v in t.cpu()] for t in out]
 
     # -- object collectives (bounded by the group's timeout) ------------------------------------
@@ -194,6 +254,7 @@ class DistContext:
         """Every rank's picklable ``obj``, by rank."""
         out: list[Any] = [None] * self.world
         self.call(what, lambda: dist.all_gather_object(out, obj, group=self.group))
+        self.count("all_gather_object", (self.world - 1) * _pickled(obj))
         return out
 
     def broadcast_object(self, obj: Any, src: int, what: str) -> Any:
@@ -201,6 +262,8 @@ class DistContext:
         box = [obj]
         self.call(what, lambda: dist.broadcast_object_list(
             box, src=self.global_rank(src), group=self.group))
+        if self.rank == src:
+            self.count("broadcast_object", (self.world - 1) * _pickled(obj))
         return box[0]
 
     def barrier(self, what: str) -> None:

@@ -1,4 +1,5 @@
-"""Which rank solves which block: longest-processing-time-first on predicted seconds.
+"""Which rank solves which block: longest-processing-time-first on predicted seconds, after
+deciding which large factor blocks are split across all ranks instead (:func:`plan_split`).
 
 Graham (1969), "Bounds on multiprocessing timing anomalies": assigning jobs in decreasing order
 of time, each to the currently least-loaded machine, gives a makespan (the slowest rank's total)
@@ -21,6 +22,14 @@ from qnewton.system import SystemShape
 if TYPE_CHECKING:
     from qnewton.curvature import CurvatureBlock
     from qnewton.distributed.combine import GlobalBatch
+    from qnewton.distributed.comm_rates import CommRates
+
+#: When a factor block is split across the ranks (:func:`plan_split`): when predicted faster,
+#: always (tests, measurements) or never (one owner per block, as before splitting existed).
+SPLIT_POLICIES = ("auto", "always", "never")
+#: Collectives of one split Woodbury solve besides the Gram's all-reduce: F·b (M numbers), Fᵀ·y
+#: and the diagonal (N numbers each) and the κ analysis' products — counted generously.
+SPLIT_SOLVE_CALLS = 6
 
 
 def lpt_assignment(seconds: Sequence[float], ranks: int) -> list[int]:
@@ -56,6 +65,63 @@ def makespan(seconds: Sequence[float], owner: Sequence[int], ranks: int) -> floa
     return max(rank_loads(seconds, owner, ranks), default=0.0)
 
 
+def split_total(split: set[int], seconds: Sequence[float], owned: Sequence[int],
+                split_cost: Sequence[float], gather_cost: Sequence[float], ranks: int) -> float:
+    """Predicted seconds of a step's solves when the blocks in ``split`` are solved by all ranks
+    together (``seconds[i]/R`` of work each, plus ``split_cost[i]`` of communication) and the
+    other ``owned`` blocks by LPT owners (their makespan, plus ``gather_cost[i]`` each to bring
+    their rows to the owner; the gathers run one after another)."""
+    rest = [i for i in owned if i not in split]
+    together = sum(seconds[i] / ranks + split_cost[i] for i in split)
+    times = [seconds[i] for i in rest]
+    alone = makespan(times, lpt_assignment(times, ranks), ranks) if rest else 0.0
+    return together + alone + sum(gather_cost[i] for i in rest)
+
+
+def plan_split(seconds: Sequence[float], owned: Sequence[int], candidates: Sequence[int],
+               split_cost: Sequence[float], gather_cost: Sequence[float], ranks: int,
+               policy: str = "auto") -> set[int]:
+    """Which ``candidates`` (factor blocks among ``owned``) to split across all ranks.
+
+    ``auto``: greedily, largest predicted block first, split a block when that lowers
+    :func:`split_total` — a large block stops bounding the makespan once split, at the price
+    of its all-to-all; small ones stay whole (their latency costs more than their work).
+    Deterministic in the predictions, so every rank plans the same split.
+    """
+    if policy not in SPLIT_POLICIES:
+        raise ValueError(f"split policy must be one of {SPLIT_POLICIES}, got {policy!r}")
+    if policy == "never" or ranks < 2:
+        return set()
+    if policy == "always":
+        return set(candidates)
+    split: set[int] = set()
+    best = split_total(split, seconds, owned, split_cost, gather_cost, ranks)
+    for i in sorted(candidates, key=lambda j: (-seconds[j], j)):
+        trial = split | {i}
+        total = split_total(trial, seconds, owned, split_cost, gather_cost, ranks)
+        if total < best:
+            split, best = trial, total
+    return split
+
+
+def split_costs(n: int, rows: Sequence[int], element_bytes: int, comm: CommRates
+                ) -> tuple[float, float]:
+    """Predicted communication seconds of a factor block of N = ``n`` columns with ``rows[r]``
+    rows on rank r: (split across all ranks, gathered to one owner).
+
+    Split: the busiest rank's all-to-all (its rows' columns of the other ranks), the Gram's
+    all-reduce (M² float64) and :data:`SPLIT_SOLVE_CALLS` collectives of up to N float64.
+    Owner: the other ranks' rows into the owner's link ((R−1)/R of them on average)."""
+    ranks = len(rows)
+    m = sum(rows)
+    widest = math.ceil(n / ranks)
+    to_all = max(r * (n - widest) for r in rows) * element_bytes
+    split = (comm.send(to_all) + comm.all_reduce(8.0 * m * m)
+             + comm.send(8.0 * n * (ranks - 1) / ranks, SPLIT_SOLVE_CALLS))
+    gather = comm.send(element_bytes * n * m * (ranks - 1) / ranks)
+    return split, gather
+
+
 class WorkAssignment(Protocol):
     """Which rank solves which block of a step."""
 
@@ -86,11 +152,19 @@ def predicted_seconds(scheduler: Scheduler, n: int, rows: int | None) -> float:
 
 
 class LPTAssignment:
-    """Several ranks: :func:`lpt_assignment` of the owned blocks on the scheduler's predicted
-    seconds, the same on every rank without communicating."""
+    """Several ranks: the large factor blocks that :func:`plan_split` splits (their mode becomes
+    ``split`` in ``batch``: solved by all ranks together, owner ``-1``), then
+    :func:`lpt_assignment` of the other owned blocks on the scheduler's predicted seconds — the
+    same on every rank without communicating.
 
-    def __init__(self, scheduler: Scheduler, ranks: int) -> None:
-        self.scheduler, self.ranks = scheduler, ranks
+    Args:
+        comm: the group's measured collective costs (``None``: nothing is split).
+        policy: one of :data:`SPLIT_POLICIES`.
+    """
+
+    def __init__(self, scheduler: Scheduler, ranks: int, comm: CommRates | None = None,
+                 policy: str = "auto") -> None:
+        self.scheduler, self.ranks, self.comm, self.policy = scheduler, ranks, comm, policy
 
     def assign(self, blocks: Sequence[CurvatureBlock | None], batch: GlobalBatch
                ) -> tuple[list[int], list[float]]:
@@ -98,6 +172,19 @@ class LPTAssignment:
                      if mode == "owned" else 0.0
                      for i, (b, mode) in enumerate(zip(blocks, batch.modes, strict=True))]
         owned = [i for i, m in enumerate(batch.modes) if m == "owned"]
+        candidates = [i for i in owned if batch.global_rows(i) is not None]
+        if self.comm is not None and candidates and self.policy != "never":
+            split_cost = [0.0] * len(blocks)
+            gather_cost = [0.0] * len(blocks)
+            for i in candidates:
+                stored = getattr(blocks[i], "storage_dtype", None)
+                size = 8 if stored is None else stored.itemsize
+                split_cost[i], gather_cost[i] = split_costs(
+                    blocks[i].n, [rows[i] for rows in batch.rows], size, self.comm)
+            for i in plan_split(predicted, owned, candidates, split_cost, gather_cost,
+                                self.ranks, self.policy):
+                batch.modes[i] = "split"
+            owned = [i for i in owned if batch.modes[i] == "owned"]
         owner = [-1] * len(blocks)
         for i, r in zip(owned, lpt_assignment([predicted[i] for i in owned], self.ranks),
                         strict=True):

@@ -8,11 +8,15 @@ In a single process every collective is the identity and the one rank owns every
    the same skip decisions).
 2. :meth:`StepPath.combine` — gradients all-reduced with weights ``S_r/S``; each block's mode
    (owned, collective, none) decided on the global batch.
-3. :meth:`StepPath.solve` — ownership by LPT on the scheduler's predicted seconds; shards
-   gathered to the owners; each owner solves its blocks (:func:`~qnewton.stepping.solve_block`);
-   matrix-free blocks are solved by all ranks in lockstep; the directions are broadcast from
-   their owners and the outcomes (records, events) exchanged, so that every rank books the same
-   outcomes — each rank's measured seconds stay its own.
+3. :meth:`StepPath.solve` — the large factor blocks whose split across all ranks is predicted
+   faster (the scheduler's seconds plus the measured costs of the collectives,
+   :mod:`~qnewton.distributed.comm_rates`) are dealt out by columns and solved by all ranks
+   together (:mod:`~qnewton.distributed.column_shard`); ownership of the others by LPT; their
+   shards gathered to the owners; each owner solves its blocks
+   (:func:`~qnewton.stepping.solve_block`); matrix-free blocks are solved by all ranks in
+   lockstep; the directions are broadcast from their owners and the outcomes (records, events)
+   exchanged, so that every rank books the same outcomes — each rank's measured seconds stay
+   its own.
 
 Randomness is keyed by (step, block index, attempt), never by rank, so a block's solve draws
 what it would draw in one process.
@@ -28,12 +32,15 @@ import torch
 from qnewton.accounting import Ledger, SolveRecord
 from qnewton.curvature import CurvatureConfig, CurvatureResult
 from qnewton.curvature.representation import CurvatureBlock
+from qnewton.distributed.column_shard import split_by_columns
 from qnewton.distributed.combine import (
     GlobalBatch,
     combine_result,
     gather_owned,
     global_mean_loss,
+    row_factor,
 )
+from qnewton.distributed.comm_rates import CommRates, probe_comm_rates
 from qnewton.distributed.context import DistContext
 from qnewton.distributed.ownership import LocalAssignment, LPTAssignment, WorkAssignment
 from qnewton.scheduling import Scheduler
@@ -49,14 +56,22 @@ class StepPath:
     Args:
         process_group: the group to run on; ``None`` uses the default group when
             ``torch.distributed`` is initialized (e.g. under ``torchrun``).
+        split: when a factor block is split across the ranks, one of
+            :data:`~qnewton.distributed.ownership.SPLIT_POLICIES` (``auto``: when predicted
+            faster).
     """
 
-    def __init__(self, process_group: object = None) -> None:
+    def __init__(self, process_group: object = None, split: str = "auto") -> None:
         self.process_group = process_group
+        self.split = split
+        #: the group's measured collective costs (probed at the first step on several ranks)
+        self.comm: CommRates | None = None
         self._ctx: DistContext | None = None
         self._detected = False
         self._batch: GlobalBatch | None = None
         self._rates_shared = False
+        #: the blocks split across the ranks at the last step
+        self.split_blocks: list[int] = []
         #: per step, the owner rank of each block (the last step's; for reports and tests)
         self.owner: list[int] = []
         self.predicted: list[float] = []
@@ -72,7 +87,9 @@ class StepPath:
     def assignment(self, scheduler: Scheduler) -> WorkAssignment:
         """Which rank solves which block: this process alone, or LPT across the ranks."""
         ctx = self.context
-        return LocalAssignment() if ctx is None else LPTAssignment(scheduler, ctx.world)
+        if ctx is None:
+            return LocalAssignment()
+        return LPTAssignment(scheduler, ctx.world, self.comm, self.split)
 
     def global_loss(self, losses: torch.Tensor, loss: torch.Tensor, scheduler: Scheduler,
                     ledger: Ledger) -> torch.Tensor:
@@ -86,6 +103,7 @@ class StepPath:
             rates = scheduler.machine_rates() if ctx.rank == 0 else None
             with ledger.phase("communication"):
                 scheduler.rates = ctx.broadcast_object(rates, 0, "broadcast of machine rates")
+                self.comm = probe_comm_rates(ctx)
             self._rates_shared = True
         return global_mean_loss(ctx, losses, ledger)
 
@@ -135,16 +153,28 @@ class StepPath:
         self._batch = None
         blocks = result.blocks
         self.owner, self.predicted = self.assignment(scheduler).assign(blocks, batch)
+        self.split_blocks = [i for i, mode in enumerate(batch.modes) if mode == "split"]
         rank = 0 if ctx is None else ctx.rank
+        found: list[BlockOutcome | None] = [None] * len(blocks)
+        seconds = 0.0  # this rank's block work (its solves, the split blocks' shares included)
+        # split blocks first: all ranks arrive together, before their owned work differs
+        for i in self.split_blocks:
+            with ledger.phase("communication"):
+                local = blocks[i]
+                block = split_by_columns(ctx, local, [rows[i] for rows in batch.rows],
+                                         row_factor(batch.sizes[ctx.rank], local.scale),
+                                         1.0 / batch.total)
+            work = time.perf_counter()
+            found[i] = solve_one(i, block, result.grads[i])
+            seconds += time.perf_counter() - work
         mine = ({i: b for i, b in enumerate(blocks) if batch.modes[i] == "owned"} if ctx is None
                 else gather_owned(ctx, blocks, self.owner, batch, ledger))
-        found: list[BlockOutcome | None] = [None] * len(blocks)
         work = time.perf_counter()
         for i in sorted(mine):
             found[i] = solve_one(i, mine[i], result.grads[i])
-        seconds = time.perf_counter() - work
+        seconds += time.perf_counter() - work
         for i, mode in enumerate(batch.modes):  # collective, or none (a gradient step)
-            if mode != "owned":
+            if mode in ("collective", "none"):
                 found[i] = solve_one(i, blocks[i], result.grads[i])
         if ctx is None:
             return found  # type: ignore[return-value]
