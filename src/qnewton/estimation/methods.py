@@ -104,6 +104,17 @@ def _exact_from_eigenvalues(eigenvalues: torch.Tensor) -> KappaEstimate:
                          method="eigvalsh")
 
 
+def _kappa_from_kronecker(system: LinearSystem) -> tuple[KappaEstimate, float]:
+    """Exact κ of ``G ⊗ A + s·I`` (PSD factors): its eigenvalues are ``μ_G·μ_A + s``, so κ =
+    (μ_G,max·μ_A,max + s) / (μ_G,min·μ_A,min + s) from the factors' eigendecompositions, which
+    the Kronecker solve reuses."""
+    lo, hi = system.block.eigenvalue_range()
+    lo, hi = lo + system.shift, hi + system.shift
+    log10 = math.log10(hi) - math.log10(lo) if lo > 0 else math.inf
+    return KappaEstimate(value=hi / lo if lo > 0 else math.inf, log10=log10, kind="exact",
+                         method="kronecker-eig"), hi
+
+
 def _kappa_from_gram(system: LinearSystem, policy: KappaPolicy) -> tuple[KappaEstimate, float]:
     """κ of ``s·FᵀF + λI`` with ``F`` of M < N rows from the M×M Gram ``F Fᵀ``: the block's
     eigenvalues are ``s·eig(F Fᵀ)`` and N − M zeros, so κ = (s·μ_max + λ)/λ, and only μ_max is
@@ -156,6 +167,8 @@ def analyse_kappa(system: LinearSystem, policy: KappaPolicy,
         eigenvalues = torch.linalg.eigvalsh(system.to_dense())
         kappa = _exact_from_eigenvalues(eigenvalues)
         norm = float(eigenvalues.abs().max())
+    elif auto and system.kronecker is not None:
+        kappa, norm = _kappa_from_kronecker(system)
     elif auto and _use_gram(system, policy.gram_below, gram_shared):
         kappa, norm = _kappa_from_gram(system, policy)
     elif auto and system.psd_plus_shift:
