@@ -163,12 +163,12 @@ def analyse_kappa(system: LinearSystem, policy: KappaPolicy,
     steps = min(policy.steps, system.n)
     norm_kw = {"steps": steps, "seed": policy.seed, "psd": True, "dtype": system.dtype}
     auto = policy.method == "auto"
-    if auto and system.n <= policy.exact_below and not system.matrix_free:
+    if auto and system.kronecker is not None:  # exact, from the two small factors
+        kappa, norm = _kappa_from_kronecker(system)
+    elif auto and system.n <= policy.exact_below and not system.matrix_free:
         eigenvalues = torch.linalg.eigvalsh(system.to_dense())
         kappa = _exact_from_eigenvalues(eigenvalues)
         norm = float(eigenvalues.abs().max())
-    elif auto and system.kronecker is not None:
-        kappa, norm = _kappa_from_kronecker(system)
     elif auto and _use_gram(system, policy.gram_below, gram_shared):
         kappa, norm = _kappa_from_gram(system, policy)
     elif auto and system.psd_plus_shift:
