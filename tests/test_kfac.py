@@ -255,3 +255,71 @@ def test_qnewton_kfac_lowers_the_loss(net):
     records = [r for o in opt.last_outcomes for r in o.records]
     assert {r.representation for r in records} == {"kronecker"}
     assert {r.solver for r in records} == {"kronecker"}
+
+
+def _mlp_problem(seed: int = 7):
+    torch.manual_seed(seed)
+    model = nn.Sequential(nn.Linear(4, 5), nn.Tanh(), nn.Linear(5, 3)).to(F64)
+    x, y = torch.randn(24, 4, dtype=F64), torch.randint(0, 3, (24,))
+    return model, x, y
+
+
+def _kfac_opt(model, **kw):
+    return QNewton(model.named_parameters(), curvature="kfac", grouping="module",
+                   policy="classical", rates=MachineRates.user(1e10), **kw)
+
+
+def test_running_averages_and_refresh_every_t_steps():
+    model, x, y = _mlp_problem()
+    opt = _kfac_opt(model, kfac_every=3, kfac_decay=0.5)
+
+    def closure():
+        opt.zero_grad()
+        return ce(model(x), y)
+
+    fresh = []  # each step's own factors of the first layer, built independently
+    for _ in range(4):
+        blocks = blocks_from_module(model, "module")
+        res = compute_curvature(ce(model(x), y), blocks, CurvatureConfig(kind="kfac"))
+        fresh.append(res.blocks[0].a.clone())
+        opt.step(closure)
+        if len(fresh) == 1:
+            snap0 = opt.kfac.stats["0"]["kfac_snap_a"].clone()
+    avg = fresh[0]
+    for k, a in enumerate(fresh[1:], start=2):
+        eps = min(1 - 1 / k, 0.5)
+        avg = eps * avg + (1 - eps) * a
+    slot = opt.kfac.stats["0"]
+    torch.testing.assert_close(slot["kfac_a"], avg, rtol=1e-12, atol=1e-14)
+    torch.testing.assert_close(snap0, fresh[0], rtol=0, atol=0)
+    # step 3 (a multiple of 3) took the running average as its new snapshot
+    torch.testing.assert_close(slot["kfac_snap_a"], avg, rtol=0, atol=0)
+    assert (opt.kfac.refreshed, opt.kfac.reused) == (2 * 2, 2 * 2)  # 2 layers × (0, 3 | 1, 2)
+
+
+def test_amortized_run_resumes_bit_identically():
+    def run(split: int | None, keep_kfac: bool = True):
+        model, x, y = _mlp_problem(8)
+        opt = _kfac_opt(model, kfac_every=3)
+
+        def closure():
+            opt.zero_grad()
+            return ce(model(x), y)
+
+        for step in range(7):
+            if step == split:
+                state = (model.state_dict(), opt.state_dict())
+                model, x, y = _mlp_problem(8)
+                model.load_state_dict(state[0])
+                opt = _kfac_opt(model, kfac_every=3)
+                if not keep_kfac:
+                    state[1]["qnewton"]["kfac"] = None
+                opt.load_state_dict(state[1])
+            opt.step(closure)
+        return torch.cat([p.detach().reshape(-1) for p in model.parameters()])
+
+    straight = run(None)
+    for split in (2, 4):  # between refreshes (2: the snapshot of step 0 is reused at step 2)
+        assert torch.equal(run(split), straight)
+    # the running averages and snapshots are what make it identical: without them it differs
+    assert not torch.equal(run(2, keep_kfac=False), straight)

@@ -36,6 +36,7 @@ from qnewton.curvature import (
     finite_each,
     unflatten_block,
 )
+from qnewton.curvature.kfac_amortize import KroneckerAmortizer, amortized
 from qnewton.distributed.step import StepPath
 from qnewton.options import (
     GROUP_OPTIONS,
@@ -102,6 +103,8 @@ class QNewton(Optimizer):
         self.curvature_config = curvature_config(opts)
         self.curvature_schedule = CurvatureSchedule(opts["curvature_batch"],
                                                     opts["curvature_every"], seed)
+        self.kfac = KroneckerAmortizer(opts["kfac_every"], opts["kfac_decay"]) if (
+            opts["curvature"] == "kfac") else None
         self.pipeline = SolvePipeline(scheduler, opts["max_retries"],
                                       opts["damping_growth"], opts["exact_kappa_max_n"])
         self.step_rule = STEP_RULES[opts["step_rule"]](damping=opts["damping"])
@@ -132,7 +135,8 @@ class QNewton(Optimizer):
         state = super().state_dict()
         state["qnewton"] = {"ledger": self.ledger.state_dict(),
                             "adaptive": self.step_rule.state_dict(),
-                            "nonfinite_in_a_row": self.guard.in_a_row}
+                            "nonfinite_in_a_row": self.guard.in_a_row,
+                            "kfac": self.kfac.state_dict() if self.kfac else None}
         return state
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
@@ -143,6 +147,8 @@ class QNewton(Optimizer):
             self.ledger.load_state_dict(extra["ledger"])
             self.step_rule.load_state_dict(extra["adaptive"])
             self.guard.in_a_row = int(extra["nonfinite_in_a_row"])
+            if self.kfac is not None and extra.get("kfac") is not None:
+                self.kfac.load_state_dict(extra["kfac"])
 
     @property
     def scheduler(self) -> Scheduler:
@@ -232,6 +238,7 @@ class QNewton(Optimizer):
         with ledger.phase("curvature"), torch.enable_grad():
             local, reused = self.curvature_schedule(losses, blocks, self.curvature_config,
                                                     outputs, step, over_budget)
+            local = amortized(local, self.kfac, step, blocks, reused)
             if not (self._closure_checked or local.bypass_covered):  # once, on own gradients
                 self.kind.check_closure(losses, outputs, [p for b in blocks for p in b.params], [
                     g for b, gb in zip(blocks, local.grads, strict=True)

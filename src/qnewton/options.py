@@ -211,6 +211,14 @@ OPTIONS: tuple[Option, ...] = (
            "build the curvature every this many steps and reuse it in between with each step's "
            "fresh gradient (>= 1; 1: every step)",
            lambda v: check_int("curvature_every", v, 1), int),
+    Option("kfac_every", 1,
+           "curvature kfac: refactorize the Kronecker factors every this many steps; between "
+           "refreshes the last factorization solves (>= 1; docs/method.md §4.7)",
+           lambda v: check_int("kfac_every", v, 1), int),
+    Option("kfac_decay", 0.95,
+           "curvature kfac: largest weight of the old running average of the factors, "
+           "min(1 - 1/k, this) at the k-th update (in [0, 1); 0: each step's own factors)",
+           lambda v: check_real("kfac_decay", v, low=0.0, high=1.0, high_open=True), float),
     Option("curvature_dtype", "float64",
            "store curvature factors in float64 or in the model's dtype ('model', or None in "
            "the API: half the memory for a float32 model, every product casts them back; "
