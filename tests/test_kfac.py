@@ -254,7 +254,9 @@ def test_qnewton_kfac_lowers_the_loss(net):
     assert last < 0.8 * first
     records = [r for o in opt.last_outcomes for r in o.records]
     assert {r.representation for r in records} == {"kronecker"}
-    assert {r.solver for r in records} == {"kronecker"}
+    for r in records:  # the Kronecker solver competes; the scheduler takes the fastest model
+        assert "kronecker" in r.predicted_classical
+        assert r.solver == min(r.predicted_classical, key=r.predicted_classical.get)
 
 
 def _mlp_problem(seed: int = 7):
