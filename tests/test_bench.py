@@ -664,8 +664,8 @@ def test_smoke_user_facing_cases_are_consistent(smoke_run):
             assert run["curve"][-1][2] >= task["target"]
             assert run["steps"] % smoke.ttt_eval_every == 0
             assert run["seconds_to_target"] == run["curve"][-1][1]
-    methods = {"qnewton", "qnewton-kfac", "adam", "lbfgs", "ggn-cg"} | ({"kfac"} if peers.curvlinops_available()
-                                                        else set())
+    methods = {"qnewton", "qnewton-kfac", "adam", "lbfgs", "ggn-cg"} | (
+        {"kfac"} if peers.curvlinops_available() else set())
     assert set(task["runs"]) == methods
     for row in ttt["rows"]:
         peer = row["name"].rsplit("/ ", 1)[1]
