@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import warnings
 
@@ -221,9 +222,15 @@ def test_kronecker_kappa_is_exact_and_solver_only_for_kronecker_systems(damped_s
     assert kappa.value == pytest.approx(float(evals[-1] / evals[0]), rel=1e-10)
     assert norm == pytest.approx(float(evals[-1]), rel=1e-10)
     rates = MachineRates.user(dense_flops_per_s=1e10, gemm_flops_per_s=1e10)
-    t = SOLVERS["kronecker"].predict_seconds(shape_of(system), rates, 1e-10)
     d_a, d_out = system.kronecker
-    assert t > 9 * (d_a**3 + d_out**3) / 1e10
+    apply = 2 * (4 * d_out**2 * d_a + 4 * d_out * d_a**2) / 1e10 + rates.call_overhead_s
+    shape = shape_of(system)  # the κ analysis computed (and kept) the eigendecompositions
+    assert shape.kronecker_factored
+    predict = SOLVERS["kronecker"].predict_seconds
+    assert predict(shape, rates, 1e-10) == pytest.approx(apply, rel=1e-12)
+    cold = dataclasses.replace(shape, kronecker_factored=False)
+    assert predict(cold, rates, 1e-10) == pytest.approx(
+        apply + 9 * (d_a**3 + d_out**3) / 1e10, rel=1e-12)
     factor = condition(FactorBlock("f", "fisher", torch.randn(3, 5, dtype=F64)),
                        ConditioningConfig())
     assert "kronecker" not in applicable_solvers(factor)
@@ -297,6 +304,21 @@ def test_running_averages_and_refresh_every_t_steps():
     # step 3 (a multiple of 3) took the running average as its new snapshot
     torch.testing.assert_close(slot["kfac_snap_a"], avg, rtol=0, atol=0)
     assert (opt.kfac.refreshed, opt.kfac.reused) == (2 * 2, 2 * 2)  # 2 layers × (0, 3 | 1, 2)
+    # the snapshot keeps its eigendecompositions: the step's damped system shares them, and the
+    # Kronecker solver's time model then leaves out the factorization
+    snap = opt.kfac._snapshots["0"]
+    assert snap.has_eig
+    damped = snap.damped(0.1, 0.2)
+    assert damped.has_eig and damped.eig()[1] is snap.eig()[1]
+    torch.testing.assert_close(damped.eig()[0], snap.eig()[0] + 0.1, rtol=0, atol=0)
+    system = condition(snap, ConditioningConfig(reg=1e-2))
+    rates = MachineRates.user(dense_flops_per_s=1e9, gemm_flops_per_s=1e9)
+    assert shape_of(system).kronecker_factored
+    cold = KroneckerBlock("cold", "kfac", snap.a, snap.g, has_bias=True)
+    assert not shape_of(condition(cold, ConditioningConfig(reg=1e-2))).kronecker_factored
+    assert SOLVERS["kronecker"].predict_seconds(shape_of(system), rates, 1e-10) < (
+        SOLVERS["kronecker"].predict_seconds(shape_of(condition(cold, ConditioningConfig(
+            reg=1e-2))), rates, 1e-10))
 
 
 def test_amortized_run_resumes_bit_identically():

@@ -211,9 +211,10 @@ OPTIONS: tuple[Option, ...] = (
            "build the curvature every this many steps and reuse it in between with each step's "
            "fresh gradient (>= 1; 1: every step)",
            lambda v: check_int("curvature_every", v, 1), int),
-    Option("kfac_every", 1,
+    Option("kfac_every", 20,
            "curvature kfac: refactorize the Kronecker factors every this many steps; between "
-           "refreshes the last factorization solves (>= 1; docs/method.md §4.7)",
+           "refreshes the last factorization solves (>= 1; 20: Martens & Grosse 2015's T3; "
+           "docs/method.md §4.7)",
            lambda v: check_int("kfac_every", v, 1), int),
     Option("kfac_decay", 0.95,
            "curvature kfac: largest weight of the old running average of the factors, "

@@ -178,7 +178,8 @@ class SystemShape:
         gram_formed: whether ``F Fᵀ`` was already formed (a Woodbury solve reuses it).
         matrix_free: whether A is known only through products (only CG applies).
         kronecker: ``(d_a, d_out)`` when A is a Kronecker block plus a shift (the Kronecker
-            solver applies), else ``None``.
+            solver applies), else ``None``. kronecker_factored: whether its factors'
+            eigendecompositions are already held (a block reused between K-FAC refreshes).
     """
 
     n: int
@@ -190,3 +191,4 @@ class SystemShape:
     gram_formed: bool = False
     matrix_free: bool = False
     kronecker: tuple[int, int] | None = None
+    kronecker_factored: bool = False

@@ -60,6 +60,9 @@ class KroneckerBlock(CurvatureBlock):
         self.weight_first = bool(weight_first)
         self.damping = (float(damping[0]), float(damping[1]))
         self._eig: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor] | None = None
+        #: (the undamped block, γ_A, γ_G) for a damped copy: its eigendecompositions are the
+        #: base's (computed and kept there, so a block reused across steps factors once)
+        self._base: tuple[KroneckerBlock, float, float] | None = None
 
     def __repr__(self) -> str:
         return (f"KroneckerBlock(name={self.name!r}, kind={self.kind!r}, d_out={self.d_out}, "
@@ -140,6 +143,10 @@ class KroneckerBlock(CurvatureBlock):
     def eig(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """``(λ_A, Q_A, λ_G, Q_G)``, eigenvalues ascending and clamped at 0 (the factors are PSD;
         round-off can make the smallest slightly negative), computed once."""
+        if self._eig is None and self._base is not None:
+            base, gamma_a, gamma_g = self._base
+            la, qa, lg, qg = base.eig()
+            self._eig = (la + gamma_a, qa, lg + gamma_g, qg)
         if self._eig is None:
             la, qa = torch.linalg.eigh(self.a)
             lg, qg = torch.linalg.eigh(self.g)
@@ -148,8 +155,9 @@ class KroneckerBlock(CurvatureBlock):
 
     @property
     def has_eig(self) -> bool:
-        """Whether :meth:`eig` is already computed (a solve then costs two matmul pairs)."""
-        return self._eig is not None
+        """Whether :meth:`eig` is already computed, here or on the undamped block (a solve then
+        costs two matmul pairs)."""
+        return self._eig is not None or (self._base is not None and self._base[0].has_eig)
 
     def damped(self, gamma_a: float, gamma_g: float) -> KroneckerBlock:
         """``(A + γ_A I) ⊗ (G + γ_G I)`` as a new block (sharing this block's eigenvectors)."""
@@ -159,9 +167,8 @@ class KroneckerBlock(CurvatureBlock):
                              self.g + gamma_g * eye_g, has_weight=self.has_weight,
                              has_bias=self.has_bias, weight_first=self.weight_first,
                              damping=(self.damping[0] + gamma_a, self.damping[1] + gamma_g))
-        if self._eig is not None:
-            la, qa, lg, qg = self._eig
-            out._eig = (la + gamma_a, qa, lg + gamma_g, qg)
+        out._base = (self, gamma_a, gamma_g) if self._base is None else (
+            self._base[0], self._base[1] + gamma_a, self._base[2] + gamma_g)
         return out
 
     def shifted_solve(self, b: torch.Tensor, shift: float) -> torch.Tensor:

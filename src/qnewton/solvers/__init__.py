@@ -37,7 +37,8 @@ def shape_of(system: LinearSystem, kappa: float = 1.0) -> SystemShape:
     return SystemShape(n=system.n, nnz=system.nnz, d=system.d, kappa=kappa,
                        factor_rows=system.factor_rows, shift_positive=system.shift > 0,
                        gram_formed=system.has_gram, matrix_free=system.matrix_free,
-                       kronecker=system.kronecker)
+                       kronecker=system.kronecker,
+                       kronecker_factored=system.kronecker is not None and system.block.has_eig)
 
 
 def applicable_solvers(system: LinearSystem) -> tuple[str, ...]:

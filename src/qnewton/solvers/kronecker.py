@@ -22,7 +22,8 @@ class KroneckerSolver(ClassicalSolver):
 
     Time model: ``9·(d_a³ + d_out³) / R_dense`` (the two eigendecompositions, skipped when the
     block already holds them — a block reused across steps) ``+ 2·(4·d_out²·d_a + 4·d_out·d_a²)
-    / R_gemm`` (two pairs of matmuls: in and out of the eigenbases) ``+ t_call``.
+    / R_gemm`` (two pairs of matmuls: in and out of the eigenbases) ``+ t_call``; without the
+    first term when the block holds its eigendecompositions already (``kronecker_factored``).
     Applies only to Kronecker systems.
     """
 
@@ -33,7 +34,8 @@ class KroneckerSolver(ClassicalSolver):
 
     def predict_seconds(self, shape: SystemShape, rates: MachineRates, rtol: float) -> float:
         d_a, d_out = shape.kronecker
-        factorize = EIGH_FLOPS_PER_N3 * (d_a**3 + d_out**3) / rates.dense_flops_per_s
+        factorize = 0.0 if shape.kronecker_factored else (
+            EIGH_FLOPS_PER_N3 * (d_a**3 + d_out**3) / rates.dense_flops_per_s)
         apply = 2.0 * (4.0 * d_out * d_out * d_a + 4.0 * d_out * d_a * d_a) / (
             rates.gemm_flops_per_s)
         return factorize + apply + rates.call_overhead_s
