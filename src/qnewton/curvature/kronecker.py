@@ -161,10 +161,10 @@ class KroneckerBlock(CurvatureBlock):
 
     def damped(self, gamma_a: float, gamma_g: float) -> KroneckerBlock:
         """``(A + γ_A I) ⊗ (G + γ_G I)`` as a new block (sharing this block's eigenvectors)."""
-        eye_a = torch.eye(self.d_a, dtype=self.dtype, device=self.device)
-        eye_g = torch.eye(self.d_out, dtype=self.dtype, device=self.device)
-        out = KroneckerBlock(self.name, self.kind, self.a + gamma_a * eye_a,
-                             self.g + gamma_g * eye_g, has_weight=self.has_weight,
+        a, g = self.a.clone(), self.g.clone()
+        a.diagonal().add_(gamma_a)
+        g.diagonal().add_(gamma_g)
+        out = KroneckerBlock(self.name, self.kind, a, g, has_weight=self.has_weight,
                              has_bias=self.has_bias, weight_first=self.weight_first,
                              damping=(self.damping[0] + gamma_a, self.damping[1] + gamma_g))
         out._base = (self, gamma_a, gamma_g) if self._base is None else (
