@@ -642,7 +642,7 @@ def test_falls_back_to_row_loop_when_vmap_fails():
 
 def test_config_validation():
     with pytest.raises(ValueError, match="hessian.*ggn.*fisher"):
-        CurvatureConfig(kind="kfac")
+        CurvatureConfig(kind="ekfac")
     with pytest.raises(ValueError, match="max_block_bytes"):
         CurvatureConfig(max_block_bytes=0)
     with pytest.raises(ValueError, match="max_block_bytes"):
