@@ -17,7 +17,7 @@ from torch import nn
 
 from qnewton import bench
 from qnewton import curvature as C
-from qnewton.bench import peers, suite
+from qnewton.bench import peers, step_cost, suite
 from qnewton.bench.cli import parse_cases
 from qnewton.bench.release import release_block_direction
 from qnewton.curvature.per_sample import engine, per_sample_rows
@@ -627,7 +627,7 @@ def test_smoke_user_facing_cases_are_consistent(smoke_run):
     the timings they record (never their speed)."""
     cases = {c["name"]: c for c in json.loads(smoke_run[1].read_text())["cases"]}
     smoke = bench.SETTINGS["smoke"]
-    for name in ("step-cost", "step-cost-ggn"):
+    for name in ("step-cost", "step-cost-ggn", "step-cost-kfac"):
         entry = cases[name]
         assert len(entry["rows"]) == len(smoke.cost_workloads)
         for row in entry["rows"]:
@@ -640,11 +640,13 @@ def test_smoke_user_facing_cases_are_consistent(smoke_run):
                 [q / a for q, a in zip(t["qnewton"], t["adam"], strict=True)])
         assert entry["measured"] == max(r["measured"] for r in entry["rows"])
         assert entry["qnewton_settings"]["curvature"] == "fisher"  # the CLI's default kind
+        if name == "step-cost-kfac":  # the Linear/Conv blocks are Kronecker blocks
+            assert any(p == "kronecker" for row in entry["rows"] for p in row["paths"].values())
         # every block of every bench model has its path, and none takes the per-sample loop
         assert all(row["paths"] for row in entry["rows"])
         assert entry["loop_blocks"] == {row["name"]: [] for row in entry["rows"]}
     over = cases["step-overhead"]
-    assert len(over["rows"]) == 2 * len(smoke.cost_workloads)
+    assert len(over["rows"]) == len(step_cost.RATIO_TARGETS) * len(smoke.cost_workloads)
     for model in over["models"]:
         for kind, k in model["kinds"].items():
             assert k["newton_parameter_fraction"] is not None, (model["label"], kind)
@@ -662,8 +664,8 @@ def test_smoke_user_facing_cases_are_consistent(smoke_run):
             assert run["curve"][-1][2] >= task["target"]
             assert run["steps"] % smoke.ttt_eval_every == 0
             assert run["seconds_to_target"] == run["curve"][-1][1]
-    methods = {"qnewton", "adam", "lbfgs", "ggn-cg"} | ({"kfac"} if peers.curvlinops_available()
-                                                        else set())
+    methods = {"qnewton", "qnewton-kfac", "adam", "lbfgs", "ggn-cg"} | (
+        {"kfac"} if peers.curvlinops_available() else set())
     assert set(task["runs"]) == methods
     for row in ttt["rows"]:
         peer = row["name"].rsplit("/ ", 1)[1]

@@ -86,7 +86,8 @@ def test_woodbury_needs_factor_form_and_shift():
 
 def test_unknown_solver_and_bad_rhs_are_rejected():
     system = factor_system()
-    with pytest.raises(ValueError, match="one of cholesky, lu, inverse, cg, woodbury; got"):
+    with pytest.raises(ValueError,
+                       match="one of cholesky, lu, inverse, cg, woodbury, kronecker; got"):
         solve_classical("qr", system, torch.ones(system.n, dtype=torch.float64))
     with pytest.raises(ValueError, match="b must have shape"):
         solve_classical("cholesky", system, torch.ones(system.n + 1, dtype=torch.float64))

@@ -29,15 +29,15 @@ from qnewton.curvature import (
     finite_each,
     unflatten_block,
 )
+from qnewton.curvature.kfac_amortize import KroneckerAmortizer, amortized
 from qnewton.distributed.step import StepPath
 from qnewton.options import (
     GROUP_OPTIONS,
     conditioning_config,
     curvature_config,
-    options_doc,
     resolve_options,
     scheduler_config,
-    with_option_signature,
+    with_options,
 )
 from qnewton.scheduling import Scheduler
 from qnewton.solvers import MachineRates
@@ -58,6 +58,7 @@ from qnewton.stepping import (
 from qnewton.validation import check_positive
 
 
+@with_options
 class QNewton(Optimizer):
     """Block-diagonal Newton optimizer with hybrid quantum-classical scheduling (Q-Newton).
 
@@ -74,9 +75,6 @@ class QNewton(Optimizer):
     ``prune_ratio``, ``prune_count``, ``momentum`` and ``clip`` are per param group):
     """
 
-    __doc__ = (__doc__ or "") + "\n" + options_doc() + "\n"
-
-    @with_option_signature
     def __init__(self, params: Iterable[Any], lr: float = 1.0, *,
                  rates: MachineRates | None = None, ledger: Ledger | None = None, seed: int = 0,
                  process_group: Any = None, **options: Any) -> None:
@@ -97,10 +95,11 @@ class QNewton(Optimizer):
             None if self.curvature_config is None else CURVATURES[self.curvature_config.kind])
         self.curvature_schedule = CurvatureSchedule(opts["curvature_batch"],
                                                     opts["curvature_every"], seed)
+        # Kronecker blocks' running factors and refresh schedule (a no-op for other blocks)
+        self.amortizer = KroneckerAmortizer(opts["kfac_every"], opts["kfac_decay"])
         self.pipeline = SolvePipeline(scheduler, opts["max_retries"],
                                       opts["damping_growth"], opts["exact_kappa_max_n"])
-        self.path = StepPath(process_group)
-        self.ledger = ledger if ledger is not None else Ledger()
+        self.path, self.ledger = StepPath(process_group), ledger if ledger is not None else Ledger()
         self.guard = NonFiniteGuard(opts["on_nonfinite"], opts["max_nonfinite"])
         self._closure_checked = False  # the kind's closure check runs at the first step
         #: the step rule's record of the last step (damping, step size, ρ, ...), or None
@@ -126,7 +125,8 @@ class QNewton(Optimizer):
         state = super().state_dict()
         state["qnewton"] = {"ledger": self.ledger.state_dict(),
                             "adaptive": self.step_rule.state_dict(),
-                            "nonfinite_in_a_row": self.guard.in_a_row}
+                            "nonfinite_in_a_row": self.guard.in_a_row,
+                            "kfac": self.amortizer.state_dict()}
         return state
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
@@ -137,10 +137,11 @@ class QNewton(Optimizer):
             self.ledger.load_state_dict(extra["ledger"])
             self.step_rule.load_state_dict(extra["adaptive"])
             self.guard.in_a_row = int(extra["nonfinite_in_a_row"])
+            if extra.get("kfac") is not None:
+                self.amortizer.load_state_dict(extra["kfac"])
 
     @property
-    def scheduler(self) -> Scheduler:
-        """The scheduler every block solve routes through."""
+    def scheduler(self) -> Scheduler:  # the scheduler every block solve routes through
         return self.pipeline.scheduler
 
     @scheduler.setter
@@ -230,6 +231,7 @@ class QNewton(Optimizer):
         with ledger.phase("curvature"), torch.enable_grad():
             local, reused = self.curvature_schedule(losses, blocks, self.curvature_config,
                                                     outputs, step, over_budget)
+            local = amortized(local, self.amortizer, step, blocks, reused)
             if not (self._closure_checked or local.bypass_covered):  # once, on own gradients
                 self.kind.check_closure(losses, outputs, [p for b in blocks for p in b.params], [
                     g for b, gb in zip(blocks, local.grads, strict=True)

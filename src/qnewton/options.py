@@ -223,6 +223,15 @@ OPTIONS: tuple[Option, ...] = (
            "build the curvature every this many steps and reuse it in between with each step's "
            "fresh gradient (>= 1; 1: every step)",
            lambda v: check_int("curvature_every", v, 1), int),
+    Option("kfac_every", 20,
+           "curvature kfac: refactorize the Kronecker factors every this many steps; between "
+           "refreshes the last factorization solves (>= 1; 20: Martens & Grosse 2015's T3; "
+           "docs/method.md §4.7)",
+           lambda v: check_int("kfac_every", v, 1), int),
+    Option("kfac_decay", 0.95,
+           "curvature kfac: largest weight of the old running average of the factors, "
+           "min(1 - 1/k, this) at the k-th update (in [0, 1); 0: each step's own factors)",
+           lambda v: check_real("kfac_decay", v, low=0.0, high=1.0, high_open=True), float),
     Option("curvature_dtype", "float64",
            "store curvature factors in float64 or in the model's dtype ('model', or None in "
            "the API: half the memory for a float32 model, every product casts them back; "
@@ -312,15 +321,18 @@ def resolve_options(given: Mapping[str, Any]) -> dict[str, Any]:
     return values
 
 
-def with_option_signature(init: Callable[..., None]) -> Callable[..., None]:
-    """``init`` (taking ``**options``) with a signature that lists every option as a keyword
-    with its default, for ``help()``, ``inspect.signature`` and editors."""
+def with_options(cls: type) -> type:
+    """``cls`` (whose ``__init__`` takes ``**options``) with an ``__init__`` signature that
+    lists every option as a keyword with its default, and the options in its docstring, for
+    ``help()``, ``inspect.signature`` and editors."""
+    init = cls.__init__
     signature = inspect.signature(init)
     fixed = [p for p in signature.parameters.values() if p.kind != p.VAR_KEYWORD]
     init.__signature__ = signature.replace(parameters=[  # type: ignore[attr-defined]
         *fixed, *(inspect.Parameter(o.name, inspect.Parameter.KEYWORD_ONLY, default=o.default)
                   for o in OPTIONS)])
-    return init
+    cls.__doc__ = (cls.__doc__ or "") + "\n" + options_doc() + "\n"
+    return cls
 
 
 def options_doc() -> str:

@@ -63,6 +63,12 @@ class LinearSystem:
         return self.block.factor_rows if self.dense is None else None
 
     @property
+    def kronecker(self) -> tuple[int, int] | None:
+        """``(d_a, d_out)`` when ``A = G ⊗ A_in + shift·I`` is held as its two Kronecker factors
+        (:class:`~qnewton.curvature.kronecker.KroneckerBlock`), else ``None``."""
+        return self.block.kronecker_dims if self.dense is None else None
+
+    @property
     def matrix_free(self) -> bool:
         """True when A is known only through products (a matrix-free block plus its shift):
         :meth:`to_dense` is refused and only CG applies."""
@@ -171,6 +177,9 @@ class SystemShape:
         shift_positive: whether the diagonal shift is > 0.
         gram_formed: whether ``F Fᵀ`` was already formed (a Woodbury solve reuses it).
         matrix_free: whether A is known only through products (only CG applies).
+        kronecker: ``(d_a, d_out)`` when A is a Kronecker block plus a shift (the Kronecker
+            solver applies), else ``None``. kronecker_factored: whether its factors'
+            eigendecompositions are already held (a block reused between K-FAC refreshes).
     """
 
     n: int
@@ -181,3 +190,5 @@ class SystemShape:
     shift_positive: bool = True
     gram_formed: bool = False
     matrix_free: bool = False
+    kronecker: tuple[int, int] | None = None
+    kronecker_factored: bool = False

@@ -51,6 +51,7 @@ for _name, _function in (
     ("scaling", case_scaling),
     ("step-cost", case_step_cost),
     ("step-cost-ggn", case_step_cost),
+    ("step-cost-kfac", case_step_cost),
     ("step-overhead", case_step_cost),
     ("time-to-target", case_time_to_target),
     ("width-scaling", case_width_scaling),

@@ -9,6 +9,7 @@ same mini-batch sequence) are timed in interleaved rounds. Figures:
 
 * ``step-cost``: QNewton (Fisher) step / Adam step, worst model (target ≤ 10×);
 * ``step-cost-ggn``: the same with the GGN (target ≤ 30×);
+* ``step-cost-kfac``: the same with Kronecker-factored blocks (``curvature="kfac"``, ≤ 10×);
 * ``step-overhead``: the scheduler's share of the QNewton step, (estimation + scheduling) /
   all measured ledger phases of that step, worst model and kind (target ≤ 10%).
 
@@ -45,7 +46,7 @@ from qnewton.curvature import (
 from qnewton.solvers import MachineRates
 
 #: Targets: QNewton step / Adam step per curvature kind, and the scheduler's share of a step.
-RATIO_TARGETS = {"fisher": 10.0, "ggn": 30.0}
+RATIO_TARGETS = {"fisher": 10.0, "ggn": 30.0, "kfac": 10.0}
 OVERHEAD_TARGET = 0.10
 #: Ledger phases counted as scheduler overhead.
 OVERHEAD_PHASES = ("estimation", "scheduling")
@@ -139,7 +140,8 @@ def _ms(seconds: list[float]) -> str:
 
 
 def case_step_cost(s: Settings, rates: MachineRates, seed: int) -> list[dict[str, Any]]:
-    """The ``step-cost``, ``step-cost-ggn`` and ``step-overhead`` entries, in that order."""
+    """The ``step-cost``, ``step-cost-ggn``, ``step-cost-kfac`` and ``step-overhead`` entries,
+    in that order."""
     results = [_measure(f"{name} b{batch or 'default'}", name, batch, s, rates, seed)
                for name, batch in s.cost_workloads]
     for r in results:

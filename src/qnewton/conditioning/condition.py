@@ -9,9 +9,11 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from qnewton.conditioning.kronecker import condition_kronecker
 from qnewton.conditioning.pruning import prune_symmetric, prune_target, row_sparsity, symmetrized
 from qnewton.conditioning.regularization import REG_SCHEMES, regularization_lambda
 from qnewton.conditioning.repair import repair_positive_definite
+from qnewton.curvature.kronecker import KroneckerBlock
 from qnewton.curvature.representation import CurvatureBlock, MatrixFreeBlock, MatrixFreeError
 from qnewton.estimation.krylov import spectrum_bounds
 from qnewton.system import LinearSystem
@@ -131,6 +133,9 @@ def condition(block: CurvatureBlock, config: ConditioningConfig) -> LinearSystem
             pruned=True,
             min_eig_bound=target,
         )
+
+    if isinstance(block, KroneckerBlock):  # kept structured, π-split damped
+        return condition_kronecker(block, config.reg_scheme, config.reg, fraction)
 
     if block.factor_rows is not None:
         target = _repair_target(block.max_abs_entry() + lam, fraction)

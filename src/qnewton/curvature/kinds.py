@@ -6,6 +6,7 @@ from qnewton.curvature.fisher import FisherCurvature
 from qnewton.curvature.ggn import GGNCurvature
 from qnewton.curvature.ggn_mc import MonteCarloGGNCurvature
 from qnewton.curvature.hessian import HessianCurvature
+from qnewton.curvature.kfac import KFACCurvature
 from qnewton.curvature.kind import CurvatureKind
 from qnewton.registry import Registry
 
@@ -14,3 +15,4 @@ CURVATURES.register("hessian", HessianCurvature())
 CURVATURES.register("ggn", GGNCurvature())
 CURVATURES.register("fisher", FisherCurvature())
 CURVATURES.register("ggn-mc", MonteCarloGGNCurvature())
+CURVATURES.register("kfac", KFACCurvature())

@@ -84,6 +84,12 @@ class CurvatureBlock(ABC):
         """M for a factor-form block ``scale·FᵀF`` (an upper bound on the rank), else ``None``."""
         return None
 
+    @property
+    def kronecker_dims(self) -> tuple[int, int] | None:
+        """``(d_a, d_out)`` for a Kronecker-factored block ``G ⊗ A`` (kept structured by
+        conditioning and solved from its factors), else ``None``."""
+        return None
+
     @abstractmethod
     def matvec(self, v: torch.Tensor) -> torch.Tensor:
         """``H v`` for ``v`` of shape ``(N,)`` or ``(N, k)``."""

@@ -104,6 +104,17 @@ def _exact_from_eigenvalues(eigenvalues: torch.Tensor) -> KappaEstimate:
                          method="eigvalsh")
 
 
+def _kappa_from_kronecker(system: LinearSystem) -> tuple[KappaEstimate, float]:
+    """Exact κ of ``G ⊗ A + s·I`` (PSD factors): its eigenvalues are ``μ_G·μ_A + s``, so κ =
+    (μ_G,max·μ_A,max + s) / (μ_G,min·μ_A,min + s) from the factors' eigendecompositions, which
+    the Kronecker solve reuses."""
+    lo, hi = system.block.eigenvalue_range()
+    lo, hi = lo + system.shift, hi + system.shift
+    log10 = math.log10(hi) - math.log10(lo) if lo > 0 else math.inf
+    return KappaEstimate(value=hi / lo if lo > 0 else math.inf, log10=log10, kind="exact",
+                         method="kronecker-eig"), hi
+
+
 def _kappa_from_gram(system: LinearSystem, policy: KappaPolicy) -> tuple[KappaEstimate, float]:
     """κ of ``s·FᵀF + λI`` with ``F`` of M < N rows from the M×M Gram ``F Fᵀ``: the block's
     eigenvalues are ``s·eig(F Fᵀ)`` and N − M zeros, so κ = (s·μ_max + λ)/λ, and only μ_max is
@@ -152,7 +163,9 @@ def analyse_kappa(system: LinearSystem, policy: KappaPolicy,
     steps = min(policy.steps, system.n)
     norm_kw = {"steps": steps, "seed": policy.seed, "psd": True, "dtype": system.dtype}
     auto = policy.method == "auto"
-    if auto and system.n <= policy.exact_below and not system.matrix_free:
+    if auto and system.kronecker is not None:  # exact, from the two small factors
+        kappa, norm = _kappa_from_kronecker(system)
+    elif auto and system.n <= policy.exact_below and not system.matrix_free:
         eigenvalues = torch.linalg.eigvalsh(system.to_dense())
         kappa = _exact_from_eigenvalues(eigenvalues)
         norm = float(eigenvalues.abs().max())

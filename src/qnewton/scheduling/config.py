@@ -14,7 +14,7 @@ from qnewton.validation import check_choice, check_int, check_open_unit, check_r
 
 #: Classical solvers the scheduler may pick by default (LU and the explicit inverse never win
 #: against Cholesky under the cost models; the inverse stays available as the release baseline).
-DEFAULT_SOLVERS = ("cholesky", "cg", "woodbury")
+DEFAULT_SOLVERS = ("cholesky", "cg", "woodbury", "kronecker")
 
 
 @dataclass(frozen=True)

@@ -277,7 +277,7 @@ class Scheduler:
         names = [name for name, solver in SOLVERS.items()
                  if name in self.config.classical_solvers and solver.applicable(shape)]
         too_big = dense_block_bytes(shape.n) > self.config.max_dense_bytes
-        if shape.factor_rows is not None and too_big:
+        if (shape.factor_rows is not None or shape.kronecker is not None) and too_big:
             names = [name for name in names if not SOLVERS[name].forms_matrix]
         return names
 

@@ -19,6 +19,7 @@ from qnewton.solvers.base import (
 from qnewton.solvers.cg import CGSolver, cg_iterations
 from qnewton.solvers.cholesky import CholeskySolver
 from qnewton.solvers.inverse import InverseSolver
+from qnewton.solvers.kronecker import KroneckerSolver
 from qnewton.solvers.lu import LUSolver
 from qnewton.solvers.rates import MachineRates
 from qnewton.solvers.woodbury import WoodburySolver
@@ -26,7 +27,8 @@ from qnewton.system import LinearSystem, SystemShape
 
 #: The classical solvers, in the order their predictions are listed in solve records.
 SOLVERS: Registry[ClassicalSolver] = Registry("solver")
-for _solver in (CholeskySolver(), LUSolver(), InverseSolver(), CGSolver(), WoodburySolver()):
+for _solver in (CholeskySolver(), LUSolver(), InverseSolver(), CGSolver(), WoodburySolver(),
+                KroneckerSolver()):
     SOLVERS.register(_solver.name, _solver)
 
 
@@ -34,7 +36,9 @@ def shape_of(system: LinearSystem, kappa: float = 1.0) -> SystemShape:
     """The :class:`SystemShape` of a system, with the κ its cost models should use."""
     return SystemShape(n=system.n, nnz=system.nnz, d=system.d, kappa=kappa,
                        factor_rows=system.factor_rows, shift_positive=system.shift > 0,
-                       gram_formed=system.has_gram, matrix_free=system.matrix_free)
+                       gram_formed=system.has_gram, matrix_free=system.matrix_free,
+                       kronecker=system.kronecker,
+                       kronecker_factored=system.kronecker is not None and system.block.has_eig)
 
 
 def applicable_solvers(system: LinearSystem) -> tuple[str, ...]:
