@@ -118,6 +118,9 @@ class Scheduler:
     rates: MachineRates | None = None
     seed: int = 0
     _kappa_policy: KappaPolicy = field(init=False, repr=False)
+    #: the QLSA's cost floor by shape: the same blocks recur every step, and a fault-tolerant
+    #: profile's cost model (distance search, error-budget splits) is not free
+    _floors: dict[SystemShape, QuantumCost] = field(init=False, repr=False, default_factory=dict)
     _warned_size_fallback: bool = field(default=False, init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -226,15 +229,20 @@ class Scheduler:
     def quantum_floor(self, shape: SystemShape) -> QuantumCost:
         """The QLSA's modeled cost for ``shape`` at κ = 1 and the smallest α (1, or the
         configured α), with the configured readout: a lower bound on its cost at any κ, α."""
+        if shape in self._floors:
+            return self._floors[shape]
         cfg = self.config
         alpha = cfg.alpha if cfg.alpha is not None else 1.0
         # every encoding, and with matched accuracy every split of eps the decision could pick:
         # a cost is non-decreasing in κ and α at a fixed split, so the minimum bounds them all
         splits = ([(share * cfg.eps, (1.0 - share) * cfg.eps) for share in QLSA_SHARES]
                   if self._matches_accuracy() else [None])
-        return min((self.quantum_cost(shape, 1.0, alpha, name, split=split)
-                    for name in self.encodings(shape) for split in splits),
-                   key=lambda cost: cost.total_seconds)
+        floor = min((self.quantum_cost(shape, 1.0, alpha, name, split=split)
+                     for name in self.encodings(shape) for split in splits),
+                    key=lambda cost: cost.total_seconds)
+        if len(self._floors) < 4096:  # the blocks of a run: a handful of shapes
+            self._floors[shape] = floor
+        return floor
 
     def _matches_accuracy(self) -> bool:
         cfg = self.config
