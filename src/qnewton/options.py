@@ -162,7 +162,7 @@ OPTIONS: tuple[Option, ...] = (
            f"parameter blocks, one of {', '.join(PARTITION_GROUPINGS)} (tensor: one per "
            "parameter tensor, the paper's; module: weight and bias of a layer together; model: "
            f"one block; auto: the whole model up to {AUTO_WHOLE_MODEL_MAX} parameters, else "
-           "module blocks)", lambda v: check_choice("grouping", v, PARTITION_GROUPINGS)),
+           "tensor blocks)", lambda v: check_choice("grouping", v, PARTITION_GROUPINGS)),
     Option("reg_scheme", "max-entry", f"regularization scheme, one of {_names(REG_SCHEMES)}",
            _choice(REG_SCHEMES)),
     Option("reg", None, "regularization strength, >= 0 (max-entry: λ = reg·max|Hij|; default: "

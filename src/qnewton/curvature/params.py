@@ -96,19 +96,18 @@ GROUPINGS.register("model", _one_block)
 
 #: ``grouping="auto"``: the whole model is one block up to this many parameters (a true Newton /
 #: Gauss–Newton step: its factor-form solve costs 2·N·M² flops for M rows, its dense one N³/3,
-#: 0.1–0.4 s at N = 4,096 on a 2-core machine), module blocks above it (weight and bias
-#: together, when the parameters are named), else tensor blocks (docs/method.md §4.12).
+#: 0.1–0.4 s at N = 4,096 on a 2-core machine), tensor blocks above it (measured on MNIST's
+#: 13,002-parameter MLP: test loss 0.441 with tensor blocks, 0.462 with module blocks;
+#: docs/method.md §4.12).
 AUTO_WHOLE_MODEL_MAX = 4096
 
 #: The groupings a partition takes: the registered ones and ``"auto"``.
 PARTITION_GROUPINGS = ("auto", *GROUPINGS)
 
 
-def auto_grouping(numel: int, named: bool) -> str:
+def auto_grouping(numel: int) -> str:
     """What ``grouping="auto"`` resolves to for ``numel`` live parameters."""
-    if numel <= AUTO_WHOLE_MODEL_MAX:
-        return "model"
-    return "module" if named else "tensor"
+    return "model" if numel <= AUTO_WHOLE_MODEL_MAX else "tensor"
 
 
 def group_parameters(
@@ -124,7 +123,7 @@ def group_parameters(
     if grouping == "auto":
         named = list(named)
         live = sum(p.numel() for _, p in named if isinstance(p, torch.Tensor) and p.requires_grad)
-        grouping = auto_grouping(live, True)
+        grouping = auto_grouping(live)
     group = GROUPINGS[grouping]
     seen: set[int] = set()
     kept = []

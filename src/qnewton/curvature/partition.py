@@ -32,8 +32,7 @@ class BlockPartition:
 
     def _resolve(self, groups: Sequence[dict[str, Any]]) -> None:
         live = sum(p.numel() for g in groups for p in g["params"] if p.requires_grad)
-        named = all(g.get("param_names") is not None for g in groups)
-        self.resolved = auto_grouping(live, named)
+        self.resolved = auto_grouping(live)
         self._blocks = [self._partition(i, g) for i, g in enumerate(groups)]
 
     def _partition(self, index: int, group: dict[str, Any]) -> list[ParamBlock]:
