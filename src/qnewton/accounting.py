@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import time
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -129,6 +129,16 @@ class SolveRecord:
         return asdict(self)
 
 
+@contextmanager
+def timed(book: Callable[[float], None]) -> Iterator[None]:
+    """Pass the wall-clock seconds of the ``with`` body to ``book``, also when it raises."""
+    start = time.perf_counter()
+    try:
+        yield
+    finally:
+        book(time.perf_counter() - start)
+
+
 def check_phase(name: str) -> None:
     if name not in PHASES:
         raise ValueError(f"phase must be one of {PHASES}, got {name!r}")
@@ -147,20 +157,14 @@ class PhaseClock:
     def phase(self, name: str) -> Iterator[None]:
         """Add the wall-clock time of the ``with`` body to the measured phase ``name``."""
         check_phase(name)
-        start = time.perf_counter()
-        try:
+        with timed(lambda t: self.seconds.__setitem__(name, self.seconds[name] + t)):
             yield
-        finally:
-            self.seconds[name] += time.perf_counter() - start
 
     @contextmanager
     def diagnostics(self) -> Iterator[None]:
         """Time work done only for reporting (never measured training time)."""
-        start = time.perf_counter()
-        try:
+        with timed(lambda t: setattr(self, "diagnostic_seconds", self.diagnostic_seconds + t)):
             yield
-        finally:
-            self.diagnostic_seconds += time.perf_counter() - start
 
 
 @dataclass
@@ -215,11 +219,8 @@ class Ledger:
     def phase(self, name: str) -> Iterator[None]:
         """Add the wall-clock time of the ``with`` body to the measured phase ``name``."""
         check_phase(name)
-        start = time.perf_counter()
-        try:
+        with timed(lambda t: self.measured.__setitem__(name, self.measured[name] + t)):
             yield
-        finally:
-            self.measured[name] += time.perf_counter() - start
 
     def add_seconds(self, clock: PhaseClock) -> None:
         """Book the measured and diagnostic seconds of a :class:`PhaseClock`."""
@@ -230,11 +231,8 @@ class Ledger:
     @contextmanager
     def diagnostics(self) -> Iterator[None]:
         """Time work done only for reporting; kept out of the measured training time."""
-        start = time.perf_counter()
-        try:
+        with timed(lambda t: setattr(self, "diagnostic_seconds", self.diagnostic_seconds + t)):
             yield
-        finally:
-            self.diagnostic_seconds += time.perf_counter() - start
 
     def add_record(self, record: SolveRecord) -> None:
         """Store a solve record and book its modeled quantum / emulation seconds."""
