@@ -140,3 +140,5 @@ def test_auto_grouping_takes_the_whole_small_model_and_records_it(grouping, expe
     blocks = [b for _, b in opt.partition.current(opt.param_groups)]
     assert opt.partition.resolved == expected
     assert len(blocks) == (1 if expected == "model" else 4)
+    settings = [e for e in opt.ledger.events if e["kind"] == "settings"]
+    assert [(e["grouping"], e["curvature"]) for e in settings] == [(expected, "fisher")]

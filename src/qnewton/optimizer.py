@@ -95,22 +95,18 @@ class QNewton(Optimizer):
             None if self.curvature_config is None else CURVATURES[self.curvature_config.kind])
         self.curvature_schedule = CurvatureSchedule(opts["curvature_batch"],
                                                     opts["curvature_every"], seed)
-        # Kronecker blocks' running factors and refresh schedule (a no-op for other blocks)
-        self.amortizer = KroneckerAmortizer(opts["kfac_every"], opts["kfac_decay"])
+        self.amortizer = KroneckerAmortizer(opts["kfac_every"], opts["kfac_decay"])  # K-FAC only
         self.pipeline = SolvePipeline(scheduler, opts["max_retries"],
                                       opts["damping_growth"], opts["exact_kappa_max_n"])
         self.path, self.ledger = StepPath(process_group), ledger if ledger is not None else Ledger()
         self.guard = NonFiniteGuard(opts["on_nonfinite"], opts["max_nonfinite"])
         self._closure_checked = False  # the kind's closure check runs at the first step
-        #: the step rule's record of the last step (damping, step size, ρ, ...), or None
-        self.last_step_info: dict[str, Any] | None = None
-        #: the last step's block outcomes (direction, how, records, measured seconds by phase)
-        self.last_outcomes: list[BlockOutcome] = []
+        self.last_step_info: dict[str, Any] | None = None  # the step rule's last record
+        self.last_outcomes: list[BlockOutcome] = []  # the last step's, in block order
         self.partition = BlockPartition(opts["grouping"])
         for group in self.param_groups:
             self.partition.add_group(group)
 
-    # -- set-up -------------------------------------------------------------------------------
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         """``torch.optim`` semantics; the new group gets its parameter blocks at once."""
         super().add_param_group(param_group)
@@ -224,6 +220,7 @@ class QNewton(Optimizer):
         """This rank's curvature and the global batch's (``None``: a non-finite gradient, the
         step skipped); sets each parameter's ``.grad``."""
         ledger, blocks = self.ledger, [b for _, b in jobs]
+        params = [p for b in blocks for p in b.params]
         if self.curvature_config is None:  # the first step: "auto" sees what the closure gives
             self.curvature_config = curvature_config(self.options, outputs is not None)
             self.kind = CURVATURES[self.curvature_config.kind]
@@ -232,10 +229,13 @@ class QNewton(Optimizer):
             local, reused = self.curvature_schedule(losses, blocks, self.curvature_config,
                                                     outputs, step, over_budget)
             local = amortized(local, self.amortizer, step, blocks, reused)
-            if not (self._closure_checked or local.bypass_covered):  # once, on own gradients
-                self.kind.check_closure(losses, outputs, [p for b in blocks for p in b.params], [
-                    g for b, gb in zip(blocks, local.grads, strict=True)
-                    for g in (piece.reshape(-1) for piece in unflatten_block(gb, b))])
+            if not self._closure_checked:  # once, on this rank's own gradients
+                if not local.bypass_covered:
+                    self.kind.check_closure(losses, outputs, params, [
+                        g for b, gb in zip(blocks, local.grads, strict=True)
+                        for g in (piece.reshape(-1) for piece in unflatten_block(gb, b))])
+                ledger.add_event(step, "settings", "resolved settings", grouping=self.partition
+                                 .resolved, curvature=self.curvature_config.kind)
                 self._closure_checked = True
         ledger.add_curvature(reused=reused, samples=local.curvature_samples,
                              of=local.num_samples, substituted=local.substitution)
