@@ -109,8 +109,10 @@ class _TrainConfigBase:
     def with_defaults(cls, data: dict[str, Any]) -> dict[str, Any]:
         """``data`` (a saved ``to_dict``) with the settings added since it was written filled in
         with their defaults, which reproduce the behaviour of the code that wrote it."""
+        # (a run written before batch_norm and ggn_max_outputs existed took the coupled
+        # BatchNorm rows and always the exact GGN)
         added = {"curvature_batch": None, "curvature_every": 1, "curvature_dtype": "float64",
-                 "step_rule": "fixed"}
+                 "step_rule": "fixed", "batch_norm": "exact", "ggn_max_outputs": None}
         return {**{k: v for k, v in added.items() if k not in data}, **data}
 
     @classmethod
