@@ -95,10 +95,10 @@ GROUPINGS.register("module", _one_per_module)
 GROUPINGS.register("model", _one_block)
 
 #: ``grouping="auto"``: the whole model is one block up to this many parameters (a true Newton /
-#: Gauss–Newton step: its factor-form solve costs 2·N·M² flops for M rows, its dense one N³/3,
-#: 0.1–0.4 s at N = 4,096 on a 2-core machine), tensor blocks above it (measured on MNIST's
-#: 13,002-parameter MLP: test loss 0.441 with tensor blocks, 0.462 with module blocks;
-#: docs/method.md §4.12).
+#: Gauss–Newton step: its factor-form solve costs 2·N·M² flops for M rows, its dense one N³/3 —
+#: modeled ≈ 0.1–0.4 s at N = 4,096 with this machine's calibrated rates), tensor blocks above
+#: it (measured on MNIST's 13,002-parameter MLP: test loss 0.441 with tensor blocks, 0.462 with
+#: module blocks; docs/method.md §4.12).
 AUTO_WHOLE_MODEL_MAX = 4096
 
 #: The groupings a partition takes: the registered ones and ``"auto"``.

@@ -19,14 +19,12 @@ class BlockPartition:
         self.grouping = grouping
         #: the grouping in use (``"auto"`` resolved at the first :meth:`current`)
         self.resolved = None if grouping == "auto" else grouping
-        self._groups: list[dict[str, Any]] = []
         self._blocks: list[list[ParamBlock]] = []
 
     def add_group(self, group: dict[str, Any]) -> None:
         """Partition one more param group (in ``torch.optim``'s order)."""
         if self.resolved is None:
-            self._groups.append(group)  # partitioned once "auto" is resolved
-            self._blocks.append([])
+            self._blocks.append([])  # partitioned with every group once "auto" is resolved
             return
         self._blocks.append(self._partition(len(self._blocks), group))
 

@@ -42,10 +42,12 @@ class Costa(QLSAModel):
                    "Jennings et al., arXiv 2305.11352 v1; filtering: Lin & Tong, arXiv 1910.14596")
     description: str = ("Discrete adiabatic, bound as compared by Jennings et al.: "
                         "Q = ακ·(6100 + 2·ln(2/ε)).")
+    #: walk steps per unit of κ' of the adiabatic stage
+    walk_constant: float = COSTA_WALK_CONSTANT
 
     def formula(self, kappa: float, eps: float, alpha: float) -> float:
         effective_kappa = alpha * kappa
-        return effective_kappa * COSTA_WALK_CONSTANT + filtering_queries(effective_kappa, eps)
+        return effective_kappa * self.walk_constant + filtering_queries(effective_kappa, eps)
 
 
 COSTA = Costa()

@@ -5,8 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from qnewton.quantum.qlsa.costa import filtering_queries
-from qnewton.quantum.qlsa.model import QLSAModel
+from qnewton.quantum.qlsa.costa import Costa
 
 #: Walk steps per unit of κ measured by Costa, An, Babbush, Berry (arXiv 2312.07690): the fitted
 #: constant α ≈ 1.84 on random matrices; their abstract: "in practice about 1,200 times smaller
@@ -15,21 +14,17 @@ COSTA_MEASURED_WALK_CONSTANT = 1.84
 
 
 @dataclass(frozen=True)
-class CostaMeasured(QLSAModel):
-    """``Q = κ'·(1.84 + 2·ln(2/ε))`` with ``κ' = α·κ``: the walk constant Costa et al. measured
-    on random matrices, then eigenstate filtering. Empirical: no guarantee for a given matrix.
-    Output: block-encoding queries (dimensionless)."""
+class CostaMeasured(Costa):
+    """``Q = κ'·(1.84 + 2·ln(2/ε))`` with ``κ' = α·κ``: :class:`Costa` with the walk constant
+    Costa et al. measured on random matrices, then eigenstate filtering. Empirical: no guarantee
+    for a given matrix. Output: block-encoding queries (dimensionless)."""
 
     name: str = "costa-measured"
     source: str = ("Costa, An, Babbush, Berry, arXiv 2312.07690 (measured constant); "
                    "filtering: Lin & Tong, arXiv 1910.14596")
     description: str = ("Discrete adiabatic with the MEASURED walk constant 1.84 (random "
                         "matrices, no guarantee): Q = ακ·(1.84 + 2·ln(2/ε)).")
-
-    def formula(self, kappa: float, eps: float, alpha: float) -> float:
-        effective_kappa = alpha * kappa
-        return (effective_kappa * COSTA_MEASURED_WALK_CONSTANT
-                + filtering_queries(effective_kappa, eps))
+    walk_constant: float = COSTA_MEASURED_WALK_CONSTANT
 
 
 COSTA_MEASURED = CostaMeasured()
