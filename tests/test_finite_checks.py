@@ -76,7 +76,11 @@ def _spoil(monkeypatch, what):
     def spoiled(*args, **kwargs):
         res = real(*args, **kwargs)
         if what == "curvature":
-            res.blocks[0].factor[1, 0] = math.nan
+            block = res.blocks[0]
+            if block.representation == "kronecker-rows":  # a number the rows are made from
+                block.structured.pieces[0].g[1, 0, 0] = math.nan
+            else:
+                block.factor[1, 0] = math.nan
         else:
             res.grads[1][0] = math.inf
         return res

@@ -10,7 +10,8 @@ from qnewton.curvature.kind import BuildInputs, CurvatureKind
 from qnewton.curvature.params import ParamBlock
 from qnewton.curvature.per_sample import factor_rows
 from qnewton.curvature.products import JacobianProducts, ProductContext, fisher_block
-from qnewton.curvature.representation import CurvatureBlock, FactorBlock
+from qnewton.curvature.representation import CurvatureBlock
+from qnewton.curvature.structured import factor_block
 
 
 class FisherCurvature(CurvatureKind):
@@ -44,7 +45,7 @@ class FisherCurvature(CurvatureKind):
                               samples=inputs.samples, paths=inputs.paths)
         k = inputs.curvature_samples
         return [
-            FactorBlock(b.name, "fisher", factors[id(b)], scale=1.0 / k) if ok else None
+            factor_block(b.name, "fisher", factors[id(b)], scale=1.0 / k) if ok else None
             for b, ok in zip(inputs.blocks, inputs.built, strict=True)
         ]
 

@@ -18,7 +18,8 @@ from qnewton.curvature.products import (
     ggn_block,
     split_flat,
 )
-from qnewton.curvature.representation import CurvatureBlock, FactorBlock
+from qnewton.curvature.representation import CurvatureBlock
+from qnewton.curvature.structured import append_rows, factor_block
 
 
 class GGNCurvature(CurvatureKind):
@@ -74,10 +75,9 @@ class GGNCurvature(CurvatureKind):
         inputs.covered.update(covered)
         for b in todo:
             if id(b) in extra:
-                factors[id(b)] = torch.cat([factors[id(b)],
-                                            extra[id(b)].to(factors[id(b)])])
+                factors[id(b)] = append_rows(factors[id(b)], extra[id(b)])
         return [
-            FactorBlock(b.name, self.name, factors[id(b)], scale=1.0 / k) if ok else None
+            factor_block(b.name, self.name, factors[id(b)], scale=1.0 / k) if ok else None
             for b, ok in zip(inputs.blocks, inputs.built, strict=True)
         ]
 

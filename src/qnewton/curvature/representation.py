@@ -245,14 +245,17 @@ class FactorBlock(CurvatureBlock):
         (:meth:`qnewton.system.LinearSystem.gram` keeps it)."""
         if self._gram is not None:
             return self._gram
-        if self._wide:
-            gram = self.factor @ self.factor.T
-        else:
-            parts = (self.factor[:, a:b].to(self.dtype) for a, b in self._chunks(1))
-            gram = sum(c @ c.T for c in parts)
+        gram = self._form_gram()
         if keep:
             self._gram = gram
         return gram
+
+    def _form_gram(self) -> torch.Tensor:
+        """``F Fᵀ`` formed now (:meth:`gram` keeps it)."""
+        if self._wide:
+            return self.factor @ self.factor.T
+        parts = (self.factor[:, a:b].to(self.dtype) for a, b in self._chunks(1))
+        return sum(c @ c.T for c in parts)
 
     @property
     def has_gram(self) -> bool:

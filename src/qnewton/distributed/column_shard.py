@@ -73,13 +73,8 @@ class ColumnShardFactorBlock(FactorBlock):
     def apply_factor_t(self, u: torch.Tensor) -> torch.Tensor:
         return self._concat(self._local.apply_factor_t(u), "all-gather of a split block's Fᵀ·u")
 
-    def gram(self, keep: bool = False) -> torch.Tensor:
-        if self._gram is not None:
-            return self._gram
-        gram = self.ctx.all_reduce(self._local.gram(), "all-reduce of a split block's Gram")
-        if keep:
-            self._gram = gram
-        return gram
+    def _form_gram(self) -> torch.Tensor:
+        return self.ctx.all_reduce(self._local.gram(), "all-reduce of a split block's Gram")
 
     def matvec(self, v: torch.Tensor) -> torch.Tensor:
         return self.scale * self.apply_factor_t(self.apply_factor(v))

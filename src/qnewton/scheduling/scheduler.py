@@ -155,8 +155,8 @@ class Scheduler:
             return self.config.alpha
         if not (math.isfinite(norm) and norm > 0):
             return None
-        factor = system.block.factor
-        frobenius_sq = system.block.scale * float(torch.sum(factor.double() ** 2))
+        # c‖F‖_F² = trace(c·FᵀF): the block's (cached) diagonal, whatever holds F
+        frobenius_sq = float(system.block.diagonal().double().sum())
         return factor_form_alpha(frobenius_sq, system.shift, norm)
 
     def _woodbury_expected(self, system: LinearSystem) -> bool:

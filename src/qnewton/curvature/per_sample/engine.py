@@ -34,6 +34,12 @@ from qnewton.curvature.per_sample.graph import Use, graph_nodes, parameter_uses
 from qnewton.curvature.per_sample.handler import Unsupported
 from qnewton.curvature.per_sample.handlers import handlers_by_node_type
 from qnewton.curvature.per_sample.recording import latest_recording
+from qnewton.curvature.structured import (
+    KroneckerRows,
+    StructuredFactor,
+    explicit_rows,
+    weighted_row_sum,
+)
 
 if TYPE_CHECKING:
     from qnewton.curvature.config import CurvatureConfig
@@ -249,11 +255,22 @@ def per_sample_rows(
                 dest.add_(piece)
 
     kept = s if samples is None else samples.numel()
+    # blocks whose rows are Kronecker products (linear layers): (g, a) per parameter per seed
+    kron: dict[int, list[list[tuple[torch.Tensor, torch.Tensor]]]] = {}
     for j, seed in enumerate(seeds):
         deltas, grads = _capture(root, seed, wanted, eligible_params)
         for b in eligible:
             if id(b) not in alive:
                 continue
+            if not partial and (j == 0 or id(b) in kron):
+                try:
+                    parts = _kronecker_parts(b, uses, ctxs, deltas, s, config.dtype)
+                except _REFUSALS:
+                    alive.discard(id(b))
+                    continue
+                if parts is not None:  # the same for every seed: it depends on roles, ctxs
+                    kron.setdefault(id(b), []).append(parts)
+                    continue
             rows = factors[id(b)].view(kept, npass, b.numel)[:, j]
             k = chunk(b)
             total = torch.zeros(b.numel, dtype=config.dtype, device=rows.device)
@@ -281,10 +298,51 @@ def per_sample_rows(
             except _REFUSALS:
                 alive.discard(id(b))
         del deltas
+    for b in eligible:
+        if id(b) in alive and id(b) in kron:
+            factors[id(b)] = _structured(kron[id(b)], samples)
     done = [b for b in eligible if id(b) in alive]
     if not done:
         return set()
     return _checked(root, seeds, s, done, factors, config, samples)
+
+
+def _kronecker_parts(b: ParamBlock, uses: dict[int, list[Use]], ctxs: dict[int, object],
+                     deltas: dict[int, torch.Tensor], s: int, dtype: torch.dtype
+                     ) -> list[tuple[torch.Tensor, torch.Tensor]] | None:
+    """``(g, a)`` of every parameter of ``b`` for one seed when each has one use whose handler
+    gives its rows as Kronecker products (:meth:`~qnewton.curvature.per_sample.handler.
+    NodeHandler.kronecker`), else ``None``."""
+    parts = []
+    for p in b.params:
+        plist = uses[id(p)]
+        if len(plist) != 1:
+            return None
+        use = plist[0]
+        delta = deltas.get(id(use.node))
+        if delta is None:
+            raise Unsupported("no gradient reached the node")
+        pair = use.handler.kronecker(ctxs[id(use.node)], use.role, delta, s, dtype)
+        if pair is None:
+            return None
+        parts.append(pair)
+    return parts
+
+
+def _structured(per_seed: list[list[tuple[torch.Tensor, torch.Tensor]]],
+                samples: torch.Tensor | None) -> StructuredFactor:
+    """The :class:`~qnewton.curvature.structured.StructuredFactor` of one block from its
+    parameters' ``(g, a)`` per seed (row ``s·P + j`` = sample s, seed j), restricted to
+    ``samples`` when given."""
+    pieces = []
+    for i in range(len(per_seed[0])):
+        a = per_seed[0][i][1]
+        g = torch.stack([parts[i][0] for parts in per_seed], dim=1)
+        if samples is not None:
+            keep = samples.to(g.device)
+            a, g = a[keep], g[keep]
+        pieces.append(KroneckerRows(a, g))
+    return StructuredFactor(pieces)
 
 
 def _checked(root: torch.Tensor, seeds: Sequence[torch.Tensor], s: int,
@@ -322,7 +380,9 @@ def _checked(root: torch.Tensor, seeds: Sequence[torch.Tensor], s: int,
         pos += len(b.params)
         refs[id(b)] = flat_rows(piece, len(rows) + 1).detach().to(config.dtype)
         factor = factors[id(b)]
-        fast[id(b)] = torch.cat([factor[rows], w_rows.to(factor.device) @ factor])
+        fast[id(b)] = torch.cat([
+            explicit_rows(factor, torch.tensor(rows), config.dtype),
+            weighted_row_sum(factor, w_rows.reshape(-1)).reshape(1, -1).to(config.dtype)])
     # Errors are judged against the largest per-sample gradient of all checked blocks, so that a
     # block whose gradient is pure round-off (e.g. an attention key bias, to which softmax is
     # invariant) is not rejected for disagreeing in its noise.

@@ -97,6 +97,14 @@ class NodeHandler(ABC):
         ``perm[i]``); only for handlers with :attr:`reorderable`."""
         raise Unsupported(f"{type(self).__name__} cannot reorder its rows")
 
+    def kronecker(self, ctx: object, role: str, delta: torch.Tensor, num_samples: int,
+                  dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """``(g, a)``, ``(S, O)`` and ``(S, I)`` in ``dtype``, when every sample's gradient of
+        the parameter in ``role`` is the Kronecker product ``g_s ⊗ a_s`` in its ``reshape(-1)``
+        order (:mod:`qnewton.curvature.structured`); ``None`` (the default) when it is not, or
+        not known to be."""
+        return None
+
     def workspace(self, ctx: object, role: str, num_samples: int) -> int:
         """Elements of temporary storage :meth:`per_sample` needs per sample, beyond its result
         (e.g. the im2col patches of a convolution); used to size the row chunks."""

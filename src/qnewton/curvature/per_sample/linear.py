@@ -55,6 +55,20 @@ class LinearHandler(NodeHandler):
         x = ctx[0] if isinstance(ctx, tuple) else ctx
         return x[perm.to(x.device)], perm
 
+    def kronecker(self, ctx: torch.Tensor | tuple[torch.Tensor, torch.Tensor], role: str,
+                  delta: torch.Tensor, num_samples: int, dtype: torch.dtype
+                  ) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """One input row per sample: ``Wᵀ``'s gradient ``δ_s ⊗ x_s`` and the bias's ``δ_s ⊗ 1``
+        (``W`` used untransposed, or a sequence of rows per sample, has no such form here)."""
+        if isinstance(ctx, tuple) or role == "w" or ctx.shape[0] != num_samples:
+            return None
+        if delta.ndim != 2 or delta.shape[0] != num_samples:
+            raise Unsupported("δ does not match the linear input")
+        g = delta.detach().to(dtype)
+        if role == "bias":
+            return g, torch.ones((num_samples, 1), dtype=dtype, device=g.device)
+        return g, ctx.detach().to(dtype)
+
     def per_sample(self, ctx: torch.Tensor | tuple[torch.Tensor, torch.Tensor], role: str,
                    delta: torch.Tensor, r0: int, r1: int, num_samples: int,
                    dtype: torch.dtype) -> torch.Tensor:
