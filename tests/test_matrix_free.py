@@ -173,8 +173,8 @@ def test_over_budget_modes_of_compute_curvature():
     assert set(skipped.skipped) == {"0.weight", "2.weight"} and not skipped.matrix_free
     free = compute_curvature(losses, blocks, config, over_budget="matrix-free")
     assert set(free.matrix_free) == {"0.weight", "2.weight"} and not free.skipped
-    assert [type(b).__name__ for b in free.blocks] == [
-        "MatrixFreeBlock", "FactorBlock", "MatrixFreeBlock", "FactorBlock"]
+    assert [b.representation for b in free.blocks] == [  # (biases: Kronecker rows)
+        "matrix-free", "kronecker-rows", "matrix-free", "kronecker-rows"]
     with pytest.raises(ValueError, match="over_budget must be one of"):
         compute_curvature(losses, blocks, config, over_budget="gradient")
 

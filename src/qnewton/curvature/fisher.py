@@ -42,7 +42,7 @@ class FisherCurvature(CurvatureKind):
         s = losses.numel()
         todo = [b for b, ok in zip(inputs.blocks, inputs.built, strict=True) if ok]
         factors = factor_rows(losses, [torch.ones_like(losses)], s, todo, config,
-                              samples=inputs.samples, paths=inputs.paths)
+                              samples=inputs.samples, paths=inputs.paths, structured=True)
         k = inputs.curvature_samples
         return [
             factor_block(b.name, "fisher", factors[id(b)], scale=1.0 / k) if ok else None

@@ -68,7 +68,7 @@ class GGNCurvature(CurvatureKind):
         sqrt_h = loss_hessian_sqrt(losses, outputs, s, c, config.dtype)
         factors = factor_rows(outputs, self.seeds(sqrt_h, outputs, inputs), s, todo, config,
                               min_row_elements=s * c, samples=inputs.samples,
-                              paths=inputs.paths)
+                              paths=inputs.paths, structured=True)
         k = inputs.curvature_samples
         extra, notes, covered = bypass_rows(losses, outputs, todo, k, config.dtype)
         inputs.notes.update(notes)

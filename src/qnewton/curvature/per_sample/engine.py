@@ -175,6 +175,7 @@ def per_sample_rows(
     config: CurvatureConfig,
     samples: torch.Tensor | None = None,
     partial: bool = False,
+    structured: bool = False,
 ) -> set[int]:
     """Fill factor rows of the blocks whose parameters the handlers understand; return the ids
     of the blocks filled (and checked).
@@ -191,6 +192,11 @@ def per_sample_rows(
     curvature subset) the factors have ``len(samples)·P`` rows, row ``i·P + j`` for sample
     ``samples[i]``; the handlers still form rows chunk by chunk over all S samples (their work
     stays O(S), like the backward pass), only the selected rows are kept.
+
+    ``structured``: a block whose parameters' handlers all give Kronecker rows (linear layers,
+    :mod:`qnewton.curvature.structured`) gets a :class:`~qnewton.curvature.structured.
+    StructuredFactor` in ``factors`` instead of explicit rows (not with ``partial``: the
+    residual is a dense update of every row).
     """
     s, npass = num_samples, len(seeds)
     config = _resolved(config, root)
@@ -262,7 +268,7 @@ def per_sample_rows(
         for b in eligible:
             if id(b) not in alive:
                 continue
-            if not partial and (j == 0 or id(b) in kron):
+            if structured and not partial and (j == 0 or id(b) in kron):
                 try:
                     parts = _kronecker_parts(b, uses, ctxs, deltas, s, config.dtype)
                 except _REFUSALS:
@@ -453,7 +459,8 @@ def factor_rows(root: torch.Tensor, seeds: Sequence[torch.Tensor], num_samples: 
                 todo: Sequence[ParamBlock], config: CurvatureConfig,
                 min_row_elements: int = 0,
                 samples: torch.Tensor | None = None,
-                paths: dict[str, str] | None = None) -> dict[int, torch.Tensor]:
+                paths: dict[str, str] | None = None, structured: bool = False
+                ) -> dict[int, torch.Tensor | StructuredFactor]:
     """The ``(S·P, N)`` factor of every block in ``todo`` (P = ``len(seeds)``; row ``s·P + j``
     is sample s's gradient of ``⟨seeds[j], root⟩``), from the cheapest path that reproduces the
     generic computation on the engine's check, in order:
@@ -472,7 +479,9 @@ def factor_rows(root: torch.Tensor, seeds: Sequence[torch.Tensor], num_samples: 
     which can be wider than the block). ``samples`` (sorted indices, a curvature subset of k
     samples): ``(k·P, N)`` factors, row ``i·P + j`` for sample ``samples[i]``. ``paths``, if
     given, receives ``{block name: the path its rows took}`` (:data:`PATHS`, with the loop's
-    reason)."""
+    reason). ``structured``: blocks of linear layers get a :class:`~qnewton.curvature.
+    structured.StructuredFactor` (Kronecker rows) instead of an explicit factor
+    (:func:`per_sample_rows`)."""
     config = _resolved(config, root)
     kept = num_samples if samples is None else samples.numel()
     rows = kept * len(seeds)
@@ -487,7 +496,8 @@ def factor_rows(root: torch.Tensor, seeds: Sequence[torch.Tensor], num_samples: 
         held = training_nodes(graph_nodes(root.grad_fn))
     taken: dict[str, str] = {}
     with statistics_held(held):
-        _fill(root, seeds, num_samples, todo, factors, config, min_row_elements, samples, taken)
+        _fill(root, seeds, num_samples, todo, factors, config, min_row_elements, samples, taken,
+              structured)
     if held:
         taken = {k: f"{v} (batch-norm statistics held)" for k, v in taken.items()}
     if paths is not None:
@@ -497,9 +507,11 @@ def factor_rows(root: torch.Tensor, seeds: Sequence[torch.Tensor], num_samples: 
 
 def _fill(root: torch.Tensor, seeds: Sequence[torch.Tensor], num_samples: int,
           todo: Sequence[ParamBlock], factors: dict[int, torch.Tensor], config: CurvatureConfig,
-          min_row_elements: int, samples: torch.Tensor | None, taken: dict[str, str]) -> None:
+          min_row_elements: int, samples: torch.Tensor | None, taken: dict[str, str],
+          structured: bool) -> None:
     """The four stages of :func:`factor_rows`, in order; ``taken`` gets each block's path."""
-    done = per_sample_rows(root, seeds, num_samples, todo, factors, config, samples)
+    done = per_sample_rows(root, seeds, num_samples, todo, factors, config, samples,
+                           structured=structured)
     taken.update({b.name: PATHS[0] for b in todo if id(b) in done})
     rest = [b for b in todo if id(b) not in done]
     if rest and root.grad_fn is not None and num_samples >= 2:
