@@ -24,7 +24,14 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from qnewton.curvature.autograd import BatchedVJP, flat_rows, sample_seeds, seeded_rows
+from qnewton.curvature.autograd import (
+    FORWARD_MODE_RATIO,
+    BatchedVJP,
+    flat_rows,
+    forward_mode_rows,
+    sample_seeds,
+    seeded_rows,
+)
 from qnewton.curvature.memory import DEFAULT_CHUNK_BYTES, element_size
 from qnewton.curvature.params import ParamBlock
 from qnewton.curvature.per_sample.batch_norm import statistics_held, training_nodes
@@ -45,7 +52,7 @@ if TYPE_CHECKING:
     from qnewton.curvature.config import CurvatureConfig
 
 #: The paths a block's rows can take, cheapest first (:func:`factor_rows`).
-PATHS = ("one-pass", "one-pass+residual", "functional", "loop")
+PATHS = ("one-pass", "one-pass+residual", "functional", "forward-mode", "loop")
 
 #: Seed of the random combination of all rows that the check compares (a fixed seed: the check
 #: is a deterministic function of its inputs).
@@ -304,13 +311,17 @@ def per_sample_rows(
             except _REFUSALS:
                 alive.discard(id(b))
         del deltas
+    explicit = {}
     for b in eligible:
         if id(b) in alive and id(b) in kron:
+            explicit[id(b)] = factors[id(b)]
             factors[id(b)] = _structured(kron[id(b)], samples)
     done = [b for b in eligible if id(b) in alive]
-    if not done:
-        return set()
-    return _checked(root, seeds, s, done, factors, config, samples)
+    passed = _checked(root, seeds, s, done, factors, config, samples) if done else set()
+    for key, rows in explicit.items():  # a later stage fills the explicit rows of the rest
+        if key not in passed:
+            factors[key] = rows
+    return passed
 
 
 def _kronecker_parts(b: ParamBlock, uses: dict[int, list[Use]], ctxs: dict[int, object],
@@ -469,11 +480,14 @@ def factor_rows(root: torch.Tensor, seeds: Sequence[torch.Tensor], num_samples: 
     2. the handlers plus a residual, for blocks with other uses too (an L2 penalty);
     3. the functional path: each parameter's innermost recorded module re-run per sample under
        ``vmap`` (plus the residual);
-    4. the generic loop (one backward pass per row), with a warning that says why.
+    4. forward mode: the Jacobian column by column, one double-backward product per parameter
+       (:func:`~qnewton.curvature.autograd.forward_mode_rows`), when the rows outnumber the
+       block parameters by :data:`~qnewton.curvature.autograd.FORWARD_MODE_RATIO`;
+    5. the generic loop (one backward pass per row), with a warning that says why.
 
     With ``config.batch_norm == "held"`` every backward pass here treats the batch statistics
     of training-mode BatchNorms as constants (:func:`~qnewton.curvature.per_sample.batch_norm.
-    statistics_held`), so that all four stages compute the same, per-sample rows.
+    statistics_held`), so that all stages compute the same, per-sample rows.
 
     ``min_row_elements`` sizes the generic path's chunks (its seeds are ``root``-shaped rows,
     which can be wider than the block). ``samples`` (sorted indices, a curvature subset of k
@@ -509,7 +523,7 @@ def _fill(root: torch.Tensor, seeds: Sequence[torch.Tensor], num_samples: int,
           todo: Sequence[ParamBlock], factors: dict[int, torch.Tensor], config: CurvatureConfig,
           min_row_elements: int, samples: torch.Tensor | None, taken: dict[str, str],
           structured: bool) -> None:
-    """The four stages of :func:`factor_rows`, in order; ``taken`` gets each block's path."""
+    """The stages of :func:`factor_rows`, in order; ``taken`` gets each block's path."""
     done = per_sample_rows(root, seeds, num_samples, todo, factors, config, samples,
                            structured=structured)
     taken.update({b.name: PATHS[0] for b in todo if id(b) in done})
@@ -525,13 +539,26 @@ def _fill(root: torch.Tensor, seeds: Sequence[torch.Tensor], num_samples: int,
                                 reasons)
         taken.update({b.name: PATHS[2] for b in rest if id(b) in new})
         rest = [b for b in rest if id(b) not in new]
-    taken.update({b.name: f"{PATHS[3]}: {reasons.get(id(b), 'no one-pass rule matched')}"
+    if not rest:
+        return
+    npass = len(seeds)
+    wanted = None if samples is None else (
+        samples.unsqueeze(1) * npass + torch.arange(npass)).reshape(-1)
+    if FORWARD_MODE_RATIO * sum(b.numel for b in rest) < num_samples * npass:
+        try:
+            forward_mode_rows(root, seeds, num_samples, rest, factors, config.dtype,
+                              config.chunk_size, wanted)
+        except RuntimeError as exc:  # no double backward through some op
+            failed = f"forward mode failed: {str(exc).splitlines()[0] if str(exc) else exc!r}"
+            reasons.update({id(b): "; ".join(filter(None, (reasons.get(id(b)), failed)))
+                            for b in rest})
+        else:
+            taken.update({b.name: f"{PATHS[3]}: {reasons.get(id(b), 'no one-pass rule matched')}"
+                          for b in rest})
+            return
+    taken.update({b.name: f"{PATHS[4]}: {reasons.get(id(b), 'no one-pass rule matched')}"
                   for b in rest})
     _warn_generic(rest, reasons, root)
-    if rest:
-        width = max(sum(b.numel for b in rest), min_row_elements)
-        npass = len(seeds)
-        wanted = None if samples is None else (
-            samples.unsqueeze(1) * npass + torch.arange(npass)).reshape(-1)
-        seeded_rows(root, seeds, num_samples, rest, factors, config.dtype, config.chunk_size,
-                    width * root.element_size(), wanted)
+    width = max(sum(b.numel for b in rest), min_row_elements)
+    seeded_rows(root, seeds, num_samples, rest, factors, config.dtype, config.chunk_size,
+                width * root.element_size(), wanted)

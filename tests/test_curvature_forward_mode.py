@@ -1,0 +1,86 @@
+"""Forward-mode rows (:func:`qnewton.curvature.autograd.forward_mode_rows`): a closure that
+differentiates the network with respect to its inputs (a physics-informed residual) has rows no
+handler understands; with many more rows than parameters they come from N double-backward
+products, equal to the per-sample Jacobian from ``torch.func`` and to the generic loop."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+from torch.func import functional_call, hessian, jacrev, vmap
+
+from qnewton.curvature import CurvatureConfig, ParamBlock, compute_curvature
+from qnewton.curvature.autograd import FORWARD_MODE_RATIO, seeded_rows
+from qnewton.curvature.per_sample import factor_rows
+
+DT = torch.float64
+
+
+@pytest.fixture(scope="module")
+def pinn():
+    """``(model, points, residual)``: u = MLP [2, 3, 1] (13 parameters), residual Δu + u² at
+    48 points (48 ≥ 3·13 rows: the forward-mode path)."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(2, 3), nn.Tanh(), nn.Linear(3, 1)).to(DT)
+    points = torch.rand(48, 2, dtype=DT)
+
+    def residual(m: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        x = x.detach().requires_grad_(True)
+        u = m(x).squeeze(1)
+        (du,) = torch.autograd.grad(u.sum(), x, create_graph=True)
+        lap = sum(torch.autograd.grad(du[:, d].sum(), x, create_graph=True)[0][:, d]
+                  for d in range(2))
+        return lap + u ** 2
+
+    assert points.shape[0] >= FORWARD_MODE_RATIO * 13
+    return model, points, residual
+
+
+def per_point_jacobian(model, points):
+    """∂r(x_s)/∂θ for each point, flat (S, 13), by torch.func (no qnewton code)."""
+    names = [n for n, _ in model.named_parameters()]
+
+    def r(params, x):
+        u = lambda y: functional_call(model, params, (y.unsqueeze(0),)).squeeze()  # noqa: E731
+        return hessian(u)(x).diagonal().sum() + u(x) ** 2
+
+    params = {n: p.detach() for n, p in model.named_parameters()}
+    jac = vmap(jacrev(r), in_dims=(None, 0))(params, points)
+    return torch.cat([jac[n].reshape(points.shape[0], -1) for n in names], dim=1)
+
+
+def test_forward_mode_rows_equal_the_per_sample_jacobian(pinn):
+    model, points, residual = pinn
+    block = ParamBlock("<model>", list(model.parameters()))
+    paths: dict[str, str] = {}
+    z = residual(model, points).unsqueeze(1)
+    losses = z.squeeze(1) ** 2
+    res = compute_curvature(losses, [block], CurvatureConfig(kind="ggn"), outputs=z)
+    (cb,) = res.blocks
+    jac = per_point_jacobian(model, points)
+    # squared residuals: the loss Hessian is 2, its root √2; the GGN is (2/S)·JᵀJ
+    torch.testing.assert_close(cb.to_dense(), 2 * jac.T @ jac / 48, rtol=1e-10, atol=1e-12)
+
+
+    rows = factor_rows(z, [torch.ones_like(z)], 48, [block], CurvatureConfig(), paths=paths)
+    assert paths["<model>"].startswith("forward-mode")
+    torch.testing.assert_close(rows[id(block)], jac, rtol=1e-10, atol=1e-12)
+    loop = {id(block): torch.empty(48, 13, dtype=DT)}
+    seeded_rows(z, [torch.ones_like(z)], 48, [block], loop, DT, None, 13 * 8)
+    torch.testing.assert_close(rows[id(block)], loop[id(block)], rtol=1e-10, atol=1e-12)
+
+
+def test_few_rows_keep_the_loop(pinn):
+    """Fewer rows than FORWARD_MODE_RATIO × parameters: one backward pass per row, as before."""
+    model, points, residual = pinn
+    block = ParamBlock("<model>", list(model.parameters()))
+    z = residual(model, points[:8]).unsqueeze(1)
+
+
+    paths: dict[str, str] = {}
+    with pytest.warns(RuntimeWarning, match="generic loop"):
+        rows = factor_rows(z, [torch.ones_like(z)], 8, [block], CurvatureConfig(), paths=paths)
+    assert paths["<model>"].startswith("loop")
+    torch.testing.assert_close(rows[id(block)], per_point_jacobian(model, points[:8]),
+                               rtol=1e-10, atol=1e-12)
