@@ -153,3 +153,26 @@ def test_rows_that_are_not_one_kronecker_product_per_sample_stay_explicit(case):
         grads = torch.autograd.grad(ce(forward(x[i : i + 1]), y[i : i + 1]).sum(), params)
         rows.append(torch.cat([g.reshape(-1) for g in grads]))
     torch.testing.assert_close(cb.factor, torch.stack(rows), rtol=1e-10, atol=1e-12)
+
+
+def test_modeled_flops_match_torch_flop_counter():
+    """The flops the solvers' time models are given (FactorCosts) against torch's own count of
+    the matrix products the operations run (elementwise work is not counted there: within 10%)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    gen = torch.Generator().manual_seed(3)
+    s, p, o, i = 32, 3, 8, 20
+    a, g = torch.randn(s, i, generator=gen, dtype=DT), torch.randn(s, p, o, generator=gen,
+                                                                   dtype=DT)
+    sf = StructuredFactor([KroneckerRows(a, g), KroneckerRows(torch.ones(s, 1, dtype=DT), g)])
+    costs = sf.costs()
+    v = torch.randn(sf.shape[1], dtype=DT)
+    for modeled, run in ((costs.product, lambda: sf.apply(v, DT)),
+                         (costs.gram, lambda: sf.gram(DT)),
+                         (costs.normal, lambda: sf.normal_matrix(DT))):
+        with FlopCounterMode(display=False) as counter:
+            run()
+        assert modeled == pytest.approx(counter.get_total_flops(), rel=0.1)
+    # an explicit factor of the same shape costs 2·M·N, 2·N·M², 2·M·N² (far more)
+    m, n = sf.shape
+    assert costs.product < 2 * m * n and costs.gram < 2 * n * m * m

@@ -168,3 +168,34 @@ def test_the_quantum_floor_is_a_lower_bound_on_every_cost(profile):
                     assert charged.total_seconds >= floor * (1 - 1e-12)
                     if profile == "paper":  # no tomography to match: the plain cost
                         assert cost.total_seconds >= floor * (1 - 1e-12)
+
+
+def test_kappa_is_estimated_only_when_cg_could_save_more_than_the_estimate_costs():
+    """CG beats Cholesky at κ = 1 on this system by Δ seconds (modeled): κ is estimated when
+    the estimate is modeled to cost less than Δ and skipped when it would cost more."""
+    from qnewton.solvers import predict_classical, shape_of
+    from qnewton.solvers.cg import cg_iterations
+
+    g = torch.Generator().manual_seed(0)
+    factor = torch.randn(8, 1500, generator=g, dtype=torch.float64)
+    system = condition(FactorBlock("b", "fisher", factor, scale=1 / 8),
+                       ConditioningConfig(reg=1e-2))
+    scheduler = Scheduler(SchedulerConfig(hardware=get_profile("surface-code"),
+                                          policy="classical",
+                                          classical_solvers=("cholesky", "cg")), rates=RATES)
+    shape = shape_of(system, 1.0)
+    predicted = predict_classical(shape, RATES, scheduler.config.cg_rtol)
+    saving = predicted["cholesky"] - predicted["cg"]
+    assert saving > 0
+    # the policy's 20 Lanczos steps, each priced as one CG iteration
+    cost = scheduler.kappa_seconds(shape)
+    iterations = cg_iterations(1.0, scheduler.config.cg_rtol)
+    assert cost == pytest.approx(20 * (predicted["cg"] - RATES.call_overhead_s) / iterations)
+    expected = None if saving > cost else "policy-classical"
+    assert scheduler.skip_reason(system)[0] == expected
+    cheap = Scheduler(scheduler.config, rates=RATES)
+    cheap.kappa_seconds = lambda shape: 0.0
+    assert cheap.skip_reason(system)[0] is None
+    dear = Scheduler(scheduler.config, rates=RATES)
+    dear.kappa_seconds = lambda shape: 2 * saving
+    assert dear.skip_reason(system)[0] == "policy-classical"

@@ -47,7 +47,7 @@ class SolveRecord:
 
     When κ could not change the decision it is not estimated (docs/method.md §4.8):
     ``kappa_kind`` is ``"not-estimated"``, ``kappa_method`` names the reason
-    (``"policy-classical"``, ``"guaranteed-rejection"``, ``"matrix-free"``), and ``kappa``,
+    (:data:`~qnewton.scheduling.scheduler.SKIP_REASONS`), and ``kappa``,
     ``kappa_log10`` and ``alpha`` are ``None``. ``quantum_rejection`` repeats the reason the QLSA
     was not considered; ``predicted_quantum_seconds`` and ``queries`` are then ``None`` (not
     costed), except for a guaranteed rejection, where they are the cost at κ = 1, α = 1 that

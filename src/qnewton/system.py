@@ -15,6 +15,7 @@ import torch
 
 from qnewton.curvature.finite import finite_sum
 from qnewton.curvature.representation import CurvatureBlock
+from qnewton.curvature.structured import FactorCosts
 
 
 @dataclass
@@ -180,6 +181,9 @@ class SystemShape:
         kronecker: ``(d_a, d_out)`` when A is a Kronecker block plus a shift (the Kronecker
             solver applies), else ``None``. kronecker_factored: whether its factors'
             eigendecompositions are already held (a block reused between K-FAC refreshes).
+        factor_costs: the flops of ``F v``, ``F Fᵀ`` and ``FᵀF`` when the factor is held by its
+            structure (Kronecker rows, :mod:`qnewton.curvature.structured`); ``None``: an
+            explicit factor, priced by ``M`` and ``N``.
     """
 
     n: int
@@ -192,3 +196,4 @@ class SystemShape:
     matrix_free: bool = False
     kronecker: tuple[int, int] | None = None
     kronecker_factored: bool = False
+    factor_costs: FactorCosts | None = None

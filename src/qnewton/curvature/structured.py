@@ -25,11 +25,31 @@ formed once.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 
 from qnewton.curvature.memory import DEFAULT_CHUNK_BYTES, element_size
 from qnewton.curvature.representation import FactorBlock, arithmetic_dtype
+
+
+@dataclass(frozen=True)
+class FactorCosts:
+    """Flops of the three factor operations the solvers' time models price (docs/method.md
+    §4.5), for a factor held by its structure; an explicit ``(M, N)`` factor costs ``2·M·N``,
+    ``2·N·M²`` and ``2·M·N²``.
+
+    Attributes:
+        product: one ``F v`` (or ``Fᵀ u``). gram: ``F Fᵀ``. normal: ``FᵀF``.
+    """
+
+    product: float
+    gram: float
+    normal: float
+
+    def __add__(self, other: FactorCosts) -> FactorCosts:
+        return FactorCosts(self.product + other.product, self.gram + other.gram,
+                           self.normal + other.normal)
 
 
 class KroneckerRows:
@@ -118,6 +138,15 @@ class KroneckerRows:
     def tensors(self) -> tuple[torch.Tensor, ...]:
         return self.a, self.g
 
+    def costs(self, others: Sequence[KroneckerRows]) -> FactorCosts:
+        """Flops of :meth:`apply`, :meth:`gram` and the :meth:`cross` products with ``others``
+        (the normal matrix's row of blocks)."""
+        (s, p, o), i = self.g.shape, self.a.shape[1]
+        m = s * p
+        normal = sum(2.0 * s * o * q.g.shape[2] * i * q.a.shape[1] for q in others)
+        return FactorCosts(product=2.0 * s * (i * o + p * o),
+                           gram=2.0 * m * m * o + 2.0 * s * s * i + m * m, normal=normal)
+
 
 class StructuredFactor:
     """``F`` ``(M, N)``: column pieces side by side (each :class:`KroneckerRows` over the same
@@ -158,6 +187,18 @@ class StructuredFactor:
         """Numbers held: ``Σ S·(I + P·O)`` over the pieces, plus the extra rows."""
         held = {id(t): t.numel() for piece in self.pieces for t in piece.tensors()}
         return sum(held.values()) + (0 if self.extra is None else self.extra.numel())
+
+    def costs(self) -> FactorCosts:
+        """Flops of ``F v``, ``F Fᵀ`` and ``FᵀF`` done as :meth:`apply`, :meth:`gram` and
+        :meth:`normal_matrix` do them."""
+        total = FactorCosts(0.0, 0.0, 0.0)
+        for piece in self.pieces:
+            total = total + piece.costs(self.pieces)
+        if self.extra is not None:
+            (m, n), e = self.shape, self.extra.shape[0]
+            total = total + FactorCosts(product=2.0 * e * n, gram=2.0 * m * e * n,
+                                        normal=2.0 * e * n * n)
+        return total
 
     def with_rows(self, extra: torch.Tensor) -> StructuredFactor:
         """This factor with ``extra`` ``(k, N)`` dense rows appended below (after any already
@@ -253,6 +294,11 @@ class StructuredFactorBlock(FactorBlock):
     def __repr__(self) -> str:
         return (f"StructuredFactorBlock(name={self.name!r}, kind={self.kind!r}, "
                 f"rows={self.factor_rows}, n={self.n}, scale={self.scale:g})")
+
+    @property
+    def costs(self) -> FactorCosts:
+        """What the solvers' time models price (:class:`FactorCosts`)."""
+        return self.structured.costs()
 
     @property
     def factor(self) -> torch.Tensor:  # type: ignore[override]

@@ -196,7 +196,9 @@ class Scheduler:
 
         κ enters a decision in three places only: the QLSA's modeled time, the ``threshold``
         rule, and CG's predicted time (every other solver's time is κ-independent). So κ is
-        skipped when CG cannot win the classical choice even at κ = 1 (its cheapest case) and
+        skipped when CG cannot save more over the best κ-independent solver, even at κ = 1 (its
+        cheapest case), than estimating κ costs (:meth:`kappa_seconds`; a saving ≤ 0 when CG
+        cannot win at all) and
         either the policy never routes to the QLSA, or it decides by time and the QLSA's cost
         at κ = 1, α = 1 (both ≥ 1; the cost is non-decreasing in each, docs/method.md §4.3–4.4)
         with the configured readout is above the best κ-independent classical prediction,
@@ -216,15 +218,23 @@ class Scheduler:
             return None, None
         predicted = predict_classical(shape, self.machine_rates(), cfg.cg_rtol)
         best_fixed = min(predicted[name] for name in fixed)
-        if any(predicted[name] <= best_fixed for name in allowed
-               if SOLVERS[name].kappa_dependent):
-            return None, None  # CG might win the classical choice: κ is needed
+        dependent = [predicted[name] for name in allowed if SOLVERS[name].kappa_dependent]
+        # CG might win the classical choice; κ is worth estimating only if what CG can save
+        # (at κ = 1, its best case) exceeds what estimating κ costs
+        if dependent and best_fixed - min(dependent) > self.kappa_seconds(shape):
+            return None, None
         if not policy.can_route_quantum:
             return "policy-classical", None
         floor = self.quantum_floor(shape)
         if floor.total_seconds > best_fixed:
             return "guaranteed-rejection", floor
         return None, None
+
+    def kappa_seconds(self, shape: SystemShape) -> float:
+        """The modeled cost of estimating κ for ``shape``: the Lanczos run of the κ policy,
+        ``steps`` curvature products priced as CG iterations (docs/method.md §4.6)."""
+        steps = min(self._kappa_policy.steps, shape.n)
+        return steps * SOLVERS["cg"].iteration_seconds(shape, self.machine_rates())
 
     def quantum_floor(self, shape: SystemShape) -> QuantumCost:
         """The QLSA's modeled cost for ``shape`` at κ = 1 and the smallest α (1, or the

@@ -38,7 +38,9 @@ def shape_of(system: LinearSystem, kappa: float = 1.0) -> SystemShape:
                        factor_rows=system.factor_rows, shift_positive=system.shift > 0,
                        gram_formed=system.has_gram, matrix_free=system.matrix_free,
                        kronecker=system.kronecker,
-                       kronecker_factored=system.kronecker is not None and system.block.has_eig)
+                       kronecker_factored=system.kronecker is not None and system.block.has_eig,
+                       factor_costs=getattr(system.block, "costs", None)
+                       if system.factor_form else None)
 
 
 def applicable_solvers(system: LinearSystem) -> tuple[str, ...]:

@@ -138,7 +138,10 @@ class DenseFactorizationSolver(ClassicalSolver):
 
     def predict_seconds(self, shape: SystemShape, rates: MachineRates, rtol: float) -> float:
         seconds = self.flops(shape.n) / rates.dense_flops_per_s + rates.call_overhead_s
-        if shape.factor_rows is not None:
+        if shape.factor_costs is not None:  # FᵀF from the structure, then the shift pass
+            seconds += (shape.factor_costs.normal / rates.gemm_flops_per_s
+                        + 16.0 * shape.n * shape.n / rates.bandwidth_bytes_per_s)
+        elif shape.factor_rows is not None:
             seconds += rates.forming_seconds(shape.n, shape.factor_rows)
         return seconds
 

@@ -35,15 +35,21 @@ class CGSolver(ClassicalSolver):
     kappa_dependent = True
 
     def predict_seconds(self, shape: SystemShape, rates: MachineRates, rtol: float) -> float:
+        iters = cg_iterations(shape.kappa, rtol)
+        return iters * self.iteration_seconds(shape, rates) + rates.call_overhead_s
+
+    def iteration_seconds(self, shape: SystemShape, rates: MachineRates) -> float:
+        """Predicted seconds of one iteration (one product with A and the vector updates)."""
         n = check_int("n", shape.n, 1)
         nnz = check_int("nnz", shape.nnz, 1, n * n)
-        iters = cg_iterations(shape.kappa, rtol)
         nbytes = 8.0 * nnz + 64.0 * n
         if nnz < n * n:
             nbytes += 4.0 * nnz + 4.0 * (n + 1)
         flops = 2.0 * nnz + 10.0 * n
+        if shape.factor_costs is not None:  # A v = s·Fᵀ(F v) + λv from the structure
+            nbytes, flops = 64.0 * n, 2.0 * shape.factor_costs.product + 10.0 * n
         per_iteration = max(nbytes / rates.bandwidth_bytes_per_s, flops / rates.gemm_flops_per_s)
-        return iters * (per_iteration + rates.iteration_overhead_s) + rates.call_overhead_s
+        return per_iteration + rates.iteration_overhead_s
 
     def solve(self, system: LinearSystem, b: torch.Tensor, *, rtol: float = 1e-10,
               max_iter: int | None = None) -> SolveResult:

@@ -22,8 +22,9 @@ class WoodburySolver(ClassicalSolver):
 
     Time model: ``2·N·M² / R_gemm`` (forming F Fᵀ, skipped when the analysis already formed it)
     ``+ (M³/3 + 2M²) / R_dense`` (Cholesky of the capacitance matrix) ``+ 16·N·M / bandwidth``
-    (the passes ``F b`` and ``Fᵀ y``) ``+ t_call`` (docs/method.md §4.5). Needs factor form and
-    a positive shift.
+    (the passes ``F b`` and ``Fᵀ y``) ``+ t_call`` (docs/method.md §4.5); for Kronecker rows the
+    Gram and the passes are their flops (:class:`~qnewton.curvature.structured.FactorCosts`)
+    over ``R_gemm``. Needs factor form and a positive shift.
     """
 
     name = "woodbury"
@@ -34,15 +35,16 @@ class WoodburySolver(ClassicalSolver):
 
     def predict_seconds(self, shape: SystemShape, rates: MachineRates, rtol: float) -> float:
         n, m = shape.n, shape.factor_rows
-        seconds = (
-            2.0 * n * m * m / rates.gemm_flops_per_s
-            + (m**3 / 3.0 + 2.0 * m * m) / rates.dense_flops_per_s
-            + 16.0 * n * m / rates.bandwidth_bytes_per_s
-            + rates.call_overhead_s
-        )
-        if shape.gram_formed:
-            seconds -= 2.0 * n * m * m / rates.gemm_flops_per_s
-        return seconds
+        costs = shape.factor_costs
+        if costs is None:  # explicit rows: the Gram product and two bandwidth-bound passes
+            gram = 2.0 * n * m * m / rates.gemm_flops_per_s
+            passes = 16.0 * n * m / rates.bandwidth_bytes_per_s
+        else:  # Kronecker rows: both from their factors
+            gram = costs.gram / rates.gemm_flops_per_s
+            passes = 2.0 * costs.product / rates.gemm_flops_per_s
+        return ((0.0 if shape.gram_formed else gram)
+                + (m**3 / 3.0 + 2.0 * m * m) / rates.dense_flops_per_s
+                + passes + rates.call_overhead_s)
 
     def solve(self, system: LinearSystem, b: torch.Tensor, *, rtol: float = 1e-10) -> SolveResult:
         check_rhs(system, b)
