@@ -142,3 +142,28 @@ def test_auto_grouping_takes_the_whole_small_model_and_records_it(grouping, expe
     assert len(blocks) == (1 if expected == "model" else 4)
     settings = [e for e in opt.ledger.events if e["kind"] == "settings"]
     assert [(e["grouping"], e["curvature"]) for e in settings] == [(expected, "fisher")]
+
+
+def test_full_batch_damping_grows_when_the_whole_model_shortens_the_step():
+    """A rank-deficient block model (the Monte-Carlo GGN: 16 rows for 173 parameters) with λ → 0
+    sends Δ into the factor's null space, where the exact curvature along Δ is large: the whole
+    model's α* = −gᵀΔ/ΔᵀCΔ falls far below 1. Full batch, such a step counts as failed
+    (Nielsen: λ·ν) — without it λ fell to 1e-12 and every step shrank to α ≈ 1e-9."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 4), nn.Sigmoid(), nn.Linear(4, 2), nn.Linear(2, 4),
+                          nn.Sigmoid(), nn.Linear(4, 8)).double()
+    x = torch.rand(16, 8, dtype=torch.float64)
+
+    def closure():
+        out = model(x)
+        losses = nn.functional.binary_cross_entropy_with_logits(out, x, reduction="none")
+        return losses.sum(dim=1), out
+
+    opt = QNewton(model.named_parameters(), rates=RATES, curvature="ggn-mc")
+    for _ in range(12):
+        opt.step(closure)
+    infos = [i for i in opt.ledger.step_rule if i["regime"] == "full-batch" and i["accepted"]]
+    short = [i for i in infos if i["quadratic_step_size"] < 0.5]
+    assert short, "the case must exercise shortened steps"
+    assert all(i["next_damping"] > i["damping"] for i in short)
+    assert min(i["damping"] for i in infos) > 1e-6

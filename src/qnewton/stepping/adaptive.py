@@ -63,6 +63,11 @@ REGIMES = ("mini-batch", "full-batch")
 #: times (Armijo-style backtracking, Nocedal & Wright 2006 §3.1; 1/4 keeps it to 3 extra
 #: forward passes for a 64× shorter step).
 BACKTRACK, MAX_BACKTRACKS = 0.25, 3
+#: Full batch: a step the whole model shortens below this fraction of Δ counts as failed (the
+#: damping grows); a Gauss–Newton step on the whole model has α* = 1 + λ·ΔᵀΔ/ΔᵀGΔ ≥ 1, so only
+#: a block model that misjudges the curvature along Δ (cross terms, a rank-deficient factor's
+#: null space) falls below it.
+SHORT_STEP = 0.5
 
 
 def check_damping(damping: float) -> None:
@@ -226,10 +231,14 @@ class AdaptiveLM(StepRule):
                              f"{new:.6g}); parameters kept, damping raised",
                              damping=self._damping)
         if self.regime == "full-batch":
-            # a step that had to be shortened is a failed Levenberg–Marquardt step, even where
-            # the shorter one was kept: the damping, not the length, must give way
+            # a step that had to be shortened — by backtracking, or by the whole model's
+            # curvature along Δ (α* < SHORT_STEP: the blocks' damped model, from which Δ came,
+            # misjudges the curvature along it, e.g. a rank-deficient factor's null space) — is
+            # a failed Levenberg–Marquardt step, even where the shorter one was kept: the
+            # damping, not the length, must give way
+            shortened = tries > 0 or step_size(g_dot_d, curvature, math.inf) < SHORT_STEP
             self._damping, self.nu = nielsen_damping(self._damping, self.nu,
-                                                     rho if tries == 0 else math.nan)
+                                                     math.nan if shortened else rho)
         else:
             self._damping = adapt_damping(self._damping, rho, floor=self.floor)
         self.last_trial_loss = new if accepted else base  # where the next step starts
