@@ -180,6 +180,8 @@ class SystemShape:
         kronecker: ``(d_a, d_out)`` when A is a Kronecker block plus a shift (the Kronecker
             solver applies), else ``None``. kronecker_factored: whether its factors'
             eigendecompositions are already held (a block reused between K-FAC refreshes).
+        gram_columns: the width N' at which forming ``F Fᵀ`` costs ``2·N'·M²`` flops when it is
+            less than N (Kronecker rows, whose Gram comes from their factors), else ``None``.
     """
 
     n: int
@@ -192,3 +194,4 @@ class SystemShape:
     matrix_free: bool = False
     kronecker: tuple[int, int] | None = None
     kronecker_factored: bool = False
+    gram_columns: int | None = None

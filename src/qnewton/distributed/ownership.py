@@ -104,21 +104,24 @@ def plan_split(seconds: Sequence[float], owned: Sequence[int], candidates: Seque
     return split
 
 
-def split_costs(n: int, rows: Sequence[int], element_bytes: int, comm: CommRates
-                ) -> tuple[float, float]:
+def split_costs(n: int, rows: Sequence[int], element_bytes: int, comm: CommRates,
+                shard_bytes: float | None = None) -> tuple[float, float]:
     """Predicted communication seconds of a factor block of N = ``n`` columns with ``rows[r]``
     rows on rank r: (split across all ranks, gathered to one owner).
 
     Split: the busiest rank's all-to-all (its rows' columns of the other ranks), the Gram's
     all-reduce (M² float64) and :data:`SPLIT_SOLVE_CALLS` collectives of up to N float64.
-    Owner: the other ranks' rows into the owner's link ((R−1)/R of them on average)."""
+    Owner: the other ranks' shards into the owner's link ((R−1)/R of them on average); a shard
+    is its explicit rows, or ``shard_bytes`` (all ranks' shards together) when given — Kronecker
+    rows travel as their factors (:mod:`~qnewton.distributed.factor_shard`)."""
     ranks = len(rows)
     m = sum(rows)
     widest = math.ceil(n / ranks)
     to_all = max(r * (n - widest) for r in rows) * element_bytes
     split = (comm.send(to_all) + comm.all_reduce(8.0 * m * m)
              + comm.send(8.0 * n * (ranks - 1) / ranks, SPLIT_SOLVE_CALLS))
-    gather = comm.send(element_bytes * n * m * (ranks - 1) / ranks)
+    total = element_bytes * n * m if shard_bytes is None else shard_bytes
+    gather = comm.send(total * (ranks - 1) / ranks)
     return split, gather
 
 
@@ -139,12 +142,15 @@ class LocalAssignment:
         return [0 if mode == "owned" else -1 for mode in batch.modes], []
 
 
-def predicted_seconds(scheduler: Scheduler, n: int, rows: int | None) -> float:
+def predicted_seconds(scheduler: Scheduler, n: int, rows: int | None,
+                      gram_columns: int | None = None) -> float:
     """The scheduler's predicted seconds for a block of N = ``n`` (factor form with ``rows``
-    rows, else dense), before conditioning: the best allowed classical solver's prediction at
-    κ = 1 with this machine's rates. It stands for the owner's wall clock whatever the decision
-    (a quantum solve is emulated by classical linear algebra of the same order)."""
-    shape = SystemShape(n=n, nnz=n * n, d=n, kappa=1.0, factor_rows=rows)
+    rows, else dense; ``gram_columns``: see :class:`~qnewton.system.SystemShape`), before
+    conditioning: the best allowed classical solver's prediction at κ = 1 with this machine's
+    rates. It stands for the owner's wall clock whatever the decision (a quantum solve is
+    emulated by classical linear algebra of the same order)."""
+    shape = SystemShape(n=n, nnz=n * n, d=n, kappa=1.0, factor_rows=rows,
+                        gram_columns=gram_columns)
     predicted = predict_classical(shape, scheduler.machine_rates(), scheduler.config.cg_rtol)
     allowed = [predicted[name] for name in scheduler.classical_candidates(shape)
                if name in predicted]
@@ -157,6 +163,12 @@ class LPTAssignment:
     :func:`lpt_assignment` of the other owned blocks on the scheduler's predicted seconds — the
     same on every rank without communicating.
 
+    A block held as Kronecker rows on every rank is priced from its factors: its Gram at
+    ``gram_columns`` instead of N, its gather at the factors' bytes. A column split deals out
+    explicit columns, so splitting such a block costs, besides the collectives, forming its
+    explicit rows and the explicit block's work (its share of ``2·N·M²``): the planner splits it
+    only if that is still faster.
+
     Args:
         comm: the group's measured collective costs (``None``: nothing is split).
         policy: one of :data:`SPLIT_POLICIES`.
@@ -168,7 +180,10 @@ class LPTAssignment:
 
     def assign(self, blocks: Sequence[CurvatureBlock | None], batch: GlobalBatch
                ) -> tuple[list[int], list[float]]:
-        predicted = [predicted_seconds(self.scheduler, b.n, batch.global_rows(i))
+        kron = [mode == "owned" and batch.kronecker(i, b.n)
+                for i, (b, mode) in enumerate(zip(blocks, batch.modes, strict=True))]
+        predicted = [predicted_seconds(self.scheduler, b.n, batch.global_rows(i),
+                                       batch.gram_columns[i] if kron[i] else None)
                      if mode == "owned" else 0.0
                      for i, (b, mode) in enumerate(zip(blocks, batch.modes, strict=True))]
         owned = [i for i, m in enumerate(batch.modes) if m == "owned"]
@@ -176,11 +191,20 @@ class LPTAssignment:
         if self.comm is not None and candidates and self.policy != "never":
             split_cost = [0.0] * len(blocks)
             gather_cost = [0.0] * len(blocks)
+            rates = self.scheduler.machine_rates()
             for i in candidates:
                 stored = getattr(blocks[i], "storage_dtype", None)
                 size = 8 if stored is None else stored.itemsize
-                split_cost[i], gather_cost[i] = split_costs(
-                    blocks[i].n, [rows[i] for rows in batch.rows], size, self.comm)
+                rows = [r[i] for r in batch.rows]
+                sent = (None if batch.shard_bytes is None
+                        else float(sum(r[i] for r in batch.shard_bytes)))
+                split_cost[i], gather_cost[i] = split_costs(blocks[i].n, rows, size,
+                                                            self.comm, sent)
+                if kron[i]:  # the split's explicit work and rows (see the class docstring)
+                    explicit = predicted_seconds(self.scheduler, blocks[i].n, sum(rows))
+                    split_cost[i] += ((explicit - predicted[i]) / self.ranks
+                                      + size * max(rows) * blocks[i].n
+                                      / rates.bandwidth_bytes_per_s)
             for i in plan_split(predicted, owned, candidates, split_cost, gather_cost,
                                 self.ranks, self.policy):
                 batch.modes[i] = "split"

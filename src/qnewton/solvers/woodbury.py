@@ -20,7 +20,8 @@ from qnewton.system import LinearSystem, SystemShape
 class WoodburySolver(ClassicalSolver):
     """``(s·FᵀF + λI)⁻¹ b = (b − Fᵀ (λ/s·I + F Fᵀ)⁻¹ F b) / λ``: an M×M solve instead of N×N.
 
-    Time model: ``2·N·M² / R_gemm`` (forming F Fᵀ, skipped when the analysis already formed it)
+    Time model: ``2·N'·M² / R_gemm`` (forming F Fᵀ, skipped when the analysis already formed
+    it; N' = N, or the shape's ``gram_columns`` for Kronecker rows)
     ``+ (M³/3 + 2M²) / R_dense`` (Cholesky of the capacitance matrix) ``+ 16·N·M / bandwidth``
     (the passes ``F b`` and ``Fᵀ y``) ``+ t_call`` (docs/method.md §4.5). Needs factor form and
     a positive shift.
@@ -34,14 +35,15 @@ class WoodburySolver(ClassicalSolver):
 
     def predict_seconds(self, shape: SystemShape, rates: MachineRates, rtol: float) -> float:
         n, m = shape.n, shape.factor_rows
+        width = n if shape.gram_columns is None else shape.gram_columns
         seconds = (
-            2.0 * n * m * m / rates.gemm_flops_per_s
+            2.0 * width * m * m / rates.gemm_flops_per_s
             + (m**3 / 3.0 + 2.0 * m * m) / rates.dense_flops_per_s
             + 16.0 * n * m / rates.bandwidth_bytes_per_s
             + rates.call_overhead_s
         )
         if shape.gram_formed:
-            seconds -= 2.0 * n * m * m / rates.gemm_flops_per_s
+            seconds -= 2.0 * width * m * m / rates.gemm_flops_per_s
         return seconds
 
     def solve(self, system: LinearSystem, b: torch.Tensor, *, rtol: float = 1e-10) -> SolveResult:
