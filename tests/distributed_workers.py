@@ -192,6 +192,7 @@ def equality_worker(rank: int, world: int, port: int, out: str) -> None:
             "records": [(r.block, r.rank) for r in opt.ledger.records],
             "representations": [r.representation for r in opt.ledger.records],
             "gather_bytes": opt.path.context.sent.get("gather", 0),
+            "block_seconds": opt.path.block_seconds,
             "rank_seconds": summary.get("rank_solve_seconds"),
             "critical": summary.get("critical_path_seconds"),
         }

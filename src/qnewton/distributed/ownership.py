@@ -125,6 +125,14 @@ def split_costs(n: int, rows: Sequence[int], element_bytes: int, comm: CommRates
     return split, gather
 
 
+def block_key(block: CurvatureBlock, batch: GlobalBatch, index: int) -> tuple[int, ...]:
+    """What a block's measured seconds are valid for: N, the global factor rows (``-1``: not
+    in factor form) and the agreed Gram width (``-1``: explicit) — the same on every rank."""
+    rows = batch.global_rows(index)
+    width = -1 if batch.gram_columns is None else batch.gram_columns[index]
+    return (block.n, -1 if rows is None else rows, width)
+
+
 class WorkAssignment(Protocol):
     """Which rank solves which block of a step."""
 
@@ -169,23 +177,37 @@ class LPTAssignment:
     explicit rows and the explicit block's work (its share of ``2·N·M²``): the planner splits it
     only if that is still faster.
 
+    A block solved by one owner at an earlier step with the same :func:`block_key` is balanced
+    on the wall-clock seconds its owner measured then (every rank holds the same figures: the
+    owners exchange them with the outcomes) instead of the prediction: the scheduler's models
+    price the linear algebra, not the per-block work around it (conditioning, the analysis, the
+    routing decision), which dominates small blocks. That work is not divided by a split.
+
     Args:
         comm: the group's measured collective costs (``None``: nothing is split).
         policy: one of :data:`SPLIT_POLICIES`.
+        measured: block index → (:func:`block_key`, measured seconds) from earlier steps.
     """
 
     def __init__(self, scheduler: Scheduler, ranks: int, comm: CommRates | None = None,
-                 policy: str = "auto") -> None:
+                 policy: str = "auto",
+                 measured: dict[int, tuple[tuple[int, ...], float]] | None = None) -> None:
         self.scheduler, self.ranks, self.comm, self.policy = scheduler, ranks, comm, policy
+        self.measured = {} if measured is None else measured
 
     def assign(self, blocks: Sequence[CurvatureBlock | None], batch: GlobalBatch
                ) -> tuple[list[int], list[float]]:
         kron = [mode == "owned" and batch.kronecker(i, b.n)
                 for i, (b, mode) in enumerate(zip(blocks, batch.modes, strict=True))]
-        predicted = [predicted_seconds(self.scheduler, b.n, batch.global_rows(i),
-                                       batch.gram_columns[i] if kron[i] else None)
-                     if mode == "owned" else 0.0
-                     for i, (b, mode) in enumerate(zip(blocks, batch.modes, strict=True))]
+        modeled = [predicted_seconds(self.scheduler, b.n, batch.global_rows(i),
+                                     batch.gram_columns[i] if kron[i] else None)
+                   if mode == "owned" else 0.0
+                   for i, (b, mode) in enumerate(zip(blocks, batch.modes, strict=True))]
+        predicted = list(modeled)
+        for i, (key, seconds) in self.measured.items():
+            if i < len(blocks) and batch.modes[i] == "owned" and key == block_key(
+                    blocks[i], batch, i):
+                predicted[i] = seconds
         owned = [i for i, m in enumerate(batch.modes) if m == "owned"]
         candidates = [i for i in owned if batch.global_rows(i) is not None]
         if self.comm is not None and candidates and self.policy != "never":
@@ -202,9 +224,13 @@ class LPTAssignment:
                                                             self.comm, sent)
                 if kron[i]:  # the split's explicit work and rows (see the class docstring)
                     explicit = predicted_seconds(self.scheduler, blocks[i].n, sum(rows))
-                    split_cost[i] += ((explicit - predicted[i]) / self.ranks
+                    split_cost[i] += ((explicit - modeled[i]) / self.ranks
                                       + size * max(rows) * blocks[i].n
                                       / rates.bandwidth_bytes_per_s)
+                # a split divides the modeled linear algebra only: every rank still does the
+                # rest of a measured solve (conditioning, analysis, decision) in full
+                overhead = max(0.0, predicted[i] - modeled[i])
+                split_cost[i] += overhead * (self.ranks - 1) / self.ranks
             for i in plan_split(predicted, owned, candidates, split_cost, gather_cost,
                                 self.ranks, self.policy):
                 batch.modes[i] = "split"
