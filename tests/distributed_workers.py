@@ -117,6 +117,61 @@ def column_shard_ops(rank: int, world: int) -> dict[str, object]:
             "comm": (comm.latency_s, comm.bytes_per_s)}
 
 
+#: samples per rank of :func:`mixed_blocks`; (inputs, outputs) of its two-piece blocks
+MIXED_SAMPLES = (4, 3)
+MIXED_WIDTHS = ((5, 3), (1, 3))
+
+
+def mixed_blocks(rank: int) -> list:
+    """Rank ``rank``'s three GGN blocks (2 rows per sample, N = 18, scale 1/S_r): Kronecker rows
+    on rank 0 but explicit rows on rank 1; Kronecker rows of different layouts (rank 1: one
+    piece of 6 inputs); Kronecker rows of the same layout (the only one joined unformed)."""
+    from qnewton.curvature.representation import FactorBlock
+    from qnewton.curvature.structured import (
+        KroneckerRows,
+        StructuredFactor,
+        StructuredFactorBlock,
+    )
+
+    s = MIXED_SAMPLES[rank]
+    gen = torch.Generator().manual_seed(20 + rank)
+
+    def kron(widths):
+        pieces = [KroneckerRows(torch.randn(s, i, generator=gen, dtype=torch.float64),
+                                torch.randn(s, 2, o, generator=gen, dtype=torch.float64))
+                  for i, o in widths]
+        return StructuredFactorBlock("b", "ggn", StructuredFactor(pieces), scale=1.0 / s)
+
+    first = kron(MIXED_WIDTHS)
+    if rank == 1:
+        first = FactorBlock("b", "ggn", first.factor, scale=1.0 / s)
+    second = kron(((6, 3),) if rank == 1 else MIXED_WIDTHS)
+    return [first, second, kron(MIXED_WIDTHS)]
+
+
+def mixed_gather(rank: int, world: int) -> dict[str, object]:
+    """:func:`mixed_blocks` combined on the global batch and gathered to rank 0: the owner's
+    blocks (type name, H), the agreed Gram widths and the bytes each rank sent."""
+    from qnewton.accounting import Ledger
+    from qnewton.curvature import CurvatureConfig, CurvatureResult
+    from qnewton.distributed import DistContext
+    from qnewton.distributed.combine import combine_result, gather_owned
+
+    ctx = DistContext.detect()
+    blocks = mixed_blocks(rank)
+    result = CurvatureResult(blocks=blocks, grads=[torch.zeros(18, dtype=torch.float64)] * 3,
+                             loss=torch.tensor(0.0), kind="ggn",
+                             num_samples=MIXED_SAMPLES[rank], num_outputs=2)
+    ctx.sent.clear()
+    combined, batch = combine_result(ctx, result, CurvatureConfig(kind="ggn"), "skip", Ledger())
+    before = ctx.bytes_sent
+    mine = gather_owned(ctx, combined.blocks, [0, 0, 0], batch, Ledger())
+    return {"types": [type(mine[i]).__name__ for i in sorted(mine)],
+            "dense": [mine[i].to_dense() for i in sorted(mine)],
+            "gram_columns": batch.gram_columns, "shard_bytes": batch.shard_bytes,
+            "gather_bytes": ctx.bytes_sent - before}
+
+
 def _join(rank: int, world: int, port: int, timeout: float = 30.0) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.set_num_threads(1)
@@ -135,6 +190,9 @@ def equality_worker(rank: int, world: int, port: int, out: str) -> None:
             "params": params, "owner": opt.path.owner,
             "predicted": opt.path.predicted,
             "records": [(r.block, r.rank) for r in opt.ledger.records],
+            "representations": [r.representation for r in opt.ledger.records],
+            "gather_bytes": opt.path.context.sent.get("gather", 0),
+            "block_seconds": opt.path.block_seconds,
             "rank_seconds": summary.get("rank_solve_seconds"),
             "critical": summary.get("critical_path_seconds"),
         }
@@ -148,6 +206,7 @@ def equality_worker(rank: int, world: int, port: int, out: str) -> None:
             "params": params, "split": opt.path.split_blocks,
             "records": [(r.block, r.rank) for r in opt.ledger.records]}
     results["column-shard"] = column_shard_ops(rank, world)
+    results["mixed"] = mixed_gather(rank, world)
     results["sgd"] = first_order(rank, world)
     torch.save(results, os.path.join(out, f"rank{rank}.pt"))
     run_worker(rank, world, port, out)  # the same group: train() finds it initialized

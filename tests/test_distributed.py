@@ -129,6 +129,46 @@ def test_a_column_split_block_gives_the_global_factors_products(two_ranks):
     assert two_ranks[0]["column-shard"]["comm"] == two_ranks[1]["column-shard"]["comm"]
 
 
+def test_kronecker_blocks_are_gathered_as_their_factors(two_ranks):
+    """Fisher on linear layers: every block is Kronecker rows, in one process and at its owner
+    (the parameters equal one process: the test above), and the owners receive the factors
+    a (S_r×I) and g (S_r×O) — per block a header of 11 int64 and S_r·(I + O) float64."""
+    case = ("fisher", torch.float64, "tensor")
+    _, opt = workers.train(*case)
+    run = two_ranks[0][case]
+    assert run["representations"] == [r.representation for r in opt.ledger.records]
+    assert set(run["representations"]) == {"kronecker-rows"}
+    model, _, _ = workers.problem(torch.float64)
+    widths = [(p.shape[1], p.shape[0]) if p.ndim == 2 else (1, p.shape[0])
+              for p in model.parameters()]
+    largest = workers.BATCH - workers.BATCH // 2  # rank 0's 7 samples
+    # each rank sends the blocks the other owns, padded to the longest rank's shards (rank 0's):
+    # over both ranks, every block's shard at rank 0's size, whichever rank owns it that step
+    per_step = sum(8 * 11 + 8 * largest * (i + o) for i, o in widths)
+    assert sum(two_ranks[r][case]["gather_bytes"] for r in range(2)) == workers.STEPS * per_step
+
+
+def test_ranks_that_disagree_on_kronecker_rows_fall_back_to_explicit_rows(two_ranks):
+    """Kronecker rows on one rank and explicit rows on the other, or Kronecker rows of
+    different layouts: the owner forms the explicit rows; only agreeing shards stay factors.
+    Each combined block is the sample-weighted mean Σ_r (S_r/S)·H_r of the ranks' blocks."""
+    got = two_ranks[0]["mixed"]
+    assert got["types"] == ["FactorBlock", "FactorBlock", "StructuredFactorBlock"]
+    local = [workers.mixed_blocks(r) for r in range(2)]
+    sizes = workers.MIXED_SAMPLES
+    for i, dense in enumerate(got["dense"]):
+        truth = sum(s / sum(sizes) * blocks[i].to_dense()
+                    for s, blocks in zip(sizes, local, strict=True))
+        assert torch.allclose(dense, truth, rtol=1e-12, atol=1e-13), i
+    # Gram widths agreed on: -1 (N) unless both ranks hold one layout (then O + ⌈I/P²⌉ each)
+    assert got["gram_columns"] == [-1, -1, (3 + 2) + (3 + 1)]
+    assert two_ranks[1]["mixed"]["gram_columns"] == got["gram_columns"]
+    # rank 1 sends its shards (explicit rows of block 0 among them) and nothing comes back
+    assert two_ranks[1]["mixed"]["gather_bytes"] == max(sum(row) for row in got["shard_bytes"])
+    assert got["gather_bytes"] == 0
+    assert got["shard_bytes"][1][0] == 8 * 4 + 8 * 3 * 2 * 18
+
+
 def _split_inputs(big: float, network: float):
     """One large factor block and three small ones: seconds, split and gather costs."""
     seconds = [big, 0.01, 0.01, 0.02]
@@ -157,6 +197,78 @@ def test_split_plan_splits_a_large_block_when_that_is_predicted_faster():
     assert plan_split(seconds, owned, candidates, split_cost, gather_cost, 1) == set()
     with pytest.raises(ValueError, match="split policy"):
         plan_split(seconds, owned, candidates, split_cost, gather_cost, 2, "sometimes")
+
+
+def _first_layer(samples: int):
+    """A 784→64 linear layer's Fisher block on ``samples`` samples, as Kronecker rows."""
+    from qnewton.curvature.structured import (
+        KroneckerRows,
+        StructuredFactor,
+        StructuredFactorBlock,
+    )
+
+    rows = KroneckerRows(torch.zeros(samples, 784, dtype=torch.float64),
+                         torch.zeros(samples, 1, 64, dtype=torch.float64))
+    return StructuredFactorBlock("0", "fisher", StructuredFactor([rows]), scale=1 / samples)
+
+
+def test_a_kronecker_block_is_priced_from_its_factors_and_left_whole():
+    """The MLP's first layer (N = 50,176, M = 256 on two ranks): as explicit rows its Gram is
+    2·N·M² flops and the split is predicted faster (last round's plan); as Kronecker rows the
+    Gram takes 2·(64 + 784)·M², the gather moves the factors, and splitting (which deals out
+    explicit columns) is not predicted faster."""
+    from qnewton.distributed.factor_shard import gram_columns, shard_bytes
+    from qnewton.distributed.ownership import LPTAssignment, predicted_seconds
+    from qnewton.quantum import get_profile
+    from qnewton.scheduling import Scheduler, SchedulerConfig
+
+    rates = workers.RATES
+    scheduler = Scheduler(SchedulerConfig(hardware=get_profile("surface-code"),
+                                          policy="classical"), rates=rates)
+    comm = CommRates(latency_s=4e-4, bytes_per_s=3.65e8, world=2)  # last round's probe
+    local = [_first_layer(128), _first_layer(128)]
+    width = gram_columns(local[0])
+    assert width == 64 + 784
+
+    def batch(kronecker: bool) -> GlobalBatch:
+        return GlobalBatch([128, 128], 10, [[128], [128]], ["owned"],
+                           [[shard_bytes(b)] for b in local], [width if kronecker else -1])
+
+    explicit, kron = batch(False), batch(True)
+    owner, predicted = LPTAssignment(scheduler, 2, comm).assign(local[:1], explicit)
+    assert explicit.modes == ["split"] and owner == [-1]
+    owner, predicted = LPTAssignment(scheduler, 2, comm).assign(local[:1], kron)
+    assert kron.modes == ["owned"] and owner == [0]
+    assert predicted == [predicted_seconds(scheduler, 50176, 256, width)]
+    gram_saved = 2.0 * (50176 - width) * 256**2 / rates.gemm_flops_per_s
+    assert predicted[0] == pytest.approx(predicted_seconds(scheduler, 50176, 256) - gram_saved)
+
+
+def test_blocks_are_balanced_on_their_measured_seconds_when_the_shape_is_unchanged():
+    from qnewton.distributed.ownership import LPTAssignment, block_key, predicted_seconds
+    from qnewton.quantum import get_profile
+    from qnewton.scheduling import Scheduler, SchedulerConfig
+
+    scheduler = Scheduler(SchedulerConfig(hardware=get_profile("surface-code"),
+                                          policy="classical"), rates=workers.RATES)
+    blocks = [FactorBlock(str(i), "fisher", torch.ones(5, 40), scale=0.1) for i in range(3)]
+    batch = GlobalBatch([5, 5], 1, [[5] * 3, [5] * 3], ["owned"] * 3)
+    keys = [block_key(b, batch, i) for i, b in enumerate(blocks)]
+    assert keys[0] == (40, 10, -1)
+    measured = {0: (keys[0], 0.5), 1: (keys[1], 0.3), 2: ((40, 12, -1), 9.0)}  # 2: other rows
+    owner, seconds = LPTAssignment(scheduler, 2, None, "never", measured).assign(blocks, batch)
+    modeled = predicted_seconds(scheduler, 40, 10)
+    assert seconds == [0.5, 0.3, modeled]
+    assert owner == lpt_assignment(seconds, 2) == [0, 1, 1]
+
+
+def test_every_rank_balances_on_the_same_measured_seconds(two_ranks):
+    case = ("fisher", torch.float64, "tensor")
+    runs = [two_ranks[r][case] for r in range(2)]
+    assert runs[0]["block_seconds"] == runs[1]["block_seconds"]
+    owned = [i for i, o in enumerate(runs[0]["owner"]) if o >= 0]
+    assert sorted(runs[0]["block_seconds"]) == owned
+    assert all(seconds > 0 for _, seconds in runs[0]["block_seconds"].values())
 
 
 def test_split_costs_follow_the_alpha_beta_model():

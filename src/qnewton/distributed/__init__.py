@@ -3,6 +3,8 @@
 * :mod:`~qnewton.distributed.context` — the process group, collectives with timeouts, and
   :class:`DistributedError`;
 * :mod:`~qnewton.distributed.combine` — shards of a batch → the global batch's system;
+* :mod:`~qnewton.distributed.factor_shard` — a factor block's shard as sent to its owner
+  (Kronecker rows as their factors) and the owner's block over all shards;
 * :mod:`~qnewton.distributed.ownership` — which rank solves which block (the
   :class:`WorkAssignment`: local, or LPT across ranks) and which blocks are split
   (:func:`plan_split`);

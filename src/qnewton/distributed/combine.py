@@ -9,7 +9,9 @@ global objective is the mean over all ``S`` samples, so (docs/method.md §4.10)
 * factor form: ``A = Σ_r (S_r/S)·scale_r·F_rᵀF_r = (1/S)·[F_0; F_1; …]ᵀ[F_0; F_1; …]`` after
   multiplying rank r's rows by ``√(S_r·scale_r)`` (= 1 for the Fisher and GGN: the rows are
   concatenated unchanged, in rank order — the single process's row order when the shards are
-  contiguous slices of the batch). They are gathered to the block's owner only;
+  contiguous slices of the batch). They are gathered to the block's owner only — a linear
+  layer's Kronecker rows ``g ⊗ a`` as their factors ``a`` and ``g``, the explicit rows otherwise
+  (:mod:`~qnewton.distributed.factor_shard`);
 * dense blocks (the exact Hessian): ``H = Σ_r (S_r/S)·H_r``, reduced to the owner;
 * matrix-free blocks: ``H v = Σ_r (S_r/S)·H_r v`` — every product is an all-reduce, so such a
   block is solved by all ranks together, in lockstep (:func:`collective_block`).
@@ -34,6 +36,14 @@ from qnewton.curvature.representation import (
     MatrixFreeBlock,
 )
 from qnewton.distributed.context import DistContext
+from qnewton.distributed.factor_shard import (
+    gram_columns,
+    join,
+    layout_code,
+    pack,
+    shard_bytes,
+    unpack,
+)
 
 #: How each block of a combined step is solved: by one ``owned`` rank (factor or dense form),
 #: by all ranks together (``collective``: matrix-free; ``split``: a factor block dealt out by
@@ -48,14 +58,22 @@ class GlobalBatch:
 
     Attributes:
         sizes: ``S_r`` by rank. outputs: C (1 when the kind has no outputs).
-        rows: per block, per rank, the local factor rows (``-1``: not in factor form).
+        rows: per rank, per block, the local factor rows (``-1``: not in factor form).
         modes: per block, one of :data:`MODES`.
+        shard_bytes: per rank, per block, the bytes of the rank's factor shard as sent to an
+            owner (:func:`~qnewton.distributed.factor_shard.shard_bytes`; ``-1``: not in factor
+            form); ``None``: 8 bytes per explicit row entry.
+        gram_columns: per block, :func:`~qnewton.distributed.factor_shard.gram_columns` when
+            every rank holds Kronecker rows of the same layout (the owner then joins them
+            unformed), else ``-1`` (N: explicit rows); ``None``: N for every block.
     """
 
     sizes: list[int]
     outputs: int
     rows: list[list[int]]
     modes: list[str]
+    shard_bytes: list[list[int]] | None = None
+    gram_columns: list[int] | None = None
 
     @property
     def total(self) -> int:
@@ -68,15 +86,21 @@ class GlobalBatch:
     @classmethod
     def local(cls, result: CurvatureResult) -> GlobalBatch:
         """One process's batch: every block with a system is owned (``none``: no system)."""
-        rows = [b.factor_rows if b is not None and b.factor_rows is not None else -1
-                for b in result.blocks]
+        rows = [_local_rows(b) for b in result.blocks]
         return cls([result.num_samples], result.num_outputs or 1, [rows],
-                   ["owned" if b is not None else "none" for b in result.blocks])
+                   ["owned" if b is not None else "none" for b in result.blocks],
+                   [[_local_bytes(b) for b in result.blocks]],
+                   [_agreed([_local_columns(b)], [_local_layout(b)]) for b in result.blocks])
 
     def global_rows(self, index: int) -> int | None:
         """Rows of block ``index``'s combined factor (``None``: not in factor form)."""
         rows = [r[index] for r in self.rows]
         return None if min(rows) < 0 else sum(rows)
+
+    def kronecker(self, index: int, n: int) -> bool:
+        """Whether block ``index`` (N = ``n``) is held as Kronecker rows on every rank (its Gram
+        and gather are then priced from the factors)."""
+        return self.gram_columns is not None and 0 <= self.gram_columns[index] < n
 
 
 def global_mean_loss(ctx: DistContext, losses: torch.Tensor, ledger: Ledger) -> torch.Tensor:
@@ -91,6 +115,27 @@ def global_mean_loss(ctx: DistContext, losses: torch.Tensor, ledger: Ledger) -> 
 def _local_rows(block: CurvatureBlock | None) -> int:
     rows = None if block is None else block.factor_rows
     return -1 if rows is None else rows
+
+
+def _factor_form(block: CurvatureBlock | None) -> bool:
+    return isinstance(block, FactorBlock) and block.factor_rows is not None
+
+
+def _local_bytes(block: CurvatureBlock | None) -> int:
+    return shard_bytes(block) if _factor_form(block) else -1
+
+
+def _local_columns(block: CurvatureBlock | None) -> int:
+    return gram_columns(block) if _factor_form(block) and layout_code(block) else -1
+
+
+def _local_layout(block: CurvatureBlock | None) -> int:
+    return layout_code(block) if _factor_form(block) else 0
+
+
+def _agreed(columns: list[int], layouts: list[int]) -> int:
+    """A block's Gram width when every rank holds Kronecker rows of one layout, else ``-1``."""
+    return columns[0] if len(set(layouts)) == 1 and layouts[0] else -1
 
 
 def _mode(block: CurvatureBlock | None, config: CurvatureConfig, over_budget: str,
@@ -140,7 +185,10 @@ def combine_result(ctx: DistContext, result: CurvatureResult, config: CurvatureC
     """
     with ledger.phase("communication"):
         ints = [result.num_samples, result.num_outputs or 1,
-                *(_local_rows(b) for b in result.blocks)]
+                *(_local_rows(b) for b in result.blocks),
+                *(_local_bytes(b) for b in result.blocks),
+                *(_local_columns(b) for b in result.blocks),
+                *(_local_layout(b) for b in result.blocks)]
         table = ctx.all_gather_ints(ints, "all-gather of the shard sizes")
         sizes = [row[0] for row in table]
         outputs = {row[1] for row in table}
@@ -176,8 +224,12 @@ def combine_result(ctx: DistContext, result: CurvatureResult, config: CurvatureC
     combined = replace(result, blocks=blocks, grads=grads, skipped=skipped,
                        matrix_free=matrix_free, num_samples=s,
                        num_outputs=result.num_outputs and c)
-    rows = [[row[2 + i] for i in range(len(result.blocks))] for row in table]
-    return combined, GlobalBatch(sizes, c, rows, modes)
+    count = len(result.blocks)
+    rows = [row[2:2 + count] for row in table]
+    sent = [row[2 + count:2 + 2 * count] for row in table]
+    columns = [_agreed([row[2 + 2 * count + i] for row in table],
+                       [row[2 + 3 * count + i] for row in table]) for i in range(count)]
+    return combined, GlobalBatch(sizes, c, rows, modes, sent, columns)
 
 
 def row_factor(size: int, scale: float) -> float:
@@ -210,32 +262,37 @@ def gather_owned(ctx: DistContext, blocks: list[CurvatureBlock | None], owner: l
 def _gather_factors(ctx: DistContext, dst: int, indices: list[int],
                     blocks: list[CurvatureBlock | None], batch: GlobalBatch,
                     mine: dict[int, CurvatureBlock]) -> None:
-    local = [blocks[i] for i in indices]
-    lengths = [sum(batch.rows[r][i] * blocks[i].n for i in indices) for r in range(ctx.world)]
-    dtype = local[0].dtype
-    flat = torch.zeros(max(lengths), dtype=dtype, device=local[0].device)
+    """One gather to ``dst`` of every rank's shards of the blocks ``indices``
+    (:func:`~qnewton.distributed.factor_shard.pack`, padded to the longest rank's bytes); the
+    owner joins them into its blocks."""
+    if batch.shard_bytes is None:
+        raise ValueError("gathering factor blocks needs the shards' sizes "
+                         "(GlobalBatch.shard_bytes)")
+    lengths = [sum(batch.shard_bytes[r][i] for i in indices) for r in range(ctx.world)]
+    device = blocks[indices[0]].device
+    flat = torch.zeros(max(lengths), dtype=torch.uint8, device=device)
     # each rank brings its own rows to the 1/S scale before sending (it knows its scale_r)
-    parts = []
-    for b in local:
-        factor = row_factor(batch.sizes[ctx.rank], b.scale)
-        parts.append((b.factor if factor == 1.0 else b.factor * factor).reshape(-1))
-    if parts:
-        flat[:lengths[ctx.rank]] = torch.cat(parts).to(dtype)
-    gathered = ctx.gather(flat, dst, f"gather of factor rows to rank {dst}")
+    parts = [pack(blocks[i], row_factor(batch.sizes[ctx.rank], blocks[i].scale))
+             for i in indices]
+    mine_bytes = torch.cat(parts)
+    if mine_bytes.numel() != lengths[ctx.rank]:
+        raise RuntimeError(f"rank {ctx.rank}: its factor shards are {mine_bytes.numel()} bytes, "
+                           f"{lengths[ctx.rank]} announced")
+    flat[:lengths[ctx.rank]] = mine_bytes.to(device)
+    gathered = ctx.gather(flat, dst, f"gather of factor shards to rank {dst}")
     if gathered is None:
         return
-    pieces: dict[int, list[torch.Tensor]] = {i: [] for i in indices}
+    shards: dict[int, list] = {i: [] for i in indices}
     for r, buf in enumerate(gathered):
-        buf = buf.to(local[0].device)
+        buf = buf.to(device)
         pos = 0
         for i in indices:
-            m, n = batch.rows[r][i], blocks[i].n
-            rows = buf[pos:pos + m * n].reshape(m, n)
-            pos += m * n
-            pieces[i].append(rows)
+            size = batch.shard_bytes[r][i]
+            shards[i].append(unpack(buf[pos:pos + size]))
+            pos += size
     for i in indices:
         b = blocks[i]
-        mine[i] = FactorBlock(b.name, b.kind, torch.cat(pieces[i]), scale=1.0 / batch.total)
+        mine[i] = join(b.name, b.kind, shards[i], 1.0 / batch.total)
 
 
 def _reduce_dense(ctx: DistContext, dst: int, indices: list[int],

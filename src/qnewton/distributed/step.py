@@ -42,7 +42,12 @@ from qnewton.distributed.combine import (
 )
 from qnewton.distributed.comm_rates import CommRates, probe_comm_rates
 from qnewton.distributed.context import DistContext
-from qnewton.distributed.ownership import LocalAssignment, LPTAssignment, WorkAssignment
+from qnewton.distributed.ownership import (
+    LocalAssignment,
+    LPTAssignment,
+    WorkAssignment,
+    block_key,
+)
 from qnewton.scheduling import Scheduler
 from qnewton.stepping import BlockOutcome
 
@@ -75,6 +80,11 @@ class StepPath:
         #: per step, the owner rank of each block (the last step's; for reports and tests)
         self.owner: list[int] = []
         self.predicted: list[float] = []
+        #: block index → (its :func:`~qnewton.distributed.ownership.block_key`, the wall-clock
+        #: seconds of its owner's last solve), the same on every rank: what LPT balances next
+        self.block_seconds: dict[int, tuple[tuple[int, ...], float]] = {}
+        #: the last step's global batch (shard sizes, modes, the bytes of each factor shard)
+        self.last_batch: GlobalBatch | None = None
 
     @property
     def context(self) -> DistContext | None:
@@ -89,7 +99,7 @@ class StepPath:
         ctx = self.context
         if ctx is None:
             return LocalAssignment()
-        return LPTAssignment(scheduler, ctx.world, self.comm, self.split)
+        return LPTAssignment(scheduler, ctx.world, self.comm, self.split, self.block_seconds)
 
     def global_loss(self, losses: torch.Tensor, loss: torch.Tensor, scheduler: Scheduler,
                     ledger: Ledger) -> torch.Tensor:
@@ -151,6 +161,7 @@ class StepPath:
         if batch is None:
             raise RuntimeError("StepPath.solve needs combine() first in the same step")
         self._batch = None
+        self.last_batch = batch
         blocks = result.blocks
         self.owner, self.predicted = self.assignment(scheduler).assign(blocks, batch)
         self.split_blocks = [i for i, mode in enumerate(batch.modes) if mode == "split"]
@@ -169,10 +180,12 @@ class StepPath:
             seconds += time.perf_counter() - work
         mine = ({i: b for i, b in enumerate(blocks) if batch.modes[i] == "owned"} if ctx is None
                 else gather_owned(ctx, blocks, self.owner, batch, ledger))
-        work = time.perf_counter()
+        took: dict[int, float] = {}
         for i in sorted(mine):
+            work = time.perf_counter()
             found[i] = solve_one(i, mine[i], result.grads[i])
-        seconds += time.perf_counter() - work
+            took[i] = time.perf_counter() - work
+        seconds += sum(took.values())
         for i, mode in enumerate(batch.modes):  # collective, or none (a gradient step)
             if mode in ("collective", "none"):
                 found[i] = solve_one(i, blocks[i], result.grads[i])
@@ -186,12 +199,16 @@ class StepPath:
                 if outcome.rank == rank:
                     for event in outcome.events:
                         event["rank"] = rank
-        self._exchange(ctx, result, found, seconds, ledger)
+        self._exchange(ctx, result, found, seconds, took, ledger)
+        self.block_seconds = {i: (block_key(blocks[i], batch, i), took[i])
+                              for i in took if self.owner[i] >= 0}
         return found  # type: ignore[return-value]
 
     def _exchange(self, ctx: DistContext, result: CurvatureResult,
-                  found: list[BlockOutcome | None], seconds: float, ledger: Ledger) -> None:
-        """Directions from their owners to every rank; outcomes and seconds to all."""
+                  found: list[BlockOutcome | None], seconds: float, took: dict[int, float],
+                  ledger: Ledger) -> None:
+        """Directions from their owners to every rank; outcomes and seconds to all (``took``:
+        this rank's wall seconds per owned block, completed with the other owners')."""
         with ledger.phase("communication"):
             for r in range(ctx.world):
                 indices = [i for i, o in enumerate(self.owner) if o == r]
@@ -208,13 +225,15 @@ class StepPath:
                     for i, piece in zip(indices, flat.split(sizes), strict=True):
                         found[i] = BlockOutcome(piece.clone(), "newton", rank=r)
             own = {i: (found[i].how, found[i].reason, [rec.to_dict() for rec in found[i].records],
-                       found[i].events) for i, o in enumerate(self.owner) if o == ctx.rank}
+                       found[i].events, took[i]) for i, o in enumerate(self.owner)
+                   if o == ctx.rank}
             shared = ctx.all_gather_object((own, seconds),
                                            "all-gather of the step's solve outcomes")
         for r, (theirs, _) in enumerate(shared):
             if r == ctx.rank:
                 continue
-            for i, (how, reason, records, events) in theirs.items():
+            for i, (how, reason, records, events, wall) in theirs.items():
+                took[i] = wall
                 outcome = found[i]
                 outcome.how, outcome.reason = how, reason
                 outcome.records = [SolveRecord(**row) for row in records]
