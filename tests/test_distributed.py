@@ -241,7 +241,8 @@ def test_a_kronecker_block_is_priced_from_its_factors_and_left_whole():
     assert kron.modes == ["owned"] and owner == [0]
     assert predicted == [predicted_seconds(scheduler, 50176, 256, width)]
     gram_saved = 2.0 * (50176 - width) * 256**2 / rates.gemm_flops_per_s
-    assert predicted[0] == pytest.approx(predicted_seconds(scheduler, 50176, 256) - gram_saved)
+    # at least the Gram's saving (its passes are priced from the factors' flops too)
+    assert predicted[0] <= predicted_seconds(scheduler, 50176, 256) - gram_saved
 
 
 def test_blocks_are_balanced_on_their_measured_seconds_when_the_shape_is_unchanged():
