@@ -199,3 +199,26 @@ def test_kappa_is_estimated_only_when_cg_could_save_more_than_the_estimate_costs
     dear = Scheduler(scheduler.config, rates=RATES)
     dear.kappa_seconds = lambda shape: 2 * saving
     assert dear.skip_reason(system)[0] == "policy-classical"
+
+
+def test_training_decisions_under_the_classical_policy_price_no_qlsa():
+    """Where κ is estimated under ``policy="classical"`` the decision is classical whatever the
+    QLSA would cost, so training does not cost it (the record says why); ``qnewton estimate``
+    (``decide_shape``) still prices it."""
+    g = torch.Generator().manual_seed(1)
+    factor = torch.randn(8, 1500, generator=g, dtype=torch.float64)
+    system = condition(FactorBlock("b", "fisher", factor, scale=1 / 8),
+                       ConditioningConfig(reg=1e-2))
+    config = SchedulerConfig(hardware=get_profile("surface-code"), policy="classical",
+                             classical_solvers=("cholesky", "cg"))
+    scheduler = Scheduler(config, rates=RATES)
+    scheduler.kappa_seconds = lambda shape: 0.0  # κ is estimated: CG may win
+    analysis = scheduler.analyse_if_needed(system)
+    assert analysis.skipped is None
+    decision = scheduler.decide(system, analysis)
+    assert decision.choice == "classical" and decision.quantum is None
+    assert decision.quantum_rejection == "policy-classical"
+    priced = scheduler.decide_shape(SystemShape(n=300, nnz=300 * 300, d=300, kappa=2.0), 1.0)
+    assert priced.quantum is not None and priced.quantum.total_seconds > 0
+    assert priced.classical_solver == min(priced.predicted_classical,
+                                          key=priced.predicted_classical.get)

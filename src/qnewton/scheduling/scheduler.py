@@ -342,7 +342,7 @@ class Scheduler:
         kappa = max(1.0, min(analysis.kappa.value, KAPPA_CLAMP))
         return self.decide_shape(shape_of(system, kappa), analysis.alpha,
                                  kappa_value=analysis.kappa.value,
-                                 alpha_factor=analysis.alpha_factor)
+                                 alpha_factor=analysis.alpha_factor, price_quantum=False)
 
     @staticmethod
     def upper_kappa(system: LinearSystem, analysis: Analysis) -> KappaEstimate:
@@ -360,13 +360,17 @@ class Scheduler:
 
     def decide_shape(self, shape: SystemShape, alpha: float,
                      kappa_value: float | None = None,
-                     alpha_factor: float | None = None) -> Decision:
+                     alpha_factor: float | None = None,
+                     price_quantum: bool = True) -> Decision:
         """Predict both times for a system of ``shape`` (κ already clamped to ≥ 1) and choose.
 
         ``kappa_value`` is the unclamped κ the ``threshold`` policy compares (default
         ``shape.kappa``); ``alpha_factor`` the factor-form encoding's α, when that encoding is
         priced too (the cheaper one is kept, :meth:`cheapest_quantum_cost`). This is the whole
-        decision; :meth:`decide` and ``qnewton estimate`` both call it.
+        decision; :meth:`decide` and ``qnewton estimate`` both call it. ``price_quantum=False``
+        (training's :meth:`decide`): a policy that never routes to the QLSA gets no quantum cost
+        (the fault-tolerant profiles' factory planning takes milliseconds per block), and the
+        decision says ``quantum_rejection="policy-classical"``.
         """
         cfg = self.config
         policy = POLICIES[cfg.policy]
@@ -380,14 +384,16 @@ class Scheduler:
             )
         predicted = predict_classical(shape, self.machine_rates(), cfg.cg_rtol)
         best = min(allowed, key=lambda s: predicted[s]) if allowed else "none"
-        quantum = self.cheapest_quantum_cost(shape, alpha, alpha_factor)
+        quantum = (self.cheapest_quantum_cost(shape, alpha, alpha_factor)
+                   if price_quantum or policy.can_route_quantum else None)
         choice = policy.choose(PolicyInputs(
-            quantum_seconds=quantum.total_seconds,
+            quantum_seconds=math.inf if quantum is None else quantum.total_seconds,
             classical_seconds=predicted.get(best, math.inf),
             kappa=shape.kappa if kappa_value is None else kappa_value,
             kappa_threshold=cfg.kappa_threshold,
         ))
-        return Decision(choice, best, predicted, quantum)
+        return Decision(choice, best, predicted, quantum,
+                        None if quantum is not None else "policy-classical")
 
     def run(self, system: LinearSystem, b: torch.Tensor, decision: Decision,
             key: tuple[int, ...] = ()) -> SolveResult:
