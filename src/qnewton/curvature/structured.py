@@ -41,15 +41,19 @@ class FactorCosts:
 
     Attributes:
         product: one ``F v`` (or ``Fᵀ u``). gram: ``F Fᵀ``. normal: ``FᵀF``.
+        pieces: the column pieces (and dense rows) each operation loops over: a few small
+            tensor operations each, which is what a product costs on small blocks (the time
+            models price each piece like one CG iteration's fixed overhead).
     """
 
     product: float
     gram: float
     normal: float
+    pieces: int = 1
 
     def __add__(self, other: FactorCosts) -> FactorCosts:
         return FactorCosts(self.product + other.product, self.gram + other.gram,
-                           self.normal + other.normal)
+                           self.normal + other.normal, self.pieces + other.pieces)
 
 
 class KroneckerRows:
@@ -191,7 +195,7 @@ class StructuredFactor:
     def costs(self) -> FactorCosts:
         """Flops of ``F v``, ``F Fᵀ`` and ``FᵀF`` done as :meth:`apply`, :meth:`gram` and
         :meth:`normal_matrix` do them."""
-        total = FactorCosts(0.0, 0.0, 0.0)
+        total = FactorCosts(0.0, 0.0, 0.0, 0)
         for piece in self.pieces:
             total = total + piece.costs(self.pieces)
         if self.extra is not None:

@@ -46,10 +46,14 @@ class CGSolver(ClassicalSolver):
         if nnz < n * n:
             nbytes += 4.0 * nnz + 4.0 * (n + 1)
         flops = 2.0 * nnz + 10.0 * n
+        pieces = 0
         if shape.factor_costs is not None:  # A v = s·Fᵀ(F v) + λv from the structure
             nbytes, flops = 64.0 * n, 2.0 * shape.factor_costs.product + 10.0 * n
+            pieces = shape.factor_costs.pieces
         per_iteration = max(nbytes / rates.bandwidth_bytes_per_s, flops / rates.gemm_flops_per_s)
-        return per_iteration + rates.iteration_overhead_s
+        # each piece of a structured factor adds a few small tensor operations per product,
+        # priced like one iteration's fixed overhead
+        return per_iteration + (1 + pieces) * rates.iteration_overhead_s
 
     def solve(self, system: LinearSystem, b: torch.Tensor, *, rtol: float = 1e-10,
               max_iter: int | None = None) -> SolveResult:

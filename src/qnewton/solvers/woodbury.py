@@ -39,9 +39,11 @@ class WoodburySolver(ClassicalSolver):
         if costs is None:  # explicit rows: the Gram product and two bandwidth-bound passes
             gram = 2.0 * n * m * m / rates.gemm_flops_per_s
             passes = 16.0 * n * m / rates.bandwidth_bytes_per_s
-        else:  # Kronecker rows: both from their factors
-            gram = costs.gram / rates.gemm_flops_per_s
-            passes = 2.0 * costs.product / rates.gemm_flops_per_s
+        else:  # Kronecker rows: both from their factors (and each piece's small operations)
+            gram = (costs.gram / rates.gemm_flops_per_s
+                    + costs.pieces * rates.iteration_overhead_s)
+            passes = (2.0 * costs.product / rates.gemm_flops_per_s
+                      + 2 * costs.pieces * rates.iteration_overhead_s)
         return ((0.0 if shape.gram_formed else gram)
                 + (m**3 / 3.0 + 2.0 * m * m) / rates.dense_flops_per_s
                 + passes + rates.call_overhead_s)
