@@ -52,36 +52,3 @@ def test_the_check_runs_once_per_structure_and_again_when_it_changes(monkeypatch
         torch.testing.assert_close(cb.to_dense(),
                                    brute_force_curvature("fisher", model, x, y, block.params),
                                    rtol=1e-10, atol=1e-12)
-
-
-def test_a_batch_norm_switched_to_training_mode_is_checked_again(monkeypatch):
-    """Eval mode: the samples are independent and the one-pass rows pass. Training mode with
-    ``batch_norm="exact"`` couples them under the same node types; the remembered verdict must
-    not carry over: the check runs again and the rows are the exact coupled ones."""
-    from qnewton.curvature import CurvatureConfig, blocks_from_module, compute_curvature
-
-    calls = counted_checks(monkeypatch)
-    torch.manual_seed(1)
-    model = nn.Sequential(nn.Linear(4, 6), nn.BatchNorm1d(6), nn.Tanh(), nn.Linear(6, 3)).double()
-    x, y = torch.randn(10, 4, dtype=torch.float64), torch.randint(0, 3, (10,))
-    blocks = [b for b in blocks_from_module(model, "tensor") if b.name == "0.weight"]
-    config = CurvatureConfig(kind="fisher", batch_norm="exact")
-
-    def fisher():
-        losses = nn.functional.cross_entropy(model(x), y, reduction="none")
-        return compute_curvature(losses, blocks, config).blocks[0]
-
-    model.eval()
-    fisher()
-    fisher()
-    assert len(calls) == 1
-    model.train()
-    block = fisher()
-    assert len(calls) == 2
-    rows = []
-    losses = nn.functional.cross_entropy(model(x), y, reduction="none")
-    for i in range(10):
-        (g,) = torch.autograd.grad(losses[i], [model[0].weight], retain_graph=True)
-        rows.append(g.reshape(-1))
-    rows = torch.stack(rows)
-    torch.testing.assert_close(block.to_dense(), rows.T @ rows / 10, rtol=1e-10, atol=1e-12)

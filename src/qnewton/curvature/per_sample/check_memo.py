@@ -18,7 +18,6 @@ from collections.abc import Hashable, Sequence
 import torch
 
 from qnewton.curvature.params import ParamBlock
-from qnewton.curvature.per_sample.batch_norm import training_nodes
 from qnewton.curvature.per_sample.graph import graph_nodes
 
 #: A remembered verdict is used this many times, then the check runs again.
@@ -33,13 +32,10 @@ def block_key(block: ParamBlock) -> tuple[int, ...]:
 
 
 def structure_key(root: torch.Tensor, *parts: Hashable) -> tuple[Hashable, ...]:
-    """The graph's node types in traversal order (a batch norm's with its mode: training mode
-    couples the samples, eval mode does not, under one node type) and the root's shape, with
-    ``parts`` (sample and seed counts, the blocks, the stage's options)."""
-    nodes = graph_nodes(root.grad_fn)
-    training = {id(n) for n in training_nodes(nodes)}
-    names = tuple(type(n).__name__ + ("/training" if id(n) in training else "") for n in nodes)
-    return (tuple(root.shape), root.dtype, names, *parts)
+    """The graph's node types in traversal order and the root's shape, with ``parts`` (sample
+    and seed counts, the blocks, the stage's options)."""
+    nodes = tuple(type(n).__name__ for n in graph_nodes(root.grad_fn))
+    return (tuple(root.shape), root.dtype, nodes, *parts)
 
 
 class CheckMemo:

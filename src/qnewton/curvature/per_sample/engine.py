@@ -322,7 +322,7 @@ def per_sample_rows(
     done = [b for b in eligible if id(b) in alive]
     passed: set[int] = set()
     if done:
-        key = structure_key(root, s, npass, partial, structured, config.dtype, config.batch_norm,
+        key = structure_key(root, s, npass, partial, structured, config.dtype,
                             None if samples is None else samples.numel(),
                             tuple(block_key(b) for b in done),
                             # what the handlers made of the nodes (the layout probe's reorders)
