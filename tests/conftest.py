@@ -8,14 +8,3 @@ def _isolated_cache(tmp_path_factory):
     mp.setenv("QNEWTON_CACHE_DIR", str(tmp_path_factory.mktemp("qnewton-cache")))
     yield
     mp.undo()
-
-
-@pytest.fixture(autouse=True)
-def _fresh_check_memo():
-    """Each test sees the engine's check run (models of equal structure are built test after
-    test, and their parameters can reuse freed ids)."""
-    from qnewton.curvature.per_sample.check_memo import CHECKS
-
-    CHECKS.clear()
-    yield
-    CHECKS.clear()

@@ -12,9 +12,7 @@ Correctness does not rest on the graph's structure alone: coupling across sample
 training mode, a loss normalized over the batch) or a layout that is not sample-major cannot be
 seen there, so the result is compared with the generic computation on two rows and on a random
 combination of all rows (three backward passes), and a block that disagrees is left to the
-generic path. The verdict is remembered per graph structure and reused for
-:data:`~qnewton.curvature.per_sample.check_memo.RECHECK_EVERY` steps
-(:mod:`~qnewton.curvature.per_sample.check_memo`).
+generic path.
 """
 
 from __future__ import annotations
@@ -38,7 +36,6 @@ from qnewton.curvature.memory import DEFAULT_CHUNK_BYTES, element_size
 from qnewton.curvature.params import ParamBlock
 from qnewton.curvature.per_sample.batch_norm import statistics_held, training_nodes
 from qnewton.curvature.per_sample.causes import generic_path_causes
-from qnewton.curvature.per_sample.check_memo import CHECKS, block_key, structure_key
 from qnewton.curvature.per_sample.functional import functional_rows, live_calls
 from qnewton.curvature.per_sample.graph import Use, graph_nodes, parameter_uses
 from qnewton.curvature.per_sample.handler import Unsupported
@@ -320,19 +317,7 @@ def per_sample_rows(
             explicit[id(b)] = factors[id(b)]
             factors[id(b)] = _structured(kron[id(b)], samples)
     done = [b for b in eligible if id(b) in alive]
-    passed: set[int] = set()
-    if done:
-        key = structure_key(root, s, npass, partial, structured, config.dtype,
-                            None if samples is None else samples.numel(),
-                            tuple(block_key(b) for b in done),
-                            # what the handlers made of the nodes (the layout probe's reorders)
-                            tuple(type(c).__name__ for c in ctxs.values()))
-        remembered = CHECKS.passed(key, done)
-        if remembered is not None:
-            passed = remembered
-        else:
-            passed = _checked(root, seeds, s, done, factors, config, samples)
-            CHECKS.remember(key, done, passed)
+    passed = _checked(root, seeds, s, done, factors, config, samples) if done else set()
     for key, rows in explicit.items():  # a later stage fills the explicit rows of the rest
         if key not in passed:
             factors[key] = rows
