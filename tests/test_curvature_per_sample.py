@@ -316,3 +316,33 @@ def test_every_block_is_a_factor_block_for_each_kind():
         _, res = curvature(kind, model, x, y)
         assert all(isinstance(b, FactorBlock) and b.kind == kind for b in res.blocks)
 
+
+
+class GatedBatchContext(nn.Module):
+    """A batch-mean context behind a gate (ReZero style): the samples interact only while the
+    gate is open, under the same graph either way."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.f, self.g, self.o = nn.Linear(4, 6), nn.Linear(4, 6), nn.Linear(6, 3)
+        self.alpha = nn.Parameter(torch.zeros(1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        context = torch.tanh(self.g(x)).mean(0, keepdim=True)
+        return self.o(torch.tanh(self.f(x) + self.alpha * context))
+
+
+def test_coupling_that_depends_on_values_is_caught_every_time():
+    """Closed gate: the one-pass rows are the per-sample gradients. Open gate, same graph: the
+    samples are coupled, the check rejects the one-pass rows and the rows are the loss terms'
+    gradients (the generic computation)."""
+    torch.manual_seed(0)
+    model = GatedBatchContext().to(DT)
+    x, y = torch.randn(12, 4, dtype=DT), torch.randint(0, 3, (12,))
+    for alpha in (0.0, 0.7):
+        with torch.no_grad():
+            model.alpha.fill_(alpha)
+        blocks, res = fisher(model, x, y, grouping="module")
+        for block, cb in zip(blocks, res.blocks, strict=True):
+            torch.testing.assert_close(cb.factor, loss_terms(model, block, x, y), rtol=1e-10,
+                                       atol=1e-12, msg=f"{block.name} at alpha={alpha}")
