@@ -57,6 +57,10 @@ ETA_MINI_BATCH, ETA_FULL_BATCH = 1e-3, 1e-10
 #: to this relative tolerance (far above run-to-run round-off of one forward pass, far below
 #: the difference between two mini-batches).
 SAME_LOSS_RTOL = 1e-9
+#: ... or to this many units of the losses' dtype's round-off, if larger: a float32 model's
+#: trial (no autograd) and its next closure may take different kernels (attention's fused and
+#: math paths) and agree only to ~1e-7, while two mini-batches differ by far more.
+SAME_LOSS_EPS = 100
 #: The batch regimes the rule tells apart (:meth:`AdaptiveLM.begin`).
 REGIMES = ("mini-batch", "full-batch")
 #: Backtracking on a step that did not lower the loss: α ← α·BACKTRACK, at most MAX_BACKTRACKS
@@ -146,6 +150,7 @@ class AdaptiveLM(StepRule):
         self.regime = REGIMES[0]  # until a step starts where its trial ended
         self.nu = 2.0
         self.last_trial_loss: float | None = None
+        self.loss_eps = 0.0  # round-off unit of the losses' dtype (known after a step)
         self.scale = 0.0
         self.trial = TrialEvaluator()
 
@@ -163,7 +168,8 @@ class AdaptiveLM(StepRule):
         self.scale = max(0.0, curvature_scale)
         last = self.last_trial_loss
         if last is not None and math.isfinite(loss):
-            same = abs(loss - last) <= SAME_LOSS_RTOL * max(abs(loss), abs(last), 1e-300)
+            rtol = max(SAME_LOSS_RTOL, SAME_LOSS_EPS * self.loss_eps)
+            same = abs(loss - last) <= rtol * max(abs(loss), abs(last), 1e-300)
             self.regime = REGIMES[1] if same else REGIMES[0]
             if not same:
                 self._damping = max(self._damping, self.floor)
@@ -171,7 +177,7 @@ class AdaptiveLM(StepRule):
     def state_dict(self) -> dict[str, Any]:
         return {"damping": self._damping, "rejected_in_a_row": self.rejected_in_a_row,
                 "regime": self.regime, "nu": self.nu, "last_trial_loss": self.last_trial_loss,
-                "trial_needs_grad": self.trial.needs_grad}
+                "loss_eps": self.loss_eps, "trial_needs_grad": self.trial.needs_grad}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self._damping = float(state["damping"])
@@ -180,6 +186,7 @@ class AdaptiveLM(StepRule):
         self.regime = state.get("regime", REGIMES[0])
         self.nu = float(state.get("nu", 2.0))
         self.last_trial_loss = state.get("last_trial_loss")
+        self.loss_eps = float(state.get("loss_eps", 0.0))
         self.trial.needs_grad = bool(state.get("trial_needs_grad", False))
 
     def apply(self, ctx: StepContext, moves: Sequence[Move]) -> dict[str, Any]:
@@ -242,6 +249,8 @@ class AdaptiveLM(StepRule):
         else:
             self._damping = adapt_damping(self._damping, rho, floor=self.floor)
         self.last_trial_loss = new if accepted else base  # where the next step starts
+        self.loss_eps = (torch.finfo(ctx.losses.dtype).eps if ctx.losses.is_floating_point()
+                         else 0.0)
         info.update(step_size=alpha if accepted else 0.0, quadratic_step_size=step_size(
             g_dot_d, curvature, math.inf), rho=None if math.isnan(rho) else rho,
             accepted=accepted, backtracks=tries, loss_after=new, next_damping=self._damping)
