@@ -346,3 +346,21 @@ def test_coupling_that_depends_on_values_is_caught_every_time():
         for block, cb in zip(blocks, res.blocks, strict=True):
             torch.testing.assert_close(cb.factor, loss_terms(model, block, x, y), rtol=1e-10,
                                        atol=1e-12, msg=f"{block.name} at alpha={alpha}")
+
+
+def test_a_batch_of_one_sample_takes_one_pass_without_a_warning():
+    import warnings
+
+    from qnewton.curvature import CurvatureConfig, blocks_from_module, compute_curvature
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 5), nn.Tanh(), nn.Linear(5, 3)).to(DT)
+    x, y = torch.randn(1, 4, dtype=DT), torch.randint(0, 3, (1,))
+    blocks = blocks_from_module(model, "tensor")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        res = compute_curvature(ce(model(x), y), blocks, CurvatureConfig(kind="fisher"))
+    assert all(path.endswith("a batch of one sample") for path in res.paths.values())
+    for block, cb in zip(blocks, res.blocks, strict=True):
+        (g,) = torch.autograd.grad(ce(model(x), y).sum(), block.params)
+        torch.testing.assert_close(cb.factor, g.reshape(1, -1), rtol=1e-12, atol=1e-14)

@@ -228,3 +228,21 @@ def test_drop_gram_forgets_the_gram_kept_with_the_block():
     system.drop_gram()
     assert not system.has_gram and not system.block.has_gram
     torch.testing.assert_close(system.gram(), gram)
+
+
+def test_no_solver_errors_say_whether_the_kind_or_the_budget_is_the_reason():
+    from qnewton.scheduling.scheduler import NoSolverError
+    from qnewton.system import SystemShape
+
+    factor_shape = SystemShape(n=300, nnz=300 * 300, d=300, kappa=10.0, factor_rows=8)
+    only_kfac = Scheduler(SchedulerConfig(hardware=get_profile("surface-code"), policy="classical",
+                                          classical_solvers=("kronecker",)), rates=RATES)
+    with pytest.raises(NoSolverError, match=r"kronecker do not apply to it") as caught:
+        only_kfac.decide_shape(factor_shape, 1.0)
+    assert "bytes" not in str(caught.value) and "'woodbury'" in str(caught.value)
+    tight = Scheduler(SchedulerConfig(hardware=get_profile("surface-code"), policy="classical",
+                                      classical_solvers=("cholesky",), max_dense_bytes=1000),
+                      rates=RATES)
+    with pytest.raises(NoSolverError, match=r"cholesky would need 720000 bytes, over "
+                                            r"max_dense_bytes=1000.*raise the budget"):
+        tight.decide_shape(factor_shape, 1.0)

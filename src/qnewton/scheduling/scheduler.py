@@ -299,6 +299,29 @@ class Scheduler:
             names = [name for name in names if not SOLVERS[name].forms_matrix]
         return names
 
+    def no_solver(self, shape: SystemShape) -> NoSolverError:
+        """The error for a system no allowed classical solver can take, saying why: solvers
+        that do not apply to this kind of system, or dense solvers over the memory budget."""
+        cfg = self.config
+        applicable = [name for name, solver in SOLVERS.items() if solver.applicable(shape)]
+        reasons = []
+        wrong_kind = [name for name in cfg.classical_solvers if name not in applicable]
+        if wrong_kind:
+            reasons.append(f"{', '.join(wrong_kind)} do not apply to it (only {applicable} "
+                           f"do)")
+        too_big = dense_block_bytes(shape.n) > cfg.max_dense_bytes
+        dense = [name for name in cfg.classical_solvers
+                 if name in applicable and SOLVERS[name].forms_matrix]
+        if too_big and dense:
+            reasons.append(f"{', '.join(dense)} would need {dense_block_bytes(shape.n)} bytes, "
+                           f"over {cfg.budget_name}={cfg.max_dense_bytes}")
+        usable = [name for name in applicable
+                  if not (too_big and SOLVERS[name].forms_matrix)]
+        return NoSolverError(
+            f"no classical solver among {cfg.classical_solvers} can solve this N={shape.n} "
+            f"system: {'; '.join(reasons)}; allow one of {usable}"
+            + (" or raise the budget" if too_big and dense else ""))
+
     def decide(self, system: LinearSystem, analysis: Analysis) -> Decision:
         """Predict both times for ``system`` and choose according to the policy.
 
@@ -325,11 +348,7 @@ class Scheduler:
         shape = shape_of(system, 1.0)
         allowed = self.classical_candidates(shape)
         if not allowed:
-            need = "'cg' (the only solver for a matrix-free system)" if system.matrix_free else (
-                "'cg' or 'woodbury' or raise the budget")
-            raise NoSolverError(
-                f"no classical solver among {cfg.classical_solvers} can solve this N={shape.n} "
-                f"system within {cfg.budget_name}={cfg.max_dense_bytes}; allow {need}")
+            raise self.no_solver(shape)
         if system.matrix_free:
             return Decision("classical", "cg", {}, None, "matrix-free")
         predicted = {name: seconds for name, seconds in
@@ -376,12 +395,7 @@ class Scheduler:
         policy = POLICIES[cfg.policy]
         allowed = self.classical_candidates(shape)
         if not allowed and policy.can_route_classical:
-            raise NoSolverError(
-                f"no classical solver among {cfg.classical_solvers} can solve this N={shape.n} "
-                f"system within {cfg.budget_name}={cfg.max_dense_bytes} (dense solvers need "
-                f"{dense_block_bytes(shape.n)} bytes); allow 'cg' or 'woodbury' or raise the "
-                "budget"
-            )
+            raise self.no_solver(shape)
         predicted = predict_classical(shape, self.machine_rates(), cfg.cg_rtol)
         best = min(allowed, key=lambda s: predicted[s]) if allowed else "none"
         quantum = (self.cheapest_quantum_cost(shape, alpha, alpha_factor)

@@ -556,9 +556,12 @@ def _fill(root: torch.Tensor, seeds: Sequence[torch.Tensor], num_samples: int,
             taken.update({b.name: f"{PATHS[3]}: {reasons.get(id(b), 'no one-pass rule matched')}"
                           for b in rest})
             return
+    if num_samples < 2:  # one sample: its rows are one backward pass per seed, nothing cheaper
+        reasons.update({id(b): "a batch of one sample" for b in rest})
     taken.update({b.name: f"{PATHS[4]}: {reasons.get(id(b), 'no one-pass rule matched')}"
                   for b in rest})
-    _warn_generic(rest, reasons, root)
+    if num_samples >= 2:
+        _warn_generic(rest, reasons, root)
     width = max(sum(b.numel for b in rest), min_row_elements)
     seeded_rows(root, seeds, num_samples, rest, factors, config.dtype, config.chunk_size,
                 width * root.element_size(), wanted)
