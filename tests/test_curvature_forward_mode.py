@@ -84,3 +84,41 @@ def test_few_rows_keep_the_loop(pinn):
     assert paths["<model>"].startswith("loop")
     torch.testing.assert_close(rows[id(block)], per_point_jacobian(model, points[:8]),
                                rtol=1e-10, atol=1e-12)
+
+
+class OnceDifferentiableSquare(torch.autograd.Function):
+    """x² with a backward that has no derivative of its own."""
+
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return x * x
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad):
+        (x,) = ctx.saved_tensors
+        return 2 * x * grad
+
+
+def test_a_graph_without_double_backward_falls_back_to_the_loop_and_says_so():
+    """A weight used through an op no handler knows, whose backward has no derivative of its
+    own: forward mode's products silently miss that path (zeros, no error), the check catches
+    it, and the loop takes over (the reason in its warning and path); rows exact."""
+    torch.manual_seed(0)
+    w = torch.randn(3, 2, dtype=DT, requires_grad=True)
+    v = torch.randn(1, 3, dtype=DT, requires_grad=True)
+    x = torch.rand(48, 2, dtype=DT)
+
+    def outputs(points):
+        return torch.tanh(points @ OnceDifferentiableSquare.apply(w).T) @ v.T  # (S, 1)
+
+    z = outputs(x)  # 48 rows ≥ 3 × 9 parameters
+    block = ParamBlock("w,v", [w, v])
+    paths: dict[str, str] = {}
+    with pytest.warns(RuntimeWarning, match="forward mode failed"):
+        rows = factor_rows(z, [torch.ones_like(z)], 48, [block], CurvatureConfig(), paths=paths)
+    assert paths["w,v"].startswith("loop") and "forward mode failed" in paths["w,v"]
+    expected = [torch.cat([g.reshape(-1) for g in torch.autograd.grad(
+        outputs(x[i:i + 1]).sum(), [w, v])]) for i in range(48)]
+    torch.testing.assert_close(rows[id(block)], torch.stack(expected), rtol=1e-10, atol=1e-12)

@@ -550,11 +550,21 @@ def _fill(root: torch.Tensor, seeds: Sequence[torch.Tensor], num_samples: int,
                               config.chunk_size, wanted)
         except RuntimeError as exc:  # no double backward through some op
             failed = f"forward mode failed: {str(exc).splitlines()[0] if str(exc) else exc!r}"
-            reasons.update({id(b): "; ".join(filter(None, (reasons.get(id(b)), failed)))
-                            for b in rest})
+            passed = set()
         else:
-            taken.update({b.name: f"{PATHS[3]}: {reasons.get(id(b), 'no one-pass rule matched')}"
-                          for b in rest})
+            # an op whose backward is not itself differentiable (once_differentiable, a detach
+            # inside a custom backward) gives zeros here, not an error: checked like the
+            # one-pass rows
+            passed = (_checked(root, seeds, num_samples, rest, factors, config, samples)
+                      if num_samples >= 2 else {id(b) for b in rest})
+            failed = ("forward mode failed: its products disagree with a backward pass (an op "
+                      "without a usable double backward)")
+        taken.update({b.name: f"{PATHS[3]}: {reasons.get(id(b), 'no one-pass rule matched')}"
+                      for b in rest if id(b) in passed})
+        reasons.update({id(b): "; ".join(filter(None, (reasons.get(id(b)), failed)))
+                        for b in rest if id(b) not in passed})
+        rest = [b for b in rest if id(b) not in passed]
+        if not rest:
             return
     if num_samples < 2:  # one sample: its rows are one backward pass per seed, nothing cheaper
         reasons.update({id(b): "a batch of one sample" for b in rest})
