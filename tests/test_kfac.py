@@ -348,3 +348,17 @@ def test_amortized_run_resumes_bit_identically():
         assert torch.equal(run(split), straight)
     # the running averages and snapshots are what make it identical: without them it differs
     assert not torch.equal(run(2, keep_kfac=False), straight)
+
+
+def test_auto_grouping_gives_kfac_its_layers():
+    """``grouping="auto"`` would make this small model one block, which has no Kronecker
+    factors (it would silently be the empirical Fisher); with K-FAC it resolves to module
+    blocks, recorded, and every layer is solved in Kronecker form."""
+    model = mlp()
+    x, y = torch.randn(16, 5, dtype=torch.float64), torch.randint(0, 3, (16,))
+    opt = QNewton(model.named_parameters(), curvature="kfac", rates=MachineRates.user(1e10))
+    opt.step(lambda: ce(model(x), y))
+    assert opt.partition.resolved == "module"
+    settings = [e for e in opt.ledger.events if e["kind"] == "settings"]
+    assert settings and settings[0]["grouping"] == "module"
+    assert {r.representation for r in opt.ledger.records} == {"kronecker"}

@@ -103,7 +103,8 @@ class QNewton(Optimizer):
         self._closure_checked = False  # the kind's closure check runs at the first step
         self.last_step_info: dict[str, Any] | None = None  # the step rule's last record
         self.last_outcomes: list[BlockOutcome] = []  # the last step's, in block order
-        self.partition = BlockPartition(opts["grouping"])
+        self.partition = BlockPartition(opts["grouping"],
+                                        None if self.kind is None else self.kind.auto_grouping)
         for group in self.param_groups:
             self.partition.add_group(group)
 

@@ -229,6 +229,7 @@ class KFACCurvature(CurvatureKind):
     """
 
     name = "kfac"
+    auto_grouping = "module"  # a block that spans layers has no Kronecker factors
     psd = True
     has_matrix_free = True
 

@@ -89,6 +89,9 @@ class CurvatureKind(ABC):
     per_sample: bool = True
     needs_gradient_graph: bool = False
     has_matrix_free: bool = False
+    #: what ``grouping="auto"`` resolves to for this kind (``None``: by size,
+    #: :func:`~qnewton.curvature.params.auto_grouping`); K-FAC factors one layer per block
+    auto_grouping: str | None = None
 
     @abstractmethod
     def stored_elements(self, n: int, num_samples: int, num_outputs: int) -> int:

@@ -10,13 +10,16 @@ from qnewton.curvature.params import ParamBlock, auto_grouping, group_parameters
 
 class BlockPartition:
     """The blocks of every ``torch.optim`` param group under ``grouping``
-    (:data:`~qnewton.curvature.GROUPINGS`, or ``"auto"``: by size, :func:`auto_grouping`, over
-    all groups' live parameters and recorded in :attr:`resolved`), over the parameters that
+    (:data:`~qnewton.curvature.GROUPINGS`, or ``"auto"``: ``auto`` when given — a curvature
+    kind's own grouping —, else by size, :func:`auto_grouping`, over all groups' live
+    parameters; recorded in :attr:`resolved`), over the parameters that
     require grad *now*: a parameter frozen (``requires_grad_(False)``) or unfrozen later
     regroups its group."""
 
-    def __init__(self, grouping: str) -> None:
+    def __init__(self, grouping: str, auto: str | None = None) -> None:
         self.grouping = grouping
+        #: what ``"auto"`` resolves to whatever the size (the curvature kind's own grouping)
+        self.auto = auto
         #: the grouping in use (``"auto"`` resolved at the first :meth:`current`)
         self.resolved = None if grouping == "auto" else grouping
         self._blocks: list[list[ParamBlock]] = []
@@ -30,7 +33,7 @@ class BlockPartition:
 
     def _resolve(self, groups: Sequence[dict[str, Any]]) -> None:
         live = sum(p.numel() for g in groups for p in g["params"] if p.requires_grad)
-        self.resolved = auto_grouping(live)
+        self.resolved = self.auto or auto_grouping(live)
         self._blocks = [self._partition(i, g) for i, g in enumerate(groups)]
 
     def _partition(self, index: int, group: dict[str, Any]) -> list[ParamBlock]:
