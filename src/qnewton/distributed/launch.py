@@ -58,6 +58,7 @@ def first_failed_rank(failures: Mapping[int, Any]) -> int:
 def launch(nproc: int, argv: Sequence[str]) -> int:
     """Run ``python -m qnewton <argv>`` on ``nproc`` local ranks; the exit status of the run (0
     when every rank succeeded, else the first failed rank's)."""
+    from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
@@ -80,4 +81,8 @@ def launch(nproc: int, argv: Sequence[str]) -> int:
               f"{len(failures)} rank(s) stopped in all", file=sys.stderr)
         code = failure.exitcode
         return code if isinstance(code, int) and 0 < code < 256 else 1
+    except SignalException as exc:  # Ctrl-C or a kill reached the launcher: the ranks stop too
+        print(f"qnewton: the {nproc} ranks were stopped by {exc.sigval.name} (each rank's files "
+              "hold its completed steps; --resume continues the run)", file=sys.stderr)
+        return 128 + int(exc.sigval)  # 130 for Ctrl-C, as a single process exits
     return 0
