@@ -14,8 +14,7 @@ from dataclasses import dataclass, field
 import torch
 
 from qnewton.curvature.finite import finite_sum
-from qnewton.curvature.representation import CurvatureBlock
-from qnewton.curvature.structured import FactorCosts
+from qnewton.curvature.representation import CurvatureBlock, FactorCosts
 
 
 @dataclass

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 
@@ -44,6 +45,29 @@ def dense_block_bytes(n: int, dtype: torch.dtype = torch.float64) -> int:
     return n * n * torch.empty((), dtype=dtype).element_size()
 
 
+@dataclass(frozen=True)
+class FactorCosts:
+    """Flops of the three factor operations the solvers' time models price (docs/method.md
+    §4.5), for a factor held by its structure; an explicit ``(M, N)`` factor costs ``2·M·N``,
+    ``2·N·M²`` and ``2·M·N²``.
+
+    Attributes:
+        product: one ``F v`` (or ``Fᵀ u``). gram: ``F Fᵀ``. normal: ``FᵀF``.
+        pieces: the column pieces (and dense rows) each operation loops over: a few small
+            tensor operations each, which is what a product costs on small blocks (the time
+            models price each piece like one CG iteration's fixed overhead).
+    """
+
+    product: float
+    gram: float
+    normal: float
+    pieces: int = 1
+
+    def __add__(self, other: FactorCosts) -> FactorCosts:
+        return FactorCosts(self.product + other.product, self.gram + other.gram,
+                           self.normal + other.normal, self.pieces + other.pieces)
+
+
 class CurvatureBlock(ABC):
     """A symmetric block ``H`` (N×N) of the curvature of one parameter block.
 
@@ -60,6 +84,9 @@ class CurvatureBlock(ABC):
     matrix_free: bool = False
     #: The representation's name in solve records (``"dense"``, ``"factor"``, ...).
     representation: str = "dense"
+    #: The flops of its factor operations when they are not those of explicit rows
+    #: (:class:`FactorCosts`; ``None``: priced by M and N, or not a factor).
+    costs: FactorCosts | None = None
 
     @property
     def has_diagonal(self) -> bool:
@@ -181,18 +208,22 @@ class FactorBlock(CurvatureBlock):
         if not isinstance(factor, torch.Tensor) or factor.ndim != 2:
             shape = tuple(factor.shape) if isinstance(factor, torch.Tensor) else type(factor)
             raise ValueError(f"factor must be an (M, N) tensor, got {shape}")
+        self._start(name, kind, scale)
+        self.representation = "factor"
+        self.factor = factor
+
+    def _start(self, name: str, kind: str, scale: float) -> None:
+        """What every factor block holds besides its rows (subclasses hold them otherwise)."""
         if not scale > 0:
             raise ValueError(f"scale must be > 0 (scale·FᵀF is then PSD), got {scale}")
         self.name, self.kind, self.psd = name, kind, True
-        self.representation = "factor"
-        self.factor = factor
         self.scale = float(scale)
         self._diagonal: torch.Tensor | None = None
         self._gram: torch.Tensor | None = None
 
     def __repr__(self) -> str:
-        return (f"FactorBlock(name={self.name!r}, kind={self.kind!r}, rows={self.factor_rows}, "
-                f"n={self.n}, scale={self.scale:g})")
+        return (f"{type(self).__name__}(name={self.name!r}, kind={self.kind!r}, "
+                f"rows={self.factor_rows}, n={self.n}, scale={self.scale:g})")
 
     @property
     def n(self) -> int:

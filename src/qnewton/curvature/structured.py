@@ -25,35 +25,11 @@ formed once.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import torch
 
 from qnewton.curvature.memory import DEFAULT_CHUNK_BYTES, element_size
-from qnewton.curvature.representation import FactorBlock, arithmetic_dtype
-
-
-@dataclass(frozen=True)
-class FactorCosts:
-    """Flops of the three factor operations the solvers' time models price (docs/method.md
-    §4.5), for a factor held by its structure; an explicit ``(M, N)`` factor costs ``2·M·N``,
-    ``2·N·M²`` and ``2·M·N²``.
-
-    Attributes:
-        product: one ``F v`` (or ``Fᵀ u``). gram: ``F Fᵀ``. normal: ``FᵀF``.
-        pieces: the column pieces (and dense rows) each operation loops over: a few small
-            tensor operations each, which is what a product costs on small blocks (the time
-            models price each piece like one CG iteration's fixed overhead).
-    """
-
-    product: float
-    gram: float
-    normal: float
-    pieces: int = 1
-
-    def __add__(self, other: FactorCosts) -> FactorCosts:
-        return FactorCosts(self.product + other.product, self.gram + other.gram,
-                           self.normal + other.normal, self.pieces + other.pieces)
+from qnewton.curvature.representation import FactorBlock, FactorCosts, arithmetic_dtype
 
 
 class KroneckerRows:
@@ -107,8 +83,8 @@ class KroneckerRows:
         a, g = self._pair(dtype)
         s, p, o = g.shape
         flat = g.reshape(s * p, o)
-        # A Aᵀ broadcast over each sample's P rows, never repeated in memory (8x faster at
-        # S = 128, P = 10 than forming the repeated (S·P)² matrix)
+        # A Aᵀ broadcast over each sample's P rows, never repeated in memory (measured: 2 ms
+        # instead of 17 ms per piece at S = 128, P = 10)
         gram = (flat @ flat.T).view(s, p, s, p)
         gram.mul_((a @ a.T)[:, None, :, None])
         return gram.view(s * p, s * p)
@@ -291,18 +267,9 @@ class StructuredFactorBlock(FactorBlock):
                  scale: float = 1.0) -> None:
         if not isinstance(factor, StructuredFactor):
             raise ValueError(f"factor must be a StructuredFactor, got {type(factor).__name__}")
-        if not scale > 0:
-            raise ValueError(f"scale must be > 0 (scale·FᵀF is then PSD), got {scale}")
-        self.name, self.kind, self.psd = name, kind, True
+        self._start(name, kind, scale)
         self.structured = factor
-        self.scale = float(scale)
         self._explicit: torch.Tensor | None = None
-        self._diagonal: torch.Tensor | None = None
-        self._gram: torch.Tensor | None = None
-
-    def __repr__(self) -> str:
-        return (f"StructuredFactorBlock(name={self.name!r}, kind={self.kind!r}, "
-                f"rows={self.factor_rows}, n={self.n}, scale={self.scale:g})")
 
     @property
     def costs(self) -> FactorCosts:

@@ -15,7 +15,7 @@ import math
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Protocol
 
-from qnewton.curvature.structured import FactorCosts
+from qnewton.curvature.representation import FactorCosts
 from qnewton.scheduling import Scheduler
 from qnewton.solvers import predict_classical
 from qnewton.system import SystemShape

@@ -39,8 +39,7 @@ def shape_of(system: LinearSystem, kappa: float = 1.0) -> SystemShape:
                        gram_formed=system.has_gram, matrix_free=system.matrix_free,
                        kronecker=system.kronecker,
                        kronecker_factored=system.kronecker is not None and system.block.has_eig,
-                       factor_costs=getattr(system.block, "costs", None)
-                       if system.factor_form else None)
+                       factor_costs=system.block.costs if system.factor_form else None)
 
 
 def applicable_solvers(system: LinearSystem) -> tuple[str, ...]:

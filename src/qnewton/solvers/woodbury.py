@@ -23,7 +23,7 @@ class WoodburySolver(ClassicalSolver):
     Time model: ``2·N·M² / R_gemm`` (forming F Fᵀ, skipped when the analysis already formed it)
     ``+ (M³/3 + 2M²) / R_dense`` (Cholesky of the capacitance matrix) ``+ 16·N·M / bandwidth``
     (the passes ``F b`` and ``Fᵀ y``) ``+ t_call`` (docs/method.md §4.5); for Kronecker rows the
-    Gram and the passes are their flops (:class:`~qnewton.curvature.structured.FactorCosts`)
+    Gram and the passes are their flops (:class:`~qnewton.curvature.representation.FactorCosts`)
     over ``R_gemm``. Needs factor form and a positive shift.
     """
 
