@@ -3,6 +3,7 @@ fixed paper mode, non-finite handling and torch.optim conformance."""
 
 import copy
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -11,7 +12,8 @@ from brute_force import brute_force_curvature, closure_for
 from torch import nn
 
 from qnewton import QNewton
-from qnewton.curvature import CURVATURES
+from qnewton.curvature import CURVATURES, CurvatureConfig, compute_curvature
+from qnewton.curvature.params import blocks_from_module
 from qnewton.solvers import MachineRates
 from qnewton.stepping import (
     ClosureError,
@@ -20,6 +22,8 @@ from qnewton.stepping import (
     predicted_reduction,
     step_size,
 )
+from qnewton.stepping.adaptive import rows_quadratic
+from qnewton.stepping.rule import Move, StepContext
 
 RATES = MachineRates.user(dense_flops_per_s=5e10, gemm_flops_per_s=1e11,
                           bandwidth_bytes_per_s=1e10)
@@ -156,6 +160,32 @@ def test_full_quadratic_matches_the_brute_force_whole_model_curvature(kind):
     losses = nn.functional.cross_entropy(out, y, reduction="none")
     got = CURVATURES[kind].quadratic(losses, out, params, delta)
     assert got == pytest.approx(float(delta @ c @ delta), rel=1e-10)
+
+
+@pytest.mark.parametrize("kind", ["ggn", "fisher"])
+def test_quadratic_from_aligned_rows_is_the_whole_model_one(kind):
+    # Σ_b F_b Δ_b over tensor blocks (structured and explicit rows) carries the cross-block
+    # terms: it must equal Δᵀ C Δ of the brute-force whole-model curvature.
+    torch.manual_seed(3)
+    model = nn.Sequential(nn.Linear(3, 4), nn.LayerNorm(4), nn.Tanh(), nn.Linear(4, 2)).double()
+    x, y = torch.randn(9, 3, dtype=torch.float64), torch.randint(0, 2, (9,))
+    params = list(model.parameters())
+    c = brute_force_curvature(kind, model, x, y, params)
+    out = model(x)
+    losses = nn.functional.cross_entropy(out, y, reduction="none")
+    blocks = blocks_from_module(model, "tensor")
+    result = compute_curvature(losses, blocks, CurvatureConfig(kind=kind), out)
+    assert {type(b).__name__ for b in result.blocks} == {"StructuredFactorBlock", "FactorBlock"}
+    delta = torch.randn(c.shape[0], dtype=torch.float64)
+    moves = [Move(b, 0.5, d.reshape(b.params[0].shape) if len(b.params) == 1 else d)
+             for b, d in zip(blocks, delta.split([b.numel for b in blocks]), strict=True)]
+    ctx = StepContext(0, None, losses, out, losses.mean(), {}, CURVATURES[kind],
+                      dict(zip(blocks, result.blocks, strict=True)), None, None,
+                      model_rows=True)
+    assert rows_quadratic(ctx, moves) == pytest.approx(float(0.25 * delta @ c @ delta), rel=1e-10)
+    # rows of a kind substituted for the step's (the Monte-Carlo GGN's draw): not used
+    assert rows_quadratic(replace(ctx, model_rows=False), moves) is None
+    assert rows_quadratic(replace(ctx, kind=CURVATURES["ggn-mc"]), moves) is None
 
 
 def test_step_size_and_damping_rules():

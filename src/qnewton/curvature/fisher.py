@@ -27,6 +27,7 @@ class FisherCurvature(CurvatureKind):
     name = "fisher"
     psd = True
     has_matrix_free = True
+    aligned_rows = True
 
     def stored_elements(self, n: int, num_samples: int, num_outputs: int) -> int:
         return num_samples * n

@@ -39,6 +39,7 @@ class GGNCurvature(CurvatureKind):
     psd = True
     needs_outputs = True
     has_matrix_free = True
+    aligned_rows = True
 
     def stored_elements(self, n: int, num_samples: int, num_outputs: int) -> int:
         return num_samples * num_outputs * n

@@ -42,6 +42,8 @@ class MonteCarloGGNCurvature(GGNCurvature):
     """
 
     name = "ggn-mc"
+    #: its rows are one draw; the step rule's ΔᵀCΔ stays the exact GGN's (GGNCurvature.quadratic)
+    aligned_rows = False
 
     def substitute(self, num_samples: int, num_outputs: int, config: CurvatureConfig
                    ) -> tuple[str, str] | None:

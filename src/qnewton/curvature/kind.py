@@ -81,6 +81,11 @@ class CurvatureKind(ABC):
         needs_gradient_graph: the mean-loss gradient must keep its graph (second derivatives).
         has_matrix_free: :meth:`matrix_free` gives a block (else a block over budget is skipped,
             and takes a reported gradient step).
+        aligned_rows: the factor blocks of one build have the same rows — row i of every block
+            is the same sample (and seed), with one ``scale`` — so the whole model's ``ΔᵀCΔ``,
+            cross terms included, is ``scale·‖Σ_b F_b Δ_b‖²`` from the rows already built
+            (:func:`~qnewton.stepping.adaptive.whole_model_quadratic`), without
+            :meth:`quadratic`'s double-backward pass.
     """
 
     name: str
@@ -89,6 +94,7 @@ class CurvatureKind(ABC):
     per_sample: bool = True
     needs_gradient_graph: bool = False
     has_matrix_free: bool = False
+    aligned_rows: bool = False
     #: what ``grouping="auto"`` resolves to for this kind (``None``: by size,
     #: :func:`~qnewton.curvature.params.auto_grouping`); K-FAC factors one layer per block
     auto_grouping: str | None = None

@@ -10,8 +10,9 @@ The block directions stay the paper's ``Δ_b = −A_b⁻¹ g_b``, but (docs/meth
    step after step, and an unbounded decrease fits each batch at the cost of the others);
 2. the step size α for the concatenated update of all blocks minimizes the quadratic model of
    the *whole* curvature C (cross terms included) along Δ (Martens & Grosse 2015 §7):
-   ``α* = −gᵀΔ / ΔᵀCΔ``, with ``ΔᵀCΔ`` from the kind's :meth:`~qnewton.curvature.CurvatureKind.
-   quadratic` (the blocks' own model for a kind without one), capped at ``lr``;
+   ``α* = −gᵀΔ / ΔᵀCΔ``, with ``ΔᵀCΔ`` from the blocks' aligned factor rows
+   (:func:`rows_quadratic`), else the kind's :meth:`~qnewton.curvature.CurvatureKind.quadratic`
+   (the blocks' own model for a kind without one), capped at ``lr``;
 3. the loss at θ + αΔ is measured with one extra closure evaluation (it gives ρ); a step that
    does not lower the loss (or makes it non-finite) is backtracked (α/4, up to
    :data:`MAX_BACKTRACKS` times) and, failing that, rejected: θ is restored and λ grows. The
@@ -36,6 +37,7 @@ from typing import Any
 
 import torch
 
+from qnewton.curvature.representation import FactorBlock
 from qnewton.stepping.rule import Move, StepContext, StepRule
 from qnewton.stepping.trial import TrialEvaluator
 from qnewton.validation import check_real
@@ -117,12 +119,36 @@ def nielsen_damping(damping: float, nu: float, rho: float) -> tuple[float, float
     return min(DAMPING_MAX, max(DAMPING_MIN, damping)), min(nu, 2.0**30)
 
 
+def rows_quadratic(ctx: StepContext, moves: Sequence[Move]) -> float | None:
+    """``ΔᵀCΔ = scale·‖Σ_b F_b Δ_b‖²`` from the blocks' factor rows when they are aligned across
+    the blocks (:attr:`~qnewton.curvature.CurvatureKind.aligned_rows`): the whole model's
+    quadratic of the curvature the blocks were solved with, cross terms included, for
+    ``Σ_b rows_b × N_b`` multiply-adds instead of a double-backward pass through the model.
+    On a step that reuses an earlier step's rows (``curvature_every``) it is that curvature's
+    model, so ρ measures how well the reused curvature still predicts and λ answers it.
+    ``None`` where the rows do not allow it."""
+    if not (ctx.kind.aligned_rows and ctx.model_rows) or ctx.bypass:
+        return None
+    blocks = [ctx.local_blocks.get(move.block) for move in moves]
+    if not all(isinstance(block, FactorBlock) for block in blocks):
+        return None
+    first = blocks[0]
+    if any(b.factor_rows != first.factor_rows or b.scale != first.scale for b in blocks):
+        return None
+    total = sum(block.apply_factor((move.lr * move.direction).reshape(-1).to(block.dtype))
+                .to(torch.float64) for move, block in zip(moves, blocks, strict=True))
+    return first.scale * float(total.square().sum())
+
+
 def whole_model_quadratic(ctx: StepContext, moves: Sequence[Move], params: list[torch.Tensor],
                           delta: torch.Tensor) -> float:
-    """``ΔᵀCΔ`` of this rank's samples: the kind's whole-model form, else the sum of the blocks'
-    own ``Δ_bᵀC_bΔ_b`` (no cross terms) over the blocks that have a curvature block."""
+    """``ΔᵀCΔ`` of this rank's samples: from the aligned rows (:func:`rows_quadratic`), else
+    the kind's whole-model form, else the sum of the blocks' own ``Δ_bᵀC_bΔ_b`` (no cross
+    terms) over the blocks that have a curvature block."""
     with ctx.ledger.phase("curvature"), torch.enable_grad():
-        value = ctx.kind.quadratic(ctx.losses, ctx.outputs, params, delta, bypass=ctx.bypass)
+        value = rows_quadratic(ctx, moves)
+        if value is None:
+            value = ctx.kind.quadratic(ctx.losses, ctx.outputs, params, delta, bypass=ctx.bypass)
         if value is None:
             value = 0.0
             for move in moves:

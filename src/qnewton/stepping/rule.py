@@ -51,8 +51,11 @@ class StepContext:
             a kind without a whole-model quadratic.
         bypass: the build found loss terms that bypass the outputs (the GGN's quadratic adds
             their curvature).
-        comm: the communicator (:class:`GlobalMean`). ledger: where the rule books its phases,
-            events and per-step record.
+        model_rows: ``local_blocks`` are rows the kind itself built (not substituted by another
+            kind; possibly at an earlier step or from a subset of the batch: the curvature the
+            blocks' systems were solved with), so a kind with
+            :attr:`~qnewton.curvature.CurvatureKind.aligned_rows` gives the whole model's
+            ``ΔᵀCΔ`` of that curvature from their rows.
     """
 
     step: int
@@ -66,6 +69,7 @@ class StepContext:
     comm: GlobalMean
     ledger: Ledger
     bypass: bool = False
+    model_rows: bool = False
 
 
 class StepRule(ABC):
