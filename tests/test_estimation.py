@@ -226,6 +226,23 @@ def test_lanczos_tridiagonal_matches_projection() -> None:
     torch.testing.assert_close(ritz_values(alphas, betas), eig, rtol=1e-9, atol=1e-10)
 
 
+def test_lanczos_on_long_vectors_matches_a_known_spectrum(monkeypatch) -> None:
+    # vectors at TORCH_ORTHOGONALIZE_MIN and up take the torch reorthogonalization: a diagonal
+    # matrix with 8 distinct eigenvalues is resolved in 8 steps, on both paths alike
+    from qnewton.estimation import krylov
+
+    n = krylov.TORCH_ORTHOGONALIZE_MIN
+    levels = torch.arange(1.0, 9.0, dtype=F64)
+    diag = levels.repeat_interleave(n // 8)
+    results = []
+    for threshold in (n, n + 1):  # torch path, NumPy path
+        monkeypatch.setattr(krylov, "TORCH_ORTHOGONALIZE_MIN", threshold)
+        alphas, betas = lanczos(lambda v: diag * v, n, 8, seed=5)
+        torch.testing.assert_close(ritz_values(alphas, betas), levels, rtol=1e-9, atol=0)
+        results.append(alphas)
+    torch.testing.assert_close(results[0], results[1], rtol=1e-12, atol=1e-12)
+
+
 def test_lanczos_stops_on_invariant_subspace() -> None:
     a = torch.diag(torch.tensor([1.0, 1.0, 2.0, 2.0, 2.0], dtype=F64))  # 2 distinct eigenvalues
     alphas, betas = lanczos(matvec_of(a), 5, 5)

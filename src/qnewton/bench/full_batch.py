@@ -48,14 +48,6 @@ def _methods(problem: FullBatchProblem) -> list[str]:
     return [m for m in METHODS if applies(m, problem)]
 
 
-def _single_thread_blas() -> Any:
-    """numpy/scipy's BLAS pinned to one thread while the case runs (torch is pinned by the
-    suite): sklearn and scipy call it."""
-    from threadpoolctl import threadpool_limits
-
-    return threadpool_limits(limits=1)
-
-
 def _worst(values: list[float]) -> float:
     """The largest (worst) accuracy of a method's rounds; nan when one is not a number."""
     return math.nan if any(math.isnan(v) for v in values) else max(values)
@@ -174,8 +166,7 @@ def summary_table(entry: dict[str, Any]) -> str:
 
 def case_full_batch(s: Settings, rates: MachineRates, seed: int) -> dict[str, Any]:
     """The ``full-batch`` entry."""
-    with _single_thread_blas():
-        problems = [_problem(name, s, rates, seed) for name in s.fb_problems]
+    problems = [_problem(name, s, rates, seed) for name in s.fb_problems]
     measured = sum(_qnewton_wins(p, None) for p in problems) / len(problems)
     per_round = [sum(_qnewton_wins(p, i) for p in problems) / len(problems)
                  for i in range(s.fb_rounds)]

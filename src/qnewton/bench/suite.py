@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from threadpoolctl import threadpool_limits
 
 from qnewton.bench.cases import BENCH_CASES, CASES, REQUIRED_KEYS
 from qnewton.bench.settings import MODES, SETTINGS
@@ -42,12 +43,14 @@ MAX_SEED = 2**32 - 1
 
 @contextmanager
 def pinned_threads(threads: int) -> Iterator[int]:
-    """Run the ``with`` body with ``torch.set_num_threads(threads)``; yields the previous count
-    and restores it afterwards, also when the body raises (Ctrl-C included)."""
+    """Run the ``with`` body with ``torch.set_num_threads(threads)`` and NumPy/SciPy's BLAS (the
+    κ estimators' Lanczos, scipy and sklearn peers) at ``threads`` too; yields torch's previous
+    count and restores both afterwards, also when the body raises (Ctrl-C included)."""
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        yield previous
+        with threadpool_limits(limits=threads):
+            yield previous
     finally:
         torch.set_num_threads(previous)
 

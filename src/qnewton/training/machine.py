@@ -11,6 +11,7 @@ import os
 from typing import Any
 
 import torch
+from threadpoolctl import threadpool_limits
 
 from qnewton.solvers.rates import now_iso
 
@@ -32,7 +33,8 @@ def machine_state() -> dict[str, Any]:
 
 
 def set_threads(threads: int | None) -> None:
-    """``torch.set_num_threads(threads)`` for a run (``None``: leave torch's default). A value
+    """``torch.set_num_threads(threads)`` for a run, and NumPy/SciPy's BLAS (the κ estimators,
+    scipy solvers) limited to as many threads (``None``: leave both at their defaults). A value
     below 1 raises ValueError naming ``threads``."""
     if threads is None:
         return
@@ -40,3 +42,4 @@ def set_threads(threads: int | None) -> None:
         raise ValueError(f"threads must be an integer >= 1 (CPU threads for torch), got "
                          f"{threads!r}")
     torch.set_num_threads(threads)
+    threadpool_limits(limits=threads)  # for the rest of the process, like torch's setting
