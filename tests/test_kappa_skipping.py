@@ -222,3 +222,44 @@ def test_training_decisions_under_the_classical_policy_price_no_qlsa():
     assert priced.quantum is not None and priced.quantum.total_seconds > 0
     assert priced.classical_solver == min(priced.predicted_classical,
                                           key=priced.predicted_classical.get)
+
+
+def test_trace_bound_on_kappa_dominates_the_exact_kappa():
+    from qnewton.scheduling.scheduler import trace_kappa_bound
+
+    g = torch.Generator().manual_seed(1)
+    factor = torch.randn(12, 40, generator=g, dtype=torch.float64)
+    for reg in (1e-3, 1e-1, 10.0):
+        system = condition(FactorBlock("b", "fisher", factor, scale=1 / 12),
+                           ConditioningConfig(reg=reg))
+        eig = torch.linalg.eigvalsh(system.to_dense())
+        assert trace_kappa_bound(system) >= float(eig[-1] / eig[0]) * (1 - 1e-12)
+    # an explicit (pruned) matrix is not H + shift·I: no bound
+    pruned = condition(FactorBlock("b", "fisher", factor, scale=1 / 12),
+                       ConditioningConfig(reg=1e-1, prune_ratio=0.5))
+    assert trace_kappa_bound(pruned) is None
+
+
+@pytest.mark.parametrize("policy", ["classical", "cost"])
+def test_a_kappa_bound_that_settles_the_decision_spares_the_estimate(policy):
+    """CG wins at κ ≤ 1 + tr(H)/shift (slow dense rates, a large shift): the decision is CG
+    without a Lanczos run, as it is with the estimated κ; the QLSA on the surface code
+    costs more at κ = 1 than CG at the bound."""
+    slow_dense = MachineRates.user(dense_flops_per_s=1e6, gemm_flops_per_s=1e6,
+                                   bandwidth_bytes_per_s=1e12)
+    g = torch.Generator().manual_seed(0)
+    factor = torch.randn(300, 400, generator=g, dtype=torch.float64)
+    system = condition(FactorBlock("b", "fisher", factor, scale=1 / 300),
+                       ConditioningConfig(reg=1.0))
+    sched = Scheduler(SchedulerConfig(hardware=get_profile("surface-code"), policy=policy),
+                      rates=slow_dense)
+    reason, floor = sched.skip_reason(system)
+    assert reason == "kappa-bounded" and (floor is None) == (policy == "classical")
+    decision = sched.decide(system, sched.analyse_if_needed(system))
+    estimated = sched.decide(system, sched.analyse(system))
+    assert decision.choice == estimated.choice == "classical"
+    assert decision.classical_solver == estimated.classical_solver == "cg"
+    # with fast dense rates a direct solver is ahead at the bound: the bound settles nothing
+    fast = Scheduler(sched.config, rates=RATES)
+    assert fast.skip_reason(system)[0] != "kappa-bounded"
+    assert fast.decide(system, fast.analyse_if_needed(system)).classical_solver != "cg"

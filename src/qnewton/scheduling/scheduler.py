@@ -33,7 +33,7 @@ from qnewton.quantum.backends import QLSA_BACKENDS, QLSABackendFallbackWarning, 
 from qnewton.quantum.block_encodings import BLOCK_ENCODINGS, factor_form_alpha
 from qnewton.quantum.error_budget import QLSA_SHARES, matched_split
 from qnewton.scheduling.config import SchedulerConfig
-from qnewton.scheduling.policies import POLICIES, PolicyInputs
+from qnewton.scheduling.policies import POLICIES, Policy, PolicyInputs
 from qnewton.solvers import SOLVERS, MachineRates, predict_classical, shape_of, solve_classical
 from qnewton.solvers.base import SolveError, SolveResult
 from qnewton.system import LinearSystem, SystemShape
@@ -49,7 +49,7 @@ KAPPA_CLAMP = 1e300
 #:   above the best κ-independent classical prediction — quantum loses whatever κ is;
 #: * ``"matrix-free"``: only CG applies, and the QLSA is not offered (its block encoding reads
 #:   the entries of A, which a matrix-free system never forms).
-SKIP_REASONS = ("policy-classical", "guaranteed-rejection", "matrix-free")
+SKIP_REASONS = ("policy-classical", "guaranteed-rejection", "matrix-free", "kappa-bounded")
 NOT_ESTIMATED = "not-estimated"
 
 
@@ -64,6 +64,18 @@ def _draw_seed(seed: int, key: tuple[int, ...]) -> int:
     return value
 
 
+def trace_kappa_bound(system: LinearSystem) -> float | None:
+    """``κ(A) ≤ 1 + tr(H)/shift`` for ``A = H + shift·I`` with ``H`` PSD (``‖H‖₂ ≤ tr H``, and
+    ``λ_min(A) ≥ shift``), from the block's cached diagonal: no product with ``A``. ``None``
+    unless the system is an unpruned PSD block plus a positive shift, held implicitly."""
+    if system.dense is not None or not system.psd_plus_shift:
+        return None
+    trace = float(system.block.diagonal().double().sum())
+    if not (math.isfinite(trace) and trace >= 0.0):
+        return None
+    return 1.0 + trace / system.shift
+
+
 @dataclass
 class Analysis:
     """What the scheduler knows about a system before solving it: κ (with its guarantee), an
@@ -71,7 +83,8 @@ class Analysis:
 
     When κ could not change the decision it is not estimated: ``kappa``, ``alpha`` and ``norm``
     are ``None`` and ``skipped`` names the reason (:data:`SKIP_REASONS`); for a guaranteed
-    rejection ``quantum_floor`` is the QLSA's modeled cost at κ = 1, α = 1 that lost.
+    rejection ``quantum_floor`` is the QLSA's modeled cost at κ = 1, α = 1 that lost. For
+    ``"kappa-bounded"`` the free bound :func:`trace_kappa_bound` settled the decision.
     """
 
     kappa: KappaEstimate | None
@@ -220,14 +233,36 @@ class Scheduler:
         best_fixed = min(predicted[name] for name in fixed)
         dependent = [predicted[name] for name in allowed if SOLVERS[name].kappa_dependent]
         # CG might win the classical choice; κ is worth estimating only if what CG can save
-        # (at κ = 1, its best case) exceeds what estimating κ costs
+        # (at κ = 1, its best case) exceeds what estimating κ costs — and the free bound
+        # κ ≤ 1 + tr(H)/shift does not settle the decision already
         if dependent and best_fixed - min(dependent) > self.kappa_seconds(shape):
-            return None, None
+            return self._bounded(system, allowed, policy)
         if not policy.can_route_quantum:
             return "policy-classical", None
         floor = self.quantum_floor(shape)
         if floor.total_seconds > best_fixed:
             return "guaranteed-rejection", floor
+        return None, None
+
+    def _bounded(self, system: LinearSystem, allowed: list[str], policy: Policy
+                 ) -> tuple[str | None, QuantumCost | None]:
+        """``("kappa-bounded", floor or None)`` when :func:`trace_kappa_bound` decides without
+        estimating κ: the best classical solver at the bound is κ-dependent (CG), so it is the
+        best at every smaller κ too, and the policy never routes to the QLSA or the QLSA's
+        floor (κ = 1, α = 1) costs more than that solver at the bound; else ``(None, None)``."""
+        bound = trace_kappa_bound(system)
+        if bound is None:
+            return None, None
+        predicted = predict_classical(shape_of(system, bound), self.machine_rates(),
+                                      self.config.cg_rtol)
+        best = min(allowed, key=lambda name: predicted[name])
+        if not SOLVERS[best].kappa_dependent:
+            return None, None
+        if not policy.can_route_quantum:
+            return "kappa-bounded", None
+        floor = self.quantum_floor(shape_of(system, 1.0))
+        if floor.total_seconds > predicted[best]:
+            return "kappa-bounded", floor
         return None, None
 
     def kappa_seconds(self, shape: SystemShape) -> float:
@@ -351,6 +386,12 @@ class Scheduler:
             raise self.no_solver(shape)
         if system.matrix_free:
             return Decision("classical", "cg", {}, None, "matrix-free")
+        if analysis.skipped == "kappa-bounded":  # every solver priced at the bound
+            bounded = shape_of(system, trace_kappa_bound(system))
+            predicted = predict_classical(bounded, self.machine_rates(), cfg.cg_rtol)
+            best = min(allowed, key=lambda n: predicted[n])
+            return Decision("classical", best, predicted, analysis.quantum_floor,
+                            analysis.skipped)
         predicted = {name: seconds for name, seconds in
                      predict_classical(shape, self.machine_rates(), cfg.cg_rtol).items()
                      if not SOLVERS[name].kappa_dependent}
