@@ -177,8 +177,9 @@ def test_reuse_builds_every_k_steps_and_solves_the_stale_curvature(monkeypatch):
 
 def test_reuse_rebuilds_matrix_free_blocks_every_step(monkeypatch):
     model, x, y = problem()
+    # (the fixed rule: the adaptive one builds every step on a full batch)
     opt = QNewton(model.named_parameters(), curvature_every=2, max_block_bytes=8, rates=RATES,
-                  grouping="tensor")
+                  grouping="tensor", step_rule="fixed")
     closure = closure_for(model, x, y)
     for _ in range(3):
         opt.step(closure)
@@ -194,8 +195,9 @@ def test_curvature_batch_in_the_optimizer_uses_seeded_subsets(monkeypatch):
     for _ in range(2):
         opt.step(closure_for(model, x, y))
     assert [c.tolist() for c in calls] == [curvature_subset(16, 5, 2, s).tolist() for s in (0, 1)]
+    # the same batch again: the adaptive rule asks for the curvature at the current point
     assert opt.ledger.take_curvature() == {"curvature": "computed", "curvature_samples": 5,
-                                           "batch_samples": 16}
+                                           "batch_samples": 16, "curvature_reason": "step-rule"}
 
 
 def test_training_records_curvature_settings_and_per_step_use(tmp_path):
@@ -236,8 +238,96 @@ def test_reused_factor_blocks_keep_their_gram_matrix(monkeypatch):
     model = nn.Sequential(nn.Linear(40, 8), nn.Tanh(), nn.Linear(8, 3)).to(DT)
     x, y = torch.randn(8, 40, dtype=DT), torch.randint(0, 3, (8,))
     opt = QNewton(model.named_parameters(), curvature_every=3, classical_solvers=("woodbury",),
-                  hardware="surface-code", rates=RATES, grouping="tensor")
+                  hardware="surface-code", rates=RATES, grouping="tensor", step_rule="fixed")
     for _ in range(3):
         opt.step(closure_for(model, x, y))
     assert formed.count("0.weight") == 1
     assert {r.solver for r in opt.ledger.records if r.block == "0.weight"} == {"woodbury"}
+
+
+# ------------------------------------------------------------- reuse by default (adaptive rule)
+
+
+def _mini_batches(steps, s=12, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x, y = torch.randn(96, 3, generator=g, dtype=DT), torch.randint(0, 3, (96,), generator=g)
+    order = [torch.randperm(96, generator=g)[:s] for _ in range(steps)]
+    return [(x[i], y[i]) for i in order]
+
+
+@pytest.mark.parametrize(("kw", "every"), [({}, 10), ({"step_rule": "fixed"}, 1),
+                                           ({"curvature": "kfac"}, 1),
+                                           ({"curvature_every": 4}, 4)])
+def test_curvature_every_defaults_to_the_step_rules_and_the_kinds(kw, every):
+    model, x, y = problem()
+    opt = QNewton(model.named_parameters(), rates=RATES, **kw)
+    opt.step(closure_for(model, x, y))
+    assert opt.curvature_schedule.every == every
+
+
+def test_adaptive_reuse_on_mini_batches_builds_when_old_or_stale():
+    model, _, _ = problem()
+    opt = QNewton(model.named_parameters(), rates=RATES, curvature_every=4, grouping="tensor")
+    reasons = []
+    real_trial = opt.step_rule.trial
+    for t, (x, y) in enumerate(_mini_batches(24)):
+        # at step 6 every trial loss is higher: the step is rejected (a reused model whose
+        # promise failed), and step 7 must build
+        opt.step_rule.trial = (lambda closure: 1e9) if t == 6 else real_trial
+        opt.step(closure_for(model, x, y))
+        reasons.append(opt.curvature_schedule.last_reason)
+    rules = opt.ledger.step_rule
+    assert not rules[6]["accepted"] and reasons[7] == "step-rule"
+    assert reasons[0] == "none-kept" and "reused" in reasons
+    built_at = 0
+    for t in range(1, len(reasons)):
+        stale = not rules[t - 1]["accepted"]
+        want = "step-rule" if stale else ("age" if t - built_at >= 4 else "reused")
+        if want == "step-rule" and t - built_at >= 4:
+            want = "age"  # (age is checked first)
+        assert reasons[t] == want, (t, reasons, rules[t - 1])
+        if want != "reused":
+            built_at = t
+    assert opt.ledger.curvature_reused == reasons.count("reused")
+
+
+def test_adaptive_rule_builds_every_step_on_a_full_batch():
+    model, x, y = problem()
+    opt = QNewton(model.named_parameters(), rates=RATES, grouping="tensor")
+    for _ in range(4):
+        opt.step(closure_for(model, x, y))
+    assert opt.ledger.curvature_reused == 0
+    assert opt.curvature_schedule.last_reason == "step-rule"
+
+
+@pytest.mark.parametrize("kind", ["fisher", "ggn", "hessian", "kfac"])
+def test_a_resumed_run_reuses_the_checkpointed_curvature_bit_for_bit(tmp_path, kind):
+    batches = _mini_batches(9)
+    kw = {"rates": RATES, "curvature": kind, "curvature_every": 5, "grouping": "tensor"
+          if kind != "kfac" else "module"}
+
+    def closure(model, x, y):
+        def run():
+            out = model(x)
+            return nn.functional.cross_entropy(out, y, reduction="none"), out
+        return run
+
+    model, _, _ = problem()
+    opt = QNewton(model.named_parameters(), **kw)
+    for i, (x, y) in enumerate(batches):
+        opt.step(closure(model, x, y))
+        if i == 2:  # mid-reuse: the blocks built at a step before are in the checkpoint
+            torch.save({"model": model.state_dict(), "opt": opt.state_dict()}, tmp_path / "c")
+    assert opt.ledger.curvature_reused > 0
+    other, _, _ = problem()
+    state = torch.load(tmp_path / "c", weights_only=True)
+    other.load_state_dict(state["model"])
+    resumed = QNewton(other.named_parameters(), **kw)
+    resumed.load_state_dict(state["opt"])
+    reasons = []
+    for x, y in batches[3:]:
+        resumed.step(closure(other, x, y))
+        reasons.append(resumed.curvature_schedule.last_reason)
+    assert reasons[0] == "reused"  # from the checkpoint
+    for p, q in zip(model.parameters(), other.parameters(), strict=True):
+        assert torch.equal(p, q)

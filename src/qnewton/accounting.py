@@ -270,17 +270,22 @@ class Ledger:
             self.fallback_reasons[reason or "unspecified"] += 1
 
     def add_curvature(self, *, reused: bool, samples: int, of: int,
-                      substituted: tuple[str, str] | None = None) -> None:
+                      substituted: tuple[str, str] | None = None,
+                      reason: str | None = None) -> None:
         """Book one step's curvature: built (from ``samples`` of the step's ``of`` samples) or
         reused from an earlier step (``samples``: how many that curvature was built from).
         ``substituted``: ``(kind built, why)`` when that is not the configured kind (the
-        Monte-Carlo GGN for many outputs); recorded in the step's row and counted per run."""
+        Monte-Carlo GGN for many outputs); recorded in the step's row and counted per run.
+        ``reason``: why it was built, or ``"reused"``
+        (:data:`~qnewton.curvature.schedule.BUILD_REASONS`), in the step's row."""
         if reused:
             self.curvature_reused += 1
         else:
             self.curvature_computed += 1
         self.last_curvature = {"curvature": "reused" if reused else "computed",
                                "curvature_samples": int(samples), "batch_samples": int(of)}
+        if reason is not None:
+            self.last_curvature["curvature_reason"] = reason
         if substituted is not None:
             kind, why = substituted
             self.last_curvature.update(curvature_kind=kind, curvature_substituted=why)

@@ -93,8 +93,9 @@ class QNewton(Optimizer):
             None if opts["curvature"] == "auto" else curvature_config(opts, False))
         self.kind: CurvatureKind | None = (
             None if self.curvature_config is None else CURVATURES[self.curvature_config.kind])
-        self.curvature_schedule = CurvatureSchedule(opts["curvature_batch"],
-                                                    opts["curvature_every"], seed)
+        self.curvature_schedule = CurvatureSchedule(opts["curvature_batch"], 1, seed)
+        if self.kind is not None:
+            self._resolve_every()
         self.amortizer = KroneckerAmortizer(opts["kfac_every"], opts["kfac_decay"])  # K-FAC only
         self.pipeline = SolvePipeline(scheduler, opts["max_retries"],
                                       opts["damping_growth"], opts["exact_kappa_max_n"])
@@ -107,6 +108,14 @@ class QNewton(Optimizer):
                                         None if self.kind is None else self.kind.auto_grouping)
         for group in self.param_groups:
             self.partition.add_group(group)
+
+    def _resolve_every(self) -> None:
+        """``curvature_every``: the given value, else the step rule's default (1 for a kind that
+        amortizes its own statistics, K-FAC)."""
+        every = self.options["curvature_every"]
+        if every is None:
+            every = 1 if self.kind.amortizes else self.step_rule.default_curvature_every
+        self.curvature_schedule.every = every
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         """``torch.optim`` semantics; the new group gets its parameter blocks at once."""
@@ -123,8 +132,16 @@ class QNewton(Optimizer):
         state["qnewton"] = {"ledger": self.ledger.state_dict(),
                             "adaptive": self.step_rule.state_dict(),
                             "nonfinite_in_a_row": self.guard.in_a_row,
-                            "kfac": self.amortizer.state_dict()}
+                            "kfac": self.amortizer.state_dict(),
+                            "curvature": self._schedule_state()}
         return state
+
+    def _schedule_state(self) -> dict[str, Any] | None:
+        """The curvature kept for reuse, in one process; ``None`` across ranks, where each rank
+        keeps its own shard's rows (a resumed run then builds at its first step)."""
+        if self.path.context is not None:
+            return None
+        return self.curvature_schedule.state_dict()
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         state_dict = dict(state_dict)
@@ -136,6 +153,8 @@ class QNewton(Optimizer):
             self.guard.in_a_row = int(extra["nonfinite_in_a_row"])
             if extra.get("kfac") is not None:
                 self.amortizer.load_state_dict(extra["kfac"])
+            if extra.get("curvature") is not None:
+                self.curvature_schedule.load_state_dict(extra["curvature"])
 
     @property
     def scheduler(self) -> Scheduler:  # the scheduler every block solve routes through
@@ -170,7 +189,8 @@ class QNewton(Optimizer):
         if not bool(torch.isfinite(loss)):
             self.guard.skip(self.ledger, step, "non-finite-loss", f"loss is {float(loss)}", [])
             return loss
-        local, result = self._curvature(step, losses, outputs, jobs)
+        fresh = self.step_rule.wants_fresh_curvature(float(loss))
+        local, result = self._curvature(step, losses, outputs, jobs, fresh)
         if result is None:
             return loss
         rule = self.step_rule
@@ -216,19 +236,21 @@ class QNewton(Optimizer):
         return losses, outputs, loss
 
     def _curvature(self, step: int, losses: torch.Tensor, outputs: torch.Tensor | None,
-                   jobs: list[tuple[dict[str, Any], ParamBlock]]
+                   jobs: list[tuple[dict[str, Any], ParamBlock]], fresh: bool = False
                    ) -> tuple[CurvatureResult, CurvatureResult | None]:
         """This rank's curvature and the global batch's (``None``: a non-finite gradient, the
-        step skipped); sets each parameter's ``.grad``."""
+        step skipped); sets each parameter's ``.grad``. ``fresh``: the step rule asks for a
+        build rather than kept blocks."""
         ledger, blocks = self.ledger, [b for _, b in jobs]
         params = [p for b in blocks for p in b.params]
         if self.curvature_config is None:  # the first step: "auto" sees what the closure gives
             self.curvature_config = curvature_config(self.options, outputs is not None)
             self.kind = CURVATURES[self.curvature_config.kind]
+            self._resolve_every()
         over_budget = "matrix-free" if self.options["matrix_free"] else "skip"
         with ledger.phase("curvature"), torch.enable_grad():
             local, reused = self.curvature_schedule(losses, blocks, self.curvature_config,
-                                                    outputs, step, over_budget)
+                                                    outputs, step, over_budget, fresh)
             local = amortized(local, self.amortizer, step, blocks, reused)
             if not self._closure_checked:  # once, on this rank's own gradients
                 if not local.bypass_covered:
@@ -239,8 +261,10 @@ class QNewton(Optimizer):
                                  .resolved, curvature=self.curvature_config.kind)
                 self._closure_checked = True
         ledger.add_curvature(reused=reused, samples=local.curvature_samples,
-                             of=local.num_samples, substituted=local.substitution)
+                             of=local.num_samples, substituted=local.substitution,
+                             reason=self.curvature_schedule.last_reason)
         result = self.path.combine(local, self.curvature_config, over_budget, ledger)
+        self.curvature_schedule.rebuilt = set(result.matrix_free)
         bad = [b.name for b, ok in zip(blocks, finite_each(result.grads), strict=True) if not ok]
         if bad:
             self.guard.skip(ledger, step, "non-finite-gradient", f"non-finite gradient in {bad}",

@@ -6,11 +6,15 @@
   of ``(seed, step, S, batch)`` only (:func:`curvature_subset`), so a run is reproducible and a
   resumed run draws the same subsets.
 * **Reuse** (K-FAC, Martens & Grosse 2015, §8, recomputes its inverses every T₃ steps): with
-  ``every = k`` the curvature blocks built at a step t that is a multiple of k serve steps
-  t … t + k − 1, each with its own fresh full-batch gradient (a run resumed from a checkpoint,
-  which does not hold the blocks, builds at its first step too). Matrix-free blocks hold
-  nothing but the graph of the step that built them, which the parameter update invalidates, so
-  they are rebuilt every step (they cost nothing until a product is taken).
+  ``every = T`` the curvature blocks built at a step serve at most T steps, each with its own
+  fresh full-batch gradient; a step builds afresh earlier when the step rule asks for it
+  (``fresh``: the adaptive rule does after a step whose reduction ratio said the reused model
+  went stale, and on full-batch problems, where Newton's convergence needs the curvature at the
+  current point). The kept blocks and the step they were built at are this object's
+  :meth:`~CurvatureSchedule.state_dict` (:mod:`~qnewton.curvature.snapshot`), so a resumed run
+  continues bit for bit. Matrix-free blocks hold nothing but the graph of the step that built
+  them, which the parameter update invalidates, so they are rebuilt every step (they cost nothing
+  until a product is taken).
 
 See docs/method.md §4.7, "Curvature subsampling and reuse".
 """
@@ -19,6 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import replace
+from typing import Any
 
 import torch
 
@@ -26,7 +31,12 @@ from qnewton.curvature.compute import CurvatureResult, compute_curvature, mean_l
 from qnewton.curvature.config import CurvatureConfig
 from qnewton.curvature.params import ParamBlock
 from qnewton.curvature.per_sample.recording import release_recording
+from qnewton.curvature.snapshot import result_from_state, result_state
 from qnewton.validation import check_int
+
+#: Why a step builds curvature: every step (``every`` = 1), nothing kept yet (the first step, or
+#: a new parameter block), the kept blocks are ``every`` steps old, or the step rule asked.
+BUILD_REASONS = ("every-step", "none-kept", "age", "step-rule")
 
 #: Mixed with the seed so that subset draws do not repeat other seeded streams of a run.
 _SUBSET_STREAM = 0x5EED_C0DE
@@ -53,9 +63,11 @@ class CurvatureSchedule:
 
     Attributes:
         batch: samples per curvature (``None``: all of each step's samples).
-        every: build curvature every this many steps (1: every step).
+        every: the most steps one build serves (1: build every step).
         seed: seed of the subset draws.
         computed, reused: how many steps built curvature and how many reused it.
+        built_at: the step the kept blocks were built at (``None``: none kept).
+        last_reason: why the last step built (:data:`BUILD_REASONS`) or ``"reused"``.
     """
 
     def __init__(self, batch: int | None = None, every: int = 1, seed: int = 0) -> None:
@@ -66,39 +78,76 @@ class CurvatureSchedule:
         self.seed = check_int("seed", seed)  # any integer, as QNewton's seed
         self.computed = 0
         self.reused = 0
+        self.built_at: int | None = None
+        self.last_reason: str | None = None
         self._cache: CurvatureResult | None = None
+        #: names of the blocks solved matrix-free on the global batch at the last step (across
+        #: ranks a block whose local rows fit the budget can be over it globally): like a local
+        #: matrix-free block, rebuilt at every step, so that 1 and N ranks solve the same system
+        self.rebuilt: set[str] = set()
 
-    def due(self, step: int) -> bool:
-        """Whether step ``step`` builds curvature (else it reuses the cached blocks)."""
-        # steps that are multiples of ``every`` build, so a run resumed without its cache builds
-        # at its first step and is back in phase with an uninterrupted run from the next multiple
-        return self._cache is None or step % self.every == 0
+    def reason(self, step: int, fresh: bool = False) -> str | None:
+        """Why step ``step`` builds curvature (one of :data:`BUILD_REASONS`), or ``None``: it
+        reuses the kept blocks. ``fresh``: the step rule asks for a build."""
+        if self.every == 1:
+            return "every-step"
+        if self._cache is None or self.built_at is None:
+            return "none-kept"
+        if step - self.built_at >= self.every:
+            return "age"
+        return "step-rule" if fresh else None
+
+    def state_dict(self) -> dict[str, Any]:
+        """The kept blocks (as plain data) and the step they were built at."""
+        kept = None if self._cache is None else result_state(self._cache)
+        return {"built_at": self.built_at, "kept": kept, "computed": self.computed,
+                "reused": self.reused}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.built_at = state["built_at"]
+        self.computed, self.reused = int(state["computed"]), int(state["reused"])
+        kept = state["kept"]
+        self._cache = None if kept is None else result_from_state(kept, [], None)
+
+    def forget(self) -> None:
+        """Drop the kept blocks (the next step builds)."""
+        self._cache, self.built_at = None, None
 
     def __call__(self, losses: torch.Tensor, blocks: Sequence[ParamBlock],
                  config: CurvatureConfig, outputs: torch.Tensor | None, step: int,
-                 over_budget: str) -> tuple[CurvatureResult, bool]:
-        """``(result, reused)`` for step ``step``: fresh curvature, or the cached blocks with
-        this step's full-batch gradients (and fresh matrix-free blocks)."""
+                 over_budget: str, fresh: bool = False) -> tuple[CurvatureResult, bool]:
+        """``(result, reused)`` for step ``step``: fresh curvature, or the kept blocks with
+        this step's full-batch gradients (and fresh matrix-free blocks). ``fresh``: the step
+        rule asks for a build (:meth:`reason`)."""
         blocks = list(blocks)
-        if self.due(step):
+        cache = self._cache
+        if cache is not None and len(cache.blocks) != len(blocks):
+            cache = None  # the parameter blocks changed (a new param group): build
+            self.forget()
+        self.last_reason = self.reason(step, fresh)
+        if self.last_reason is not None:
+            self._cache = None  # its memory is free before the new blocks take theirs
             subset = curvature_subset(losses.numel(), self.batch, self.seed, step)
             result = compute_curvature(losses, blocks, config, outputs=outputs,
                                        over_budget=over_budget, samples=subset)
             self.computed += 1
             if self.every > 1:
-                self._cache = result
+                self._cache, self.built_at = result, step
             return result, False
-        cache = self._cache
+        self.last_reason = "reused"
         release_recording()  # no rows are built at this step: the closure's records go
         grads = mean_loss_gradients(losses, blocks, config.dtype)
         curv = list(cache.blocks)
-        stale = [i for i, cb in enumerate(curv) if cb is not None and cb.matrix_free]
+        # matrix-free blocks (kept as None in a checkpoint, listed by name) are rebuilt
+        stale = [i for i, (b, cb) in enumerate(zip(blocks, curv, strict=True))
+                 if (cb is not None and cb.matrix_free) or b.name in self.rebuilt
+                 or (cb is None and b.name in cache.matrix_free)]
         if stale:
-            fresh = compute_curvature(losses, [blocks[i] for i in stale], config,
-                                      outputs=outputs, over_budget=over_budget,
-                                      samples=curvature_subset(losses.numel(), self.batch,
-                                                               self.seed, step))
-            for i, cb in zip(stale, fresh.blocks, strict=True):
+            fresh_blocks = compute_curvature(
+                losses, [blocks[i] for i in stale], config, outputs=outputs,
+                over_budget=over_budget,
+                samples=curvature_subset(losses.numel(), self.batch, self.seed, step))
+            for i, cb in zip(stale, fresh_blocks.blocks, strict=True):
                 curv[i] = cb
         self.reused += 1
         return replace(cache, blocks=curv, grads=grads, loss=losses.detach().mean(),

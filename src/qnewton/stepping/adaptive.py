@@ -167,6 +167,10 @@ class AdaptiveLM(StepRule):
     """
 
     name = "adaptive"
+    #: one build serves up to 10 steps; the reduction ratio asks for an earlier one
+    #: (:meth:`wants_fresh_curvature`; K-FAC refreshes its inverses every T₃ = 20, Martens &
+    #: Grosse 2015 §8; 10 measured on the shipped tasks, docs/method.md §4.7)
+    default_curvature_every = 10
 
     def __init__(self, damping: float = 1.0) -> None:
         check_damping(damping)
@@ -179,6 +183,10 @@ class AdaptiveLM(StepRule):
         self.loss_eps = 0.0  # round-off unit of the losses' dtype (known after a step)
         self.scale = 0.0
         self.trial = TrialEvaluator()
+        #: the last step was rejected — no step size lowered the loss its quadratic model
+        #: promised to lower (ρ ≤ 0) —, so curvature reused across steps has gone stale
+        #: (:meth:`wants_fresh_curvature`)
+        self.stale = False
 
     @property
     def damping(self) -> float:
@@ -189,13 +197,28 @@ class AdaptiveLM(StepRule):
         eta = ETA_FULL_BATCH if self.regime == "full-batch" else ETA_MINI_BATCH
         return eta * self.scale if math.isfinite(self.scale) else 0.0
 
+    def _same_loss(self, loss: float) -> bool | None:
+        """Whether ``loss`` is the loss the last trial measured (the same data at the same
+        parameters: a full batch); ``None`` when there is nothing to compare."""
+        last = self.last_trial_loss
+        if last is None or not math.isfinite(loss):
+            return None
+        rtol = max(SAME_LOSS_RTOL, SAME_LOSS_EPS * self.loss_eps)
+        return abs(loss - last) <= rtol * max(abs(loss), abs(last), 1e-300)
+
+    def wants_fresh_curvature(self, loss: float) -> bool:
+        """A build, not reused blocks, after a step whose reduction ratio said the model went
+        stale (rejected: ρ ≤ 0, :attr:`stale`), and on a full batch, where Newton's local
+        convergence needs the curvature at the current point (docs/method.md §4.7). Not after
+        ρ < 1/4 on mini-batches: there a reused model's ρ mostly measures how the new batch
+        differs from the one it was built on, which the damping answers (docs/method.md §4.7)."""
+        return self.stale or bool(self._same_loss(loss))
+
     def begin(self, step: int, loss: float, curvature_scale: float) -> None:
         """Tell the regime from the loss this step starts at, and take the curvature scale."""
         self.scale = max(0.0, curvature_scale)
-        last = self.last_trial_loss
-        if last is not None and math.isfinite(loss):
-            rtol = max(SAME_LOSS_RTOL, SAME_LOSS_EPS * self.loss_eps)
-            same = abs(loss - last) <= rtol * max(abs(loss), abs(last), 1e-300)
+        same = self._same_loss(loss)
+        if same is not None:
             self.regime = REGIMES[1] if same else REGIMES[0]
             if not same:
                 self._damping = max(self._damping, self.floor)
@@ -203,7 +226,8 @@ class AdaptiveLM(StepRule):
     def state_dict(self) -> dict[str, Any]:
         return {"damping": self._damping, "rejected_in_a_row": self.rejected_in_a_row,
                 "regime": self.regime, "nu": self.nu, "last_trial_loss": self.last_trial_loss,
-                "loss_eps": self.loss_eps, "trial_needs_grad": self.trial.needs_grad}
+                "loss_eps": self.loss_eps, "trial_needs_grad": self.trial.needs_grad,
+                "stale": self.stale}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self._damping = float(state["damping"])
@@ -214,6 +238,7 @@ class AdaptiveLM(StepRule):
         self.last_trial_loss = state.get("last_trial_loss")
         self.loss_eps = float(state.get("loss_eps", 0.0))
         self.trial.needs_grad = bool(state.get("trial_needs_grad", False))
+        self.stale = bool(state.get("stale", False))
 
     def apply(self, ctx: StepContext, moves: Sequence[Move]) -> dict[str, Any]:
         """θ ← θ + α·Δ with α from the whole model's quadratic model, backtracked until the
@@ -274,6 +299,7 @@ class AdaptiveLM(StepRule):
                                                      math.nan if shortened else rho)
         else:
             self._damping = adapt_damping(self._damping, rho, floor=self.floor)
+        self.stale = not accepted  # no α lowered the loss: the model's promise failed (ρ ≤ 0)
         self.last_trial_loss = new if accepted else base  # where the next step starts
         self.loss_eps = (torch.finfo(ctx.losses.dtype).eps if ctx.losses.is_floating_point()
                          else 0.0)

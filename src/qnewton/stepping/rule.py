@@ -83,6 +83,9 @@ class StepRule(ABC):
     name: str
     #: ``reg`` when the user gives none (the conditioning's fixed regularization).
     default_reg: float = 0.0
+    #: ``curvature_every`` when the user gives none: how many steps one curvature build may
+    #: serve (1: every step builds, as the paper does).
+    default_curvature_every: int = 1
 
     @property
     def damping(self) -> float:
@@ -95,6 +98,11 @@ class StepRule(ABC):
         """An absolute diagonal shift for every block's system (units of the curvature; 0:
         none), the scale-safe part of the damping (docs/method.md §4.12)."""
         return 0.0
+
+    def wants_fresh_curvature(self, loss: float) -> bool:
+        """Whether the step starting at global mean loss ``loss`` should build its curvature
+        rather than reuse kept blocks (``curvature_every`` > 1); default: never asks."""
+        return False
 
     def begin(self, step: int, loss: float, curvature_scale: float) -> None:  # noqa: B027
         """Called before the blocks are solved, with the step's global mean loss and the
