@@ -303,6 +303,60 @@ def test_ggn_with_an_l2_term_equals_brute_force():
     assert plain.bypass == {} and not plain.bypass_covered
 
 
+def _clamped_psd(h):
+    """The reference H⁺: one eigendecomposition of the whole matrix, negatives set to zero."""
+    evals, evecs = torch.linalg.eigh(h)
+    return (evecs * evals.clamp(min=0)) @ evecs.T
+
+
+@pytest.mark.parametrize("shape", ["diagonal", "permuted-blocks", "dense"])
+def test_bypass_rows_reproduce_the_clamped_hessian(shape):
+    """psd_rows splits H into the connected components of its nonzero pattern (an L2 penalty's
+    Hessian is diagonal) and must give RᵀR/S = H⁺ exactly as one eigh of the whole H does, with
+    one row per positive eigenvalue (negative and zero curvature dropped)."""
+    from qnewton.curvature.bypass import psd_rows
+
+    torch.manual_seed(11)
+    n, s = 9, 5
+    if shape == "diagonal":
+        h = torch.diag(torch.tensor([2.0, 0.0, -1.0, 0.5, 3.0, 0.0, 1e-3, -2.0, 4.0], dtype=DT))
+        positive = 5
+    else:
+        a = torch.randn(4, 4, dtype=DT)
+        b = torch.randn(3, 3, dtype=DT)
+        h = torch.block_diag(a @ a.T, b + b.T, torch.diag(torch.tensor([1.5, -0.5], dtype=DT)))
+        if shape == "dense":
+            q, _ = torch.linalg.qr(torch.randn(n, n, dtype=DT))
+            h = q @ h @ q.T
+        else:  # the blocks interleaved, as parameters of one tensor coupled by a penalty are
+            perm = torch.randperm(n)
+            h = h[perm][:, perm]
+        positive = int((torch.linalg.eigvalsh(h) > 1e-12).sum())
+    rows = psd_rows(h, s)
+    assert rows.shape == (positive, n)
+    torch.testing.assert_close(rows.T @ rows / s, _clamped_psd(h), rtol=1e-12, atol=1e-12)
+
+
+def test_l2_bypass_rows_skip_the_whole_eigendecomposition(monkeypatch):
+    """An L2 penalty under the GGN: its Hessian 2λI is diagonal, so its rows are √(S·2λ)·e_i
+    and no block-sized eigh runs (one of N = 3,466 took 3 s a step); the values are checked
+    against brute force in test_ggn_with_an_l2_term_equals_brute_force."""
+    eigh, sizes = torch.linalg.eigh, []
+
+    def recording_eigh(a, *args, **kw):
+        sizes.append(a.shape[-1])
+        return eigh(a, *args, **kw)
+
+    monkeypatch.setattr(torch.linalg, "eigh", recording_eigh)
+    torch.manual_seed(7)
+    model = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 3)).to(DT)
+    x, y = torch.randn(6, 3, dtype=DT), torch.randint(0, 3, (6,))
+    blocks, res = ggn_with_penalty(model, x, y, 0.05)
+    assert sizes and max(sizes) == 3  # the 3×3 loss Hessians only
+    for block in blocks:
+        assert res.bypass[block.name] == f"bypass term's curvature added ({block.numel} rows)"
+
+
 def test_qnewton_ggn_trains_with_an_l2_term():
     torch.manual_seed(8)
     model = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 3))
