@@ -32,7 +32,13 @@ from qnewton.curvature import (
     compute_curvature,
     flatten_block,
 )
-from qnewton.curvature.per_sample import NODE_HANDLERS, check_rows, engine, per_sample_rows
+from qnewton.curvature.per_sample import (
+    NODE_HANDLERS,
+    check_rows,
+    curvature_closure,
+    engine,
+    per_sample_rows,
+)
 from qnewton.curvature.per_sample.handlers import handlers_by_node_type
 
 # --------------------------------------------------------------------------------------------
@@ -190,6 +196,47 @@ def test_batch_norm_in_training_mode_held_statistics_one_pass(monkeypatch):
     # the mean-loss gradient stays exact (the coupled one), not the held-statistics one
     exact = torch.autograd.grad(ce(model(x), y).mean(), blocks[0].params)
     torch.testing.assert_close(res.grads[0], flatten_block(exact), rtol=1e-12, atol=1e-14)
+
+
+def refuse_generic(*args, **kwargs):
+    raise AssertionError("the generic per-sample path was taken")
+
+
+class InstanceNormCNN(nn.Module):
+    """conv → InstanceNorm2d (affine, training mode) → tanh → linear: the norm's statistics are
+    each sample's own, so nothing couples the samples."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.c1 = nn.Conv2d(1, 3, 3)
+        self.norm = nn.InstanceNorm2d(3, affine=True)
+        self.head = nn.Linear(3 * 4 * 4, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(torch.tanh(self.norm(self.c1(x))).flatten(1))
+
+
+@pytest.mark.parametrize("kind", ["fisher", "ggn"])
+def test_instance_norm_rows_are_exact_not_held(kind, monkeypatch):
+    """F.instance_norm is batch norm on (1, S·C, H, W): its statistics belong to one sample, so
+    the rows of the conv before it are each sample's exact gradient (held statistics gave 34%
+    errors, and rows to the conv bias, whose gradient is zero), all without the generic loop."""
+    torch.manual_seed(5)
+    model = InstanceNormCNN().to(DT).train()
+    x, y = images(6, channels=1, size=6), torch.randint(0, 3, (6,))
+    monkeypatch.setattr(engine, "seeded_rows", refuse_generic)
+    blocks = blocks_from_module(model)
+    with curvature_closure():  # recorded, so the norm's own γ, β take the functional path
+        out = model(x)
+    res = compute_curvature(ce(out, y), blocks, CurvatureConfig(kind=kind), outputs=out)
+    assert not any("held" in p for p in res.paths.values()), res.paths
+    for block, cb in zip(blocks, res.blocks, strict=True):
+        if kind == "fisher":
+            torch.testing.assert_close(cb.factor, one_at_a_time(model, block, x, y), rtol=1e-10,
+                                       atol=1e-12, msg=block.name)
+        else:
+            torch.testing.assert_close(cb.to_dense(), brute_ggn(model, block, x, y), rtol=1e-10,
+                                       atol=1e-12, msg=block.name)
 
 
 def test_batch_norm_in_eval_mode_is_handled():
