@@ -130,6 +130,45 @@ def test_float32_model_rows_match_float64_reference():
 
 
 
+class HalfMLP(nn.Module):
+    """A bfloat16/float16 MLP whose logits are upcast to float32 for the loss (the usual
+    mixed-precision habit); ``center`` subtracts the batch mean of the hidden layer, which
+    couples the samples."""
+
+    def __init__(self, center: bool = False) -> None:
+        super().__init__()
+        self.body = nn.Linear(6, 8)
+        self.head = nn.Linear(8, 3)
+        self.center = center
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = torch.tanh(self.body(x))
+        return self.head(h - h.mean(dim=0) if self.center else h).float()
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bf16", "f16"])
+def test_half_precision_rows_take_one_pass_and_coupling_is_still_caught(dtype, monkeypatch):
+    """Half-precision models: the check's reference is computed in the model's precision, so
+    its tolerance follows the parameters' dtype. The one-pass rows are kept (they used to go to
+    the S-pass loop) and agree with float64 per-sample gradients at the same weights to a few
+    eps of the dtype; a model coupling the samples is still sent to the loop."""
+    torch.manual_seed(6)
+    model = HalfMLP().to(dtype)
+    x, y = torch.randn(8, 6).to(dtype), torch.randint(0, 3, (8,))
+    blocks, res = fisher(model, x, y, fast_only=True, monkeypatch=monkeypatch)
+    truth = HalfMLP().to(DT)
+    truth.load_state_dict({k: v.to(DT) for k, v in model.state_dict().items()})
+    eps = torch.finfo(dtype).eps
+    for block, ref_block, cb in zip(blocks, blocks_from_module(truth), res.blocks, strict=True):
+        ref = one_at_a_time(truth, ref_block, x.to(DT), y)
+        err = (cb.factor.to(DT) - ref).norm(dim=1).max() / ref.norm(dim=1).max()
+        assert err < 4 * eps, (block.name, float(err))
+    coupled = HalfMLP(center=True).to(dtype)
+    monkeypatch.undo()
+    _, res = fisher(coupled, x, y)
+    assert res.paths["body.weight"].startswith("loop"), res.paths
+
+
 def test_batch_norm_in_training_mode_exact_rows_take_the_loop_for_earlier_layers(monkeypatch):
     """``batch_norm="exact"``: training-mode BatchNorm couples the samples; the layer before it
     passes the structural test but fails the row check and takes the generic path, so the rows
