@@ -480,3 +480,49 @@ def test_double_backward_curvature_on_flash_attention_models(kind, monkeypatch):
     first = float(opt.step(closure))
     assert math.isfinite(first)
     assert float(opt.step(closure)) < first
+
+
+class TokenGRU(nn.Module):
+    """Embedding → GRU (its unrolled twin) → linear over the vocabulary, at every position."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.emb = nn.Embedding(5, 3)
+        self.rnn = qnewton.prepare(nn.GRU(3, 4, batch_first=True))
+        self.out = nn.Linear(4, 5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.out(self.rnn(self.emb(x))[0])
+
+
+def test_per_token_losses_of_a_sequence_model_say_to_sum_per_sequence():
+    """Per-token losses flattened to (B·T,) on a recurrent model: the tokens of a sequence are
+    coupled, so the rows take the loop — exact, each token's loss gradient — with a warning that
+    names the (B, T) layout and the per-sequence sum, which then takes one pass (rows = each
+    sequence's gradient)."""
+    torch.manual_seed(13)
+    model = TokenGRU().to(DT)
+    x, y = torch.randint(0, 5, (3, 4)), torch.randint(0, 5, (3, 4))
+    blocks = blocks_from_module(model, "model")
+
+    def losses(per_sequence):
+        with curvature_closure():
+            out = model(x)
+        token = F.cross_entropy(out.reshape(-1, 5), y.reshape(-1), reduction="none")
+        return token.reshape(3, 4).sum(1) if per_sequence else token
+
+    def rows(terms):
+        return torch.stack([torch.cat([g.reshape(-1) for g in torch.autograd.grad(
+            t, blocks[0].params, retain_graph=True)]) for t in terms])
+
+    token = losses(False)
+    with pytest.warns(RuntimeWarning, match=r"per-position losses of 3 sequences of 4 flattened"
+                                            r"; one loss per sequence"):
+        res = compute_curvature(token, blocks, CurvatureConfig(kind="fisher"))
+    torch.testing.assert_close(res.blocks[0].factor, rows(token), rtol=1e-10, atol=1e-12)
+    seq = losses(True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        res = compute_curvature(seq, blocks, CurvatureConfig(kind="fisher"))
+    assert res.paths == {"<model>": "one-pass"}
+    torch.testing.assert_close(res.blocks[0].factor, rows(seq), rtol=1e-10, atol=1e-12)
