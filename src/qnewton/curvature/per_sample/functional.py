@@ -37,6 +37,7 @@ from torch.utils._pytree import tree_flatten, tree_unflatten
 
 from qnewton.curvature.memory import DEFAULT_CHUNK_BYTES
 from qnewton.curvature.params import ParamBlock
+from qnewton.curvature.per_sample.causes import RECURRENT_FIX
 from qnewton.curvature.per_sample.recording import ModuleCall, Recording
 
 
@@ -123,7 +124,10 @@ def call_rows(call: ModuleCall, params: Sequence[torch.Tensor], deltas: Sequence
                if isinstance(t, torch.Tensor) and t.grad_fn is not None]
     out_dims = [_sample_dim(t, s) for t in outs]
     if any(d is None for d in out_dims):
-        raise ModuleRefused(f"an output of {type(module).__name__} has no sample dimension")
+        # a fused GRU/LSTM fed a PackedSequence (its output is packed): its twin takes it
+        fix = (f"; {RECURRENT_FIX.format(kinds=type(module).__name__)}"
+               if type(module) in (nn.GRU, nn.LSTM) else "")
+        raise ModuleRefused(f"an output of {type(module).__name__} has no sample dimension{fix}")
     cot = [torch.zeros_like(t) if d is None else d for t, d in zip(outs, deltas, strict=True)]
     batched = [i for i, d in enumerate(dims) if d is not None]
     buffers = {n: b.detach().clone() for n, b in module.named_buffers(remove_duplicate=False)}
