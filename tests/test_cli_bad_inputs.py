@@ -123,6 +123,23 @@ def test_train_refuses_a_bad_setting_before_any_work(tmp_path, capsys, no_work, 
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.parametrize("extra,message", [
+    (["--dampng", "1"], "qnewton train: error: unrecognized arguments: --dampng 1 (--dampng: did "
+                        "you mean --damping?) (see `qnewton train --help`)"),
+    (["--bogus"], "qnewton train: error: unrecognized arguments: --bogus (see `qnewton train "
+                  "--help`)"),
+    (["--epochs", "abc"], "qnewton train: error: argument --epochs: invalid int value: 'abc' "
+                          "(see `qnewton train --help`)"),
+], ids=["misspelt", "unknown", "not-an-int"])
+def test_a_usage_error_is_one_line_naming_the_command(tmp_path, capsys, no_work, extra, message):
+    """argparse's own errors (an unknown flag, a value of the wrong type): one line, from the
+    command they were given to (an unknown flag used to be reported by `qnewton` under its
+    top-level usage), with the flag a misspelt one most likely meant."""
+    code, out, err = run_cli(capsys, ["train", *RUN, *extra, "--out", str(tmp_path / "run")])
+    assert_refused(code, out, err, message, tmp_path)
+    assert err == message + "\n"
+
+
 def test_an_empty_out_is_refused_not_read_as_the_current_directory(capsys, no_work):
     code, out, err = run_cli(capsys, ["train", *RUN, "--out", ""])
     assert_refused(code, out, err, "--out must be a directory path, got ''", no_work)

@@ -303,6 +303,60 @@ def test_ggn_with_an_l2_term_equals_brute_force():
     assert plain.bypass == {} and not plain.bypass_covered
 
 
+def _clamped_psd(h):
+    """The reference H⁺: one eigendecomposition of the whole matrix, negatives set to zero."""
+    evals, evecs = torch.linalg.eigh(h)
+    return (evecs * evals.clamp(min=0)) @ evecs.T
+
+
+@pytest.mark.parametrize("shape", ["diagonal", "permuted-blocks", "dense"])
+def test_bypass_rows_reproduce_the_clamped_hessian(shape):
+    """psd_rows splits H into the connected components of its nonzero pattern (an L2 penalty's
+    Hessian is diagonal) and must give RᵀR/S = H⁺ exactly as one eigh of the whole H does, with
+    one row per positive eigenvalue (negative and zero curvature dropped)."""
+    from qnewton.curvature.bypass import psd_rows
+
+    torch.manual_seed(11)
+    n, s = 9, 5
+    if shape == "diagonal":
+        h = torch.diag(torch.tensor([2.0, 0.0, -1.0, 0.5, 3.0, 0.0, 1e-3, -2.0, 4.0], dtype=DT))
+        positive = 5
+    else:
+        a = torch.randn(4, 4, dtype=DT)
+        b = torch.randn(3, 3, dtype=DT)
+        h = torch.block_diag(a @ a.T, b + b.T, torch.diag(torch.tensor([1.5, -0.5], dtype=DT)))
+        if shape == "dense":
+            q, _ = torch.linalg.qr(torch.randn(n, n, dtype=DT))
+            h = q @ h @ q.T
+        else:  # the blocks interleaved, as parameters of one tensor coupled by a penalty are
+            perm = torch.randperm(n)
+            h = h[perm][:, perm]
+        positive = int((torch.linalg.eigvalsh(h) > 1e-12).sum())
+    rows = psd_rows(h, s)
+    assert rows.shape == (positive, n)
+    torch.testing.assert_close(rows.T @ rows / s, _clamped_psd(h), rtol=1e-12, atol=1e-12)
+
+
+def test_l2_bypass_rows_skip_the_whole_eigendecomposition(monkeypatch):
+    """An L2 penalty under the GGN: its Hessian 2λI is diagonal, so its rows are √(S·2λ)·e_i
+    and no block-sized eigh runs (one of N = 3,466 took 3 s a step); the values are checked
+    against brute force in test_ggn_with_an_l2_term_equals_brute_force."""
+    eigh, sizes = torch.linalg.eigh, []
+
+    def recording_eigh(a, *args, **kw):
+        sizes.append(a.shape[-1])
+        return eigh(a, *args, **kw)
+
+    monkeypatch.setattr(torch.linalg, "eigh", recording_eigh)
+    torch.manual_seed(7)
+    model = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 3)).to(DT)
+    x, y = torch.randn(6, 3, dtype=DT), torch.randint(0, 3, (6,))
+    blocks, res = ggn_with_penalty(model, x, y, 0.05)
+    assert sizes and max(sizes) == 3  # the 3×3 loss Hessians only
+    for block in blocks:
+        assert res.bypass[block.name] == f"bypass term's curvature added ({block.numel} rows)"
+
+
 def test_qnewton_ggn_trains_with_an_l2_term():
     torch.manual_seed(8)
     model = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 3))
@@ -426,3 +480,49 @@ def test_double_backward_curvature_on_flash_attention_models(kind, monkeypatch):
     first = float(opt.step(closure))
     assert math.isfinite(first)
     assert float(opt.step(closure)) < first
+
+
+class TokenGRU(nn.Module):
+    """Embedding → GRU (its unrolled twin) → linear over the vocabulary, at every position."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.emb = nn.Embedding(5, 3)
+        self.rnn = qnewton.prepare(nn.GRU(3, 4, batch_first=True))
+        self.out = nn.Linear(4, 5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.out(self.rnn(self.emb(x))[0])
+
+
+def test_per_token_losses_of_a_sequence_model_say_to_sum_per_sequence():
+    """Per-token losses flattened to (B·T,) on a recurrent model: the tokens of a sequence are
+    coupled, so the rows take the loop — exact, each token's loss gradient — with a warning that
+    names the (B, T) layout and the per-sequence sum, which then takes one pass (rows = each
+    sequence's gradient)."""
+    torch.manual_seed(13)
+    model = TokenGRU().to(DT)
+    x, y = torch.randint(0, 5, (3, 4)), torch.randint(0, 5, (3, 4))
+    blocks = blocks_from_module(model, "model")
+
+    def losses(per_sequence):
+        with curvature_closure():
+            out = model(x)
+        token = F.cross_entropy(out.reshape(-1, 5), y.reshape(-1), reduction="none")
+        return token.reshape(3, 4).sum(1) if per_sequence else token
+
+    def rows(terms):
+        return torch.stack([torch.cat([g.reshape(-1) for g in torch.autograd.grad(
+            t, blocks[0].params, retain_graph=True)]) for t in terms])
+
+    token = losses(False)
+    with pytest.warns(RuntimeWarning, match=r"per-position losses of 3 sequences of 4 flattened"
+                                            r"; one loss per sequence"):
+        res = compute_curvature(token, blocks, CurvatureConfig(kind="fisher"))
+    torch.testing.assert_close(res.blocks[0].factor, rows(token), rtol=1e-10, atol=1e-12)
+    seq = losses(True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        res = compute_curvature(seq, blocks, CurvatureConfig(kind="fisher"))
+    assert res.paths == {"<model>": "one-pass"}
+    torch.testing.assert_close(res.blocks[0].factor, rows(seq), rtol=1e-10, atol=1e-12)

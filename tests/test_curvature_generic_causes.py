@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch import nn
 
-from qnewton import QNewton
+from qnewton import QNewton, prepare
 from qnewton.curvature.per_sample.causes import (
     ATTENTION_CAUSE,
     BATCHNORM_CAUSE,
@@ -69,3 +69,40 @@ def test_a_batchnorm_model_is_not_told_to_unfuse_recurrent_layers(batch_norm):
 @pytest.mark.parametrize("root", [torch.ones(2)])
 def test_a_root_without_a_graph_has_no_causes(root):
     assert generic_path_causes(root, []) == []
+
+
+class PackedClassifier(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.gru = nn.GRU(3, 4, batch_first=True)
+        self.head = nn.Linear(4, 3)
+
+    def forward(self, x, lengths):
+        packed = nn.utils.rnn.pack_padded_sequence(x, lengths, batch_first=True,
+                                                   enforce_sorted=False)
+        return self.head(self.gru(packed)[1][-1])
+
+
+def test_a_fused_recurrent_kernel_on_packed_input_is_told_to_prepare():
+    """A fused nn.GRU fed a PackedSequence: the functional stage refuses it (its packed output
+    has no sample dimension) and the warning also gives the fix, qnewton.prepare(model); once
+    prepared, the twin takes packed input in one pass and nothing is warned."""
+    torch.manual_seed(1)
+    model = PackedClassifier()
+    x, lengths = torch.randn(6, 5, 3), torch.tensor([5, 2, 4, 1, 3, 5])
+    y = torch.randint(0, 3, (6,))
+
+    def closure():
+        return nn.functional.cross_entropy(model(x, lengths), y, reduction="none")
+
+    def generic_warnings():
+        opt = QNewton(model.named_parameters(), rates=RATES, grouping="tensor")
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            opt.step(closure)
+        return [str(w.message) for w in caught if "generic loop" in str(w.message)]
+
+    fused = [m for m in generic_warnings() if "gru." in m]
+    assert fused and all("qnewton.prepare(model)" in m for m in fused), fused
+    prepare(model)
+    assert generic_warnings() == []

@@ -148,3 +148,32 @@ def test_ggn_mc_is_registered_and_needs_outputs():
         CurvatureConfig(kind="ggn-mc", seed=-1)
 
 
+
+
+def test_readme_least_squares_closure_gets_the_gauss_newton_matrix():
+    """README's recipe for a sum of squares, ``r = residual(); return r.square(), r``: 1-D
+    residuals as the outputs give the Gauss–Newton matrix (2/S)·JᵀJ (brute-force Jacobian), and
+    QNewton resolves ``curvature="auto"`` to the GGN. (The recipe once read ``r.unsqueeze(1)``,
+    a new tensor the losses do not depend on, which the GGN's closure check refuses.)"""
+    import qnewton
+
+    torch.manual_seed(12)
+    model = torch.nn.Sequential(torch.nn.Linear(2, 4), torch.nn.Tanh(),
+                                torch.nn.Linear(4, 1)).to(DT)
+    x, target = torch.randn(7, 2, dtype=DT), torch.randn(7, dtype=DT)
+    blocks = blocks_from_module(model, "model")
+    r = model(x).squeeze(1) - target
+    res = compute_curvature(r.square(), blocks, CurvatureConfig(kind="ggn"), outputs=r)
+    jac = torch.stack([torch.cat([g.reshape(-1) for g in torch.autograd.grad(
+        r[s], blocks[0].params, retain_graph=True)]) for s in range(7)])
+    torch.testing.assert_close(res.blocks[0].to_dense(), 2 * jac.T @ jac / 7, rtol=1e-10,
+                               atol=1e-12)
+    opt = qnewton.QNewton(model.named_parameters())
+
+    def closure():
+        r = model(x).squeeze(1) - target
+        return r.square(), r
+
+    opt.step(closure)
+    settings = [e for e in opt.ledger.events if e["kind"] == "settings"]
+    assert [e["curvature"] for e in settings] == ["ggn"]

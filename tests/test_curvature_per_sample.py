@@ -32,7 +32,13 @@ from qnewton.curvature import (
     compute_curvature,
     flatten_block,
 )
-from qnewton.curvature.per_sample import NODE_HANDLERS, check_rows, engine, per_sample_rows
+from qnewton.curvature.per_sample import (
+    NODE_HANDLERS,
+    check_rows,
+    curvature_closure,
+    engine,
+    per_sample_rows,
+)
 from qnewton.curvature.per_sample.handlers import handlers_by_node_type
 
 # --------------------------------------------------------------------------------------------
@@ -124,6 +130,45 @@ def test_float32_model_rows_match_float64_reference():
 
 
 
+class HalfMLP(nn.Module):
+    """A bfloat16/float16 MLP whose logits are upcast to float32 for the loss (the usual
+    mixed-precision habit); ``center`` subtracts the batch mean of the hidden layer, which
+    couples the samples."""
+
+    def __init__(self, center: bool = False) -> None:
+        super().__init__()
+        self.body = nn.Linear(6, 8)
+        self.head = nn.Linear(8, 3)
+        self.center = center
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = torch.tanh(self.body(x))
+        return self.head(h - h.mean(dim=0) if self.center else h).float()
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bf16", "f16"])
+def test_half_precision_rows_take_one_pass_and_coupling_is_still_caught(dtype, monkeypatch):
+    """Half-precision models: the check's reference is computed in the model's precision, so
+    its tolerance follows the parameters' dtype. The one-pass rows are kept (they used to go to
+    the S-pass loop) and agree with float64 per-sample gradients at the same weights to a few
+    eps of the dtype; a model coupling the samples is still sent to the loop."""
+    torch.manual_seed(6)
+    model = HalfMLP().to(dtype)
+    x, y = torch.randn(8, 6).to(dtype), torch.randint(0, 3, (8,))
+    blocks, res = fisher(model, x, y, fast_only=True, monkeypatch=monkeypatch)
+    truth = HalfMLP().to(DT)
+    truth.load_state_dict({k: v.to(DT) for k, v in model.state_dict().items()})
+    eps = torch.finfo(dtype).eps
+    for block, ref_block, cb in zip(blocks, blocks_from_module(truth), res.blocks, strict=True):
+        ref = one_at_a_time(truth, ref_block, x.to(DT), y)
+        err = (cb.factor.to(DT) - ref).norm(dim=1).max() / ref.norm(dim=1).max()
+        assert err < 4 * eps, (block.name, float(err))
+    coupled = HalfMLP(center=True).to(dtype)
+    monkeypatch.undo()
+    _, res = fisher(coupled, x, y)
+    assert res.paths["body.weight"].startswith("loop"), res.paths
+
+
 def test_batch_norm_in_training_mode_exact_rows_take_the_loop_for_earlier_layers(monkeypatch):
     """``batch_norm="exact"``: training-mode BatchNorm couples the samples; the layer before it
     passes the structural test but fails the row check and takes the generic path, so the rows
@@ -190,6 +235,47 @@ def test_batch_norm_in_training_mode_held_statistics_one_pass(monkeypatch):
     # the mean-loss gradient stays exact (the coupled one), not the held-statistics one
     exact = torch.autograd.grad(ce(model(x), y).mean(), blocks[0].params)
     torch.testing.assert_close(res.grads[0], flatten_block(exact), rtol=1e-12, atol=1e-14)
+
+
+def refuse_generic(*args, **kwargs):
+    raise AssertionError("the generic per-sample path was taken")
+
+
+class InstanceNormCNN(nn.Module):
+    """conv → InstanceNorm2d (affine, training mode) → tanh → linear: the norm's statistics are
+    each sample's own, so nothing couples the samples."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.c1 = nn.Conv2d(1, 3, 3)
+        self.norm = nn.InstanceNorm2d(3, affine=True)
+        self.head = nn.Linear(3 * 4 * 4, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(torch.tanh(self.norm(self.c1(x))).flatten(1))
+
+
+@pytest.mark.parametrize("kind", ["fisher", "ggn"])
+def test_instance_norm_rows_are_exact_not_held(kind, monkeypatch):
+    """F.instance_norm is batch norm on (1, S·C, H, W): its statistics belong to one sample, so
+    the rows of the conv before it are each sample's exact gradient (held statistics gave 34%
+    errors, and rows to the conv bias, whose gradient is zero), all without the generic loop."""
+    torch.manual_seed(5)
+    model = InstanceNormCNN().to(DT).train()
+    x, y = images(6, channels=1, size=6), torch.randint(0, 3, (6,))
+    monkeypatch.setattr(engine, "seeded_rows", refuse_generic)
+    blocks = blocks_from_module(model)
+    with curvature_closure():  # recorded, so the norm's own γ, β take the functional path
+        out = model(x)
+    res = compute_curvature(ce(out, y), blocks, CurvatureConfig(kind=kind), outputs=out)
+    assert not any("held" in p for p in res.paths.values()), res.paths
+    for block, cb in zip(blocks, res.blocks, strict=True):
+        if kind == "fisher":
+            torch.testing.assert_close(cb.factor, one_at_a_time(model, block, x, y), rtol=1e-10,
+                                       atol=1e-12, msg=block.name)
+        else:
+            torch.testing.assert_close(cb.to_dense(), brute_ggn(model, block, x, y), rtol=1e-10,
+                                       atol=1e-12, msg=block.name)
 
 
 def test_batch_norm_in_eval_mode_is_handled():

@@ -9,6 +9,7 @@ import copy
 
 import pytest
 import torch
+import torch.nn.functional as F
 from per_sample_fixtures import DT, brute_ggn, curvature, fisher, one_at_a_time
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence
@@ -85,6 +86,68 @@ def test_twin_outputs_and_states_equal_the_fused_module(cell):
         torch.testing.assert_close(got, ref, rtol=1e-12, atol=1e-14)
 
 
+@pytest.mark.parametrize("sort", [False, True], ids=["unsorted", "sorted"])
+@pytest.mark.parametrize("batch_first", [False, True], ids=["time-major", "batch-first"])
+@pytest.mark.parametrize("cell", [nn.GRU, nn.LSTM], ids=["gru", "lstm"])
+def test_twin_on_packed_sequences_equals_the_fused_module(cell, batch_first, sort):
+    """A PackedSequence (lengths 5, 2, 4, 1; 2 layers, bidirectional): the packed output, h_n
+    (and c_n) equal the fused kernel's, with and without an initial state."""
+    torch.manual_seed(2)
+    fused = cell(3, 4, num_layers=2, bidirectional=True, batch_first=batch_first).to(DT)
+    twin = unfuse_recurrent(copy.deepcopy(fused))
+    lengths = torch.tensor([5, 4, 2, 1]) if sort else torch.tensor([5, 2, 4, 1])
+    x = torch.randn(4, 5, 3, dtype=DT) if batch_first else torch.randn(5, 4, 3, dtype=DT)
+    packed = pack_padded_sequence(x, lengths, batch_first=batch_first, enforce_sorted=sort)
+    h0 = torch.randn(4, 4, 4, dtype=DT)
+    hx = h0 if cell is nn.GRU else (h0, torch.randn(4, 4, 4, dtype=DT))
+    for args in ((packed,), (packed, hx)):
+        (ref_out, ref_h), (out, h) = fused(*args), twin(*args)
+        assert type(out) is type(ref_out)
+        torch.testing.assert_close(out.data, ref_out.data, rtol=1e-12, atol=1e-14)
+        assert torch.equal(out.batch_sizes, ref_out.batch_sizes)
+        for got, ref in ((out.sorted_indices, ref_out.sorted_indices),
+                         (out.unsorted_indices, ref_out.unsorted_indices)):
+            assert (got is None and ref is None) or torch.equal(got, ref)
+        torch.testing.assert_close(h, ref_h, rtol=1e-12, atol=1e-14)
+
+
+class PackedNet(nn.Module):
+    """Padded (S, T, F) sequences with lengths → packed → GRU/LSTM → h_n's last layer → linear."""
+
+    def __init__(self, cell: type[nn.RNNBase]) -> None:
+        super().__init__()
+        self.rnn = cell(3, 4, batch_first=True)
+        self.head = nn.Linear(4, 3)
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        _, state = self.rnn(pack_padded_sequence(x, lengths, batch_first=True,
+                                                 enforce_sorted=False))
+        h = state if isinstance(state, torch.Tensor) else state[0]
+        return self.head(torch.tanh(h[-1]))
+
+
+@pytest.mark.parametrize("cell", [nn.GRU, nn.LSTM], ids=["gru", "lstm"])
+def test_twin_fisher_rows_on_packed_sequences_equal_each_sequence_alone(cell, monkeypatch):
+    """Per-sample rows of a packed batch in one pass: row s equals the fused model's gradient of
+    sample s run alone at its own length (its padding never reaches the gradient)."""
+    torch.manual_seed(3)
+    fused = PackedNet(cell).to(DT)
+    twin = unfuse_recurrent(copy.deepcopy(fused))
+    x = torch.randn(5, 4, 3, dtype=DT)
+    lengths = torch.tensor([4, 1, 3, 2, 4])
+    y = torch.randint(0, 3, (5,))
+    blocks, res = fisher(twin, (x, lengths), y, fast_only=True, monkeypatch=monkeypatch)
+    for block, ref_block, cb in zip(blocks, blocks_from_module(fused), res.blocks, strict=True):
+        rows = []
+        for s in range(5):
+            n = int(lengths[s])
+            loss = F.cross_entropy(fused(x[s:s + 1, :n], lengths[s:s + 1]), y[s:s + 1])
+            rows.append(torch.cat([g.reshape(-1) for g in torch.autograd.grad(
+                loss, ref_block.params)]))
+        torch.testing.assert_close(cb.factor, torch.stack(rows), rtol=1e-10, atol=1e-12,
+                                   msg=block.name)
+
+
 def test_unfuse_keeps_the_parameter_objects_and_state_dict():
     model = nn.Sequential(nn.GRU(3, 4), nn.LSTM(4, 2))
     before = list(model.parameters())
@@ -104,9 +167,6 @@ def test_unsupported_recurrent_settings_are_named():
         gru(torch.randn(5, 2, 3))
     gru.eval()
     assert gru(torch.randn(5, 2, 3))[0].shape == (5, 2, 4)
-    packed = pack_padded_sequence(torch.randn(5, 2, 3), torch.tensor([5, 3]))
-    with pytest.raises(ValueError, match="PackedSequence"):
-        gru(packed)
     with pytest.raises(TypeError, match="model"):
         unfuse_recurrent("gru")
 

@@ -304,6 +304,25 @@ def test_a_closure_that_calls_backward_is_told_what_to_return():
         opt.step(lambda: nn.functional.cross_entropy(model(x), y).item())
 
 
+@pytest.mark.parametrize("with_outputs", [False, True], ids=["losses", "losses-outputs"])
+def test_a_scalar_mean_loss_is_told_to_return_the_losses_unreduced(with_outputs):
+    """The habit of torch.optim closures, a mean loss with its graph: refused before any update,
+    by a ClosureError naming reduction='none', with or without the outputs (Fisher, GGN)."""
+    model, x, y = _problem()
+    opt = QNewton(model.parameters(), rates=RATES)
+    before = [p.detach().clone() for p in model.parameters()]
+
+    def mean_loss():
+        out = model(x)
+        loss = nn.functional.cross_entropy(out, y)
+        return (loss, out) if with_outputs else loss
+
+    with pytest.raises(ClosureError, match=r"got a scalar .*reduction='none'"):
+        opt.step(mean_loss)
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
+    opt.step(closure_for(model, x, y, with_outputs=with_outputs))  # and then it steps
+
+
 def test_an_empty_batch_is_refused_and_moves_nothing():
     model, x, y = _problem()
     opt = QNewton(model.parameters(), rates=RATES)

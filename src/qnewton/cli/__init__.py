@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import difflib
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import NoReturn
 
 import qnewton
 from qnewton.cli import calibrate, estimate, runs, validate_qlsa
@@ -27,8 +29,30 @@ class HelpWithDefaults(argparse.ArgumentDefaultsHelpFormatter):
 FORMATTER = HelpWithDefaults
 
 
+class OneLineErrors(argparse.ArgumentParser):
+    """A usage error is one line naming the command (argparse prints the whole usage first:
+    24 lines for ``train``); its subcommands' parsers are of this class too."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+
+
+def unknown_flags_message(extra: Sequence[str], flags: Sequence[str]) -> str:
+    """``unrecognized arguments: ...``, and for each mistyped flag the command's flag it most
+    likely meant."""
+    hints = []
+    for arg in extra:
+        name = arg.split("=", 1)[0]
+        if name.startswith("--"):
+            close = difflib.get_close_matches(name, flags, n=1, cutoff=0.75)
+            if close:
+                hints.append(f"{name}: did you mean {close[0]}?")
+    return f"unrecognized arguments: {' '.join(extra)}" + (f" ({'; '.join(hints)})" if hints
+                                                           else "")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineErrors(
         prog="qnewton",
         description="Newton's-method training with hybrid quantum-classical scheduling.",
     )
@@ -90,7 +114,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(bench_main(argv[1:]))
     parser = build_parser()
     try:
-        args = parser.parse_args(argv)
+        args, extra = parser.parse_known_args(argv)
+        if extra:  # reported by the command they were given to, not by `qnewton`
+            command = f"qnewton {args.command}"
+            flags = sorted(set(args.flag_names.values()))
+            parser.exit(2, f"{command}: error: {unknown_flags_message(extra, flags)} "
+                           f"(see `{command} --help`)\n")
     except SystemExit as exc:  # --help (0), or a usage error argparse has printed (2)
         return exc.code if isinstance(exc.code, int) else 2
     args.raw_argv = argv  # `train --nproc N` relaunches these arguments on N ranks

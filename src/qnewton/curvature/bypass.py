@@ -21,6 +21,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
 
 from qnewton.curvature.autograd import BatchedVJP, flat_rows
 from qnewton.curvature.memory import DEFAULT_CHUNK_BYTES
@@ -88,17 +90,47 @@ def bypass_rows(losses: torch.Tensor, outputs: torch.Tensor, blocks: Sequence[Pa
                              f"over {MAX_BYPASS_N}")
             continue
         h = _hessian(pieces, curved, b, dtype)
-        h = (h + h.T) / 2
-        evals, evecs = torch.linalg.eigh(h)
-        keep = evals > evals.abs().max() * b.numel * torch.finfo(dtype).eps
-        if not bool(keep.any()):
+        rows = psd_rows((h + h.T) / 2, num_samples)
+        if rows.shape[0] == 0:
             notes[b.name] = "bypass term with no positive curvature"
             covered.add(b.name)
             continue
-        out[id(b)] = (evecs[:, keep] * (num_samples * evals[keep]).sqrt()).T.contiguous()
-        notes[b.name] = f"bypass term's curvature added ({int(keep.sum())} rows)"
+        out[id(b)] = rows
+        notes[b.name] = f"bypass term's curvature added ({rows.shape[0]} rows)"
         covered.add(b.name)
     return out, notes, covered
+
+
+def psd_rows(h: torch.Tensor, num_samples: int) -> torch.Tensor:
+    """Rows ``R`` (K, N) with ``RᵀR / S = H⁺`` for a symmetric (N, N) ``h``: ``√(S·μ_i)·u_iᵀ``
+    for its eigenpairs with μ_i above round-off (``max|μ|·N·eps``). The eigendecomposition runs
+    per connected component of h's nonzero pattern — an L2 penalty's Hessian is diagonal, and
+    one ``eigh`` of the whole N×N matrix (N³) took 3 s of a 1.4 s step at N = 3,466 (one CPU
+    thread) where its diagonal gives the same rows (scaled unit vectors) at once."""
+    n, dtype = h.shape[0], h.dtype
+    pattern = h != 0
+    pattern.fill_diagonal_(False)
+    if not bool(pattern.any()):  # diagonal: its entries are the eigenvalues, e_i the vectors
+        evals = h.diagonal()
+        keep = (evals > evals.abs().max() * n * torch.finfo(dtype).eps).nonzero().flatten()
+        rows = torch.zeros((keep.numel(), n), dtype=dtype)
+        rows[torch.arange(keep.numel()), keep] = (num_samples * evals[keep]).sqrt()
+        return rows
+    count, labels = connected_components(coo_matrix(pattern.numpy()), directed=False)
+    parts = []
+    for c in range(count):
+        idx = torch.from_numpy((labels == c).nonzero()[0])
+        evals, evecs = torch.linalg.eigh(h[idx][:, idx])
+        parts.append((idx, evals, evecs))
+    top = max(float(e.abs().max()) for _, e, _ in parts)
+    cut = top * n * torch.finfo(dtype).eps
+    rows = []
+    for idx, evals, evecs in parts:
+        keep = evals > cut
+        piece = torch.zeros((int(keep.sum()), n), dtype=dtype)
+        piece[:, idx] = (evecs[:, keep] * (num_samples * evals[keep]).sqrt()).T
+        rows.append(piece)
+    return torch.cat(rows)
 
 
 def _hessian(pieces: Sequence[torch.Tensor | None], curved: Sequence[int], block: ParamBlock,

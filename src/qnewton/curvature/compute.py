@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, replace
 import torch
 
 from qnewton.curvature.config import CurvatureBudgetError, CurvatureConfig
-from qnewton.curvature.kind import BuildInputs, CurvatureKind
+from qnewton.curvature.kind import BuildInputs, ClosureError, CurvatureKind
 from qnewton.curvature.kinds import CURVATURES
 from qnewton.curvature.memory import format_bytes
 from qnewton.curvature.params import ParamBlock, flatten_block
@@ -136,6 +136,11 @@ def _validate_inputs(losses: torch.Tensor, blocks: Sequence[ParamBlock], kind: C
     ids = [id(p) for b in blocks for p in b.params]
     if len(set(ids)) != len(ids):
         raise ValueError("a parameter appears in more than one block")
+    if kind.per_sample and losses.ndim == 0:  # the commonest slip: a mean taken out of habit
+        raise ClosureError(
+            f"curvature={kind.name!r} needs per-sample losses of shape (S,), got a scalar (a "
+            "reduced loss): return the losses unreduced, e.g. cross_entropy(..., "
+            "reduction='none'); QNewton's objective is their mean")
     if kind.per_sample and losses.ndim != 1:
         raise ValueError(
             f"curvature={kind.name!r} needs per-sample losses of shape (S,), got shape "

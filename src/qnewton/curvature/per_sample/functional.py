@@ -37,6 +37,7 @@ from torch.utils._pytree import tree_flatten, tree_unflatten
 
 from qnewton.curvature.memory import DEFAULT_CHUNK_BYTES
 from qnewton.curvature.params import ParamBlock
+from qnewton.curvature.per_sample.causes import RECURRENT_FIX
 from qnewton.curvature.per_sample.recording import ModuleCall, Recording
 
 
@@ -93,6 +94,18 @@ def _names(module: nn.Module, wanted: Sequence[torch.Tensor]) -> list[str]:
     return [by_id[id(p)] for p in wanted]
 
 
+def _per_position_hint(leaves: Sequence[Any], s: int) -> str:
+    """What to do when an input is (B, T, ...) with B·T = S: the losses are per position of
+    sequences (per-token losses flattened), which a recurrence or attention couples."""
+    shapes = [tuple(t.shape[:2]) for t in leaves if isinstance(t, torch.Tensor) and t.ndim >= 2
+              and t.shape[0] * t.shape[1] == s]
+    if not shapes:
+        return ""
+    return (f" (the losses look like per-position losses of {shapes[0][0]} sequences of "
+            f"{shapes[0][1]} flattened; one loss per sequence, summed over its positions, "
+            "takes the one-pass rows)")
+
+
 def call_rows(call: ModuleCall, params: Sequence[torch.Tensor], deltas: Sequence[Any],
               s: int, dtype: torch.dtype) -> list[torch.Tensor]:
     """Per-sample gradients ``(S, *p.shape)`` (in ``dtype``) of each of ``params`` through this
@@ -103,15 +116,18 @@ def call_rows(call: ModuleCall, params: Sequence[torch.Tensor], deltas: Sequence
     leaves, spec = tree_flatten((call.args, call.kwargs))
     dims = [_sample_dim(t, s) for t in leaves]
     if all(d is None for d in dims):
-        raise ModuleRefused(f"no input of {type(module).__name__} has the {s} samples "
-                            "in dimension 0 or 1")
+        raise ModuleRefused(f"no input of {type(module).__name__} has the {s} samples in "
+                            f"dimension 0 or 1{_per_position_hint(leaves, s)}")
     outs = call.output_tensors()
     out_leaves, _ = tree_flatten(call.output)
     out_pos = [i for i, t in enumerate(out_leaves)
                if isinstance(t, torch.Tensor) and t.grad_fn is not None]
     out_dims = [_sample_dim(t, s) for t in outs]
     if any(d is None for d in out_dims):
-        raise ModuleRefused(f"an output of {type(module).__name__} has no sample dimension")
+        # a fused GRU/LSTM fed a PackedSequence (its output is packed): its twin takes it
+        fix = (f"; {RECURRENT_FIX.format(kinds=type(module).__name__)}"
+               if type(module) in (nn.GRU, nn.LSTM) else "")
+        raise ModuleRefused(f"an output of {type(module).__name__} has no sample dimension{fix}")
     cot = [torch.zeros_like(t) if d is None else d for t, d in zip(outs, deltas, strict=True)]
     batched = [i for i, d in enumerate(dims) if d is not None]
     buffers = {n: b.detach().clone() for n, b in module.named_buffers(remove_duplicate=False)}

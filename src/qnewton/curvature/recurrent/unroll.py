@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.nn.utils.rnn import PackedSequence
+from torch.nn.utils.rnn import PackedSequence, pad_packed_sequence
 
 #: A cell: (step input (B, in), state, w_ih, w_hh, b_ih, b_hh) → new state; the state is h, or
 #: (h, c) for the LSTM, each (B, H).
@@ -35,15 +35,33 @@ def _state_parts(state: Any) -> tuple[torch.Tensor, ...]:
     return state if isinstance(state, tuple) else (state,)
 
 
+def _hold(live: torch.Tensor, new: Any, old: Any) -> Any:
+    """The new state where ``live`` (B, 1), else the old one (a finished packed sequence)."""
+    if isinstance(new, tuple):
+        return tuple(torch.where(live, n, o) for n, o in zip(new, old, strict=True))
+    return torch.where(live, new, old)
+
+
+def _repack(output: torch.Tensor, like: PackedSequence) -> PackedSequence:
+    """The (T, B, ·) padded ``output`` in the caller's batch order as a PackedSequence laid out
+    like ``like`` (its batch sizes and sort order), as PyTorch's modules return it."""
+    order = like.sorted_indices
+    sizes = like.batch_sizes.tolist()
+    data = torch.cat([output[t, :n] if order is None else output[t, order[:n]]
+                      for t, n in enumerate(sizes)])
+    return PackedSequence(data, like.batch_sizes, like.sorted_indices, like.unsorted_indices)
+
+
 def unroll(module: nn.RNNBase, input: torch.Tensor, hx: Any, cell: Cell,
            num_states: int) -> tuple[torch.Tensor, Any]:
     """``module(input, hx)`` computed step by step with ``cell``; same outputs as PyTorch's
     ``nn.GRU``/``nn.LSTM`` (``num_states`` = 1 or 2): ``(output, h_n)`` or
-    ``(output, (h_n, c_n))``, batched or unbatched, ``batch_first`` and bidirectional."""
+    ``(output, (h_n, c_n))``, batched or unbatched, ``batch_first``, bidirectional, and on a
+    ``PackedSequence`` (output packed alike; ``hx`` and ``h_n`` in the caller's batch order)."""
     check_supported(module)
-    if isinstance(input, PackedSequence):
-        raise ValueError("input must be a padded tensor: PackedSequence is not supported by the "
-                         "per-sample recurrent twin")
+    packed = input if isinstance(input, PackedSequence) else None
+    if packed is not None:  # time-major (T, B, F) in the caller's batch order, and the lengths
+        input, lengths = pad_packed_sequence(packed)
     if input.ndim not in (2, 3):
         raise ValueError(f"input must be 2-D (unbatched) or 3-D, got shape {tuple(input.shape)}")
     if module.dropout and module.training and module.num_layers > 1:
@@ -53,9 +71,14 @@ def unroll(module: nn.RNNBase, input: torch.Tensor, hx: Any, cell: Cell,
         )
     batched = input.ndim == 3
     x = input if batched else input.unsqueeze(1)
-    if batched and module.batch_first:
+    if batched and module.batch_first and packed is None:
         x = x.transpose(0, 1)
     steps, batch = x.shape[0], x.shape[1]
+    # a packed sequence's sample s is live for t < length_s: past it the state is held (so h_n
+    # is the state at its last step, and the reverse direction starts at that step, as PyTorch's
+    # packed kernels do); None: every step is live
+    live = (None if packed is None else
+            [(t < lengths).to(x.device).unsqueeze(1) for t in range(steps)])
     dirs = 2 if module.bidirectional else 1
     layers = module.num_layers * dirs
     if hx is None:
@@ -76,16 +99,21 @@ def unroll(module: nn.RNNBase, input: torch.Tensor, hx: Any, cell: Cell,
             state = init[0][idx] if num_states == 1 else tuple(h[idx] for h in init)
             out: list[torch.Tensor] = [x.new_empty(0)] * steps
             for t in (range(steps) if d == 0 else reversed(range(steps))):
-                state = cell(xs[t], state, w[0], w[1], b[0], b[1])
+                new = cell(xs[t], state, w[0], w[1], b[0], b[1])
+                if live is not None:
+                    new = _hold(live[t], new, state)
+                state = new
                 out[t] = _state_parts(state)[0]
             outs.append(out)
             finals.append(_state_parts(state))
         xs = [torch.cat([o[t] for o in outs], dim=1) if dirs == 2 else outs[0][t]
               for t in range(steps)]
     output = torch.stack(xs)
+    last = tuple(torch.stack([f[i] for f in finals]) for i in range(num_states))
+    if packed is not None:
+        return _repack(output, packed), (last[0] if num_states == 1 else last)
     if batched and module.batch_first:
         output = output.transpose(0, 1)
-    last = tuple(torch.stack([f[i] for f in finals]) for i in range(num_states))
     if not batched:
         output = output.squeeze(1)
         last = tuple(h.squeeze(1) for h in last)
