@@ -5,13 +5,14 @@ closure, with its own mean: gradient ``g_r = (1/S_r)·Σ_{s∈r} ∇ℓ_s``, fac
 ``scale_r·F_rᵀF_r`` (``scale_r = 1/S_r`` for the Fisher and the GGN), dense blocks ``H_r``. The
 global objective is the mean over all ``S`` samples, so (docs/method.md §4.10)
 
-* ``g = Σ_r (S_r/S)·g_r`` — one all-reduce of every block's gradient, weighted;
+* ``g = Σ_r (S_r/S)·g_r`` — one all-reduce of every block's gradient, weighted (carrying the
+  curvature traces and every rank's shard table too: :func:`combine_result`);
 * factor form: ``A = Σ_r (S_r/S)·scale_r·F_rᵀF_r = (1/S)·[F_0; F_1; …]ᵀ[F_0; F_1; …]`` after
   multiplying rank r's rows by ``√(S_r·scale_r)`` (= 1 for the Fisher and GGN: the rows are
   concatenated unchanged, in rank order — the single process's row order when the shards are
   contiguous slices of the batch). They are gathered to the block's owner only — a linear
   layer's Kronecker rows ``g ⊗ a`` as their factors ``a`` and ``g``, the explicit rows otherwise
-  (:mod:`~qnewton.distributed.factor_shard`);
+  (:mod:`~qnewton.distributed.factor_shard`), all owners' in one all-to-all;
 * dense blocks (the exact Hessian): ``H = Σ_r (S_r/S)·H_r``, reduced to the owner;
 * matrix-free blocks: ``H v = Σ_r (S_r/S)·H_r v`` — every product is an all-reduce, so such a
   block is solved by all ranks together, in lockstep (:func:`collective_block`).

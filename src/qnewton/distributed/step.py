@@ -5,18 +5,19 @@ In a single process every collective is the identity and the one rank owns every
 (:class:`~qnewton.distributed.ownership.LocalAssignment`); on several ranks:
 
 1. :meth:`StepPath.global_loss` — the loss averaged over the global batch (every rank then takes
-   the same skip decisions).
-2. :meth:`StepPath.combine` — gradients all-reduced with weights ``S_r/S``; each block's mode
-   (owned, collective, none) decided on the global batch.
+   the same skip decisions), and the shard sizes ``S_r``, in one all-gather.
+2. :meth:`StepPath.combine` — gradients all-reduced with weights ``S_r/S``, in the same
+   all-reduce as the curvature traces (:meth:`StepPath.curvature_scale`) and every rank's shard
+   table; each block's mode (owned, collective, none) decided on the global batch.
 3. :meth:`StepPath.solve` — the large factor blocks whose split across all ranks is predicted
    faster (the scheduler's seconds plus the measured costs of the collectives,
    :mod:`~qnewton.distributed.comm_rates`) are dealt out by columns and solved by all ranks
    together (:mod:`~qnewton.distributed.column_shard`); ownership of the others by LPT; their
    shards gathered to the owners; each owner solves its blocks
    (:func:`~qnewton.stepping.solve_block`); matrix-free blocks are solved by all ranks in
-   lockstep; the directions are broadcast from their owners and the outcomes (records, events)
-   exchanged, so that every rank books the same outcomes — each rank's measured seconds stay
-   its own.
+   lockstep; the directions and the outcomes (records, events) go from their owners to every
+   rank in one all-to-all, so that every rank books the same outcomes — each rank's measured
+   seconds stay its own.
 
 Randomness is keyed by (step, block index, attempt), never by rank, so a block's solve draws
 what it would draw in one process.
