@@ -213,6 +213,7 @@ def combine_result(ctx: DistContext, result: CurvatureResult, config: CurvatureC
     owners are known); collective blocks become :func:`collective_block`; blocks over budget
     are reported in ``skipped`` / ``matrix_free`` with the global batch's figures.
     """
+    traces = curvature_traces(result)  # local work, booked apart from the communication
     with ledger.phase("communication"):
         if sizes is None:
             sizes = [row[0] for row in ctx.all_gather_ints([result.num_samples],
@@ -225,8 +226,7 @@ def combine_result(ctx: DistContext, result: CurvatureResult, config: CurvatureC
                 *(_local_columns(b) for b in result.blocks),
                 *(_local_layout(b) for b in result.blocks)]
         flat = torch.cat([g.reshape(-1) for g in result.grads]) * weight
-        traces = curvature_traces(result) * weight
-        meta = torch.cat([traces, _slotted(ints, ctx.rank, ctx.world)])
+        meta = torch.cat([traces * weight, _slotted(ints, ctx.rank, ctx.world)])
         if flat.dtype == torch.float64:
             total = ctx.all_reduce(torch.cat([flat, meta.to(flat.device)]),
                                    "all-reduce of the gradients, traces and shard sizes")
