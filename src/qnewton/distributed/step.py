@@ -86,7 +86,8 @@ class StepPath:
         self._sizes: list[int] | None = None
         self._scale: float | None = None
         #: bytes reserved for each rank's pickled outcomes in the directions' all-to-all
-        #: (:meth:`_exchange`); set from the largest outcome the ranks sent at the last step
+        #: (:meth:`_exchange`); set from the largest outcome the ranks sent at the last step,
+        #: identically on every rank
         self.outcome_capacity = MIN_OUTCOME_CAPACITY
         self._rates_shared = False
         #: the blocks split across the ranks at the last step
@@ -227,7 +228,8 @@ class StepPath:
         directions (float64; every rank knows their sizes) followed by its pickled outcomes
         in :attr:`outcome_capacity` bytes behind their length. A rank whose outcomes do not fit
         sends them whole in a second all-to-all (every rank reads the lengths, so all take
-        it); the capacity then grows to twice the largest outcome seen."""
+        it). The next step's capacity is twice this step's largest outcome (at least
+        :data:`MIN_OUTCOME_CAPACITY`), the same on every rank."""
         rank, world = ctx.rank, ctx.world
         cap = self.outcome_capacity
         with ledger.phase("communication"):
