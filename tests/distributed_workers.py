@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import collections
+import contextlib
 import datetime
 import os
 import time
@@ -35,11 +37,47 @@ def problem(dtype: torch.dtype) -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
     return model, x, y
 
 
+#: torch.distributed calls counted per step (each a round trip on gloo); an object
+#: collective's inner tensor collectives are counted too
+COUNTED = ("all_reduce", "broadcast", "gather", "reduce", "all_gather", "all_to_all_single",
+           "all_gather_object", "broadcast_object_list", "barrier", "monitored_barrier",
+           "reduce_scatter", "scatter")
+
+
+@contextlib.contextmanager
+def counting_collectives():
+    """Count every call of :data:`COUNTED` in ``torch.distributed`` (both the package's names
+    and ``distributed_c10d``'s, which the object collectives call) while the body runs."""
+    import torch.distributed.distributed_c10d as c10d
+
+    counts: collections.Counter = collections.Counter()
+    saved = []
+    for name in COUNTED:
+        original = getattr(c10d, name)
+
+        def counted(*args, _original=original, _name=name, **kwargs):
+            counts[_name] += 1
+            return _original(*args, **kwargs)
+
+        for module in (dist, c10d):
+            saved.append((module, name, getattr(module, name)))
+            setattr(module, name, counted)
+    try:
+        yield counts
+    finally:
+        for module, name, original in saved:
+            setattr(module, name, original)
+
+
 def train(curvature: str, dtype: torch.dtype, grouping: str, rank: int = 0, world: int = 1,
-          matrix_free_bytes: int | None = None, split: str = "auto"
+          matrix_free_bytes: int | None = None, split: str = "auto",
+          per_step: list | None = None, outcome_capacity: int | None = None
           ) -> tuple[list[torch.Tensor], QNewton]:
     """Five steps on the global batches; rank ``rank`` of ``world`` uses its shard only;
-    ``split`` is the step path's split policy."""
+    ``split`` is the step path's split policy. ``per_step``: filled with each step's
+    torch.distributed calls (:func:`counting_collectives`), the collectives the step path booked
+    by label, the owners and the step rule's backtracks. ``outcome_capacity``: the bytes
+    reserved for each rank's outcomes in the directions' all-to-all, set before every step."""
     model, x, y = problem(dtype)
     extra = {} if matrix_free_bytes is None else {"max_block_bytes": matrix_free_bytes}
     opt = QNewton(model.named_parameters(), lr=0.5, curvature=curvature, grouping=grouping,
@@ -56,7 +94,23 @@ def train(curvature: str, dtype: torch.dtype, grouping: str, rank: int = 0, worl
             losses = nn.functional.cross_entropy(out, yb, reduction="none")
             return (losses, out) if curvature == "ggn" else losses
 
-        opt.step(closure)
+        if outcome_capacity is not None:
+            opt.path.outcome_capacity = outcome_capacity
+        if per_step is None:
+            opt.step(closure)
+            continue
+        ctx = opt.path.context
+        calls = dict(ctx.calls_by_label) if ctx is not None else {}
+        sent = dict(ctx.sent_by_label) if ctx is not None else {}
+        with counting_collectives() as counts:
+            opt.step(closure)
+        per_step.append({
+            "torch": dict(counts), "owner": list(opt.path.owner),
+            "backtracks": opt.last_step_info["backtracks"],
+            "labels": {k: v - calls.get(k, 0) for k, v in ctx.calls_by_label.items()
+                       if v != calls.get(k, 0)},
+            "bytes": {k: v - sent.get(k, 0) for k, v in ctx.sent_by_label.items()
+                      if v != sent.get(k, 0)}})
     return [p.detach().clone() for p in model.parameters()], opt
 
 
@@ -163,7 +217,8 @@ def mixed_gather(rank: int, world: int) -> dict[str, object]:
                              loss=torch.tensor(0.0), kind="ggn",
                              num_samples=MIXED_SAMPLES[rank], num_outputs=2)
     ctx.sent.clear()
-    combined, batch = combine_result(ctx, result, CurvatureConfig(kind="ggn"), "skip", Ledger())
+    combined, batch, _ = combine_result(ctx, result, CurvatureConfig(kind="ggn"), "skip",
+                                        Ledger())
     before = ctx.bytes_sent
     mine = gather_owned(ctx, combined.blocks, [0, 0, 0], batch, Ledger())
     return {"types": [type(mine[i]).__name__ for i in sorted(mine)],
@@ -184,18 +239,23 @@ def equality_worker(rank: int, world: int, port: int, out: str) -> None:
     _join(rank, world, port)
     results = {}
     for case in CASES:
-        params, opt = train(*case, rank=rank, world=world)
+        per_step: list = []
+        params, opt = train(*case, rank=rank, world=world, per_step=per_step)
         summary = opt.ledger.summary()
         results[case[:2] + (case[2],)] = {
             "params": params, "owner": opt.path.owner,
             "predicted": opt.path.predicted,
             "records": [(r.block, r.rank) for r in opt.ledger.records],
             "representations": [r.representation for r in opt.ledger.records],
-            "gather_bytes": opt.path.context.sent.get("gather", 0),
+            "per_step": per_step,
             "block_seconds": opt.path.block_seconds,
             "rank_seconds": summary.get("rank_solve_seconds"),
             "critical": summary.get("critical_path_seconds"),
         }
+    per_step = []
+    params, _ = train("fisher", torch.float64, "tensor", rank=rank, world=world,
+                      per_step=per_step, outcome_capacity=16)
+    results["overflow"] = {"params": params, "per_step": per_step}
     params, opt = train("fisher", torch.float64, "tensor", rank=rank, world=world,
                         matrix_free_bytes=200)
     results["matrix-free"] = {"params": params, "records": [

@@ -80,6 +80,38 @@ def test_two_ranks_equal_one_process_on_the_global_batch(two_ranks, case):
         two_ranks[1][case]["critical"])
 
 
+@pytest.mark.parametrize("case", workers.CASES[:3], ids=lambda c: f"{c[0]}-{c[1]}-{c[2]}")
+def test_a_step_issues_four_collectives_besides_the_step_rules(two_ranks, case):
+    """Counted by wrapping torch.distributed: after the first step (machine rates, probe) a
+    step of factor blocks is one all-gather (loss, shard sizes), one all-reduce (gradients,
+    traces and the ranks' integers: the gradients are in the curvature's dtype, float64 here,
+    also for the float32 model), one all-to-all of the factor shards to their owners and one of
+    the directions and outcomes — plus the step rule's all-reduces of ΔᵀCΔ and of each trial
+    loss. The step path books each of them under its label."""
+    for rank in range(2):
+        for step in two_ranks[rank][case]["per_step"][1:]:
+            rule = 2 + step["backtracks"]
+            assert step["torch"] == {"all_gather": 1, "all_reduce": 1 + rule,
+                                     "all_to_all_single": 2}, step
+            labels = step["labels"]
+            assert labels["all-reduce of ΔᵀCΔ"] == 1
+            assert labels["all-reduce of trial loss"] == 1 + step["backtracks"]
+            assert sum(labels.values()) == sum(step["torch"].values())
+
+
+def test_outcomes_over_the_capacity_take_a_second_all_to_all(two_ranks):
+    """With 16 bytes reserved for each rank's pickled outcomes, every step's outcomes overflow:
+    they go whole in a second all-to-all, and the run still equals one process."""
+    single, _ = workers.train("fisher", torch.float64, "tensor")
+    for rank in range(2):
+        got = two_ranks[rank]["overflow"]
+        for a, b in zip(got["params"], single, strict=True):
+            assert float((a - b).abs().max() / b.abs().max()) <= 1e-10
+        for step in got["per_step"]:
+            assert step["labels"]["all-to-all of the solve outcomes over the capacity"] == 1
+            assert step["torch"]["all_to_all_single"] == 3
+
+
 def test_matrix_free_blocks_are_solved_by_all_ranks_together(two_ranks):
     single, opt = workers.train("fisher", torch.float64, "tensor", matrix_free_bytes=200)
     got = two_ranks[0]["matrix-free"]
@@ -141,11 +173,15 @@ def test_kronecker_blocks_are_gathered_as_their_factors(two_ranks):
     model, _, _ = workers.problem(torch.float64)
     widths = [(p.shape[1], p.shape[0]) if p.ndim == 2 else (1, p.shape[0])
               for p in model.parameters()]
-    largest = workers.BATCH - workers.BATCH // 2  # rank 0's 7 samples
-    # each rank sends the blocks the other owns, padded to the longest rank's shards (rank 0's):
-    # over both ranks, every block's shard at rank 0's size, whichever rank owns it that step
-    per_step = sum(8 * 11 + 8 * largest * (i + o) for i, o in widths)
-    assert sum(two_ranks[r][case]["gather_bytes"] for r in range(2)) == workers.STEPS * per_step
+    samples = [workers.BATCH - workers.BATCH // 2, workers.BATCH // 2]  # 7 and 6
+    label = "all-to-all of factor shards to their owners"
+    for rank in range(2):
+        for step in two_ranks[rank][case]["per_step"]:
+            # each rank sends the other exactly its shards of the blocks the other owns
+            want = sum(8 * 11 + 8 * samples[rank] * (i + o)
+                       for (i, o), owner in zip(widths, step["owner"], strict=True)
+                       if owner != rank)
+            assert step["bytes"].get(label, 0) == want
 
 
 def test_ranks_that_disagree_on_kronecker_rows_fall_back_to_explicit_rows(two_ranks):
@@ -163,8 +199,9 @@ def test_ranks_that_disagree_on_kronecker_rows_fall_back_to_explicit_rows(two_ra
     # Gram widths agreed on: -1 (N) unless both ranks hold one layout (then O + ⌈I/P²⌉ each)
     assert got["gram_columns"] == [-1, -1, (3 + 2) + (3 + 1)]
     assert two_ranks[1]["mixed"]["gram_columns"] == got["gram_columns"]
-    # rank 1 sends its shards (explicit rows of block 0 among them) and nothing comes back
-    assert two_ranks[1]["mixed"]["gather_bytes"] == max(sum(row) for row in got["shard_bytes"])
+    # rank 1 sends its shards (explicit rows of block 0 among them), unpadded, and nothing
+    # comes back (the owner's own shards are not sent)
+    assert two_ranks[1]["mixed"]["gather_bytes"] == sum(got["shard_bytes"][1])
     assert got["gather_bytes"] == 0
     assert got["shard_bytes"][1][0] == 8 * 4 + 8 * 3 * 2 * 18
 

@@ -48,6 +48,10 @@ TARGET_SPEEDUP = 1.6
 TARGET_SPEEDUP_CNN = 1.3
 MODELS = ("mlp", "cnn")
 BYTES = 8  # float64 on the wire
+#: A step's collectives besides the gradients' all-reduce, the gathers and a split block's
+#: (docs/method.md §4.10, "Collectives of a step"): the loss's all-gather, the directions' and
+#: outcomes' all-to-all, the step rule's all-reduces of ΔᵀCΔ and of one trial loss
+OTHER_COLLECTIVES = 4
 
 
 def _sizes(s: Settings) -> tuple[int, int]:
@@ -214,8 +218,10 @@ def modeled_step(ranks: int, *, local: float, update: float, block_seconds: list
     their all-to-all, Gram all-reduce and solve collectives, the others the LPT makespan of the
     measured per-block work plus gathering their rows to the owner
     (:func:`~qnewton.distributed.ownership.split_total`); the update (every rank applies all);
-    a ring all-reduce of the gradients and the owned directions broadcast; ``comm``'s latency
-    once per other collective (2R + 4). Bytes: every rank's sends summed. A block's gather
+    a ring all-reduce of the gradients and the owned directions sent to every rank; ``comm``'s
+    latency once per other collective (:data:`OTHER_COLLECTIVES`; the gathers' latencies are
+    charged per block, as the planner charges them, though one all-to-all carries them all).
+    Bytes: every rank's sends summed. A block's gather
     moves ``shard_per_sample[i]`` bytes per sample (its factors for Kronecker rows; default: 8
     bytes per explicit row entry); Kronecker blocks (``kronecker[i]``) are never split (a
     column split needs their explicit rows, which the planner prices out, §4.10)."""
@@ -239,7 +245,7 @@ def modeled_step(ranks: int, *, local: float, update: float, block_seconds: list
     split = plan_split(block_seconds, everything, candidates, split_cost, gather_cost, ranks)
     solve = split_total(split, block_seconds, everything, split_cost, gather_cost, ranks)
     owned = sum(n for i, n in enumerate(block_sizes) if i not in split)
-    other = comm.all_reduce(BYTES * p) + comm.send(BYTES * owned * share, 2 * ranks + 4)
+    other = comm.all_reduce(BYTES * p) + comm.send(BYTES * owned * share, OTHER_COLLECTIVES)
     volume = ranks * (2 * share * BYTES * p + 2 * share * BYTES * rows * rows * len(split))
     for i, n in enumerate(block_sizes):
         # rows to the other ranks' columns, or the shards to the owner

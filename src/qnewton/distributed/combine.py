@@ -5,13 +5,14 @@ closure, with its own mean: gradient ``g_r = (1/S_r)·Σ_{s∈r} ∇ℓ_s``, fac
 ``scale_r·F_rᵀF_r`` (``scale_r = 1/S_r`` for the Fisher and the GGN), dense blocks ``H_r``. The
 global objective is the mean over all ``S`` samples, so (docs/method.md §4.10)
 
-* ``g = Σ_r (S_r/S)·g_r`` — one all-reduce of every block's gradient, weighted;
+* ``g = Σ_r (S_r/S)·g_r`` — one all-reduce of every block's gradient, weighted (carrying the
+  curvature traces and every rank's shard table too: :func:`combine_result`);
 * factor form: ``A = Σ_r (S_r/S)·scale_r·F_rᵀF_r = (1/S)·[F_0; F_1; …]ᵀ[F_0; F_1; …]`` after
   multiplying rank r's rows by ``√(S_r·scale_r)`` (= 1 for the Fisher and GGN: the rows are
   concatenated unchanged, in rank order — the single process's row order when the shards are
   contiguous slices of the batch). They are gathered to the block's owner only — a linear
   layer's Kronecker rows ``g ⊗ a`` as their factors ``a`` and ``g``, the explicit rows otherwise
-  (:mod:`~qnewton.distributed.factor_shard`);
+  (:mod:`~qnewton.distributed.factor_shard`), all owners' in one all-to-all;
 * dense blocks (the exact Hessian): ``H = Σ_r (S_r/S)·H_r``, reduced to the owner;
 * matrix-free blocks: ``H v = Σ_r (S_r/S)·H_r v`` — every product is an all-reduce, so such a
   block is solved by all ranks together, in lockstep (:func:`collective_block`).
@@ -103,13 +104,19 @@ class GlobalBatch:
         return self.gram_columns is not None and 0 <= self.gram_columns[index] < n
 
 
-def global_mean_loss(ctx: DistContext, losses: torch.Tensor, ledger: Ledger) -> torch.Tensor:
-    """The mean of the per-sample losses over every rank's shard (the global objective)."""
+def global_mean_loss(ctx: DistContext, losses: torch.Tensor, ledger: Ledger
+                     ) -> tuple[torch.Tensor, list[int]]:
+    """The mean of the per-sample losses over every rank's shard (the global objective), and
+    the shard sizes ``S_r`` by rank: one all-gather of (Σ losses, S_r) per rank, summed in rank
+    order on every rank (the same sum on all of them)."""
     with ledger.phase("communication"):
         local = losses.detach().to(torch.float64)
         buf = torch.stack([local.sum(), torch.tensor(float(local.numel()), dtype=torch.float64)])
-        total = ctx.all_reduce(buf, "all-reduce of the loss")
-    return (total[0] / total[1]).to(losses.dtype)
+        pieces = ctx.all_gather(buf, "all-gather of the loss and the shard sizes")
+    total = pieces[0].clone()
+    for piece in pieces[1:]:
+        total += piece
+    return (total[0] / total[1]).to(losses.dtype), [int(p[1]) for p in pieces]
 
 
 def _local_rows(block: CurvatureBlock | None) -> int:
@@ -175,30 +182,69 @@ def collective_block(ctx: DistContext, local: CurvatureBlock, weight: float,
                            rank_bound=rank_bound)
 
 
+def curvature_traces(result: CurvatureResult) -> torch.Tensor:
+    """Each local block's mean absolute diagonal entry ``tr|H_b,r| / N_b`` (0: no diagonal)."""
+    return torch.tensor([
+        float(b.diagonal().abs().sum()) / b.n if b is not None and b.has_diagonal else 0.0
+        for b in result.blocks], dtype=torch.float64)
+
+
+def _slotted(values: list[int], rank: int, world: int) -> torch.Tensor:
+    """``values`` in rank ``rank``'s slot of ``world`` slots, zeros elsewhere (float64: exact
+    for integers below 2**53): summed over the ranks, every rank's values by rank."""
+    out = torch.zeros(world, len(values), dtype=torch.float64)
+    out[rank] = torch.tensor(values, dtype=torch.float64)
+    return out.reshape(-1)
+
+
 def combine_result(ctx: DistContext, result: CurvatureResult, config: CurvatureConfig,
-                   over_budget: str, ledger: Ledger) -> tuple[CurvatureResult, GlobalBatch]:
-    """The step's gradients combined, and each block's mode on the global batch.
+                   over_budget: str, ledger: Ledger, sizes: list[int] | None = None
+                   ) -> tuple[CurvatureResult, GlobalBatch, float]:
+    """The step's gradients combined, each block's mode on the global batch, and the global
+    curvature scale (:meth:`~qnewton.distributed.step.StepPath.curvature_scale`).
+
+    One all-reduce carries what the ranks exchange here: the gradients weighted by ``S_r/S``
+    (``sizes``: ``S_r`` by rank, from :func:`global_mean_loss`; ``None``: all-gathered first),
+    every block's trace weighted the same way, and each rank's integers (samples, outputs, and
+    per block its factor rows, shard bytes, Gram width and layout) in its own slot. Gradients
+    that are not float64 go in an all-reduce of their own (the integers need float64).
 
     Owned blocks stay local here (:func:`gather_owned` sends them to their owners once the
     owners are known); collective blocks become :func:`collective_block`; blocks over budget
     are reported in ``skipped`` / ``matrix_free`` with the global batch's figures.
     """
+    traces = curvature_traces(result)  # local work, booked apart from the communication
     with ledger.phase("communication"):
+        if sizes is None:
+            sizes = [row[0] for row in ctx.all_gather_ints([result.num_samples],
+                                                           "all-gather of the shard sizes")]
+        s = sum(sizes)
+        weight = sizes[ctx.rank] / s
         ints = [result.num_samples, result.num_outputs or 1,
                 *(_local_rows(b) for b in result.blocks),
                 *(_local_bytes(b) for b in result.blocks),
                 *(_local_columns(b) for b in result.blocks),
                 *(_local_layout(b) for b in result.blocks)]
-        table = ctx.all_gather_ints(ints, "all-gather of the shard sizes")
-        sizes = [row[0] for row in table]
-        outputs = {row[1] for row in table}
-        if len(outputs) != 1:
-            raise ValueError(f"the ranks' models have different output sizes {sorted(outputs)}")
-        c = outputs.pop()
-        s = sum(sizes)
-        weight = sizes[ctx.rank] / s
         flat = torch.cat([g.reshape(-1) for g in result.grads]) * weight
-        flat = ctx.all_reduce(flat, "all-reduce of the gradients")
+        meta = torch.cat([traces * weight, _slotted(ints, ctx.rank, ctx.world)])
+        if flat.dtype == torch.float64:
+            total = ctx.all_reduce(torch.cat([flat, meta.to(flat.device)]),
+                                   "all-reduce of the gradients, traces and shard sizes")
+            flat, meta = total[:flat.numel()], total[flat.numel():].cpu()
+        else:
+            flat = ctx.all_reduce(flat, "all-reduce of the gradients")
+            meta = ctx.all_reduce(meta, "all-reduce of the traces and shard sizes")
+    count = len(result.blocks)
+    traces, slots = meta[:count], meta[count:].reshape(ctx.world, len(ints))
+    table = [[int(v) for v in row.round()] for row in slots]
+    if [row[0] for row in table] != sizes:
+        raise RuntimeError(f"rank {ctx.rank}: the curvature's samples by rank "
+                           f"{[row[0] for row in table]} differ from the loss's {sizes}")
+    outputs = {row[1] for row in table}
+    if len(outputs) != 1:
+        raise ValueError(f"the ranks' models have different output sizes {sorted(outputs)}")
+    c = outputs.pop()
+    scale = float(traces.max()) if count else 0.0  # as one process takes it (NaN propagates)
     grads = list(flat.split([g.numel() for g in result.grads]))
     grads = [g.reshape(old.shape) for g, old in zip(grads, result.grads, strict=True)]
     blocks: list[CurvatureBlock | None] = []
@@ -224,12 +270,11 @@ def combine_result(ctx: DistContext, result: CurvatureResult, config: CurvatureC
     combined = replace(result, blocks=blocks, grads=grads, skipped=skipped,
                        matrix_free=matrix_free, num_samples=s,
                        num_outputs=result.num_outputs and c)
-    count = len(result.blocks)
     rows = [row[2:2 + count] for row in table]
     sent = [row[2 + count:2 + 2 * count] for row in table]
     columns = [_agreed([row[2 + 2 * count + i] for row in table],
                        [row[2 + 3 * count + i] for row in table]) for i in range(count)]
-    return combined, GlobalBatch(sizes, c, rows, modes, sent, columns)
+    return combined, GlobalBatch(sizes, c, rows, modes, sent, columns), scale
 
 
 def row_factor(size: int, scale: float) -> float:
@@ -243,54 +288,57 @@ def gather_owned(ctx: DistContext, blocks: list[CurvatureBlock | None], owner: l
                  batch: GlobalBatch, ledger: Ledger) -> dict[int, CurvatureBlock]:
     """Send every owned block's shards to its owner; returns this rank's combined blocks.
 
-    One gather (factor rows, padded to the longest shard) and one reduce (dense blocks) per
-    owner rank, each carrying all of that owner's blocks."""
+    One all-to-all carries every factor block's shards to their owners (each rank sends each
+    owner exactly the shards of the blocks it owns, no padding); one reduce per owner rank
+    carries the dense blocks."""
     mine: dict[int, CurvatureBlock] = {}
     with ledger.phase("communication"):
+        factors = [[i for i, m in enumerate(batch.modes)
+                    if m == "owned" and owner[i] == r and batch.global_rows(i) is not None]
+                   for r in range(ctx.world)]
+        if any(factors):
+            _exchange_factors(ctx, factors, blocks, batch, mine)
         for r in range(ctx.world):
-            factors = [i for i, m in enumerate(batch.modes)
-                       if m == "owned" and owner[i] == r and batch.global_rows(i) is not None]
             dense = [i for i, m in enumerate(batch.modes)
                      if m == "owned" and owner[i] == r and batch.global_rows(i) is None]
-            if factors:
-                _gather_factors(ctx, r, factors, blocks, batch, mine)
             if dense:
                 _reduce_dense(ctx, r, dense, blocks, batch, mine)
     return mine
 
 
-def _gather_factors(ctx: DistContext, dst: int, indices: list[int],
-                    blocks: list[CurvatureBlock | None], batch: GlobalBatch,
-                    mine: dict[int, CurvatureBlock]) -> None:
-    """One gather to ``dst`` of every rank's shards of the blocks ``indices``
-    (:func:`~qnewton.distributed.factor_shard.pack`, padded to the longest rank's bytes); the
-    owner joins them into its blocks."""
+def _exchange_factors(ctx: DistContext, factors: list[list[int]],
+                      blocks: list[CurvatureBlock | None], batch: GlobalBatch,
+                      mine: dict[int, CurvatureBlock]) -> None:
+    """One all-to-all of every rank's shards (:func:`~qnewton.distributed.factor_shard.pack`)
+    of the factor blocks ``factors[q]`` to their owner q; this rank joins the shards of its
+    own blocks. Every rank knows every shard's bytes (``batch.shard_bytes``), so the pieces
+    need no padding and no size exchange."""
     if batch.shard_bytes is None:
         raise ValueError("gathering factor blocks needs the shards' sizes "
                          "(GlobalBatch.shard_bytes)")
-    lengths = [sum(batch.shard_bytes[r][i] for i in indices) for r in range(ctx.world)]
-    device = blocks[indices[0]].device
-    flat = torch.zeros(max(lengths), dtype=torch.uint8, device=device)
+    device = blocks[next(i for owned in factors for i in owned)].device
     # each rank brings its own rows to the 1/S scale before sending (it knows its scale_r)
-    parts = [pack(blocks[i], row_factor(batch.sizes[ctx.rank], blocks[i].scale))
-             for i in indices]
-    mine_bytes = torch.cat(parts)
-    if mine_bytes.numel() != lengths[ctx.rank]:
-        raise RuntimeError(f"rank {ctx.rank}: its factor shards are {mine_bytes.numel()} bytes, "
-                           f"{lengths[ctx.rank]} announced")
-    flat[:lengths[ctx.rank]] = mine_bytes.to(device)
-    gathered = ctx.gather(flat, dst, f"gather of factor shards to rank {dst}")
-    if gathered is None:
+    parts = [pack(blocks[i], row_factor(batch.sizes[ctx.rank], blocks[i].scale)).to(device)
+             for owned in factors for i in owned]
+    sends = [sum(batch.shard_bytes[ctx.rank][i] for i in owned) for owned in factors]
+    flat = torch.cat(parts) if parts else torch.zeros(0, dtype=torch.uint8, device=device)
+    if flat.numel() != sum(sends):
+        raise RuntimeError(f"rank {ctx.rank}: its factor shards are {flat.numel()} bytes, "
+                           f"{sum(sends)} announced")
+    own = factors[ctx.rank]
+    receives = [sum(batch.shard_bytes[r][i] for i in own) for r in range(ctx.world)]
+    got = ctx.all_to_all(flat, sends, receives, "all-to-all of factor shards to their owners")
+    if not own:
         return
-    shards: dict[int, list] = {i: [] for i in indices}
-    for r, buf in enumerate(gathered):
-        buf = buf.to(device)
-        pos = 0
-        for i in indices:
+    got = got.to(device)
+    shards: dict[int, list] = {i: [] for i in own}
+    pos = 0
+    for r in range(ctx.world):
+        for i in own:
             size = batch.shard_bytes[r][i]
-            shards[i].append(unpack(buf[pos:pos + size]))
+            shards[i].append(unpack(got[pos:pos + size]))
             pos += size
-    for i in indices:
+    for i in own:
         b = blocks[i]
         mine[i] = join(b.name, b.kind, shards[i], 1.0 / batch.total)
 

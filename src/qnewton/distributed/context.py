@@ -120,21 +120,29 @@ class DistContext:
     sent: dict[str, int] = field(default_factory=dict)
     #: collectives this rank has called, by operation
     calls: dict[str, int] = field(default_factory=dict)
+    #: bytes this rank has sent, by the label (``what``) of the collective
+    sent_by_label: dict[str, int] = field(default_factory=dict)
+    #: collectives this rank has called, by label
+    calls_by_label: dict[str, int] = field(default_factory=dict)
 
     @property
     def bytes_sent(self) -> int:
         """Bytes this rank has sent through its collectives so far (all operations)."""
         return sum(self.sent.values())
 
-    def count(self, op: str, nbytes: float) -> None:
+    def count(self, op: str, nbytes: float, what: str | None = None) -> None:
         """Book ``nbytes`` sent by this rank in one ``op``. The volumes are those of the
         standard algorithms (what gloo runs for these sizes): a ring all-reduce sends
         2·(R−1)/R of the buffer, a gather or reduce sends the buffer once from every rank but
         the destination, a broadcast sends it R−1 times from the source (flat), an all-gather
         sends it to R−1 peers, an all-to-all sends every piece addressed to another rank;
-        object collectives count their pickled size the same way."""
+        object collectives count their pickled size the same way. ``what``: the collective's
+        label, booked in :attr:`sent_by_label` / :attr:`calls_by_label` too."""
         self.sent[op] = self.sent.get(op, 0) + int(round(nbytes))
         self.calls[op] = self.calls.get(op, 0) + 1
+        if what is not None:
+            self.sent_by_label[what] = self.sent_by_label.get(what, 0) + int(round(nbytes))
+            self.calls_by_label[what] = self.calls_by_label.get(what, 0) + 1
 
     @classmethod
     def detect(cls, process_group: Any = None, timeout: float | None = None
@@ -188,7 +196,7 @@ class DistContext:
         buf = tensor.to(self.device)
         self.call(what, lambda: self._wait(
             dist.all_reduce(buf, group=self.group, async_op=True)))
-        self.count("all_reduce", 2 * (self.world - 1) / self.world * _nbytes(buf))
+        self.count("all_reduce", 2 * (self.world - 1) / self.world * _nbytes(buf), what)
         return buf.to(tensor.device) if buf is not tensor else buf
 
     def broadcast(self, tensor: torch.Tensor, src: int, what: str) -> torch.Tensor:
@@ -196,8 +204,7 @@ class DistContext:
         buf = tensor.to(self.device).contiguous()
         self.call(what, lambda: self._wait(dist.broadcast(
             buf, self.global_rank(src), group=self.group, async_op=True)))
-        if self.rank == src:
-            self.count("broadcast", (self.world - 1) * _nbytes(buf))
+        self.count("broadcast", (self.world - 1) * _nbytes(buf) if self.rank == src else 0, what)
         return buf.to(tensor.device)
 
     def gather(self, tensor: torch.Tensor, dst: int, what: str) -> list[torch.Tensor] | None:
@@ -206,8 +213,7 @@ class DistContext:
         out = [torch.empty_like(buf) for _ in range(self.world)] if self.rank == dst else None
         self.call(what, lambda: self._wait(dist.gather(
             buf, out, dst=self.global_rank(dst), group=self.group, async_op=True)))
-        if self.rank != dst:
-            self.count("gather", _nbytes(buf))
+        self.count("gather", _nbytes(buf) if self.rank != dst else 0, what)
         return out
 
     def reduce(self, tensor: torch.Tensor, dst: int, what: str) -> torch.Tensor | None:
@@ -215,8 +221,7 @@ class DistContext:
         buf = tensor.to(self.device).contiguous().clone()
         self.call(what, lambda: self._wait(dist.reduce(
             buf, self.global_rank(dst), group=self.group, async_op=True)))
-        if self.rank != dst:
-            self.count("reduce", _nbytes(buf))
+        self.count("reduce", _nbytes(buf) if self.rank != dst else 0, what)
         return buf if self.rank == dst else None
 
     def all_gather(self, tensor: torch.Tensor, what: str) -> list[torch.Tensor]:
@@ -225,7 +230,7 @@ class DistContext:
         out = [torch.empty_like(buf) for _ in range(self.world)]
         self.call(what, lambda: self._wait(dist.all_gather(
             out, buf, group=self.group, async_op=True)))
-        self.count("all_gather", (self.world - 1) * _nbytes(buf))
+        self.count("all_gather", (self.world - 1) * _nbytes(buf), what)
         return [t.to(tensor.device) for t in out]
 
     def all_to_all(self, tensor: torch.Tensor, send_sizes: list[int], recv_sizes: list[int],
@@ -237,7 +242,8 @@ class DistContext:
         out = torch.empty(sum(recv_sizes), dtype=buf.dtype, device=self.device)
         self.call(what, lambda: self._wait(dist.all_to_all_single(
             out, buf, list(recv_sizes), list(send_sizes), group=self.group, async_op=True)))
-        self.count("all_to_all", buf.element_size() * (sum(send_sizes) - send_sizes[self.rank]))
+        self.count("all_to_all", buf.element_size() * (sum(send_sizes) - send_sizes[self.rank]),
+                   what)
         return out.to(tensor.device)
 
     def all_gather_ints(self, values: list[int], what: str) -> list[list[int]]:
@@ -246,7 +252,7 @@ class DistContext:
         out = [torch.empty_like(buf) for _ in range(self.world)]
         self.call(what, lambda: self._wait(dist.all_gather(
             out, buf, group=self.group, async_op=True)))
-        self.count("all_gather", (self.world - 1) * _nbytes(buf))
+        self.count("all_gather", (self.world - 1) * _nbytes(buf), what)
         return [[int(v) for v in t.cpu()] for t in out]
 
     # -- object collectives (bounded by the group's timeout) ------------------------------------
@@ -254,7 +260,7 @@ class DistContext:
         """Every rank's picklable ``obj``, by rank."""
         out: list[Any] = [None] * self.world
         self.call(what, lambda: dist.all_gather_object(out, obj, group=self.group))
-        self.count("all_gather_object", (self.world - 1) * _pickled(obj))
+        self.count("all_gather_object", (self.world - 1) * _pickled(obj), what)
         return out
 
     def broadcast_object(self, obj: Any, src: int, what: str) -> Any:
@@ -262,8 +268,8 @@ class DistContext:
         box = [obj]
         self.call(what, lambda: dist.broadcast_object_list(
             box, src=self.global_rank(src), group=self.group))
-        if self.rank == src:
-            self.count("broadcast_object", (self.world - 1) * _pickled(obj))
+        self.count("broadcast_object",
+                   (self.world - 1) * _pickled(obj) if self.rank == src else 0, what)
         return box[0]
 
     def barrier(self, what: str) -> None:

@@ -5,18 +5,19 @@ In a single process every collective is the identity and the one rank owns every
 (:class:`~qnewton.distributed.ownership.LocalAssignment`); on several ranks:
 
 1. :meth:`StepPath.global_loss` — the loss averaged over the global batch (every rank then takes
-   the same skip decisions).
-2. :meth:`StepPath.combine` — gradients all-reduced with weights ``S_r/S``; each block's mode
-   (owned, collective, none) decided on the global batch.
+   the same skip decisions), and the shard sizes ``S_r``, in one all-gather.
+2. :meth:`StepPath.combine` — gradients all-reduced with weights ``S_r/S``, in the same
+   all-reduce as the curvature traces (:meth:`StepPath.curvature_scale`) and every rank's shard
+   table; each block's mode (owned, collective, none) decided on the global batch.
 3. :meth:`StepPath.solve` — the large factor blocks whose split across all ranks is predicted
    faster (the scheduler's seconds plus the measured costs of the collectives,
    :mod:`~qnewton.distributed.comm_rates`) are dealt out by columns and solved by all ranks
    together (:mod:`~qnewton.distributed.column_shard`); ownership of the others by LPT; their
    shards gathered to the owners; each owner solves its blocks
    (:func:`~qnewton.stepping.solve_block`); matrix-free blocks are solved by all ranks in
-   lockstep; the directions are broadcast from their owners and the outcomes (records, events)
-   exchanged, so that every rank books the same outcomes — each rank's measured seconds stay
-   its own.
+   lockstep; the directions and the outcomes (records, events) go from their owners to every
+   rank in one all-to-all, so that every rank books the same outcomes — each rank's measured
+   seconds stay its own.
 
 Randomness is keyed by (step, block index, attempt), never by rank, so a block's solve draws
 what it would draw in one process.
@@ -24,18 +25,20 @@ what it would draw in one process.
 
 from __future__ import annotations
 
+import pickle
 import time
 from collections.abc import Callable
 
 import torch
 
-from qnewton.accounting import Ledger, SolveRecord
+from qnewton.accounting import Ledger
 from qnewton.curvature import CurvatureConfig, CurvatureResult
 from qnewton.curvature.representation import CurvatureBlock
 from qnewton.distributed.column_shard import split_by_columns
 from qnewton.distributed.combine import (
     GlobalBatch,
     combine_result,
+    curvature_traces,
     gather_owned,
     global_mean_loss,
     row_factor,
@@ -50,6 +53,11 @@ from qnewton.distributed.ownership import (
 )
 from qnewton.scheduling import Scheduler
 from qnewton.stepping import BlockOutcome
+
+#: Bytes of one length word in the directions' all-to-all; the least capacity for a rank's
+#: pickled outcomes there (a step's outcomes of a few blocks take about 1–2 kB)
+WORD = 8
+MIN_OUTCOME_CAPACITY = 4096
 
 #: Solves block ``index`` from its (combined) curvature block and gradient.
 SolveOne = Callable[[int, CurvatureBlock | None, torch.Tensor], BlockOutcome]
@@ -74,6 +82,13 @@ class StepPath:
         self._ctx: DistContext | None = None
         self._detected = False
         self._batch: GlobalBatch | None = None
+        #: this step's shard sizes (from the loss's all-gather) and global curvature scale
+        self._sizes: list[int] | None = None
+        self._scale: float | None = None
+        #: bytes reserved for each rank's pickled outcomes in the directions' all-to-all
+        #: (:meth:`_exchange`); set from the largest outcome the ranks sent at the last step,
+        #: identically on every rank
+        self.outcome_capacity = MIN_OUTCOME_CAPACITY
         self._rates_shared = False
         #: the blocks split across the ranks at the last step
         self.split_blocks: list[int] = []
@@ -115,7 +130,8 @@ class StepPath:
                 scheduler.rates = ctx.broadcast_object(rates, 0, "broadcast of machine rates")
                 self.comm = probe_comm_rates(ctx)
             self._rates_shared = True
-        return global_mean_loss(ctx, losses, ledger)
+        loss, self._sizes = global_mean_loss(ctx, losses, ledger)
+        return loss
 
     def global_mean(self, value: float, samples: int, what: str, ledger: Ledger) -> float:
         """The sample-weighted mean over ranks of a per-rank mean ``value`` over ``samples``
@@ -136,21 +152,20 @@ class StepPath:
         if ctx is None:
             self._batch = GlobalBatch.local(result)
             return result
-        combined, self._batch = combine_result(ctx, result, config, over_budget, ledger)
+        combined, self._batch, self._scale = combine_result(ctx, result, config, over_budget,
+                                                           ledger, self._sizes)
+        self._sizes = None
         return combined
 
     def curvature_scale(self, local: CurvatureResult, ledger: Ledger) -> float:
         """The curvature's scale over the global batch: the largest block's mean absolute
-        diagonal entry, ``max_b Σ_r w_r·tr|H_b,r| / N_b`` (one all-reduce of a number per
-        block on several ranks; blocks without a diagonal count 0). Call after :meth:`combine`."""
-        traces = torch.tensor([
-            float(b.diagonal().abs().sum()) / b.n if b is not None and b.has_diagonal else 0.0
-            for b in local.blocks], dtype=torch.float64)
-        ctx = self.context
-        if ctx is not None and self._batch is not None and traces.numel():
-            with ledger.phase("communication"):
-                traces = ctx.all_reduce(traces * self._batch.weight(ctx.rank),
-                                        "all-reduce of the curvature scale")
+        diagonal entry, ``max_b Σ_r w_r·tr|H_b,r| / N_b`` (blocks without a diagonal count 0).
+        On several ranks the traces travel with the gradients' all-reduce in :meth:`combine`
+        (call it first, on the same ``local``); here they are only read."""
+        if self.context is not None and self._scale is not None:
+            scale, self._scale = self._scale, None
+            return scale
+        traces = curvature_traces(local)
         return float(traces.max()) if traces.numel() else 0.0
 
     def solve(self, result: CurvatureResult, solve_one: SolveOne, scheduler: Scheduler,
@@ -207,35 +222,80 @@ class StepPath:
     def _exchange(self, ctx: DistContext, result: CurvatureResult,
                   found: list[BlockOutcome | None], seconds: float, took: dict[int, float],
                   ledger: Ledger) -> None:
-        """Directions from their owners to every rank; outcomes and seconds to all (``took``:
-        this rank's wall seconds per owned block, completed with the other owners')."""
+        """Directions from their owners to every rank, and outcomes and seconds to all
+        (``took``: this rank's wall seconds per owned block, completed with the other
+        owners'), in one all-to-all: each rank sends every other rank its owned blocks'
+        directions (float64; every rank knows their sizes) followed by its pickled outcomes
+        in :attr:`outcome_capacity` bytes behind their length. A rank whose outcomes do not fit
+        sends them whole in a second all-to-all (every rank reads the lengths, so all take
+        it). The next step's capacity is twice this step's largest outcome (at least
+        :data:`MIN_OUTCOME_CAPACITY`), the same on every rank."""
+        rank, world = ctx.rank, ctx.world
+        cap = self.outcome_capacity
         with ledger.phase("communication"):
-            for r in range(ctx.world):
-                indices = [i for i, o in enumerate(self.owner) if o == r]
-                if not indices:
+            owned = [[i for i, o in enumerate(self.owner) if o == r] for r in range(world)]
+            sizes = [[result.grads[i].numel() for i in owned[r]] for r in range(world)]
+            # the records pickled as they are (plain fields; asdict's deep copy costs ~4× more)
+            own = {i: (found[i].how, found[i].reason, list(found[i].records), found[i].events,
+                       took[i]) for i in owned[rank]}
+            blob = pickle.dumps((own, seconds))
+            parts = [found[i].direction.reshape(-1).to(torch.float64).cpu() for i in owned[rank]]
+            payload = torch.cat([
+                *(p.view(torch.uint8) for p in parts),
+                torch.tensor([len(blob)], dtype=torch.int64).view(torch.uint8),
+                _padded(blob if len(blob) <= cap else b"", cap)])
+            length = [WORD * sum(sizes[r]) + WORD + cap for r in range(world)]
+            sends = [0 if q == rank else length[rank] for q in range(world)]
+            receives = [0 if r == rank else length[r] for r in range(world)]
+            got = ctx.all_to_all(payload.repeat(world - 1), sends, receives,
+                                 "all-to-all of the step's directions and solve outcomes")
+            blobs: list[bytes | None] = [None] * world
+            lengths = [0] * world
+            pos = 0
+            for r in range(world):
+                if r == rank:
+                    blobs[r], lengths[r] = blob, len(blob)
                     continue
-                sizes = [result.grads[i].numel() for i in indices]
-                if r == ctx.rank:
-                    flat = torch.cat([found[i].direction.reshape(-1).to(torch.float64)
-                                      for i in indices])
-                else:
-                    flat = torch.empty(sum(sizes), dtype=torch.float64)
-                flat = ctx.broadcast(flat, r, f"broadcast of rank {r}'s directions")
-                if r != ctx.rank:
-                    for i, piece in zip(indices, flat.split(sizes), strict=True):
-                        found[i] = BlockOutcome(piece.clone(), "newton", rank=r)
-            own = {i: (found[i].how, found[i].reason, [rec.to_dict() for rec in found[i].records],
-                       found[i].events, took[i]) for i, o in enumerate(self.owner)
-                   if o == ctx.rank}
-            shared = ctx.all_gather_object((own, seconds),
-                                           "all-gather of the step's solve outcomes")
+                piece = got[pos:pos + length[r]].clone()
+                pos += length[r]
+                directions = piece[:WORD * sum(sizes[r])].view(torch.float64)
+                for i, d in zip(owned[r], directions.split(sizes[r]), strict=True):
+                    found[i] = BlockOutcome(d.clone().to(result.grads[i].device), "newton",
+                                            rank=r)
+                at = WORD * sum(sizes[r])
+                lengths[r] = int(piece[at:at + WORD].view(torch.int64)[0])
+                if lengths[r] <= cap:
+                    blobs[r] = bytes(piece[at + WORD:at + WORD + lengths[r]].numpy())
+            over = [r for r in range(world) if lengths[r] > cap]
+            if over:
+                mine = lengths[rank] if rank in over else 0
+                extra = ctx.all_to_all(
+                    _padded(blob, mine).repeat(world - 1),
+                    [0 if q == rank else mine for q in range(world)],
+                    [0 if r == rank or r not in over else lengths[r] for r in range(world)],
+                    "all-to-all of the solve outcomes over the capacity")
+                pos = 0
+                for r in over:
+                    if r != rank:
+                        blobs[r] = bytes(extra[pos:pos + lengths[r]].cpu().numpy())
+                        pos += lengths[r]
+            self.outcome_capacity = max(MIN_OUTCOME_CAPACITY, 2 * max(lengths))
+            shared = [pickle.loads(b) for b in blobs]  # noqa: S301 (this group's own ranks)
         for r, (theirs, _) in enumerate(shared):
-            if r == ctx.rank:
+            if r == rank:
                 continue
             for i, (how, reason, records, events, wall) in theirs.items():
                 took[i] = wall
                 outcome = found[i]
                 outcome.how, outcome.reason = how, reason
-                outcome.records = [SolveRecord(**row) for row in records]
+                outcome.records = list(records)
                 outcome.events = list(events)
         ledger.add_rank_seconds([entry[1] for entry in shared])
+
+
+def _padded(blob: bytes, size: int) -> torch.Tensor:
+    """``blob`` as uint8, zero-padded to ``size`` bytes."""
+    out = torch.zeros(size, dtype=torch.uint8)
+    if blob:
+        out[:len(blob)] = torch.frombuffer(bytearray(blob), dtype=torch.uint8)
+    return out
