@@ -567,3 +567,26 @@ def test_estimate_kappa_rejects_bad_method_and_inapplicable_regularization() -> 
     hess = LinearSystem(block=DenseBlock("h", "hessian", h), shift=0.1, reg=0.1, dense=h)
     with pytest.raises(ValueError, match="regularization"):
         estimate_kappa(hess, "regularization")
+
+
+def test_a_reused_block_keeps_its_norm_bound_and_its_kappa(monkeypatch) -> None:
+    """A factor block analysed again (reused curvature, another damping) runs no second
+    Lanczos: the kept ‖H‖₂ bound gives the κ bound a fresh run would give, at any shift."""
+    from qnewton.estimation import analyse_kappa, krylov, methods
+
+    g = torch.Generator().manual_seed(2)
+    block = FactorBlock("b", "fisher", torch.randn(60, 50, generator=g, dtype=F64), 1 / 60)
+    policy = KappaPolicy(exact_below=8, gram_below=4)  # the Lanczos-norm path
+    runs = []
+    real = krylov.spectral_norm_upper
+    monkeypatch.setattr(methods, "spectral_norm_upper",
+                        lambda *a, **k: runs.append(1) or real(*a, **k))
+    first = [analyse_kappa(LinearSystem(block, shift=mu, reg=mu), policy)[0] for mu in (0.1, 0.3)]
+    assert len(runs) == 1
+    fresh_block = FactorBlock("b", "fisher", block.factor.clone(), 1 / 60)
+    fresh = [analyse_kappa(LinearSystem(fresh_block, shift=mu, reg=mu), policy)[0] for mu in (0.1, 0.3)]
+    assert [k.value for k in first] == [k.value for k in fresh]
+    assert all(k.kind == "upper" for k in first)
+    for mu, k in zip((0.1, 0.3), first, strict=True):
+        eig = torch.linalg.eigvalsh(block.to_dense() + mu * torch.eye(50, dtype=F64))
+        assert k.value >= float(eig[-1] / eig[0])

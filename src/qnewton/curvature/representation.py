@@ -21,6 +21,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -87,6 +88,11 @@ class CurvatureBlock(ABC):
     #: The flops of its factor operations when they are not those of explicit rows
     #: (:class:`FactorCosts`; ``None``: priced by M and N, or not a factor).
     costs: FactorCosts | None = None
+    #: ``(run settings, ‖H‖₂ upper bound)`` from an earlier κ analysis of this very block (set
+    #: by :func:`~qnewton.estimation.analyse_kappa`): a block reused across steps
+    #: (``curvature_every``) is the same H, and the same seeded Lanczos run would give the same
+    #: probabilistic bound, so it is kept instead of run again (``None``: none yet).
+    norm_upper: tuple[tuple[Any, ...], float] | None = None
 
     @property
     def has_diagonal(self) -> bool:

@@ -172,7 +172,14 @@ def analyse_kappa(system: LinearSystem, policy: KappaPolicy,
     elif auto and _use_gram(system, policy.gram_below, gram_shared):
         kappa, norm = _kappa_from_gram(system, policy)
     elif auto and system.psd_plus_shift:
-        norm_h = spectral_norm_upper(system.block.matvec, system.n, **norm_kw)
+        # the same block at another step (reused curvature): the same seeded run's figure
+        key = tuple(sorted(norm_kw.items(), key=lambda item: item[0]))
+        kept = system.block.norm_upper
+        if kept is not None and kept[0] == key:
+            norm_h = kept[1]
+        else:
+            norm_h = spectral_norm_upper(system.block.matvec, system.n, **norm_kw)
+            system.block.norm_upper = (key, norm_h)
         kappa = kappa_regularization_bound(norm_h, system.shift)
         norm = norm_h + system.shift
     else:
