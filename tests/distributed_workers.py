@@ -107,6 +107,7 @@ def train(curvature: str, dtype: torch.dtype, grouping: str, rank: int = 0, worl
         per_step.append({
             "torch": dict(counts), "owner": list(opt.path.owner),
             "backtracks": opt.last_step_info["backtracks"],
+            "curvature": opt.curvature_schedule.last_reason,
             "labels": {k: v - calls.get(k, 0) for k, v in ctx.calls_by_label.items()
                        if v != calls.get(k, 0)},
             "bytes": {k: v - sent.get(k, 0) for k, v in ctx.sent_by_label.items()

@@ -584,7 +584,8 @@ def test_a_reused_block_keeps_its_norm_bound_and_its_kappa(monkeypatch) -> None:
     first = [analyse_kappa(LinearSystem(block, shift=mu, reg=mu), policy)[0] for mu in (0.1, 0.3)]
     assert len(runs) == 1
     fresh_block = FactorBlock("b", "fisher", block.factor.clone(), 1 / 60)
-    fresh = [analyse_kappa(LinearSystem(fresh_block, shift=mu, reg=mu), policy)[0] for mu in (0.1, 0.3)]
+    fresh = [analyse_kappa(LinearSystem(fresh_block, shift=mu, reg=mu), policy)[0]
+             for mu in (0.1, 0.3)]
     assert [k.value for k in first] == [k.value for k in fresh]
     assert all(k.kind == "upper" for k in first)
     for mu, k in zip((0.1, 0.3), first, strict=True):

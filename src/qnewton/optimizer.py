@@ -195,8 +195,10 @@ class QNewton(Optimizer):
             return loss
         rule = self.step_rule
         rule.begin(step, float(loss), self.path.curvature_scale(local, self.ledger))
+        schedule = self.curvature_schedule
+        kept = None if schedule.every == 1 else schedule.last_reason == "reused"
         self.last_outcomes = self.path.solve(result, self._solver(step, jobs), self.scheduler,
-                                             self.ledger)
+                                             self.ledger, kept)
         moves = book_outcomes(self.ledger, step, jobs, self.last_outcomes, self.state)
         blocks = [b for _, b in jobs]
         self.last_step_info = rule.apply(StepContext(

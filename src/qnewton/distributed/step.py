@@ -28,6 +28,7 @@ from __future__ import annotations
 import pickle
 import time
 from collections.abc import Callable
+from typing import Any
 
 import torch
 
@@ -100,6 +101,11 @@ class StepPath:
         self.block_seconds: dict[int, tuple[tuple[int, ...], float]] = {}
         #: the last step's global batch (shard sizes, modes, the bytes of each factor shard)
         self.last_batch: GlobalBatch | None = None
+        #: with kept curvature: (modes, owners, predicted seconds, this rank's gathered blocks,
+        #: its column shards of the split blocks) of the last step, solved again at a reusing
+        #: step (:meth:`solve`)
+        self._gathered: tuple[list[str], list[int], list[float], dict[int, Any],
+                              dict[int, Any]] | None = None
 
     @property
     def context(self) -> DistContext | None:
@@ -169,32 +175,57 @@ class StepPath:
         return float(traces.max()) if traces.numel() else 0.0
 
     def solve(self, result: CurvatureResult, solve_one: SolveOne, scheduler: Scheduler,
-              ledger: Ledger) -> list[BlockOutcome]:
+              ledger: Ledger, kept: bool | None = None) -> list[BlockOutcome]:
         """Every block's outcome, in block order, each block solved once by its owner (all
-        ranks together for a collective block); every rank returns the same outcomes."""
+        ranks together for a collective block); every rank returns the same outcomes.
+
+        ``kept``: the curvature is kept across steps (``curvature_every`` > 1) — ``False`` at a
+        step that built it, ``True`` at one that reuses it. The owners then keep the blocks
+        gathered at the build, and every rank its column shards of the split blocks (with their
+        Gram matrices and κ figures), and while the blocks' modes are unchanged they are solved
+        again with the same owners and no new gather or split: the same systems one process
+        solves with its kept blocks. Every rank takes the same branch (the
+        reuse decision and the modes are the same on all ranks)."""
         ctx, batch = self.context, self._batch
         if batch is None:
             raise RuntimeError("StepPath.solve needs combine() first in the same step")
         self._batch = None
         self.last_batch = batch
         blocks = result.blocks
-        self.owner, self.predicted = self.assignment(scheduler).assign(blocks, batch)
+        held = self._gathered if kept and ctx is not None else None
+        if held is not None and held[0] != batch.modes:
+            held = None
+        if held is not None:
+            self.owner, self.predicted = list(held[1]), list(held[2])
+        else:
+            self.owner, self.predicted = self.assignment(scheduler).assign(blocks, batch)
         self.split_blocks = [i for i, mode in enumerate(batch.modes) if mode == "split"]
         rank = 0 if ctx is None else ctx.rank
         found: list[BlockOutcome | None] = [None] * len(blocks)
         seconds = 0.0  # this rank's block work (its solves, the split blocks' shares included)
         # split blocks first: all ranks arrive together, before their owned work differs
+        split: dict[int, Any] = {}
         for i in self.split_blocks:
-            with ledger.phase("communication"):
-                local = blocks[i]
-                block = split_by_columns(ctx, local, [rows[i] for rows in batch.rows],
-                                         row_factor(batch.sizes[ctx.rank], local.scale),
-                                         1.0 / batch.total)
+            if held is not None:
+                block = held[4][i]
+            else:
+                with ledger.phase("communication"):
+                    local = blocks[i]
+                    block = split_by_columns(ctx, local, [rows[i] for rows in batch.rows],
+                                             row_factor(batch.sizes[ctx.rank], local.scale),
+                                             1.0 / batch.total)
+            split[i] = block
             work = time.perf_counter()
             found[i] = solve_one(i, block, result.grads[i])
             seconds += time.perf_counter() - work
-        mine = ({i: b for i, b in enumerate(blocks) if batch.modes[i] == "owned"} if ctx is None
-                else gather_owned(ctx, blocks, self.owner, batch, ledger))
+        if ctx is None:
+            mine = {i: b for i, b in enumerate(blocks) if batch.modes[i] == "owned"}
+        elif held is not None:
+            mine = held[3]
+        else:
+            mine = gather_owned(ctx, blocks, self.owner, batch, ledger)
+        self._gathered = ((list(batch.modes), list(self.owner), list(self.predicted), mine,
+                           split) if kept is not None and ctx is not None else None)
         took: dict[int, float] = {}
         for i in sorted(mine):
             work = time.perf_counter()
