@@ -101,11 +101,11 @@ class StepPath:
         self.block_seconds: dict[int, tuple[tuple[int, ...], float]] = {}
         #: the last step's global batch (shard sizes, modes, the bytes of each factor shard)
         self.last_batch: GlobalBatch | None = None
-        #: with kept curvature: (modes, owners, predicted seconds, this rank's gathered blocks,
-        #: its column shards of the split blocks) of the last step, solved again at a reusing
-        #: step (:meth:`solve`)
+        #: with kept curvature: (the blocks' modes as combined, owners, predicted seconds, this
+        #: rank's gathered blocks, its column shards of the split blocks, the modes as
+        #: assigned) of the last step, solved again at a reusing step (:meth:`solve`)
         self._gathered: tuple[list[str], list[int], list[float], dict[int, Any],
-                              dict[int, Any]] | None = None
+                              dict[int, Any], list[str]] | None = None
 
     @property
     def context(self) -> DistContext | None:
@@ -192,11 +192,13 @@ class StepPath:
         self._batch = None
         self.last_batch = batch
         blocks = result.blocks
+        modes = list(batch.modes)  # as combined, before the assignment splits any block
         held = self._gathered if kept and ctx is not None else None
-        if held is not None and held[0] != batch.modes:
+        if held is not None and held[0] != modes:
             held = None
         if held is not None:
             self.owner, self.predicted = list(held[1]), list(held[2])
+            batch.modes[:] = held[5]
         else:
             self.owner, self.predicted = self.assignment(scheduler).assign(blocks, batch)
         self.split_blocks = [i for i, mode in enumerate(batch.modes) if mode == "split"]
@@ -224,8 +226,8 @@ class StepPath:
             mine = held[3]
         else:
             mine = gather_owned(ctx, blocks, self.owner, batch, ledger)
-        self._gathered = ((list(batch.modes), list(self.owner), list(self.predicted), mine,
-                           split) if kept is not None and ctx is not None else None)
+        self._gathered = ((modes, list(self.owner), list(self.predicted), mine, split,
+                           list(batch.modes)) if kept is not None and ctx is not None else None)
         took: dict[int, float] = {}
         for i in sorted(mine):
             work = time.perf_counter()
