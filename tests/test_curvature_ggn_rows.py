@@ -177,3 +177,25 @@ def test_readme_least_squares_closure_gets_the_gauss_newton_matrix():
     opt.step(closure)
     settings = [e for e in opt.ledger.events if e["kind"] == "settings"]
     assert [e["curvature"] for e in settings] == ["ggn"]
+
+
+def test_a_view_of_the_outputs_is_refused_naming_the_tensor_to_return():
+    """``return r.square(), r.unsqueeze(1)``: the losses do not depend on the new view, and the
+    ClosureError says to return the very tensor the losses are computed from; nothing moves."""
+    import qnewton
+    from qnewton.curvature.kind import ClosureError
+
+    torch.manual_seed(3)
+    model = torch.nn.Sequential(torch.nn.Linear(2, 3), torch.nn.Tanh(),
+                                torch.nn.Linear(3, 1)).to(DT)
+    x, target = torch.randn(6, 2, dtype=DT), torch.randn(6, dtype=DT)
+    before = [p.detach().clone() for p in model.parameters()]
+    opt = qnewton.QNewton(model.named_parameters())
+
+    def closure():
+        r = model(x).squeeze(1) - target
+        return r.square(), r.unsqueeze(1)
+
+    with pytest.raises(ClosureError, match="the very tensor the losses are computed from"):
+        opt.step(closure)
+    assert all(torch.equal(p, q) for p, q in zip(before, model.parameters(), strict=True))

@@ -8,7 +8,7 @@ import torch
 
 from qnewton.curvature.bypass import bypass_rows, fixed_output_gradients
 from qnewton.curvature.config import CurvatureConfig
-from qnewton.curvature.kind import BuildInputs, ClosureError, CurvatureKind
+from qnewton.curvature.kind import OUTPUTS_NOT_USED, BuildInputs, ClosureError, CurvatureKind
 from qnewton.curvature.loss_hessian import loss_hessian_sqrt
 from qnewton.curvature.params import ParamBlock
 from qnewton.curvature.per_sample import factor_rows
@@ -134,8 +134,7 @@ class GGNCurvature(CurvatureKind):
         (d_out,) = torch.autograd.grad(losses.mean(), outputs, retain_graph=True,
                                        allow_unused=True)
         if d_out is None:
-            raise ClosureError("the losses do not depend on the outputs returned for the GGN; "
-                               "return the model outputs the losses are computed from")
+            raise ClosureError(OUTPUTS_NOT_USED)
         via = torch.autograd.grad(outputs, list(params), grad_outputs=d_out, retain_graph=True,
                                   allow_unused=True)
         worst, where = 0.0, -1

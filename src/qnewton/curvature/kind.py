@@ -9,6 +9,8 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from qnewton.curvature.errors import OUTPUTS_NOT_USED as OUTPUTS_NOT_USED
+from qnewton.curvature.errors import ClosureError as ClosureError
 from qnewton.curvature.memory import element_size
 from qnewton.curvature.params import ParamBlock
 from qnewton.curvature.representation import CurvatureBlock
@@ -16,11 +18,6 @@ from qnewton.curvature.representation import CurvatureBlock
 if TYPE_CHECKING:
     from qnewton.curvature.config import CurvatureConfig
     from qnewton.curvature.products import ProductContext
-
-
-class ClosureError(ValueError):
-    """The closure broke the contract :meth:`QNewton.step` relies on (or returned what the
-    curvature kind cannot model faithfully)."""
 
 
 @dataclass

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from qnewton.curvature.autograd import BatchedVJP
+from qnewton.curvature.errors import OUTPUTS_NOT_USED, ClosureError
 
 
 def psd_sqrt_eigenvalues(evals: torch.Tensor) -> torch.Tensor:
@@ -27,7 +28,7 @@ def loss_hessian_sqrt(
         losses.sum(), outputs, create_graph=True, retain_graph=True, allow_unused=True
     )
     if d is None:
-        raise ValueError("the losses do not depend on the outputs returned for the GGN")
+        raise ClosureError(OUTPUTS_NOT_USED)
     if not d.requires_grad:  # loss linear in the outputs
         return torch.zeros((s, c, c), dtype=dtype, device=outputs.device)
     seeds = torch.zeros((c, s, c), dtype=d.dtype, device=d.device)
