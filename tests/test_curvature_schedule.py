@@ -150,6 +150,13 @@ def _counting(monkeypatch):
 def test_reuse_builds_every_k_steps_and_solves_the_stale_curvature(monkeypatch):
     """Ground truth for a reused step: Δ = −(F₀ + λI)⁻¹ g₁ with F₀ the brute-force Fisher at the
     step that built it, λ = reg·max|F₀|, g₁ the full-batch gradient at the current step."""
+    from qnewton.curvature import FactorBlock
+    from qnewton.curvature.structured import StructuredFactorBlock
+
+    formed = []
+    for cls in (FactorBlock, StructuredFactorBlock):
+        monkeypatch.setattr(cls, "_form_dense", lambda self, real=cls._form_dense: (
+            formed.append(self.name) or real(self)))
     model, x, y = problem(s=16)
     calls = _counting(monkeypatch)
     opt = QNewton(model.named_parameters(), lr=1.0, clip=None, reg=0.1, curvature_every=3,
@@ -171,6 +178,8 @@ def test_reuse_builds_every_k_steps_and_solves_the_stale_curvature(monkeypatch):
             got = torch.cat([p.detach().reshape(-1) for p in b.params])
             torch.testing.assert_close(got, want, rtol=1e-8, atol=1e-10, msg=f"{step} {b.name}")
     assert len(calls) == 3  # steps 0, 3 and 6
+    # each kept block's scale·FᵀF is formed once per build; reusing steps solve a copy of it
+    assert sorted(formed) == sorted(b.name for b in blocks for _ in range(3))
     assert (opt.ledger.curvature_computed, opt.ledger.curvature_reused) == (3, 4)
     assert opt.curvature_schedule.computed == 3 and opt.curvature_schedule.reused == 4
 

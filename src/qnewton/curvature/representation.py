@@ -226,6 +226,11 @@ class FactorBlock(CurvatureBlock):
         self.scale = float(scale)
         self._diagonal: torch.Tensor | None = None
         self._gram: torch.Tensor | None = None
+        #: keep the explicit matrix once formed (a block reused across steps, set by
+        #: :class:`~qnewton.curvature.schedule.CurvatureSchedule`): every reusing step's dense
+        #: solve then copies it instead of forming scale·FᵀF again
+        self.keep_dense = False
+        self._dense: torch.Tensor | None = None
 
     def __repr__(self) -> str:
         return (f"{type(self).__name__}(name={self.name!r}, kind={self.kind!r}, "
@@ -327,6 +332,15 @@ class FactorBlock(CurvatureBlock):
         return float((self._diagonal + shift).abs().max())
 
     def to_dense(self) -> torch.Tensor:
+        if self._dense is not None:
+            return self._dense
+        dense = self._form_dense()
+        if self.keep_dense:
+            self._dense = dense
+        return dense
+
+    def _form_dense(self) -> torch.Tensor:
+        """``scale·FᵀF`` formed now (:meth:`to_dense` keeps it when :attr:`keep_dense`)."""
         if self._wide:
             return self.scale * (self.factor.T @ self.factor)
         parts = (self.factor[a:b].to(self.dtype) for a, b in self._chunks(0))
@@ -334,7 +348,7 @@ class FactorBlock(CurvatureBlock):
 
     @property
     def owns_dense(self) -> bool:
-        return True
+        return not self.keep_dense
 
     def all_finite(self) -> bool:
         # trace(H) = scale·‖F‖²_F, the sum of the cached diagonal that the max-entry

@@ -31,6 +31,7 @@ from qnewton.curvature.compute import CurvatureResult, compute_curvature, mean_l
 from qnewton.curvature.config import CurvatureConfig
 from qnewton.curvature.params import ParamBlock
 from qnewton.curvature.per_sample.recording import release_recording
+from qnewton.curvature.representation import FactorBlock
 from qnewton.curvature.snapshot import result_from_state, result_state
 from qnewton.validation import check_int
 
@@ -133,6 +134,9 @@ class CurvatureSchedule:
             self.computed += 1
             if self.every > 1:
                 self._cache, self.built_at = result, step
+                for block in result.blocks:  # formed once, copied at each reusing step
+                    if isinstance(block, FactorBlock):
+                        block.keep_dense = True
             return result, False
         self.last_reason = "reused"
         release_recording()  # no rows are built at this step: the closure's records go

@@ -325,7 +325,7 @@ class StructuredFactorBlock(FactorBlock):
             self._diagonal = self.scale * self.structured.square_sums(self.dtype)
         return self._diagonal.clone()
 
-    def to_dense(self) -> torch.Tensor:
+    def _form_dense(self) -> torch.Tensor:
         return self.scale * self.structured.normal_matrix(self.dtype)
 
 
