@@ -466,3 +466,20 @@ def test_a_rank_that_lost_its_peer_exits_with_the_peer_stopped_status(monkeypatc
     code = main(["train", "--task", "digits", "--tiny", "--no-progress", "--out", "unused"])
     assert code == PEER_STOPPED_EXIT
     assert "another rank has stopped" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("policy", "reusing", "planned"), [
+    ("auto", False, "auto"), ("auto", True, "never"), ("always", True, "always"),
+    ("never", False, "never")])
+def test_kept_curvature_on_mini_batches_splits_no_block_under_auto(policy, reusing, planned):
+    """With curvature reuse a kept whole block costs its owner only the solve at reusing steps
+    while a split one communicates at every step, so "auto" plans no split then; an explicit
+    policy is kept."""
+    from types import SimpleNamespace
+
+    from qnewton.distributed.step import StepPath
+
+    path = StepPath(split=policy)
+    path._ctx, path._detected = SimpleNamespace(world=2), True
+    path.reusing = reusing
+    assert path.assignment(scheduler=None).policy == planned

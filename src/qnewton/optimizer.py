@@ -197,6 +197,7 @@ class QNewton(Optimizer):
         rule.begin(step, float(loss), self.path.curvature_scale(local, self.ledger))
         schedule = self.curvature_schedule
         kept = None if schedule.every == 1 else schedule.last_reason == "reused"
+        self.path.reusing = kept is not None and rule.regime != "full-batch"
         self.last_outcomes = self.path.solve(result, self._solver(step, jobs), self.scheduler,
                                              self.ledger, kept)
         moves = book_outcomes(self.ledger, step, jobs, self.last_outcomes, self.state)
