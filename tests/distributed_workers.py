@@ -80,8 +80,9 @@ def train(curvature: str, dtype: torch.dtype, grouping: str, rank: int = 0, worl
     reserved for each rank's outcomes in the directions' all-to-all, set before every step."""
     model, x, y = problem(dtype)
     extra = {} if matrix_free_bytes is None else {"max_block_bytes": matrix_free_bytes}
+    # curvature_every=3: the five steps include steps that reuse kept curvature
     opt = QNewton(model.named_parameters(), lr=0.5, curvature=curvature, grouping=grouping,
-                  reg=0.5, momentum=0.5, clip=0.1, rates=RATES, **extra)
+                  reg=0.5, momentum=0.5, clip=0.1, rates=RATES, curvature_every=3, **extra)
     opt.path.split = split
     for step in range(STEPS):
         part = slice(step * BATCH, (step + 1) * BATCH)

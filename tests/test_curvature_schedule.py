@@ -204,9 +204,8 @@ def test_curvature_batch_in_the_optimizer_uses_seeded_subsets(monkeypatch):
     for _ in range(2):
         opt.step(closure_for(model, x, y))
     assert [c.tolist() for c in calls] == [curvature_subset(16, 5, 2, s).tolist() for s in (0, 1)]
-    # the same batch again: the adaptive rule asks for the curvature at the current point
     assert opt.ledger.take_curvature() == {"curvature": "computed", "curvature_samples": 5,
-                                           "batch_samples": 16, "curvature_reason": "step-rule"}
+                                           "batch_samples": 16, "curvature_reason": "every-step"}
 
 
 def test_training_records_curvature_settings_and_per_step_use(tmp_path):
@@ -264,10 +263,12 @@ def _mini_batches(steps, s=12, seed=0):
     return [(x[i], y[i]) for i in order]
 
 
-@pytest.mark.parametrize(("kw", "every"), [({}, 10), ({"step_rule": "fixed"}, 1),
+@pytest.mark.parametrize(("kw", "every"), [({}, 1), ({"step_rule": "fixed"}, 1),
                                            ({"curvature": "kfac"}, 1),
                                            ({"curvature_every": 4}, 4)])
-def test_curvature_every_defaults_to_the_step_rules_and_the_kinds(kw, every):
+def test_curvature_every_defaults_to_every_step(kw, every):
+    # (10 by default under the adaptive rule was tried and reverted: a transformer encoder on
+    # digits ended at 0.43 eval accuracy after 150 steps, against 0.67 building every step)
     model, x, y = problem()
     opt = QNewton(model.named_parameters(), rates=RATES, **kw)
     opt.step(closure_for(model, x, y))
@@ -302,7 +303,7 @@ def test_adaptive_reuse_on_mini_batches_builds_when_old_or_stale():
 
 def test_adaptive_rule_builds_every_step_on_a_full_batch():
     model, x, y = problem()
-    opt = QNewton(model.named_parameters(), rates=RATES, grouping="tensor")
+    opt = QNewton(model.named_parameters(), rates=RATES, grouping="tensor", curvature_every=4)
     for _ in range(4):
         opt.step(closure_for(model, x, y))
     assert opt.ledger.curvature_reused == 0

@@ -93,9 +93,8 @@ class QNewton(Optimizer):
             None if opts["curvature"] == "auto" else curvature_config(opts, False))
         self.kind: CurvatureKind | None = (
             None if self.curvature_config is None else CURVATURES[self.curvature_config.kind])
-        self.curvature_schedule = CurvatureSchedule(opts["curvature_batch"], 1, seed)
-        if self.kind is not None:
-            self._resolve_every()
+        self.curvature_schedule = CurvatureSchedule(opts["curvature_batch"],
+                                                    opts["curvature_every"], seed)
         self.amortizer = KroneckerAmortizer(opts["kfac_every"], opts["kfac_decay"])  # K-FAC only
         self.pipeline = SolvePipeline(scheduler, opts["max_retries"],
                                       opts["damping_growth"], opts["exact_kappa_max_n"])
@@ -108,14 +107,6 @@ class QNewton(Optimizer):
                                         None if self.kind is None else self.kind.auto_grouping)
         for group in self.param_groups:
             self.partition.add_group(group)
-
-    def _resolve_every(self) -> None:
-        """``curvature_every``: the given value, else the step rule's default (1 for a kind that
-        amortizes its own statistics, K-FAC)."""
-        every = self.options["curvature_every"]
-        if every is None:
-            every = 1 if self.kind.amortizes else self.step_rule.default_curvature_every
-        self.curvature_schedule.every = every
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         """``torch.optim`` semantics; the new group gets its parameter blocks at once."""
@@ -249,7 +240,6 @@ class QNewton(Optimizer):
         if self.curvature_config is None:  # the first step: "auto" sees what the closure gives
             self.curvature_config = curvature_config(self.options, outputs is not None)
             self.kind = CURVATURES[self.curvature_config.kind]
-            self._resolve_every()
         over_budget = "matrix-free" if self.options["matrix_free"] else "skip"
         with ledger.phase("curvature"), torch.enable_grad():
             local, reused = self.curvature_schedule(losses, blocks, self.curvature_config,

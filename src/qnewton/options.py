@@ -219,13 +219,11 @@ OPTIONS: tuple[Option, ...] = (
            "build the curvature from a seeded random subset of this many samples of each "
            "batch (>= 1; the gradient uses all; default: all samples)",
            _optional(check_int, "curvature_batch", 1), int),
-    Option("curvature_every", None,
+    Option("curvature_every", 1,
            "one curvature build serves at most this many steps, each with its own fresh "
-           "gradient (>= 1; 1: every step builds; default: the step rule's — adaptive 10, "
-           "building earlier when the reduction ratio says the kept curvature went stale and "
-           "every step on a full batch; fixed 1, the paper's; curvature kfac 1, its factors "
-           "refresh by kfac_every)",
-           _optional(check_int, "curvature_every", 1), int),
+           "gradient (>= 1; 1: every step builds; adaptive rule: a rejected step or a full "
+           "batch builds earlier; docs/method.md §4.7)",
+           lambda v: check_int("curvature_every", v, 1), int),
     Option("kfac_every", 20,
            "curvature kfac: refactorize the Kronecker factors every this many steps; between "
            "refreshes the last factorization solves (>= 1; 20: Martens & Grosse 2015's T3; "

@@ -230,7 +230,6 @@ class KFACCurvature(CurvatureKind):
 
     name = "kfac"
     auto_grouping = "module"  # a block that spans layers has no Kronecker factors
-    amortizes = True  # running averages, refactorized every kfac_every steps
     psd = True
     has_matrix_free = True
 

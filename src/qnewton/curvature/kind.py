@@ -92,9 +92,6 @@ class CurvatureKind(ABC):
     needs_gradient_graph: bool = False
     has_matrix_free: bool = False
     aligned_rows: bool = False
-    #: the kind amortizes its own statistics across steps (K-FAC's running factors), so
-    #: ``curvature_every`` defaults to 1 for it
-    amortizes: bool = False
     #: what ``grouping="auto"`` resolves to for this kind (``None``: by size,
     #: :func:`~qnewton.curvature.params.auto_grouping`); K-FAC factors one layer per block
     auto_grouping: str | None = None

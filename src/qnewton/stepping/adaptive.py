@@ -167,10 +167,6 @@ class AdaptiveLM(StepRule):
     """
 
     name = "adaptive"
-    #: one build serves up to 10 steps; the reduction ratio asks for an earlier one
-    #: (:meth:`wants_fresh_curvature`; K-FAC refreshes its inverses every T₃ = 20, Martens &
-    #: Grosse 2015 §8; 10 measured on the shipped tasks, docs/method.md §4.7)
-    default_curvature_every = 10
 
     def __init__(self, damping: float = 1.0) -> None:
         check_damping(damping)

@@ -83,9 +83,6 @@ class StepRule(ABC):
     name: str
     #: ``reg`` when the user gives none (the conditioning's fixed regularization).
     default_reg: float = 0.0
-    #: ``curvature_every`` when the user gives none: how many steps one curvature build may
-    #: serve (1: every step builds, as the paper does).
-    default_curvature_every: int = 1
     #: the batch regime the rule has read off the losses (``"mini-batch"`` or
     #: ``"full-batch"``; a rule that does not read it takes mini-batches)
     regime: str = "mini-batch"
