@@ -92,7 +92,7 @@ class CurvatureSchedule:
         reuses the kept blocks. ``fresh``: the step rule asks for a build."""
         if self.every == 1:
             return "every-step"
-        if self._cache is None or self.built_at is None:
+        if self._cache is None:
             return "none-kept"
         if step - self.built_at >= self.every:
             return "age"

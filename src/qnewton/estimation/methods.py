@@ -173,7 +173,7 @@ def analyse_kappa(system: LinearSystem, policy: KappaPolicy,
         kappa, norm = _kappa_from_gram(system, policy)
     elif auto and system.psd_plus_shift:
         # the same block at another step (reused curvature): the same seeded run's figure
-        key = tuple(sorted(norm_kw.items(), key=lambda item: item[0]))
+        key = tuple(norm_kw.items())
         kept = system.block.norm_upper
         if kept is not None and kept[0] == key:
             norm_h = kept[1]
