@@ -15,6 +15,7 @@ from qnewton.curvature import (
     ParamBlock,
     blocks_from_module,
     compute_curvature,
+    structured,
 )
 from qnewton.curvature.structured import KroneckerRows, StructuredFactor, StructuredFactorBlock
 
@@ -59,9 +60,16 @@ def test_structured_factor_operations_equal_the_explicit_rows(factor):
     assert sf.stored_elements == 5 * 6 + 5 * 3 * 4 + 5 + 2 * 28 < f.numel()
 
 
-def test_structured_block_is_the_factor_block_of_its_rows(factor):
+@pytest.mark.parametrize("small", [True, False], ids=["explicit-products", "structured"])
+def test_structured_block_is_the_factor_block_of_its_rows(factor, small, monkeypatch):
+    """Both ways a block multiplies: by its kept float64 rows (a small factor) or by the
+    structure (:data:`~qnewton.curvature.structured.EXPLICIT_MAX_ELEMENTS`)."""
     sf, f = factor
+    monkeypatch.setattr(structured, "EXPLICIT_MAX_ELEMENTS", f.numel() if small else 0)
     block = StructuredFactorBlock("b", "ggn", sf, scale=0.25)
+    assert (block._small is not None) == small
+    u = torch.randn(17, 2, dtype=DT)
+    torch.testing.assert_close(block.apply_factor_t(u), f.T @ u, rtol=1e-12, atol=1e-12)
     assert block.n == 28 and block.factor_rows == 17 and block.psd
     torch.testing.assert_close(block.to_dense(), 0.25 * f.T @ f, rtol=1e-12, atol=1e-12)
     v = torch.randn(28, dtype=DT)
