@@ -263,3 +263,27 @@ def test_a_kappa_bound_that_settles_the_decision_spares_the_estimate(policy):
     fast = Scheduler(sched.config, rates=RATES)
     assert fast.skip_reason(system)[0] != "kappa-bounded"
     assert fast.decide(system, fast.analyse_if_needed(system)).classical_solver != "cg"
+
+
+def test_an_estimated_kappa_is_not_priced_when_the_quantum_floor_already_loses(monkeypatch):
+    """CG could win (κ is estimated), and the QLSA's floor on the surface code loses to the best
+    classical solver: the decision is made without pricing the QLSA at κ, records the floor
+    (a lower bound) as a guaranteed rejection, and chooses what the priced decision chooses."""
+    slow_dense = MachineRates.user(dense_flops_per_s=1e3, gemm_flops_per_s=1e3,
+                                   bandwidth_bytes_per_s=1e12)
+    system = condition(DenseBlock("h", "hessian", torch.eye(50, dtype=torch.float64) * 2.0),
+                       ConditioningConfig())
+    sched = Scheduler(SchedulerConfig(hardware=get_profile("surface-code"), policy="cost"),
+                      rates=slow_dense)
+    analysis = sched.analyse_if_needed(system)
+    assert analysis.kappa is not None  # estimated: CG could win
+    priced = sched.decide_shape(
+        SystemShape(n=50, nnz=2500, d=50, kappa=max(1.0, analysis.kappa.value)),
+        analysis.alpha, price_quantum=True)
+    monkeypatch.setattr(sched, "cheapest_quantum_cost", lambda *a, **k: pytest.fail("priced"))
+    decision = sched.decide(system, analysis)
+    assert (decision.choice, decision.classical_solver) == (priced.choice,
+                                                            priced.classical_solver)
+    assert decision.choice == "classical" and decision.quantum_rejection == "guaranteed-rejection"
+    assert decision.quantum.total_seconds <= priced.quantum.total_seconds
+    assert decision.quantum.total_seconds > decision.predicted_classical_seconds

@@ -439,6 +439,13 @@ class Scheduler:
             raise self.no_solver(shape)
         predicted = predict_classical(shape, self.machine_rates(), cfg.cg_rtol)
         best = min(allowed, key=lambda s: predicted[s]) if allowed else "none"
+        if not price_quantum and policy.decides_by_time and allowed:
+            # the QLSA's cost at κ = 1, α = 1 (kept per shape) bounds its cost at this κ, α
+            # from below: when even that loses, pricing it at κ (the fault-tolerant profiles'
+            # factory planning, ~10 ms a block) cannot change the choice
+            floor = self.quantum_floor(dataclasses.replace(shape, kappa=1.0))
+            if floor.total_seconds > predicted[best]:
+                return Decision("classical", best, predicted, floor, "guaranteed-rejection")
         quantum = (self.cheapest_quantum_cost(shape, alpha, alpha_factor)
                    if price_quantum or policy.can_route_quantum else None)
         choice = policy.choose(PolicyInputs(
