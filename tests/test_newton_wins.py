@@ -42,6 +42,29 @@ def test_l2_logistic_regression_reaches_sklearns_optimum_quadratically():
     assert opt.last_step_info["regime"] == "full-batch"
 
 
+def test_steps_at_a_minimum_to_round_off_keep_the_damping_and_the_parameters():
+    """Past the optimum of a convex problem no trial can resolve a decrease: the extra steps
+    are recorded as stationary, move nothing, reject nothing and leave the damping as it was
+    (rejecting round-off noise used to raise it ×ν per step, to 4e5 in ten steps)."""
+    problem = logistic_digits(tiny=True)
+    model = problem.make_model()
+    opt = QNewton(model.named_parameters(), rates=RATES)
+    closure = problem.closure(model, with_outputs=True)
+    for _ in range(25):
+        opt.step(closure)
+        if opt.last_step_info.get("stationary"):
+            break
+    assert opt.last_step_info.get("stationary"), "no step found the minimum to round-off"
+    assert problem.metric(model) < 1e-12
+    damping, theta = opt.step_rule.damping, [p.detach().clone() for p in model.parameters()]
+    for _ in range(4):
+        opt.step(closure)
+        assert opt.last_step_info["stationary"] and opt.last_step_info["step_size"] == 0.0
+    assert opt.step_rule.damping == damping
+    assert all(torch.equal(a, p) for a, p in zip(theta, model.parameters(), strict=True))
+    assert not [e for e in opt.ledger.events if e["kind"] == "step-rejected"]
+
+
 @pytest.mark.parametrize("make", [lambda: least_squares_mlp(tiny=True),
                                   lambda: poisson(1, tiny=True)], ids=["mlp", "pinn-1d"])
 def test_full_batch_defaults_keep_up_with_a_whole_model_levenberg_marquardt(make):

@@ -236,6 +236,15 @@ class AdaptiveLM(StepRule):
         self.trial.needs_grad = bool(state.get("trial_needs_grad", False))
         self.stale = bool(state.get("stale", False))
 
+    @staticmethod
+    def _below_roundoff(predicted: float, ctx: StepContext) -> bool:
+        """Whether the predicted change ``predicted`` (≤ 0 for a decrease) is within
+        :data:`SAME_LOSS_EPS` units of the loss's round-off: a trial could not resolve it."""
+        if not ctx.losses.is_floating_point():
+            return False
+        eps = torch.finfo(ctx.losses.dtype).eps
+        return -predicted <= SAME_LOSS_EPS * eps * abs(float(ctx.loss))
+
     def apply(self, ctx: StepContext, moves: Sequence[Move]) -> dict[str, Any]:
         """θ ← θ + α·Δ with α from the whole model's quadratic model, backtracked until the
         loss falls; λ adapted from ρ."""
@@ -258,6 +267,14 @@ class AdaptiveLM(StepRule):
         samples = ctx.losses.numel()
         curvature = ctx.comm.global_mean(curvature, samples, "all-reduce of ΔᵀCΔ", ledger)
         alpha = step_size(g_dot_d, curvature, 1.0)
+        if self._below_roundoff(predicted_reduction(alpha, g_dot_d, curvature), ctx):
+            # a minimum to round-off: no trial could tell a decrease from noise, and rejecting
+            # the noise would raise the damping at every further step (×ν, ν doubling)
+            self.last_trial_loss = float(ctx.loss)  # θ unchanged: the next step starts here
+            info.update(step_size=0.0, rho=None, accepted=False, backtracks=0, stationary=True,
+                        next_damping=self._damping)
+            ledger.add_step_rule(info)
+            return info
         old = [p.detach().clone() for p in params]
         sizes = [p.numel() for p in params]
         base = float(ctx.loss)
