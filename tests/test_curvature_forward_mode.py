@@ -17,12 +17,24 @@ from qnewton.curvature.per_sample import factor_rows
 DT = torch.float64
 
 
+class Scaled(nn.Module):
+    """``s·x`` with a learnable scalar ``s``: a parameter use no per-sample handler knows."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.s = nn.Parameter(torch.tensor(1.5))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.s * x
+
+
 @pytest.fixture(scope="module")
 def pinn():
-    """``(model, points, residual)``: u = MLP [2, 3, 1] (13 parameters), residual Δu + u² at
-    48 points (48 ≥ 3·13 rows: the forward-mode path)."""
+    """``(model, points, residual)``: u = s·MLP [2, 3, 1] (14 parameters; the learnable scale
+    keeps the one-pass handlers out), residual Δu + u² at 48 points (48 ≥ 3·14 rows: the
+    forward-mode path)."""
     torch.manual_seed(0)
-    model = nn.Sequential(nn.Linear(2, 3), nn.Tanh(), nn.Linear(3, 1)).to(DT)
+    model = nn.Sequential(nn.Linear(2, 3), nn.Tanh(), nn.Linear(3, 1), Scaled()).to(DT)
     points = torch.rand(48, 2, dtype=DT)
 
     def residual(m: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -33,12 +45,12 @@ def pinn():
                   for d in range(2))
         return lap + u ** 2
 
-    assert points.shape[0] >= FORWARD_MODE_RATIO * 13
+    assert points.shape[0] >= FORWARD_MODE_RATIO * 14
     return model, points, residual
 
 
 def per_point_jacobian(model, points):
-    """∂r(x_s)/∂θ for each point, flat (S, 13), by torch.func (no qnewton code)."""
+    """∂r(x_s)/∂θ for each point, flat (S, N), by torch.func (no qnewton code)."""
     names = [n for n, _ in model.named_parameters()]
 
     def r(params, x):
@@ -66,9 +78,24 @@ def test_forward_mode_rows_equal_the_per_sample_jacobian(pinn):
     rows = factor_rows(z, [torch.ones_like(z)], 48, [block], CurvatureConfig(), paths=paths)
     assert paths["<model>"].startswith("forward-mode")
     torch.testing.assert_close(rows[id(block)], jac, rtol=1e-10, atol=1e-12)
-    loop = {id(block): torch.empty(48, 13, dtype=DT)}
-    seeded_rows(z, [torch.ones_like(z)], 48, [block], loop, DT, None, 13 * 8)
+    loop = {id(block): torch.empty(48, 14, dtype=DT)}
+    seeded_rows(z, [torch.ones_like(z)], 48, [block], loop, DT, None, 14 * 8)
     torch.testing.assert_close(rows[id(block)], loop[id(block)], rtol=1e-10, atol=1e-12)
+
+
+def test_a_plain_mlp_pinn_takes_the_one_pass_rows(pinn):
+    """Without the scale, every use of the weights — the forward pass and the products by W
+    and Wᵀ that differentiating it with create_graph=True records — is a linear layer's: the
+    rows come from one backward pass per seed, equal to the per-point Jacobian."""
+    model = nn.Sequential(*list(pinn[0])[:3])
+    points, residual = pinn[1], pinn[2]
+    block = ParamBlock("<model>", list(model.parameters()))
+    z = residual(model, points).unsqueeze(1)
+    paths: dict[str, str] = {}
+    rows = factor_rows(z, [torch.ones_like(z)], 48, [block], CurvatureConfig(), paths=paths)
+    assert paths["<model>"] == "one-pass"
+    torch.testing.assert_close(rows[id(block)], per_point_jacobian(model, points), rtol=1e-10,
+                               atol=1e-12)
 
 
 def test_few_rows_keep_the_loop(pinn):

@@ -38,14 +38,29 @@ def _accumulated_param(node: object, params: dict[int, torch.Tensor]) -> torch.T
     return var if var is not None and id(var) in params else None
 
 
+def _through_transposes(node: object, params: dict[int, torch.Tensor]
+                        ) -> tuple[torch.Tensor | None, bool]:
+    """The parameter ``node`` is, directly or through a chain of transposes (``F.linear``'s
+    ``Wᵀ``; and ``(Wᵀ)ᵀ`` where a graph differentiated with ``create_graph=True`` multiplies by
+    the weight again), and whether the chain transposes it (odd length)."""
+    transposed = False
+    while type(node).__name__ == "TBackward0":
+        (node, _), = node.next_functions or ((None, 0),)
+        transposed = not transposed
+        if node is None:
+            return None, False
+    return _accumulated_param(node, params), transposed
+
+
 def parameter_uses(
     root: object, params: dict[int, torch.Tensor], handlers: dict[str, NodeHandler]
 ) -> tuple[dict[int, list[Use]], set[int]]:
     """For each parameter (by id) reached from the node ``root``, its uses by handled nodes; and
     the ids of parameters with any use no handler understands (those take the generic path).
 
-    A parameter reaches a node directly (its ``AccumulateGrad``) or through one transpose node
-    (``TBackward0``, as ``F.linear`` uses its weight); a transpose is judged at the node that
+    A parameter reaches a node directly (its ``AccumulateGrad``) or through transpose nodes
+    (``TBackward0``: one as ``F.linear`` uses its weight, two where a graph differentiated with
+    ``create_graph=True`` multiplies by the weight); a transpose is judged at the node that
     consumes it, so every edge into a parameter is examined exactly once.
     """
     uses: dict[int, list[Use]] = {}
@@ -62,15 +77,10 @@ def parameter_uses(
         for pos, (child, _) in enumerate(node.next_functions):
             if child is None:
                 continue
-            direct = _accumulated_param(child, params)
-            via_t = None
-            if type(child).__name__ == "TBackward0":
-                (grand, _), = child.next_functions or ((None, 0),)
-                via_t = _accumulated_param(grand, params) if grand is not None else None
-            if direct is None and via_t is None:
+            target, transposed = _through_transposes(child, params)
+            if target is None:
                 continue
-            target = direct if direct is not None else via_t
-            role = handler.role(node, pos, via_t is not None) if handler is not None else None
+            role = handler.role(node, pos, transposed) if handler is not None else None
             if role is None:
                 other.add(id(target))
             else:
