@@ -98,6 +98,41 @@ def test_a_plain_mlp_pinn_takes_the_one_pass_rows(pinn):
                                atol=1e-12)
 
 
+def test_a_pinn_that_calls_its_mlp_on_parts_of_the_batch_takes_the_one_pass_rows(pinn):
+    """Interior residuals (Δu + u²) from one call of the MLP and boundary values (u) from
+    another, joined: no linear input has the 48 samples as its rows, so the engine maps each
+    row to its sample by two probing backward passes; the rows equal the per-point Jacobian
+    of the two kinds of residual."""
+    model = nn.Sequential(*list(pinn[0])[:3])
+    points, residual = pinn[1], pinn[2]
+    inner, edge = points[:40], points[40:]
+    z = torch.cat([residual(model, inner), model(edge).squeeze(1)]).unsqueeze(1)
+    block = ParamBlock("<model>", list(model.parameters()))
+    paths: dict[str, str] = {}
+    rows = factor_rows(z, [torch.ones_like(z)], 48, [block], CurvatureConfig(), paths=paths)
+    assert paths["<model>"] == "one-pass"
+    names = [n for n, _ in model.named_parameters()]
+    params = {n: p.detach() for n, p in model.named_parameters()}
+    value = vmap(jacrev(lambda prm, x: functional_call(model, prm, (x.unsqueeze(0),)).squeeze()),
+                 in_dims=(None, 0))(params, edge)
+    truth = torch.cat([per_point_jacobian(model, inner),
+                       torch.cat([value[n].reshape(8, -1) for n in names], dim=1)])
+    torch.testing.assert_close(rows[id(block)], truth, rtol=1e-10, atol=1e-12)
+
+
+def test_rows_that_mix_samples_are_not_mapped():
+    """The mapping probe's rule: δ₂ = (σ + 1)·δ₁ row by row; a row that mixes samples 0 and 2
+    (ratio 2 on one entry, 3 on the other) refuses the node; unreached rows get −1."""
+    from qnewton.curvature.per_sample.engine import _row_samples
+
+    a = torch.tensor([[1.0, 2.0], [0.5, -1.0], [0.0, 0.0]], dtype=DT)
+    sample = _row_samples(a, a * torch.tensor([[3.0], [1.0], [7.0]], dtype=DT), 4, 1e-9)
+    assert sample.tolist() == [2, 0, -1]
+    mixed = a.clone()
+    mixed[0] = torch.tensor([2.0, 6.0], dtype=DT)
+    assert _row_samples(a, mixed, 4, 1e-9) is None
+
+
 def test_few_rows_keep_the_loop(pinn):
     """Fewer rows than FORWARD_MODE_RATIO × parameters: one backward pass per row, as before."""
     model, points, residual = pinn

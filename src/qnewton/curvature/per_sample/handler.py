@@ -18,6 +18,7 @@ engine's check, never silently used.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
 
 import torch
 
@@ -48,6 +49,19 @@ def positions(rows: int, num_samples: int) -> int:
     if rows < num_samples or rows % num_samples:
         raise Unsupported(f"{rows} rows do not split into {num_samples} samples")
     return rows // num_samples
+
+
+@dataclass(frozen=True)
+class SampleRows:
+    """A node's saved input ``x`` whose rows do not split into the S samples sample-major: the
+    model was called on parts of the batch and the results joined (a physics-informed closure's
+    interior and boundary points). ``sample[r]`` is the sample row r belongs to (−1: no sample
+    depends on it), found by the engine's probe (:func:`~qnewton.curvature.per_sample.engine.
+    map_sample_rows`); ``None`` until then. What a :attr:`NodeHandler.mappable` handler's
+    :meth:`~NodeHandler.prepare` returns for such a node."""
+
+    x: torch.Tensor
+    sample: torch.Tensor | None = None
 
 
 class NodeHandler(ABC):
@@ -96,6 +110,15 @@ class NodeHandler(ABC):
         """``ctx`` for rows in order ``perm`` (sample-major row i is the node's row
         ``perm[i]``); only for handlers with :attr:`reorderable`."""
         raise Unsupported(f"{type(self).__name__} cannot reorder its rows")
+
+    #: Whether :meth:`prepare` may return a context whose rows the engine must map to samples
+    #: (rows of parts of the batch), completed by :meth:`with_samples`.
+    mappable: bool = False
+
+    def with_samples(self, ctx: object, sample: torch.Tensor) -> object:
+        """``ctx`` with ``sample[r]``, the sample of the node's row r (−1: none), found by the
+        engine's mapping probe; only for handlers with :attr:`mappable`."""
+        raise Unsupported(f"{type(self).__name__} cannot map its rows to samples")
 
     def kronecker(self, ctx: object, role: str, delta: torch.Tensor, num_samples: int,
                   dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor] | None:

@@ -12,6 +12,7 @@ import torch
 
 from qnewton.curvature.per_sample.handler import (
     NodeHandler,
+    SampleRows,
     Unsupported,
     positions,
     saved,
@@ -27,6 +28,7 @@ class LinearHandler(NodeHandler):
 
     node_types = ("AddmmBackward0", "MmBackward0")
     reorderable = True
+    mappable = True
 
     def role(self, node: object, position: int, transposed: bool) -> str | None:
         matrix = "wt" if transposed else "w"
@@ -47,8 +49,15 @@ class LinearHandler(NodeHandler):
             x = saved_tensor(node, "self")
         if x.ndim != 2:
             raise Unsupported("linear input is not 2-D")
+        if x.shape[0] < num_samples or x.shape[0] % num_samples:
+            return SampleRows(x)  # rows of parts of the batch: the engine maps them
         positions(x.shape[0], num_samples)
         return x
+
+    def with_samples(self, ctx: object, sample: torch.Tensor) -> SampleRows:
+        if not isinstance(ctx, SampleRows):
+            raise Unsupported("only an unmapped input takes a sample map")
+        return SampleRows(ctx.x, sample)
 
     def reorder(self, ctx: torch.Tensor | tuple[torch.Tensor, torch.Tensor],
                 perm: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -60,7 +69,8 @@ class LinearHandler(NodeHandler):
                   ) -> tuple[torch.Tensor, torch.Tensor] | None:
         """One input row per sample: ``Wᵀ``'s gradient ``δ_s ⊗ x_s`` and the bias's ``δ_s ⊗ 1``
         (``W`` used untransposed, or a sequence of rows per sample, has no such form here)."""
-        if isinstance(ctx, tuple) or role == "w" or ctx.shape[0] != num_samples:
+        if (isinstance(ctx, (tuple, SampleRows)) or role == "w"
+                or ctx.shape[0] != num_samples):
             return None
         if delta.ndim != 2 or delta.shape[0] != num_samples:
             raise Unsupported("δ does not match the linear input")
@@ -72,6 +82,8 @@ class LinearHandler(NodeHandler):
     def per_sample(self, ctx: torch.Tensor | tuple[torch.Tensor, torch.Tensor], role: str,
                    delta: torch.Tensor, r0: int, r1: int, num_samples: int,
                    dtype: torch.dtype) -> torch.Tensor:
+        if isinstance(ctx, SampleRows):
+            return self._mapped(ctx, role, delta, r0, r1, dtype)
         x, perm = ctx if isinstance(ctx, tuple) else (ctx, None)
         if delta.ndim != 2 or delta.shape[0] != x.shape[0]:
             raise Unsupported("δ does not match the linear input")
@@ -86,3 +98,22 @@ class LinearHandler(NodeHandler):
         xs = x[r0 * t : r1 * t].to(dtype).reshape(k, t, -1)
         a, c = (d, xs) if role == "wt" else (xs, d)
         return torch.bmm(a.transpose(1, 2), c).reshape(k, -1)
+
+    @staticmethod
+    def _mapped(ctx: SampleRows, role: str, delta: torch.Tensor, r0: int, r1: int,
+                dtype: torch.dtype) -> torch.Tensor:
+        """:meth:`per_sample` for rows with a sample map: each row's gradient (``δ_r ⊗ x_r``,
+        ``x_r ⊗ δ_r`` or ``δ_r``) added to its sample's."""
+        if ctx.sample is None or delta.ndim != 2 or delta.shape[0] != ctx.x.shape[0]:
+            raise Unsupported("δ does not match the linear input, or its rows are not mapped")
+        sample = ctx.sample.to(delta.device)
+        sel = ((sample >= r0) & (sample < r1)).nonzero().flatten()
+        d = delta[sel].to(dtype)
+        if role == "bias":
+            piece = d
+        else:
+            xs = ctx.x[sel].to(dtype)
+            a, c = (d, xs) if role == "wt" else (xs, d)
+            piece = (a.unsqueeze(2) * c.unsqueeze(1)).reshape(sel.numel(), -1)
+        out = torch.zeros((r1 - r0, piece.shape[1]), dtype=dtype, device=delta.device)
+        return out.index_add_(0, sample[sel] - r0, piece)
