@@ -197,8 +197,10 @@ def _probe_layouts(root: torch.Tensor, s: int, uses: dict[int, list[Use]],
     the engine's check judges every result either way.
     """
     handler_of = {id(u.node): u.handler for plist in uses.values() for u in plist}
+    # rows mapped to their samples one by one (:func:`map_sample_rows`) have no layout to find
     probe = {k: n for k, n in nodes.items()
-             if ctxs.get(k) is not None and getattr(handler_of[k], "reorderable", False)}
+             if ctxs.get(k) is not None and not isinstance(ctxs[k], SampleRows)
+             and getattr(handler_of[k], "reorderable", False)}
     if not probe:
         return
     seed = torch.zeros_like(root).reshape(s, -1)
