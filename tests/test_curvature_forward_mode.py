@@ -123,7 +123,7 @@ def test_a_pinn_that_calls_its_mlp_on_parts_of_the_batch_takes_the_one_pass_rows
 def test_rows_that_mix_samples_are_not_mapped():
     """The mapping probe's rule: δ₂ = (σ + 1)·δ₁ row by row; a row that mixes samples 0 and 2
     (ratio 2 on one entry, 3 on the other) refuses the node; unreached rows get −1."""
-    from qnewton.curvature.per_sample.engine import _row_samples
+    from qnewton.curvature.per_sample.sample_map import _row_samples
 
     a = torch.tensor([[1.0, 2.0], [0.5, -1.0], [0.0, 0.0]], dtype=DT)
     sample = _row_samples(a, a * torch.tensor([[3.0], [1.0], [7.0]], dtype=DT), 4, 1e-9)

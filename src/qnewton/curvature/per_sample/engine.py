@@ -18,7 +18,7 @@ generic path.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
@@ -35,12 +35,14 @@ from qnewton.curvature.autograd import (
 from qnewton.curvature.memory import DEFAULT_CHUNK_BYTES, element_size
 from qnewton.curvature.params import ParamBlock
 from qnewton.curvature.per_sample.batch_norm import statistics_held, training_nodes
+from qnewton.curvature.per_sample.capture import capture
 from qnewton.curvature.per_sample.causes import generic_path_causes
 from qnewton.curvature.per_sample.functional import functional_rows, live_calls
 from qnewton.curvature.per_sample.graph import Use, graph_nodes, parameter_uses
-from qnewton.curvature.per_sample.handler import SampleRows, Unsupported
+from qnewton.curvature.per_sample.handler import REFUSALS, SampleRows, Unsupported
 from qnewton.curvature.per_sample.handlers import handlers_by_node_type
 from qnewton.curvature.per_sample.recording import latest_recording
+from qnewton.curvature.per_sample.sample_map import map_sample_rows
 from qnewton.curvature.structured import (
     KroneckerRows,
     StructuredFactor,
@@ -58,8 +60,6 @@ PATHS = ("one-pass", "one-pass+residual", "functional", "forward-mode", "loop")
 #: is a deterministic function of its inputs).
 CHECK_SEED = 0
 
-#: Errors a handler may raise on a graph it does not expect; they refuse the fast path.
-_REFUSALS = (Unsupported, ValueError, TypeError, AttributeError, RuntimeError, IndexError)
 
 
 def _resolved(config: CurvatureConfig, root: torch.Tensor) -> CurvatureConfig:
@@ -71,33 +71,6 @@ def check_rows(num_samples: int, passes: int) -> list[tuple[int, int]]:
     """The ``(sample, pass)`` pairs checked one by one: the first and the last sample (first and
     last pass); a random combination of all rows is checked besides (:func:`_checked`)."""
     return sorted({(0, 0), (num_samples - 1, passes - 1)})
-
-
-def _capture(root: torch.Tensor, seed: torch.Tensor, nodes: dict[int, object],
-             params: list[torch.Tensor]
-             ) -> tuple[dict[int, torch.Tensor], dict[int, torch.Tensor]]:
-    """One backward pass of ``root`` seeded with ``seed``: δ (first output gradient) per node,
-    and the gradient of ``⟨seed, root⟩`` per parameter (by id)."""
-    deltas: dict[int, torch.Tensor] = {}
-
-    def make_hook(key: int) -> Callable[[tuple[torch.Tensor | None, ...]], None]:
-        def hook(grad_outputs: tuple[torch.Tensor | None, ...]) -> None:
-            if grad_outputs and grad_outputs[0] is not None:
-                deltas[key] = grad_outputs[0].detach()
-
-        return hook
-
-    handles = []
-    try:
-        for key, node in nodes.items():
-            handles.append(node.register_prehook(make_hook(key)))
-        grads = torch.autograd.grad(root, params, grad_outputs=seed, retain_graph=True,
-                                    allow_unused=True)
-    finally:
-        for h in handles:
-            h.remove()
-    return deltas, {id(p): torch.zeros_like(p) if g is None else g.detach()
-                    for p, g in zip(params, grads, strict=True)}
 
 
 def residual_weights(seed: torch.Tensor, s: int, dtype: torch.dtype) -> torch.Tensor | None:
@@ -128,63 +101,6 @@ def add_residual(rows: torch.Tensor, total: torch.Tensor, grads: dict[int, torch
     rows.add_(torch.outer(w.to(rows.device), (g - total).to(rows.device)))
 
 
-#: A row's δ₂/δ₁ must be within this of an integer (the sample number + 1) in
-#: :func:`map_sample_rows`, and every entry of δ₂ within ``MAP_RTOL`` of (σ + 1)·δ₁.
-MAP_ATOL = 0.05
-MAP_RTOL = {torch.float64: 1e-9, torch.float32: 1e-3}
-
-
-def map_sample_rows(root: torch.Tensor, s: int, ctxs: dict[int, object],
-                    nodes: dict[int, object], handler_of: dict[int, object],
-                    params: list[torch.Tensor]) -> None:
-    """Find the sample of every row of the nodes whose rows do not split into the S samples
-    (:class:`~qnewton.curvature.per_sample.handler.SampleRows`: the model called on parts of
-    the batch, the results joined), in place in ``ctxs`` (``None``: a node refused).
-
-    Two backward passes, seeded with random positive weights ρ on every entry of ``root`` and
-    with ``(s + 1)·ρ`` on sample s's: in a node whose row r depends on one sample σ(r) only,
-    δ₂[r] = (σ(r) + 1)·δ₁[r] entry by entry. A row the seeds do not reach (δ₁ = 0) belongs to no
-    sample; a row whose ratio is not such an integer (it mixes samples) refuses the node. The
-    engine's check judges the rows either way.
-    """
-    todo = {k: n for k, n in nodes.items() if isinstance(ctxs.get(k), SampleRows)}
-    if not todo:
-        return
-    gen = torch.Generator().manual_seed(0)
-    rho = (torch.rand(root.shape, generator=gen, dtype=torch.float64) + 0.5).reshape(s, -1)
-    number = torch.arange(1, s + 1, dtype=torch.float64).unsqueeze(1)
-    try:
-        first, _ = _capture(root, rho.reshape(root.shape).to(root.dtype), todo, params)
-        second, _ = _capture(root, (rho * number).reshape(root.shape).to(root.dtype), todo,
-                             params)
-    except RuntimeError:
-        first = second = {}
-    for key in todo:
-        try:
-            a = handler_of[key].delta_rows(ctxs[key], first[key]).double()
-            b = handler_of[key].delta_rows(ctxs[key], second[key]).double()
-        except (KeyError, *_REFUSALS):
-            ctxs[key] = None
-            continue
-        sample = _row_samples(a, b, s, MAP_RTOL.get(first[key].dtype, 1e-3))
-        ctxs[key] = None if sample is None else handler_of[key].with_samples(ctxs[key], sample)
-
-
-def _row_samples(a: torch.Tensor, b: torch.Tensor, s: int, rtol: float) -> torch.Tensor | None:
-    """``σ`` ``(R,)`` with ``b[r] = (σ[r] + 1)·a[r]`` (−1 where ``a[r] = 0``), or ``None``."""
-    mag = a.abs()
-    top = mag.argmax(dim=1, keepdim=True)
-    reached = mag.amax(dim=1) > 0
-    ratio = (b.gather(1, top) / a.gather(1, top).where(reached.unsqueeze(1), 1.0)).squeeze(1)
-    number = ratio.round()
-    ok = ((ratio - number).abs() <= MAP_ATOL) & (number >= 1) & (number <= s)
-    scale = b.abs().amax(dim=1, keepdim=True)
-    ok &= ((b - number.unsqueeze(1) * a).abs() <= rtol * scale).all(dim=1)
-    if not bool(ok[reached].all()):
-        return None
-    return torch.where(reached, number.long() - 1, -1)
-
-
 def _probe_layouts(root: torch.Tensor, s: int, uses: dict[int, list[Use]],
                    ctxs: dict[int, object], nodes: dict[int, object],
                    params: dict[int, torch.Tensor]) -> None:
@@ -208,14 +124,14 @@ def _probe_layouts(root: torch.Tensor, s: int, uses: dict[int, list[Use]],
     try:
         used = [params[pid] for pid, plist in uses.items()
                 if any(id(u.node) in probe for u in plist)]
-        deltas, _ = _capture(root, seed.reshape(root.shape).to(root.dtype), probe, used)
+        deltas, _ = capture(root, seed.reshape(root.shape).to(root.dtype), probe, used)
     except RuntimeError:
         return
     for key, delta in deltas.items():
         handler = handler_of[key]
         try:
             rows = handler.delta_rows(ctxs[key], delta)
-        except _REFUSALS:
+        except REFUSALS:
             continue
         r = rows.shape[0]
         if r % s or r == s:
@@ -228,7 +144,7 @@ def _probe_layouts(root: torch.Tensor, s: int, uses: dict[int, list[Use]],
             perm = torch.arange(r).reshape(t, s).T.reshape(-1)
             try:
                 ctxs[key] = handler.reorder(ctxs[key], perm)
-            except _REFUSALS:
+            except REFUSALS:
                 ctxs[key] = None
 
 
@@ -284,7 +200,7 @@ def per_sample_rows(
             try:
                 ctxs[key] = use.handler.prepare(use.node, s)
                 nodes[key] = use.node
-            except _REFUSALS:
+            except REFUSALS:
                 ctxs[key] = None
         if any(ctxs[id(use.node)] is None for use in plist):
             failed.add(pid)
@@ -338,14 +254,14 @@ def per_sample_rows(
     # blocks whose rows are Kronecker products (linear layers): (g, a) per parameter per seed
     kron: dict[int, list[list[tuple[torch.Tensor, torch.Tensor]]]] = {}
     for j, seed in enumerate(seeds):
-        deltas, grads = _capture(root, seed, wanted, eligible_params)
+        deltas, grads = capture(root, seed, wanted, eligible_params)
         for b in eligible:
             if id(b) not in alive:
                 continue
             if structured and not partial and (j == 0 or id(b) in kron):
                 try:
                     parts = _kronecker_parts(b, uses, ctxs, deltas, s, config.dtype)
-                except _REFUSALS:
+                except REFUSALS:
                     alive.discard(id(b))
                     continue
                 if parts is not None:  # the same for every seed: it depends on roles, ctxs
@@ -375,7 +291,7 @@ def per_sample_rows(
                         rows[lo:hi] = dest[(samples[lo:hi] - r0).to(dest.device)]
                 if partial:
                     add_residual(rows, total, grads, b, seed, s, samples)
-            except _REFUSALS:
+            except REFUSALS:
                 alive.discard(id(b))
         del deltas
     explicit = {}

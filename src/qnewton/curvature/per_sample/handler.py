@@ -28,6 +28,10 @@ class Unsupported(ValueError):
     parameters it uses take the generic path."""
 
 
+#: Errors a handler may raise on a graph it does not expect; they refuse the fast path.
+REFUSALS = (Unsupported, ValueError, TypeError, AttributeError, RuntimeError, IndexError)
+
+
 def saved(node: object, name: str) -> object:
     """``node._saved_<name>``, or :class:`Unsupported` when the node does not expose it (another
     torch version, or freed by an earlier backward without ``retain_graph``)."""
@@ -56,8 +60,8 @@ class SampleRows:
     """A node's saved input ``x`` whose rows do not split into the S samples sample-major: the
     model was called on parts of the batch and the results joined (a physics-informed closure's
     interior and boundary points). ``sample[r]`` is the sample row r belongs to (−1: no sample
-    depends on it), found by the engine's probe (:func:`~qnewton.curvature.per_sample.engine.
-    map_sample_rows`); ``None`` until then. What a :attr:`NodeHandler.mappable` handler's
+    depends on it), found by the engine's probe (:func:`~qnewton.curvature.per_sample.
+    sample_map.map_sample_rows`); ``None`` until then. What a :attr:`NodeHandler.mappable` handler's
     :meth:`~NodeHandler.prepare` returns for such a node."""
 
     x: torch.Tensor
