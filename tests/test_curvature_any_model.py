@@ -526,3 +526,37 @@ def test_per_token_losses_of_a_sequence_model_say_to_sum_per_sequence():
         res = compute_curvature(seq, blocks, CurvatureConfig(kind="fisher"))
     assert res.paths == {"<model>": "one-pass"}
     torch.testing.assert_close(res.blocks[0].factor, rows(seq), rtol=1e-10, atol=1e-12)
+
+
+class PackedTokens(nn.Module):
+    """Variable-length sequences packed into one ``(tokens, 5)`` tensor: a linear layer on every
+    token (its input rows are the tokens, not a multiple of the samples), summed per sequence,
+    then a linear head."""
+
+    def __init__(self, lengths: torch.Tensor) -> None:
+        super().__init__()
+        self.owner = torch.repeat_interleave(torch.arange(lengths.numel()), lengths)
+        self.token = nn.Linear(5, 7)
+        self.head = nn.Linear(7, 3)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        h = torch.tanh(self.token(tokens))
+        pooled = h.new_zeros(self.owner.max() + 1, 7).index_add(0, self.owner, h)
+        return self.head(pooled)
+
+
+def test_packed_token_rows_are_mapped_to_their_sequences():
+    """Each token row belongs to one sequence: the engine's mapping probe finds which, and the
+    token layer's rows come from one backward pass, equal to each loss term's gradient."""
+    torch.manual_seed(0)
+    lengths = torch.tensor([3, 1, 5, 2, 4, 1, 2, 3])
+    model = PackedTokens(lengths).to(DT)
+    tokens, y = torch.randn(int(lengths.sum()), 5, dtype=DT), torch.randint(0, 3, (8,))
+    blocks = blocks_from_module(model, "module")
+    with curvature_closure():
+        losses = ce(model(tokens), y)
+    res = compute_curvature(losses, blocks, CurvatureConfig(kind="fisher"))
+    assert res.paths["token"] == "one-pass"
+    for block, cb in zip(blocks, res.blocks, strict=True):
+        truth = loss_terms(model, block, tokens, y)
+        torch.testing.assert_close(cb.to_dense(), truth.T @ truth / 8, rtol=1e-10, atol=1e-12)
