@@ -86,10 +86,10 @@ def test_a_step_issues_four_collectives_besides_the_step_rules(two_ranks, case):
     step of factor blocks is one all-gather (loss, shard sizes), one all-reduce (gradients,
     traces and the ranks' integers: the gradients are in the curvature's dtype, float64 here,
     also for the float32 model), one all-to-all of the factor shards to their owners and one of
-    the directions and outcomes — plus the step rule's all-reduces of ΔᵀCΔ and of each trial
-    loss. The step path books each of them under its label. A step that reuses the curvature
-    built at an earlier one (``curvature_every``) gathers nothing: the owners keep the blocks
-    they gathered then."""
+    the directions and outcomes — plus the step rule's all-reduces of ΔᵀCΔ (or of the blocks'
+    coupling, whose sum it is) and of each trial loss. The step path books each of them under
+    its label. A step that reuses the curvature built at an earlier one (``curvature_every``)
+    gathers nothing: the owners keep the blocks they gathered then."""
     kinds = set()
     for rank in range(2):
         for step in two_ranks[rank][case]["per_step"][1:]:
@@ -99,7 +99,9 @@ def test_a_step_issues_four_collectives_besides_the_step_rules(two_ranks, case):
             assert step["torch"] == {"all_gather": 1, "all_reduce": 1 + rule,
                                      "all_to_all_single": 1 + gathers}, step
             labels = step["labels"]
-            assert labels["all-reduce of ΔᵀCΔ"] == 1
+            # the step's curvature: ΔᵀCΔ, or the blocks' coupling it is the sum of (K² numbers)
+            assert (labels.get("all-reduce of ΔᵀCΔ", 0)
+                    + labels.get("all-reduce of the blocks' coupling Δ_bᵀCΔ_c", 0)) == 1
             assert labels["all-reduce of trial loss"] == 1 + step["backtracks"]
             assert sum(labels.values()) == sum(step["torch"].values())
     assert "reused" in kinds  # (the steps of both kinds were counted)

@@ -12,6 +12,7 @@ from brute_force import brute_force_curvature, closure_for
 from torch import nn
 
 from qnewton import QNewton
+from qnewton.accounting import Ledger
 from qnewton.curvature import CURVATURES, CurvatureConfig, compute_curvature
 from qnewton.curvature.params import blocks_from_module
 from qnewton.solvers import MachineRates
@@ -22,7 +23,7 @@ from qnewton.stepping import (
     predicted_reduction,
     step_size,
 )
-from qnewton.stepping.adaptive import rows_quadratic
+from qnewton.stepping.adaptive import coupled_scales, rows_quadratic
 from qnewton.stepping.rule import Move, StepContext
 
 RATES = MachineRates.user(dense_flops_per_s=5e10, gemm_flops_per_s=1e11,
@@ -186,6 +187,64 @@ def test_quadratic_from_aligned_rows_is_the_whole_model_one(kind):
     # rows of a kind substituted for the step's (the Monte-Carlo GGN's draw): not used
     assert rows_quadratic(replace(ctx, model_rows=False), moves) is None
     assert rows_quadratic(replace(ctx, kind=CURVATURES["ggn-mc"]), moves) is None
+
+
+class OneProcess:
+    """The step rule's communicator in a single process: every mean is the value itself."""
+
+    def global_mean(self, value, samples, what, ledger):
+        return value
+
+
+@pytest.mark.parametrize("kind", ["ggn", "fisher"])
+def test_coupled_block_scales_minimize_the_damped_model_over_the_block_steps(kind):
+    # Block steps Δ_b = −(C_bb + s_b I)⁻¹ g_b from the brute-force curvature: the scales must
+    # be the minimizer of hᵀa + ½aᵀ(Q + diag(s_b‖Δ_b‖²))a, Q_bc = Δ_bᵀ C Δ_c with the whole
+    # model's C (cross-block terms), clipped to [0, 1]; and ΔᵀCΔ that of the scaled step.
+    torch.manual_seed(3)
+    model = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 2)).double()
+    x, y = torch.randn(9, 3, dtype=torch.float64), torch.randint(0, 2, (9,))
+    params = list(model.parameters())
+    c = brute_force_curvature(kind, model, x, y, params)
+    out = model(x)
+    losses = nn.functional.cross_entropy(out, y, reduction="none")
+    grad = torch.cat([g.reshape(-1) for g in torch.autograd.grad(losses.mean(), params,
+                                                                  retain_graph=True)])
+    blocks = blocks_from_module(model, "tensor")
+    result = compute_curvature(losses, blocks, CurvatureConfig(kind=kind), out)
+    sizes = [b.numel for b in blocks]
+    shifts = [0.05, 0.3, 0.01, 0.2]
+    steps, grads, start = [], {}, 0
+    for b, n, shift in zip(blocks, sizes, shifts, strict=True):
+        cb, gb = c[start:start + n, start:start + n], grad[start:start + n]
+        steps.append(-torch.linalg.solve(cb + shift * torch.eye(n, dtype=torch.float64), gb))
+        grads[b] = gb
+        start += n
+    moves = [Move(b, 1.0, d.reshape(b.params[0].shape)) for b, d in zip(blocks, steps,
+                                                                       strict=True)]
+    ctx = StepContext(0, None, losses, out, losses.mean(), grads, CURVATURES[kind],
+                      dict(zip(blocks, result.blocks, strict=True)), OneProcess(), Ledger(),
+                      model_rows=True)
+    scaled, curvature, a = coupled_scales(ctx, moves, 9)
+    full = torch.zeros(len(blocks), grad.numel(), dtype=torch.float64)
+    start = 0
+    for i, (d, n) in enumerate(zip(steps, sizes, strict=True)):
+        full[i, start:start + n] = d
+        start += n
+    q = full @ c @ full.T
+    h = torch.stack([grads[b] @ d for b, d in zip(blocks, steps, strict=True)])
+    damped = q + torch.diag(torch.tensor([s * float(d @ d) for s, d in zip(shifts, steps,
+                                                                          strict=True)]))
+    truth = torch.linalg.solve(damped, -h).clamp(0.0, 1.0)
+    # the rule recovers s_b‖Δ_b‖² as −h_b − Q_bb, a difference that loses about as many digits
+    # as h_b exceeds it (×100 at s = 0.01 here), and the 4×4 solve loses a few more
+    torch.testing.assert_close(a, truth, rtol=1e-6, atol=1e-10)
+    assert not torch.allclose(a, torch.ones_like(a))  # the blocks couple: some are shortened
+    assert curvature == pytest.approx(float(a @ q @ a), rel=1e-9)
+    for m, ab in zip(scaled, a, strict=True):
+        assert m.lr == pytest.approx(float(ab))
+    # one block alone: its damped Newton step, unscaled (the caller's plain path)
+    assert coupled_scales(ctx, moves[:1], 9) is None
 
 
 def test_step_size_and_damping_rules():

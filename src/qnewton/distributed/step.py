@@ -146,14 +146,21 @@ class StepPath:
         loss, self._sizes = global_mean_loss(ctx, losses, ledger)
         return loss
 
-    def global_mean(self, value: float, samples: int, what: str, ledger: Ledger) -> float:
+    def global_mean(self, value: float | torch.Tensor, samples: int, what: str, ledger: Ledger
+                    ) -> float | torch.Tensor:
         """The sample-weighted mean over ranks of a per-rank mean ``value`` over ``samples``
-        samples (``value`` in a single process): the step rule's trial loss and whole-model
-        curvature ΔᵀCΔ of the global objective (docs/method.md §4.10)."""
+        samples (``value`` in a single process): the step rule's trial loss, whole-model
+        curvature ΔᵀCΔ and blocks' coupling (a tensor, entry by entry) of the global objective
+        (docs/method.md §4.10)."""
         ctx = self.context
         if ctx is None:
             return value
         with ledger.phase("communication"):
+            if isinstance(value, torch.Tensor):
+                flat = value.to(torch.float64).reshape(-1)
+                buf = torch.cat([flat * samples, flat.new_tensor([float(samples)])])
+                total = ctx.all_reduce(buf, what)
+                return (total[:-1] / total[-1]).reshape(value.shape)
             buf = torch.tensor([value * samples, float(samples)], dtype=torch.float64)
             total = ctx.all_reduce(buf, what)
         return float(total[0] / total[1])

@@ -24,7 +24,8 @@ class GlobalMean(Protocol):
     """The sample-weighted mean over ranks of a per-rank mean (the value itself in one process):
     what a step rule needs of the communicator (:class:`qnewton.distributed.StepPath`)."""
 
-    def global_mean(self, value: float, samples: int, what: str, ledger: Ledger) -> float: ...
+    def global_mean(self, value: Any, samples: int, what: str, ledger: Ledger) -> Any:
+        """``value``: a float, or a float64 tensor (averaged entry by entry)."""
 
 
 @dataclass
