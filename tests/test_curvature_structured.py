@@ -67,7 +67,7 @@ def test_structured_block_is_the_factor_block_of_its_rows(factor, small, monkeyp
     sf, f = factor
     monkeypatch.setattr(structured, "EXPLICIT_MAX_ELEMENTS", f.numel() if small else 0)
     block = StructuredFactorBlock("b", "ggn", sf, scale=0.25)
-    assert (block._small is not None) == small
+    assert block.explicit_products == small
     u = torch.randn(17, 2, dtype=DT)
     torch.testing.assert_close(block.apply_factor_t(u), f.T @ u, rtol=1e-12, atol=1e-12)
     assert block.n == 28 and block.factor_rows == 17 and block.psd

@@ -285,20 +285,27 @@ class StructuredFactorBlock(FactorBlock):
         self.structured = factor
         self._explicit: torch.Tensor | None = None
         rows, width = factor.shape
-        #: the float64 rows of a small factor (:data:`EXPLICIT_MAX_ELEMENTS`), formed at once
-        self._small = (factor.dense(self.dtype) if rows * width <= EXPLICIT_MAX_ELEMENTS
-                       else None)
+        #: whether the products use the explicit rows (:data:`EXPLICIT_MAX_ELEMENTS`)
+        self.explicit_products = rows * width <= EXPLICIT_MAX_ELEMENTS
+        self._rows64: torch.Tensor | None = None
 
     @property
     def costs(self) -> FactorCosts | None:  # type: ignore[override]
         """What the solvers' time models price (:class:`FactorCosts`); ``None`` (explicit rows'
         prices) when the products use the kept rows of a small factor."""
-        return None if self._small is not None else self.structured.costs()
+        return None if self.explicit_products else self.structured.costs()
+
+    @property
+    def _small(self) -> torch.Tensor | None:
+        """The float64 rows a small factor multiplies with (formed at first use), else None."""
+        if self.explicit_products and self._rows64 is None:
+            self._rows64 = self.structured.dense(self.dtype)
+        return self._rows64
 
     @property
     def factor(self) -> torch.Tensor:  # type: ignore[override]
-        if self._explicit is None and self._small is not None and self._small.dtype == \
-                self.structured.dtype:
+        if self._explicit is None and self.explicit_products and \
+                self.dtype == self.structured.dtype:
             self._explicit = self._small
         if self._explicit is None:
             # in the stored dtype, as explicit rows would be stored; the block's own arithmetic
