@@ -149,16 +149,22 @@ def test_fixed_mode_is_the_papers_update_and_adaptive_the_scaled_one(monkeypatch
     assert fixed.ledger.step_rule == []
 
 
-@pytest.mark.parametrize("kind", ["hessian", "ggn", "fisher"])
-def test_full_quadratic_matches_the_brute_force_whole_model_curvature(kind):
-    torch.manual_seed(2)
+def _tanh_mlp_curvature(kind, seed):
+    """A [3, 4, 2] tanh MLP on 9 samples: the model, its parameters, the brute-force whole-model
+    curvature of ``kind``, the outputs and the per-sample cross-entropies."""
+    torch.manual_seed(seed)
     model = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 2)).double()
     x, y = torch.randn(9, 3, dtype=torch.float64), torch.randint(0, 2, (9,))
     params = list(model.parameters())
     c = brute_force_curvature(kind, model, x, y, params)
-    delta = torch.randn(c.shape[0], dtype=torch.float64)
     out = model(x)
-    losses = nn.functional.cross_entropy(out, y, reduction="none")
+    return model, params, c, out, nn.functional.cross_entropy(out, y, reduction="none")
+
+
+@pytest.mark.parametrize("kind", ["hessian", "ggn", "fisher"])
+def test_full_quadratic_matches_the_brute_force_whole_model_curvature(kind):
+    model, params, c, out, losses = _tanh_mlp_curvature(kind, seed=2)
+    delta = torch.randn(c.shape[0], dtype=torch.float64)
     got = CURVATURES[kind].quadratic(losses, out, params, delta)
     assert got == pytest.approx(float(delta @ c @ delta), rel=1e-10)
 
@@ -201,13 +207,7 @@ def test_coupled_block_scales_minimize_the_damped_model_over_the_block_steps(kin
     # Block steps Δ_b = −(C_bb + s_b I)⁻¹ g_b from the brute-force curvature: the scales must
     # be the minimizer of hᵀa + ½aᵀ(Q + diag(s_b‖Δ_b‖²))a, Q_bc = Δ_bᵀ C Δ_c with the whole
     # model's C (cross-block terms), clipped to [0, 1]; and ΔᵀCΔ that of the scaled step.
-    torch.manual_seed(3)
-    model = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 2)).double()
-    x, y = torch.randn(9, 3, dtype=torch.float64), torch.randint(0, 2, (9,))
-    params = list(model.parameters())
-    c = brute_force_curvature(kind, model, x, y, params)
-    out = model(x)
-    losses = nn.functional.cross_entropy(out, y, reduction="none")
+    model, params, c, out, losses = _tanh_mlp_curvature(kind, seed=3)
     grad = torch.cat([g.reshape(-1) for g in torch.autograd.grad(losses.mean(), params,
                                                                   retain_graph=True)])
     blocks = blocks_from_module(model, "tensor")
