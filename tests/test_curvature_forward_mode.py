@@ -5,6 +5,8 @@ products, equal to the per-sample Jacobian from ``torch.func`` and to the generi
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
 import torch
 from torch import nn
@@ -118,6 +120,50 @@ def test_a_pinn_that_calls_its_mlp_on_parts_of_the_batch_takes_the_one_pass_rows
     truth = torch.cat([per_point_jacobian(model, inner),
                        torch.cat([value[n].reshape(8, -1) for n in names], dim=1)])
     torch.testing.assert_close(rows[id(block)], truth, rtol=1e-10, atol=1e-12)
+
+
+def test_a_kept_sample_map_serves_the_next_graph_and_a_wrong_one_is_dropped(pinn, monkeypatch):
+    """The next step's graph takes the kept map without probing. A kept map that is wrong for
+    the graph (corrupted here: two samples' rows swapped) still gives correct rows — the
+    engine's check rejects them and a slower path computes them — and is forgotten: the rows are
+    one-pass again with a map probed afresh."""
+    from qnewton.curvature.per_sample import sample_map
+
+    monkeypatch.setattr(sample_map, "_KNOWN", type(sample_map._KNOWN)())
+    probes = []
+    real = sample_map.capture
+    monkeypatch.setattr(sample_map, "capture", lambda *a, **k: probes.append(1) or real(*a, **k))
+    model = nn.Sequential(*list(pinn[0])[:3])
+    points, residual = pinn[1], pinn[2]
+    inner, edge = points[:40], points[40:]
+    block = ParamBlock("<model>", list(model.parameters()))
+    names = [n for n, _ in model.named_parameters()]
+    params = {n: p.detach() for n, p in model.named_parameters()}
+    value = vmap(jacrev(lambda prm, x: functional_call(model, prm, (x.unsqueeze(0),)).squeeze()),
+                 in_dims=(None, 0))(params, edge)
+    truth = torch.cat([per_point_jacobian(model, inner),
+                       torch.cat([value[n].reshape(8, -1) for n in names], dim=1)])
+
+    def step() -> str:
+        probes.clear()
+        z = torch.cat([residual(model, inner), model(edge).squeeze(1)]).unsqueeze(1)
+        paths: dict[str, str] = {}
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            got = factor_rows(z, [torch.ones_like(z)], 48, [block], CurvatureConfig(),
+                              paths=paths)
+        torch.testing.assert_close(got[id(block)], truth, rtol=1e-10, atol=1e-12)
+        return paths["<model>"]
+
+    assert (step(), len(probes)) == ("one-pass", 2)
+    assert (step(), len(probes)) == ("one-pass", 0)  # the kept map
+    (maps,) = sample_map._KNOWN.values()
+    for sample in maps:  # corrupt it: samples 0 and 1 swap rows
+        zero, one = sample == 0, sample == 1
+        sample[zero], sample[one] = 1, 0
+    assert step() != "one-pass"  # rejected by the check, and the rows still right
+    assert all(m is not maps for m in sample_map._KNOWN.values())  # forgotten
+    assert step() == "one-pass"  # a correct map again (probed afresh)
 
 
 def test_rows_that_mix_samples_are_not_mapped():

@@ -42,7 +42,7 @@ from qnewton.curvature.per_sample.graph import Use, graph_nodes, parameter_uses
 from qnewton.curvature.per_sample.handler import REFUSALS, SampleRows, Unsupported
 from qnewton.curvature.per_sample.handlers import handlers_by_node_type
 from qnewton.curvature.per_sample.recording import latest_recording
-from qnewton.curvature.per_sample.sample_map import map_sample_rows
+from qnewton.curvature.per_sample.sample_map import forget, map_sample_rows
 from qnewton.curvature.structured import (
     KroneckerRows,
     StructuredFactor,
@@ -192,6 +192,7 @@ def per_sample_rows(
     ctxs: dict[int, object] = {}
     nodes: dict[int, object] = {}
     failed: set[int] = set()
+    mapped_as = None  # the signature of the sample map the rows used (sample_map.py)
     for pid, plist in uses.items():
         for use in plist:
             key = id(use.node)
@@ -208,7 +209,7 @@ def per_sample_rows(
         handler_of = {id(u.node): u.handler for plist in uses.values() for u in plist}
         mapped = {id(u.node): u.node for pid, plist in uses.items() if pid not in failed
                   for u in plist}
-        map_sample_rows(root, s, ctxs, mapped, handler_of,
+        mapped_as = map_sample_rows(root, s, ctxs, mapped, handler_of,
                         [params[pid] for pid in uses if pid not in failed])
         failed |= {pid for pid, plist in uses.items()
                    if any(ctxs[id(u.node)] is None for u in plist)}
@@ -301,6 +302,8 @@ def per_sample_rows(
             factors[id(b)] = _structured(kron[id(b)], samples)
     done = [b for b in eligible if id(b) in alive]
     passed = _checked(root, seeds, s, done, factors, config, samples) if done else set()
+    if len(passed) < len(eligible):
+        forget(mapped_as)  # rows from a kept map failed (or another reason): probe afresh
     for key, rows in explicit.items():  # a later stage fills the explicit rows of the rest
         if key not in passed:
             factors[key] = rows
