@@ -100,6 +100,17 @@ def test_a_plain_mlp_pinn_takes_the_one_pass_rows(pinn):
                                atol=1e-12)
 
 
+def two_part_jacobian(model, inner, edge):
+    """Rows of the residuals Δu + u² at ``inner`` then u at ``edge``, flat (S, N), by torch.func
+    (no qnewton code)."""
+    names = [n for n, _ in model.named_parameters()]
+    params = {n: p.detach() for n, p in model.named_parameters()}
+    value = vmap(jacrev(lambda prm, x: functional_call(model, prm, (x.unsqueeze(0),)).squeeze()),
+                 in_dims=(None, 0))(params, edge)
+    return torch.cat([per_point_jacobian(model, inner),
+                      torch.cat([value[n].reshape(edge.shape[0], -1) for n in names], dim=1)])
+
+
 def test_a_pinn_that_calls_its_mlp_on_parts_of_the_batch_takes_the_one_pass_rows(pinn):
     """Interior residuals (Δu + u²) from one call of the MLP and boundary values (u) from
     another, joined: no linear input has the 48 samples as its rows, so the engine maps each
@@ -113,12 +124,7 @@ def test_a_pinn_that_calls_its_mlp_on_parts_of_the_batch_takes_the_one_pass_rows
     paths: dict[str, str] = {}
     rows = factor_rows(z, [torch.ones_like(z)], 48, [block], CurvatureConfig(), paths=paths)
     assert paths["<model>"] == "one-pass"
-    names = [n for n, _ in model.named_parameters()]
-    params = {n: p.detach() for n, p in model.named_parameters()}
-    value = vmap(jacrev(lambda prm, x: functional_call(model, prm, (x.unsqueeze(0),)).squeeze()),
-                 in_dims=(None, 0))(params, edge)
-    truth = torch.cat([per_point_jacobian(model, inner),
-                       torch.cat([value[n].reshape(8, -1) for n in names], dim=1)])
+    truth = two_part_jacobian(model, inner, edge)
     torch.testing.assert_close(rows[id(block)], truth, rtol=1e-10, atol=1e-12)
 
 
@@ -137,12 +143,7 @@ def test_a_kept_sample_map_serves_the_next_graph_and_a_wrong_one_is_dropped(pinn
     points, residual = pinn[1], pinn[2]
     inner, edge = points[:40], points[40:]
     block = ParamBlock("<model>", list(model.parameters()))
-    names = [n for n, _ in model.named_parameters()]
-    params = {n: p.detach() for n, p in model.named_parameters()}
-    value = vmap(jacrev(lambda prm, x: functional_call(model, prm, (x.unsqueeze(0),)).squeeze()),
-                 in_dims=(None, 0))(params, edge)
-    truth = torch.cat([per_point_jacobian(model, inner),
-                       torch.cat([value[n].reshape(8, -1) for n in names], dim=1)])
+    truth = two_part_jacobian(model, inner, edge)
 
     def step() -> str:
         probes.clear()
