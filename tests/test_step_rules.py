@@ -15,6 +15,7 @@ from qnewton import QNewton
 from qnewton.accounting import Ledger
 from qnewton.curvature import CURVATURES, CurvatureConfig, compute_curvature
 from qnewton.curvature.params import blocks_from_module
+from qnewton.distributed.step import StepPath
 from qnewton.solvers import MachineRates
 from qnewton.stepping import (
     ClosureError,
@@ -195,13 +196,6 @@ def test_quadratic_from_aligned_rows_is_the_whole_model_one(kind):
     assert rows_quadratic(replace(ctx, kind=CURVATURES["ggn-mc"]), moves) is None
 
 
-class OneProcess:
-    """The step rule's communicator in a single process: every mean is the value itself."""
-
-    def global_mean(self, value, samples, what, ledger):
-        return value
-
-
 @pytest.mark.parametrize("kind", ["ggn", "fisher"])
 def test_coupled_block_scales_minimize_the_damped_model_over_the_block_steps(kind):
     # Block steps Δ_b = −(C_bb + s_b I)⁻¹ g_b from the brute-force curvature: the scales must
@@ -223,7 +217,7 @@ def test_coupled_block_scales_minimize_the_damped_model_over_the_block_steps(kin
     moves = [Move(b, 1.0, d.reshape(b.params[0].shape)) for b, d in zip(blocks, steps,
                                                                        strict=True)]
     ctx = StepContext(0, None, losses, out, losses.mean(), grads, CURVATURES[kind],
-                      dict(zip(blocks, result.blocks, strict=True)), OneProcess(), Ledger(),
+                      dict(zip(blocks, result.blocks, strict=True)), StepPath(), Ledger(),
                       model_rows=True)
     scaled, curvature, a = coupled_scales(ctx, moves, 9)
     full = torch.zeros(len(blocks), grad.numel(), dtype=torch.float64)

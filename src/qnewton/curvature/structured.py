@@ -338,18 +338,18 @@ class StructuredFactorBlock(FactorBlock):
         return True
 
     def apply_factor(self, v: torch.Tensor) -> torch.Tensor:
-        if self._small is not None:
-            return self._small @ v
+        if (rows := self._small) is not None:
+            return rows @ v
         return self.structured.apply(v, self.dtype)
 
     def apply_factor_t(self, u: torch.Tensor) -> torch.Tensor:
-        if self._small is not None:
-            return self._small.T @ u
+        if (rows := self._small) is not None:
+            return rows.T @ u
         return self.structured.apply_t(u, self.dtype)
 
     def _form_gram(self) -> torch.Tensor:
-        if self._small is not None:
-            return self._small @ self._small.T
+        if (rows := self._small) is not None:
+            return rows @ rows.T
         return self.structured.gram(self.dtype)
 
     def matvec(self, v: torch.Tensor) -> torch.Tensor:
@@ -361,8 +361,8 @@ class StructuredFactorBlock(FactorBlock):
         return self._diagonal.clone()
 
     def _form_dense(self) -> torch.Tensor:
-        if self._small is not None:
-            return self.scale * (self._small.T @ self._small)
+        if (rows := self._small) is not None:
+            return self.scale * (rows.T @ rows)
         return self.scale * self.structured.normal_matrix(self.dtype)
 
 

@@ -153,6 +153,13 @@ def rows_quadratic(ctx: StepContext, moves: Sequence[Move]) -> float | None:
     return scale * float(images.sum(dim=1).square().sum())
 
 
+def block_slopes(ctx: StepContext, moves: Sequence[Move]) -> torch.Tensor:
+    """``h_b = g_bᵀ(lr·Δ_b)`` per block, float64 ``(K,)``: the slope of the loss along each
+    block's step (their sum is ``gᵀΔ``)."""
+    return torch.stack([ctx.grads[m.block].to(torch.float64)
+                        @ (m.lr * m.direction).reshape(-1).to(torch.float64) for m in moves])
+
+
 def coupled_scales(ctx: StepContext, moves: Sequence[Move], samples: int
                    ) -> tuple[list[Move], float, torch.Tensor] | None:
     """The blocks' steps rescaled for their coupling: ``a`` minimizes the step's quadratic model
@@ -167,8 +174,7 @@ def coupled_scales(ctx: StepContext, moves: Sequence[Move], samples: int
     on some rank, or a block whose direction is not a descent direction."""
     if len(moves) < 2 or not (ctx.kind.aligned_rows and ctx.model_rows) or ctx.bypass:
         return None
-    h = torch.stack([ctx.grads[m.block].to(torch.float64)
-                     @ (m.lr * m.direction).reshape(-1).to(torch.float64) for m in moves])
+    h = block_slopes(ctx, moves)
     if not bool((h < 0).all()):
         return None
     with ctx.ledger.phase("curvature"):
@@ -311,10 +317,8 @@ class AdaptiveLM(StepRule):
         if coupled is not None:
             moves, curvature, scales = coupled
             info["block_scales"] = [round(float(scales.min()), 4), round(float(scales.mean()), 4)]
-        steps = [m.lr * m.direction for m in moves]
-        delta = torch.cat([d.reshape(-1) for d in steps])
-        g_dot_d = float(sum(ctx.grads[m.block].to(torch.float64) @ d.to(torch.float64)
-                            for m, d in zip(moves, steps, strict=True)))
+        delta = torch.cat([(m.lr * m.direction).reshape(-1) for m in moves])
+        g_dot_d = float(block_slopes(ctx, moves).sum())
         if not g_dot_d < 0:  # every block is stationary: nothing to do
             info.update(step_size=0.0, rho=None, accepted=False, backtracks=0)
             return info

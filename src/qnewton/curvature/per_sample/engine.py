@@ -210,7 +210,7 @@ def per_sample_rows(
         mapped = {id(u.node): u.node for pid, plist in uses.items() if pid not in failed
                   for u in plist}
         mapped_as = map_sample_rows(root, s, ctxs, mapped, handler_of,
-                        [params[pid] for pid in uses if pid not in failed])
+                                    [params[pid] for pid in uses if pid not in failed])
         failed |= {pid for pid, plist in uses.items()
                    if any(ctxs[id(u.node)] is None for u in plist)}
     if partial:  # other uses allowed: the residual accounts for them (and the check judges)
