@@ -305,7 +305,7 @@ def test_time_major_layout_is_found_by_the_probe(monkeypatch):
     x, y = torch.randn(6, 4, 3, dtype=DT), torch.randint(0, 3, (6,))
     assert fast_blocks(model, x, y) == {b.name for b in blocks_from_module(model)}
     with monkeypatch.context() as m:
-        m.setattr(engine, "_probe_layouts", lambda *a, **k: None)
+        m.setattr(engine, "probe_layouts", lambda *a, **k: {})
         assert fast_blocks(model, x, y) == {"head.weight", "head.bias"}
     blocks, res = fisher(model, x, y)
     for block, cb in zip(blocks, res.blocks, strict=True):
@@ -432,6 +432,35 @@ def test_coupling_that_depends_on_values_is_caught_every_time():
         for block, cb in zip(blocks, res.blocks, strict=True):
             torch.testing.assert_close(cb.factor, loss_terms(model, block, x, y), rtol=1e-10,
                                        atol=1e-12, msg=f"{block.name} at alpha={alpha}")
+
+
+def test_a_passed_check_is_kept_for_the_same_graph_and_repeated(monkeypatch):
+    """Identical graphs after a passed check take it without checking (only a leak probe of one
+    backward pass), every RECHECK_EVERY-th one is checked again, and the rows stay exact; a
+    graph of another model is checked at once."""
+    from qnewton.curvature.per_sample import check_memory
+
+    monkeypatch.setattr(check_memory, "_KEPT", type(check_memory._KEPT)())
+    monkeypatch.setattr(check_memory, "RECHECK_EVERY", 3)
+    checks = []
+    real = engine._checked
+    monkeypatch.setattr(engine, "_checked", lambda *a, **k: checks.append(1) or real(*a, **k))
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 6), nn.Tanh(), nn.Linear(6, 3)).to(DT)
+    x, y = torch.randn(12, 4, dtype=DT), torch.randint(0, 3, (12,))
+    counts = []
+    for _ in range(4):
+        checks.clear()
+        blocks, res = fisher(model, x, y, grouping="module")
+        for block, cb in zip(blocks, res.blocks, strict=True):
+            torch.testing.assert_close(cb.factor, one_at_a_time(model, block, x, y), rtol=1e-10,
+                                       atol=1e-12)
+        counts.append(len(checks))
+    assert counts == [1, 0, 0, 1]
+    other = nn.Sequential(nn.Linear(4, 6), nn.Tanh(), nn.Linear(6, 3)).to(DT)
+    checks.clear()
+    fisher(other, x, y, grouping="module")
+    assert len(checks) == 1
 
 
 def test_a_batch_of_one_sample_takes_one_pass_without_a_warning():

@@ -12,13 +12,15 @@ Correctness does not rest on the graph's structure alone: coupling across sample
 training mode, a loss normalized over the batch) or a layout that is not sample-major cannot be
 seen there, so the result is compared with the generic computation on two rows and on a random
 combination of all rows (three backward passes), and a block that disagrees is left to the
-generic path.
+generic path. A passed check is kept for later graphs of the same structure while a one-sample
+leak probe finds the samples independent (:mod:`~qnewton.curvature.per_sample.check_memory`).
 """
 
 from __future__ import annotations
 
+import functools
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
@@ -37,12 +39,14 @@ from qnewton.curvature.params import ParamBlock
 from qnewton.curvature.per_sample.batch_norm import statistics_held, training_nodes
 from qnewton.curvature.per_sample.capture import capture
 from qnewton.curvature.per_sample.causes import generic_path_causes
+from qnewton.curvature.per_sample.check_memory import check_key, keep_check, kept_check, leaks
 from qnewton.curvature.per_sample.functional import functional_rows, live_calls
 from qnewton.curvature.per_sample.graph import Use, graph_nodes, parameter_uses
 from qnewton.curvature.per_sample.handler import REFUSALS, SampleRows, Unsupported
 from qnewton.curvature.per_sample.handlers import handlers_by_node_type
+from qnewton.curvature.per_sample.layout import probe_layouts
 from qnewton.curvature.per_sample.recording import latest_recording
-from qnewton.curvature.per_sample.sample_map import forget, map_sample_rows
+from qnewton.curvature.per_sample.sample_map import forget, kept_map, map_sample_rows
 from qnewton.curvature.structured import (
     KroneckerRows,
     StructuredFactor,
@@ -99,53 +103,6 @@ def add_residual(rows: torch.Tensor, total: torch.Tensor, grads: dict[int, torch
     if samples is not None:
         w = w[samples.to(w.device)]
     rows.add_(torch.outer(w.to(rows.device), (g - total).to(rows.device)))
-
-
-def _probe_layouts(root: torch.Tensor, s: int, uses: dict[int, list[Use]],
-                   ctxs: dict[int, object], nodes: dict[int, object],
-                   params: dict[int, torch.Tensor]) -> None:
-    """Reorder the rows of nodes that see them time-major (``t·S + s``, a sequence-first
-    layout such as ``nn.MultiheadAttention``'s) into sample-major order, in place in ``ctxs``.
-
-    One backward pass seeded on sample 0's part of ``root`` only: in a node whose samples are
-    independent, δ is nonzero only on sample 0's rows — rows ``0 … T−1`` if sample-major, rows
-    ``0, S, 2S, …`` if time-major. Nodes whose δ fits neither (or T = 1) are left as they are;
-    the engine's check judges every result either way.
-    """
-    handler_of = {id(u.node): u.handler for plist in uses.values() for u in plist}
-    # rows mapped to their samples one by one (:func:`map_sample_rows`) have no layout to find
-    probe = {k: n for k, n in nodes.items()
-             if ctxs.get(k) is not None and not isinstance(ctxs[k], SampleRows)
-             and getattr(handler_of[k], "reorderable", False)}
-    if not probe:
-        return
-    seed = torch.zeros_like(root).reshape(s, -1)
-    seed[0] = 1
-    try:
-        used = [params[pid] for pid, plist in uses.items()
-                if any(id(u.node) in probe for u in plist)]
-        deltas, _ = capture(root, seed.reshape(root.shape).to(root.dtype), probe, used)
-    except RuntimeError:
-        return
-    for key, delta in deltas.items():
-        handler = handler_of[key]
-        try:
-            rows = handler.delta_rows(ctxs[key], delta)
-        except REFUSALS:
-            continue
-        r = rows.shape[0]
-        if r % s or r == s:
-            continue
-        t = r // s
-        hit = (rows != 0).any(dim=1).nonzero().flatten()
-        if hit.numel() == 0 or bool((hit < t).all()):
-            continue  # sample-major (or nothing to see)
-        if bool((hit % s == 0).all()):
-            perm = torch.arange(r).reshape(t, s).T.reshape(-1)
-            try:
-                ctxs[key] = handler.reorder(ctxs[key], perm)
-            except REFUSALS:
-                ctxs[key] = None
 
 
 def per_sample_rows(
@@ -223,8 +180,8 @@ def per_sample_rows(
     if not eligible:
         return set()
     wanted = {id(use.node): use.node for b in eligible for p in b.params for use in uses[id(p)]}
-    _probe_layouts(root, s, {id(p): uses[id(p)] for b in eligible for p in b.params}, ctxs,
-                   wanted, params)
+    layouts = probe_layouts(root, s, {id(p): uses[id(p)] for b in eligible for p in b.params},
+                             ctxs, wanted, params)
     eligible_params = [p for b in eligible for p in b.params]
     alive = {id(b) for b in eligible}
     elsize = element_size(config.dtype)
@@ -301,7 +258,14 @@ def per_sample_rows(
             explicit[id(b)] = factors[id(b)]
             factors[id(b)] = _structured(kron[id(b)], samples)
     done = [b for b in eligible if id(b) in alive]
-    passed = _checked(root, seeds, s, done, factors, config, samples) if done else set()
+    handler_of = {id(u.node): u.handler for plist in uses.values() for u in plist}
+    used = {id(u.node) for b in done for p in b.params for u in uses[id(p)]}
+    probe = {k: n for k, n in wanted.items() if k in used}
+    leaked = functools.partial(leaks, root, s, nodes=probe, ctxs=ctxs, handler_of=handler_of,
+                               layouts=layouts, params=[p for b in done for p in b.params])
+    passed = (_checked_or_kept(root, seeds, s, done, factors, config, samples, mapped_as,
+                               (partial, structured, *layouts.values()), leaked)
+              if done else set())
     if len(passed) < len(eligible):
         forget(mapped_as)  # rows from a kept map failed (or another reason): probe afresh
     for key, rows in explicit.items():  # a later stage fills the explicit rows of the rest
@@ -346,6 +310,28 @@ def _structured(per_seed: list[list[tuple[torch.Tensor, torch.Tensor]]],
             a, g = a[keep], g[keep]
         pieces.append(KroneckerRows(a, g))
     return StructuredFactor(pieces)
+
+
+def _checked_or_kept(root: torch.Tensor, seeds: Sequence[torch.Tensor], s: int,
+                     done: Sequence[ParamBlock], factors: dict[int, torch.Tensor],
+                     config: CurvatureConfig, samples: torch.Tensor | None,
+                     mapped_as: tuple | None, mode: tuple,
+                     leaked: Callable[[int], bool]) -> set[int]:
+    """:func:`_checked`, or the check kept from an earlier graph of the same structure, the same
+    parameters and sample maps when ``leaked(sample)`` (one backward pass seeded on one sample)
+    finds the samples still independent (:mod:`~qnewton.curvature.per_sample.check_memory`)."""
+    params = [p for b in done for p in b.params]
+    maps = kept_map(mapped_as)
+    kept = s if samples is None else samples.numel()
+    k = check_key(root, graph_nodes(root.grad_fn), s, kept, len(seeds), done,
+                  (*mode, config.dtype, config.batch_norm))
+    kept_as = kept_check(k, params, maps)
+    if kept_as is not None and not leaked(kept_as[1] % s):
+        return {id(b) for b in done if b.name in kept_as[0]}
+    passed = _checked(root, seeds, s, done, factors, config, samples)
+    keep_check(k, params, maps, frozenset(b.name for b in done if id(b) in passed),
+               frozenset(b.name for b in done))
+    return passed
 
 
 def _checked(root: torch.Tensor, seeds: Sequence[torch.Tensor], s: int,

@@ -106,6 +106,11 @@ class NodeHandler(ABC):
     #: layout probe.
     reorderable: bool = False
 
+    def row_count(self, ctx: object) -> int | None:
+        """The number of rows δ will have (S·T), when ``ctx`` tells it before the backward
+        pass; ``None`` otherwise. With exactly S rows there is no layout to probe."""
+        return None
+
     def delta_rows(self, ctx: object, delta: torch.Tensor) -> torch.Tensor:
         """δ as ``(R, ·)`` rows, R = S·T, in the node's row order (for the layout probe)."""
         return delta.reshape(delta.shape[0], -1)

@@ -59,6 +59,9 @@ class LinearHandler(NodeHandler):
             raise Unsupported("only an unmapped input takes a sample map")
         return SampleRows(ctx.x, sample)
 
+    def row_count(self, ctx: torch.Tensor | tuple[torch.Tensor, torch.Tensor]) -> int:
+        return (ctx[0] if isinstance(ctx, tuple) else ctx).shape[0]
+
     def reorder(self, ctx: torch.Tensor | tuple[torch.Tensor, torch.Tensor],
                 perm: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         x = ctx[0] if isinstance(ctx, tuple) else ctx

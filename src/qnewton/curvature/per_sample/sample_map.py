@@ -37,6 +37,11 @@ def forget(sig: tuple | None) -> None:
         _KNOWN.pop(sig, None)
 
 
+def kept_map(sig: tuple | None) -> list[torch.Tensor | None]:
+    """The map kept for ``sig`` (empty when none)."""
+    return [] if sig is None else list(_KNOWN.get(sig, []))
+
+
 def map_sample_rows(root: torch.Tensor, s: int, ctxs: dict[int, object],
                     nodes: dict[int, object], handler_of: dict[int, object],
                     params: list[torch.Tensor]) -> tuple | None:
