@@ -211,3 +211,30 @@ def test_a_float32_full_batch_is_recognized_through_kernel_round_off():
         opt.step(closure)
     regimes = [info["regime"] for info in opt.ledger.step_rule]
     assert regimes[0] == "mini-batch" and set(regimes[1:]) == {"full-batch"}
+    assert opt.step_rule.min_eig_fraction == 1e-8  # float32 keeps the default floor
+
+
+def test_full_batch_solves_reach_directions_below_the_default_definiteness_floor():
+    """Linear least squares whose Gram spans ten decades: Gauss–Newton is Newton's method, and
+    the exact minimizer (``lstsq``) is reached once λ falls under the smallest curvature. The
+    conditioning's default floor (1e-8 of max|A|) would leave the 1e-10 direction contracting by
+    ~1% a step; full batch, the floor is 1e4 units of float64 round-off."""
+    gen = torch.Generator().manual_seed(0)
+    q, _ = torch.linalg.qr(torch.randn(64, 8, generator=gen, dtype=torch.float64))
+    v, _ = torch.linalg.qr(torch.randn(8, 8, generator=gen, dtype=torch.float64))
+    x = q @ torch.diag(torch.logspace(0, -5, 8, dtype=torch.float64)) @ v.T * 8.0
+    truth = torch.randn(8, 1, generator=gen, dtype=torch.float64)
+    y = x @ truth
+    model = nn.Linear(8, 1, bias=False).to(torch.float64)
+
+    def closure():
+        out = model(x)
+        return ((out - y) ** 2).squeeze(1), out
+
+    opt = QNewton(model.named_parameters(), rates=RATES)
+    for _ in range(40):
+        opt.step(closure)
+    best = torch.linalg.lstsq(x, y).solution
+    err = torch.linalg.vector_norm(model.weight.detach().T - best) / torch.linalg.vector_norm(best)
+    assert err < 1e-6, float(err)
+    assert opt.step_rule.min_eig_fraction == 1e4 * torch.finfo(torch.float64).eps

@@ -204,12 +204,13 @@ class QNewton(Optimizer):
     def _solver(self, step: int, jobs: list[tuple[dict[str, Any], ParamBlock]]
                 ) -> Callable[[int, Any, torch.Tensor], BlockOutcome]:
         """Block ``i``'s solve, conditioned with its group's settings and the rule's damping."""
-        extra, shift = self.step_rule.damping, self.step_rule.shift
+        rule = self.step_rule
+        extra, shift, floor = rule.damping, rule.shift, rule.min_eig_fraction
 
         def solve_one(i: int, curv: Any, grad: torch.Tensor) -> BlockOutcome:
             group, block = jobs[i]
             reg = group["reg"] + extra if extra else group["reg"]
-            config = conditioning_config(group, reg, shift)
+            config = conditioning_config(group, reg, shift, floor)
             return solve_block(BlockJob(step, i, block.name, config), curv, grad, self.pipeline)
 
         return solve_one

@@ -280,13 +280,14 @@ def scheduler_config(opts: Mapping[str, Any]) -> SchedulerConfig:
         budget_name="max_block_bytes")
 
 
-def conditioning_config(group: Mapping[str, Any], reg: float,
-                        shift: float = 0.0) -> ConditioningConfig:
-    """A param group's conditioning (its :data:`GROUP_OPTIONS`) with regularization ``reg`` and
-    an absolute ``shift``."""
+def conditioning_config(group: Mapping[str, Any], reg: float, shift: float = 0.0,
+                        min_eig_fraction: float | None = None) -> ConditioningConfig:
+    """A param group's conditioning (its :data:`GROUP_OPTIONS`) with regularization ``reg``, an
+    absolute ``shift`` and, when given, the positive-definiteness target ``min_eig_fraction``."""
+    extra = {} if min_eig_fraction is None else {"min_eig_fraction": min_eig_fraction}
     return ConditioningConfig(reg_scheme=group["reg_scheme"], reg=reg,
                               prune_ratio=group["prune_ratio"], prune_count=group["prune_count"],
-                              shift=shift)
+                              shift=shift, **extra)
 
 
 def curvature_kind(opts: Mapping[str, Any], outputs_given: bool) -> str:

@@ -37,6 +37,7 @@ from typing import Any
 
 import torch
 
+from qnewton.conditioning import ConditioningConfig
 from qnewton.curvature.representation import FactorBlock
 from qnewton.stepping.rule import Move, StepContext, StepRule
 from qnewton.stepping.trial import TrialEvaluator
@@ -55,6 +56,13 @@ DAMPING_MIN, DAMPING_MAX = 1e-12, 1e6
 #: then at most ‖g_b‖/(1e-3·scale)); full-batch, a round-off-level floor (1e-10) that leaves
 #: Newton's convergence alone.
 ETA_MINI_BATCH, ETA_FULL_BATCH = 1e-3, 1e-10
+#: Full batch: the positive-definiteness target of the systems (relative to their scale,
+#: docs/method.md §4.6) is this many units of the losses' round-off, when that is below the
+#: conditioning's default 1e-8: κ ≤ N/(1e4·eps) leaves a Cholesky solve (relative error about
+#: κ·eps/N) four digits in float64, where the default floor (2e-8 of max|A| on a tanh least-squares
+#: fit) exceeds the damping Nielsen's rule asks for and stalls the MSE a decade above the
+#: Levenberg–Marquardt reference's. A float32 model keeps the default.
+FULL_BATCH_PD_EPS = 1e4
 #: Two losses "are the same" (full batch: the step starts where its trial ended) when they agree
 #: to this relative tolerance (far above run-to-run round-off of one forward pass, far below
 #: the difference between two mini-batches).
@@ -248,6 +256,13 @@ class AdaptiveLM(StepRule):
     def shift(self) -> float:
         eta = ETA_FULL_BATCH if self.regime == "full-batch" else ETA_MINI_BATCH
         return eta * self.scale if math.isfinite(self.scale) else 0.0
+
+    @property
+    def min_eig_fraction(self) -> float | None:
+        if self.regime != "full-batch" or not self.loss_eps:
+            return None
+        default = ConditioningConfig.min_eig_fraction
+        return min(default, FULL_BATCH_PD_EPS * self.loss_eps)
 
     def _same_loss(self, loss: float) -> bool | None:
         """Whether ``loss`` is the loss the last trial measured (the same data at the same

@@ -100,6 +100,12 @@ class StepRule(ABC):
         none), the scale-safe part of the damping (docs/method.md §4.12)."""
         return 0.0
 
+    @property
+    def min_eig_fraction(self) -> float | None:
+        """The conditioning's positive-definiteness target for this step's systems, relative to
+        their scale (``None``: the conditioning's default, docs/method.md §4.6)."""
+        return None
+
     def wants_fresh_curvature(self, loss: float) -> bool:
         """Whether the step starting at global mean loss ``loss`` should build its curvature
         rather than reuse kept blocks (``curvature_every`` > 1); default: never asks."""
