@@ -56,7 +56,8 @@ def run_pair(monkeypatch, steps=3, batch=64, **kw):
         skipping.step(closure_for(model, x, y))
     skipped_calls = list(calls)
     estimating = QNewton(other.named_parameters(), lr=0.5, rates=RATES, **kw, grouping="tensor")
-    monkeypatch.setattr(estimating.scheduler, "analyse_if_needed", estimating.scheduler.analyse)
+    monkeypatch.setattr(estimating.scheduler, "analyse_if_needed",
+                        lambda system, key=None: estimating.scheduler.analyse(system))
     for _ in range(steps):
         estimating.step(closure_for(other, x, y))
     return (skipping, model), (estimating, other), skipped_calls, calls[len(skipped_calls):]

@@ -124,7 +124,8 @@ class QNewton(Optimizer):
                             "adaptive": self.step_rule.state_dict(),
                             "nonfinite_in_a_row": self.guard.in_a_row,
                             "kfac": self.amortizer.state_dict(),
-                            "curvature": self._schedule_state()}
+                            "curvature": self._schedule_state(),
+                            "kappa": self.scheduler.kept_kappa.state_dict()}
         return state
 
     def _schedule_state(self) -> dict[str, Any] | None:
@@ -146,6 +147,7 @@ class QNewton(Optimizer):
                 self.amortizer.load_state_dict(extra["kfac"])
             if extra.get("curvature") is not None:
                 self.curvature_schedule.load_state_dict(extra["curvature"])
+            self.scheduler.kept_kappa.load_state_dict(extra.get("kappa", {}))
 
     @property
     def scheduler(self) -> Scheduler:  # the scheduler every block solve routes through

@@ -33,6 +33,7 @@ from qnewton.quantum.backends import QLSA_BACKENDS, QLSABackendFallbackWarning, 
 from qnewton.quantum.block_encodings import BLOCK_ENCODINGS, factor_form_alpha
 from qnewton.quantum.error_budget import QLSA_SHARES, matched_split
 from qnewton.scheduling.config import SchedulerConfig
+from qnewton.scheduling.kept_kappa import KeptKappa
 from qnewton.scheduling.policies import POLICIES, Policy, PolicyInputs
 from qnewton.solvers import SOLVERS, MachineRates, predict_classical, shape_of, solve_classical
 from qnewton.solvers.base import SolveError, SolveResult
@@ -95,6 +96,9 @@ class Analysis:
     #: α of the factor-form block encoding (c‖F‖_F² + λ)/‖A‖₂ for a factor-form system
     #: (:mod:`qnewton.quantum.block_encodings`); ``None`` otherwise
     alpha_factor: float | None = None
+    #: κ and the norm were carried from the block's earlier estimate (:mod:`~qnewton.
+    #: scheduling.kept_kappa`), not estimated for this system
+    kept: bool = False
 
 
 @dataclass
@@ -135,6 +139,8 @@ class Scheduler:
     #: profile's cost model (distance search, error-budget splits) is not free
     _floors: dict[SystemShape, QuantumCost] = field(init=False, repr=False, default_factory=dict)
     _warned_size_fallback: bool = field(default=False, init=False, repr=False)
+    #: κ estimates carried between a block's steps (:mod:`~qnewton.scheduling.kept_kappa`)
+    kept_kappa: KeptKappa = field(init=False, repr=False, default_factory=KeptKappa)
 
     def __post_init__(self) -> None:
         self._kappa_policy = dataclasses.replace(self.config.kappa_policy, seed=self.seed)
@@ -151,13 +157,19 @@ class Scheduler:
         # a Gram that exists already (Scheduler.prepare, or kept with a reused block) is free
         shared = system.has_gram or self._woodbury_expected(system)
         kappa, norm = analyse_kappa(system, self._kappa_policy, gram_shared=shared)
+        return self._analysis(system, kappa, norm)
+
+    def _analysis(self, system: LinearSystem, kappa: KappaEstimate, norm: float,
+                  kept: bool = False) -> Analysis:
+        """The :class:`Analysis` of ``system`` with this κ and ‖A‖₂ figure (α from them)."""
         if self.config.alpha is not None:
             alpha = self.config.alpha
         elif math.isfinite(norm) and norm > 0:
             alpha = block_encoding_alpha(max(1, system.d), system.max_abs_entry(), norm)
         else:
             alpha = float(max(1, system.d))  # no usable norm: the worst case α ≤ d
-        return Analysis(kappa, alpha, norm, alpha_factor=self._factor_alpha(system, norm))
+        return Analysis(kappa, alpha, norm, alpha_factor=self._factor_alpha(system, norm),
+                        kept=kept)
 
     def _factor_alpha(self, system: LinearSystem, norm: float) -> float | None:
         """α of the factor-form block encoding, ``(c‖F‖_F² + λ)/‖A‖₂`` (one pass over F), or
@@ -194,13 +206,21 @@ class Scheduler:
         if self._woodbury_expected(system):
             system.gram()
 
-    def analyse_if_needed(self, system: LinearSystem) -> Analysis:
+    def analyse_if_needed(self, system: LinearSystem, key: str | None = None) -> Analysis:
         """:meth:`analyse`, unless κ cannot change the decision (:meth:`skip_reason`): then an
-        :class:`Analysis` without κ, α or norm, saying why. This is what training calls."""
+        :class:`Analysis` without κ, α or norm, saying why. This is what training calls. With
+        ``key`` (the block's name), κ is carried from the block's kept estimate when one may be
+        used (:mod:`~qnewton.scheduling.kept_kappa`), and a fresh estimate is kept."""
         reason, floor = self.skip_reason(system)
-        if reason is None:
-            return self.analyse(system)
-        return Analysis(None, None, None, skipped=reason, quantum_floor=floor)
+        if reason is not None:
+            return Analysis(None, None, None, skipped=reason, quantum_floor=floor)
+        carried = None if key is None else self.kept_kappa.take(key, system)
+        if carried is not None:
+            return self._analysis(system, *carried, kept=True)
+        analysis = self.analyse(system)
+        if key is not None:
+            self.kept_kappa.keep(key, system, analysis.kappa, analysis.norm)
+        return analysis
 
     def skip_reason(self, system: LinearSystem) -> tuple[str | None, QuantumCost | None]:
         """Why κ need not be estimated for ``system`` (one of :data:`SKIP_REASONS`), with the
@@ -372,6 +392,12 @@ class Scheduler:
         if analysis.skipped is not None:
             return self._decide_without_kappa(system, analysis)
         decision = self._decide_for(system, analysis)
+        if decision.choice == "quantum" and analysis.kept:
+            # a carried κ has no guarantee: it may keep a classical choice, never make this one
+            fresh = self.analyse(system)
+            analysis.kappa, analysis.alpha, analysis.norm = fresh.kappa, fresh.alpha, fresh.norm
+            analysis.alpha_factor, analysis.kept = fresh.alpha_factor, False
+            decision = self._decide_for(system, analysis)
         if (decision.choice == "quantum" and analysis.kappa.kind not in ("exact", "upper")
                 and POLICIES[self.config.policy].can_route_classical):
             analysis.kappa = self.upper_kappa(system, analysis)

@@ -143,7 +143,7 @@ def solve_block(job: BlockJob, curv: CurvatureBlock | None, grad: torch.Tensor,
                 # κ analysis shares (docs/method.md §4.8)
                 scheduler.prepare(system)
             with clock.phase("estimation"):
-                analysis = scheduler.analyse_if_needed(system)
+                analysis = scheduler.analyse_if_needed(system, job.name)
         except MatrixFreeError as exc:
             event("matrix-free-failed", f"{job.name}: {exc}; gradient step")
             return done(gradient_fallback(grad, None), "fallback", "matrix-free-failed")
