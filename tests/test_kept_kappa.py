@@ -6,6 +6,7 @@ import copy
 
 import pytest
 import torch
+from test_kappa_skipping import RATES, count_kappa_calls
 from torch import nn
 
 from qnewton import QNewton
@@ -14,10 +15,7 @@ from qnewton.curvature import FactorBlock
 from qnewton.quantum import get_profile
 from qnewton.scheduling import Scheduler, SchedulerConfig
 from qnewton.scheduling.kept_kappa import KAPPA_EVERY
-from qnewton.solvers import MachineRates
 
-RATES = MachineRates.user(dense_flops_per_s=5e10, gemm_flops_per_s=1e11,
-                          bandwidth_bytes_per_s=1e10)
 F64 = torch.float64
 
 
@@ -37,16 +35,6 @@ def threshold_scheduler(threshold):
                                      kappa_threshold=threshold), rates=RATES)
 
 
-def counted(monkeypatch):
-    import qnewton.scheduling.scheduler as module
-
-    calls = []
-    real = module.analyse_kappa
-    monkeypatch.setattr(module, "analyse_kappa", lambda s, p, **kw: (
-        calls.append(s.n) or real(s, p, **kw)))
-    return calls
-
-
 def test_a_kept_kappa_follows_a_rescaled_curvature_and_a_new_shift_exactly():
     """M < N: λ_min(C) = 0, so carrying κ to C' = 1.7·C with another shift is exact."""
     sched = threshold_scheduler(1.0)  # κ always needed, choice always classical
@@ -63,7 +51,7 @@ def test_a_kept_kappa_follows_a_rescaled_curvature_and_a_new_shift_exactly():
 
 def test_kappa_is_estimated_afresh_every_kappa_every_systems_and_when_the_scale_jumps(
         monkeypatch):
-    calls = counted(monkeypatch)
+    calls = count_kappa_calls(monkeypatch)
     sched = threshold_scheduler(1.0)
     kept = [sched.analyse_if_needed(system(), "w").kept for _ in range(KAPPA_EVERY + 1)]
     assert kept == [False] + [True] * (KAPPA_EVERY - 1) + [False]
