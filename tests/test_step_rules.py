@@ -196,6 +196,42 @@ def test_quadratic_from_aligned_rows_is_the_whole_model_one(kind):
     assert rows_quadratic(replace(ctx, kind=CURVATURES["ggn-mc"]), moves) is None
 
 
+def test_one_block_with_an_l2_term_takes_its_quadratic_from_its_rows():
+    # The GGN of the cross-entropy plus the L2 term's Hessian (its own rows in the block): the
+    # rows' ΔᵀCΔ must equal the brute-force one, the kind's double-backward figure too; with
+    # two blocks the term's rows align with nothing, and the rows are not used.
+    torch.manual_seed(4)
+    model = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 2)).double()
+    x, y = torch.randn(9, 3, dtype=torch.float64), torch.randint(0, 2, (9,))
+    params = list(model.parameters())
+    l2 = 0.3
+    c = brute_force_curvature("ggn", model, x, y, params)
+    penalty = torch.cat([torch.full((p.numel(),), l2 if p.ndim == 2 else 0.0,
+                                    dtype=torch.float64) for p in params])
+    out = model(x)
+    losses = (nn.functional.cross_entropy(out, y, reduction="none")
+              + 0.5 * l2 * sum(p.square().sum() for p in params if p.ndim == 2))
+    whole = blocks_from_module(model, "model")
+    result = compute_curvature(losses, whole, CurvatureConfig(kind="ggn"), out)
+    assert result.bypass_covered
+    delta = torch.randn(c.shape[0], dtype=torch.float64)
+    truth = float(delta @ (c + torch.diag(penalty)) @ delta)
+    ctx = StepContext(0, None, losses, out, losses.mean(), {}, CURVATURES["ggn"],
+                      dict(zip(whole, result.blocks, strict=True)), None, None, bypass=True,
+                      model_rows=True, bypass_covered=True)
+    assert rows_quadratic(ctx, [Move(whole[0], 1.0, delta)]) == pytest.approx(truth, rel=1e-10)
+    assert CURVATURES["ggn"].quadratic(losses, out, params, delta, bypass=True) == \
+        pytest.approx(truth, rel=1e-10)
+    assert rows_quadratic(replace(ctx, bypass_covered=False), [Move(whole[0], 1.0, delta)]) \
+        is None
+    tensor = blocks_from_module(model, "tensor")
+    split = compute_curvature(losses, tensor, CurvatureConfig(kind="ggn"), out)
+    moves = [Move(b, 1.0, d.reshape(b.params[0].shape))
+             for b, d in zip(tensor, delta.split([b.numel for b in tensor]), strict=True)]
+    assert rows_quadratic(replace(ctx, local_blocks=dict(zip(tensor, split.blocks,
+                                                               strict=True))), moves) is None
+
+
 @pytest.mark.parametrize("kind", ["ggn", "fisher"])
 def test_coupled_block_scales_minimize_the_damped_model_over_the_block_steps(kind):
     # Block steps Δ_b = −(C_bb + s_b I)⁻¹ g_b from the brute-force curvature: the scales must

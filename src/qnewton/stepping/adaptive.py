@@ -133,8 +133,12 @@ def aligned_images(ctx: StepContext, moves: Sequence[Move]) -> tuple[torch.Tenso
     (:attr:`~qnewton.curvature.CurvatureKind.aligned_rows`: row i of every block is the same
     sample and seed, with one scale), so that ``Δ_bᵀ C Δ_c = scale·U[:, b]·U[:, c]`` with the
     cross-block terms of the curvature the blocks were solved with. ``None`` where the rows do
-    not allow it."""
-    if not (ctx.kind.aligned_rows and ctx.model_rows) or ctx.bypass:
+    not allow it. Terms that bypass the outputs (an L2 penalty) add rows of their own to a block
+    (:mod:`qnewton.curvature.bypass`), which align with no other block's: their rows serve one
+    block alone, when they hold all of those terms' curvature."""
+    if not (ctx.kind.aligned_rows and ctx.model_rows):
+        return None
+    if ctx.bypass and (len(moves) > 1 or not ctx.bypass_covered):
         return None
     blocks = [ctx.local_blocks.get(move.block) for move in moves]
     if not all(isinstance(block, FactorBlock) for block in blocks):

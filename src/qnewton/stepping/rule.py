@@ -51,7 +51,8 @@ class StepContext:
         local_blocks: per block, this rank's curvature block (``None`` where none was built), for
             a kind without a whole-model quadratic.
         bypass: the build found loss terms that bypass the outputs (the GGN's quadratic adds
-            their curvature).
+            their curvature). bypass_covered: every such term's curvature is in its block's
+            rows (:mod:`qnewton.curvature.bypass`).
         model_rows: ``local_blocks`` are rows the kind itself built (not substituted by another
             kind; possibly at an earlier step or from a subset of the batch: the curvature the
             blocks' systems were solved with), so a kind with
@@ -70,6 +71,7 @@ class StepContext:
     comm: GlobalMean
     ledger: Ledger
     bypass: bool = False
+    bypass_covered: bool = False
     model_rows: bool = False
 
 
