@@ -232,6 +232,33 @@ def test_one_block_with_an_l2_term_takes_its_quadratic_from_its_rows():
                                                                strict=True))), moves) is None
 
 
+def test_the_optimizer_gives_the_rule_its_rows(monkeypatch):
+    # QNewton's steps take ΔᵀCΔ from the blocks' rows, never from a double-backward product:
+    # tensor blocks (with their coupled scales) and one whole-model block with an L2 term.
+    from qnewton.curvature.ggn import GGNCurvature
+
+    monkeypatch.setattr(GGNCurvature, "quadratic",
+                        lambda *a, **k: pytest.fail("a double-backward ΔᵀCΔ"))
+    torch.manual_seed(5)
+    model = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 2)).double()
+    x, y = torch.randn(16, 3, dtype=torch.float64), torch.randint(0, 2, (16,))
+
+    def closure(l2):
+        def losses_and_outputs():
+            out = model(x)
+            penalty = l2 * sum(p.square().sum() for p in model.parameters() if p.ndim == 2)
+            return nn.functional.cross_entropy(out, y, reduction="none") + penalty, out
+        return losses_and_outputs
+
+    for grouping, l2 in (("tensor", 0.0), ("model", 1e-2)):
+        opt = QNewton(model.named_parameters(), rates=RATES, grouping=grouping,
+                      curvature="ggn")
+        for _ in range(2):
+            opt.step(closure(l2))
+        assert opt.last_step_info["accepted"]
+        assert ("block_scales" in opt.last_step_info) == (grouping == "tensor")
+
+
 @pytest.mark.parametrize("kind", ["ggn", "fisher"])
 def test_coupled_block_scales_minimize_the_damped_model_over_the_block_steps(kind):
     # Block steps Δ_b = −(C_bb + s_b I)⁻¹ g_b from the brute-force curvature: the scales must

@@ -198,7 +198,8 @@ class QNewton(Optimizer):
         self.last_step_info = rule.apply(StepContext(
             step, closure, losses, outputs, loss, dict(zip(blocks, result.grads, strict=True)),
             self.kind, dict(zip(blocks, local.blocks, strict=True)), self.path, self.ledger,
-            bool(local.bypass), not local.substitution, local.bypass_covered), moves)
+            bypass=bool(local.bypass), model_rows=not local.substitution,
+            bypass_covered=local.bypass_covered), moves)
         for p in (p for group in self.param_groups for p in group["params"]):
             self.state[p]["step"] = step + 1
         return loss

@@ -71,8 +71,8 @@ class StepContext:
     comm: GlobalMean
     ledger: Ledger
     bypass: bool = False
-    bypass_covered: bool = False
     model_rows: bool = False
+    bypass_covered: bool = False
 
 
 class StepRule(ABC):
