@@ -357,6 +357,33 @@ def test_l2_bypass_rows_skip_the_whole_eigendecomposition(monkeypatch):
         assert res.bypass[block.name] == f"bypass term's curvature added ({block.numel} rows)"
 
 
+def test_a_loss_of_the_outputs_alone_needs_no_fixed_output_pass():
+    """The structural walk says when the gradient with the outputs held fixed is zero without
+    the backward pass: a loss of the outputs alone (through a view of them, too); not with an
+    L2 term or an auxiliary loss on a hidden layer, whose fixed gradients are not zero."""
+    from qnewton.curvature.bypass import fixed_output_gradients, reaches_parameters_around
+
+    torch.manual_seed(9)
+    model = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 3)).to(DT)
+    x, y = torch.randn(6, 3, dtype=DT), torch.randint(0, 3, (6,))
+    params = list(model.parameters())
+    hidden = model[1](model[0](x))
+    out = model[2](hidden)
+    cases = {
+        "outputs": nn.functional.cross_entropy(out, y, reduction="none"),
+        "a view": out.reshape(6, 3).square().sum(dim=1),
+        "an L2 term": nn.functional.cross_entropy(out, y, reduction="none")
+        + 0.1 * model[0].weight.square().sum(),
+        "a hidden layer": nn.functional.cross_entropy(out, y, reduction="none")
+        + hidden.square().sum(dim=1),
+    }
+    for name, losses in cases.items():
+        zero = all(g is None or not bool(g.any())
+                   for g in fixed_output_gradients(losses, out, params, create_graph=False))
+        assert zero == (name in ("outputs", "a view")), name
+        assert reaches_parameters_around(losses, out, params) != zero, name
+
+
 def test_qnewton_ggn_trains_with_an_l2_term():
     torch.manual_seed(8)
     model = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 3))

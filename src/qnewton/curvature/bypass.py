@@ -47,6 +47,26 @@ def fixed_output_gradients(losses: torch.Tensor, outputs: torch.Tensor,
         handle.remove()
 
 
+def reaches_parameters_around(losses: torch.Tensor, outputs: torch.Tensor,
+                              params: Sequence[torch.Tensor]) -> bool:
+    """Whether the losses' graph reaches any of ``params`` other than through ``outputs``'s node:
+    a walk of the loss's own nodes (a few for ``f(z)``), stopping at that node. ``False`` means
+    the gradient with the outputs held fixed is zero by structure — no backward pass needed."""
+    stop = outputs.grad_fn
+    wanted = {id(p) for p in params}
+    seen: set[int] = set()
+    stack = [losses.grad_fn]
+    while stack:
+        node = stack.pop()
+        if node is None or node is stop or id(node) in seen:
+            continue
+        seen.add(id(node))
+        if id(getattr(node, "variable", None)) in wanted:
+            return True
+        stack.extend(child for child, _ in node.next_functions)
+    return False
+
+
 def bypass_rows(losses: torch.Tensor, outputs: torch.Tensor, blocks: Sequence[ParamBlock],
                 num_samples: int, dtype: torch.dtype
                 ) -> tuple[dict[int, torch.Tensor], dict[str, str], set[str]]:
@@ -57,8 +77,12 @@ def bypass_rows(losses: torch.Tensor, outputs: torch.Tensor, blocks: Sequence[Pa
     out: dict[int, torch.Tensor] = {}
     notes: dict[str, str] = {}
     covered: set[str] = set()
-    # First without a graph (any model's backward supports it): which blocks have a term at all.
-    # A term whose gradient is exactly zero here (an L2 penalty at θ = 0) is not seen this step.
+    # None where the loss reaches the parameters through the outputs only (the common case).
+    # Else first without a graph (any model's backward supports it): which blocks have a term
+    # at all. A term whose gradient is exactly zero here (an L2 penalty at θ = 0) is not seen
+    # this step.
+    if not reaches_parameters_around(losses, outputs, params):
+        return out, notes, covered
     plain = fixed_output_gradients(losses, outputs, params, create_graph=False)
     if all(g is None or not bool(g.any()) for g in plain):
         return out, notes, covered
