@@ -27,6 +27,7 @@ from scipy.sparse.csgraph import connected_components
 from qnewton.curvature.autograd import BatchedVJP, flat_rows
 from qnewton.curvature.memory import DEFAULT_CHUNK_BYTES
 from qnewton.curvature.params import ParamBlock
+from qnewton.curvature.per_sample.graph import graph_nodes
 
 #: Largest block (parameters) whose bypass Hessian is formed (N² entries, an N³ eigensolve):
 #: 4096 → 128 MiB in float64 and about a second of ``eigh`` on one CPU thread. A larger block
@@ -52,19 +53,9 @@ def reaches_parameters_around(losses: torch.Tensor, outputs: torch.Tensor,
     """Whether the losses' graph reaches any of ``params`` other than through ``outputs``'s node:
     a walk of the loss's own nodes (a few for ``f(z)``), stopping at that node. ``False`` means
     the gradient with the outputs held fixed is zero by structure — no backward pass needed."""
-    stop = outputs.grad_fn
     wanted = {id(p) for p in params}
-    seen: set[int] = set()
-    stack = [losses.grad_fn]
-    while stack:
-        node = stack.pop()
-        if node is None or node is stop or id(node) in seen:
-            continue
-        seen.add(id(node))
-        if id(getattr(node, "variable", None)) in wanted:
-            return True
-        stack.extend(child for child, _ in node.next_functions)
-    return False
+    return any(id(getattr(node, "variable", None)) in wanted
+               for node in graph_nodes(losses.grad_fn, stop=outputs.grad_fn))
 
 
 def bypass_rows(losses: torch.Tensor, outputs: torch.Tensor, blocks: Sequence[ParamBlock],

@@ -7,6 +7,14 @@ from collections.abc import Callable
 import torch
 
 
+def one_sample_seed(root: torch.Tensor, s: int, sample: int) -> torch.Tensor:
+    """A seed shaped like ``root`` that is 1 on ``sample``'s part (row ``sample`` of its ``(S, W)``
+    view) and 0 elsewhere: a backward pass with it follows that sample's loss alone."""
+    seed = torch.zeros_like(root).reshape(s, -1)
+    seed[sample] = 1
+    return seed.reshape(root.shape)
+
+
 def capture(root: torch.Tensor, seed: torch.Tensor, nodes: dict[int, object],
             params: list[torch.Tensor]
             ) -> tuple[dict[int, torch.Tensor], dict[int, torch.Tensor]]:

@@ -2,8 +2,9 @@
 "The check is kept for a graph it has judged").
 
 The check (:func:`~qnewton.curvature.per_sample.engine._checked`) compares the one-pass rows
-with a batched backward pass: on a small model it is a third to two thirds of the curvature's
-time (MNIST MLP, batch 128, empirical Fisher: 12.3 → 5.0 ms of curvature per step without it).
+with a batched backward pass: on a small model it is a fifth of the step (MNIST MLP, batch 128,
+empirical Fisher, measured in one process with the check every step and kept: 15.2 → 12.1 ms
+per step, docs/method.md §4.7).
 What it detects — samples coupled by the graph (BatchNorm in training mode, a batch-normalized
 loss), a layout the handlers misread, a sample map that does not fit — is a property of the
 graph's structure, which a training loop rebuilds identically at every step. So a check that
@@ -31,7 +32,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from qnewton.curvature.per_sample.capture import capture
+from qnewton.curvature.per_sample.capture import capture, one_sample_seed
 from qnewton.curvature.per_sample.handler import REFUSALS, SampleRows
 
 #: A kept check is repeated at every RECHECK_EVERY-th graph it serves: a sixteenth of its cost,
@@ -95,10 +96,8 @@ def leaks(root: torch.Tensor, s: int, sample: int, nodes: dict[int, object],
     sample's rows at any of ``nodes`` (the rows' owners: the sample map of mapped rows, ``r % S``
     for rows the layout probe found time-major, ``r // T`` otherwise). ``True`` also when the
     pass fails or a node's rows cannot be read: the caller then checks."""
-    seed = torch.zeros_like(root).reshape(s, -1)
-    seed[sample] = 1
     try:
-        deltas, _ = capture(root, seed.reshape(root.shape), nodes, list(params))
+        deltas, _ = capture(root, one_sample_seed(root, s, sample), nodes, list(params))
     except RuntimeError:
         return True
     for key, delta in deltas.items():
@@ -133,7 +132,3 @@ def keep_check(k: tuple, params: Sequence[torch.Tensor],
     while len(_KEPT) > KEPT_MAX:
         _KEPT.popitem(last=False)
 
-
-def forget_checks() -> None:
-    """Drop every kept check (tests that change a handler between two identical graphs)."""
-    _KEPT.clear()

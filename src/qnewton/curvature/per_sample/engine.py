@@ -162,8 +162,8 @@ def per_sample_rows(
                 ctxs[key] = None
         if any(ctxs[id(use.node)] is None for use in plist):
             failed.add(pid)
+    handler_of = {id(u.node): u.handler for plist in uses.values() for u in plist}
     if any(isinstance(c, SampleRows) for c in ctxs.values()):
-        handler_of = {id(u.node): u.handler for plist in uses.values() for u in plist}
         mapped = {id(u.node): u.node for pid, plist in uses.items() if pid not in failed
                   for u in plist}
         mapped_as = map_sample_rows(root, s, ctxs, mapped, handler_of,
@@ -181,7 +181,7 @@ def per_sample_rows(
         return set()
     wanted = {id(use.node): use.node for b in eligible for p in b.params for use in uses[id(p)]}
     layouts = probe_layouts(root, s, {id(p): uses[id(p)] for b in eligible for p in b.params},
-                             ctxs, wanted, params)
+                            ctxs, wanted, params, handler_of)
     eligible_params = [p for b in eligible for p in b.params]
     alive = {id(b) for b in eligible}
     elsize = element_size(config.dtype)
@@ -258,7 +258,6 @@ def per_sample_rows(
             explicit[id(b)] = factors[id(b)]
             factors[id(b)] = _structured(kron[id(b)], samples)
     done = [b for b in eligible if id(b) in alive]
-    handler_of = {id(u.node): u.handler for plist in uses.values() for u in plist}
     used = {id(u.node) for b in done for p in b.params for u in uses[id(p)]}
     probe = {k: n for k, n in wanted.items() if k in used}
     leaked = functools.partial(leaks, root, s, nodes=probe, ctxs=ctxs, handler_of=handler_of,

@@ -18,13 +18,13 @@ class Use:
     role: str
 
 
-def graph_nodes(root: object) -> list[object]:
-    """All autograd nodes reachable from ``root`` (each once)."""
+def graph_nodes(root: object, stop: object = None) -> list[object]:
+    """All autograd nodes reachable from ``root`` (each once), not walking past ``stop``."""
     seen: dict[int, object] = {}
     stack = [root]
     while stack:
         node = stack.pop()
-        if node is None or id(node) in seen:
+        if node is None or node is stop or id(node) in seen:
             continue
         seen[id(node)] = node
         stack.extend(nf for nf, _ in node.next_functions if nf is not None)

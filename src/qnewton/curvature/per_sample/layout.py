@@ -5,14 +5,15 @@ from __future__ import annotations
 
 import torch
 
-from qnewton.curvature.per_sample.capture import capture
+from qnewton.curvature.per_sample.capture import capture, one_sample_seed
 from qnewton.curvature.per_sample.graph import Use
-from qnewton.curvature.per_sample.handler import REFUSALS, SampleRows
+from qnewton.curvature.per_sample.handler import REFUSALS, NodeHandler, SampleRows
 
 
 def probe_layouts(root: torch.Tensor, s: int, uses: dict[int, list[Use]],
-                   ctxs: dict[int, object], nodes: dict[int, object],
-                   params: dict[int, torch.Tensor]) -> dict[int, str]:
+                  ctxs: dict[int, object], nodes: dict[int, object],
+                  params: dict[int, torch.Tensor],
+                  handler_of: dict[int, NodeHandler]) -> dict[int, str]:
     """Reorder the rows of nodes that see them time-major (``t·S + s``, a sequence-first
     layout such as ``nn.MultiheadAttention``'s) into sample-major order, in place in ``ctxs``.
 
@@ -23,7 +24,6 @@ def probe_layouts(root: torch.Tensor, s: int, uses: dict[int, list[Use]],
     (part of the key under which a passed check is kept: a layout left unknown, e.g. sample 0's
     δ exactly 0, must be checked again).
     """
-    handler_of = {id(u.node): u.handler for plist in uses.values() for u in plist}
     # rows mapped to their samples one by one (:func:`map_sample_rows`) have no layout to find
     # nor do nodes known to have one row per sample
     probe = {k: n for k, n in nodes.items()
@@ -32,12 +32,10 @@ def probe_layouts(root: torch.Tensor, s: int, uses: dict[int, list[Use]],
              and handler_of[k].row_count(ctxs[k]) != s}
     if not probe:
         return {}
-    seed = torch.zeros_like(root).reshape(s, -1)
-    seed[0] = 1
     try:
         used = [params[pid] for pid, plist in uses.items()
                 if any(id(u.node) in probe for u in plist)]
-        deltas, _ = capture(root, seed.reshape(root.shape).to(root.dtype), probe, used)
+        deltas, _ = capture(root, one_sample_seed(root, s, 0), probe, used)
     except RuntimeError:
         return dict.fromkeys(probe, "failed")
     return {k: _layout(handler_of[k], ctxs, k, deltas.get(k), s) for k in probe}
